@@ -1,0 +1,120 @@
+"""The four embedding model profiles Saekin supports (GUIDE.md §2).
+
+A profile fixes everything that must agree between ingestion and search: the hub id, the
+transformer architecture (used to build offline twins), the vector size, pooling and
+normalisation, and the model's maximum sequence length, from which the chunk budget follows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Pooling = Literal["cls", "mean"]
+TokenizerKind = Literal["unigram", "wordpiece"]
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    name: str
+    hub_id: str
+    dim: int
+    pooling: Pooling
+    normalize: bool
+    max_seq_length: int
+    # Tokens of a chunk, special tokens excluded. Never above max_seq_length - 2 (CLS/SEP),
+    # so no chunk is ever truncated by the model; 512-token windows for the long-context model.
+    chunk_tokens: int
+    architecture: str  # transformers model class, for twins
+    tokenizer_kind: TokenizerKind
+    config: dict = field(default_factory=dict)  # transformers config of the full-size model
+
+    @property
+    def collection_suffix(self) -> str:
+        return self.name.replace("-", "_")
+
+
+PROFILES: dict[str, ModelProfile] = {
+    p.name: p
+    for p in (
+        ModelProfile(
+            name="bge-m3-ko",
+            hub_id="dragonkue/bge-m3-ko",
+            dim=1024,
+            pooling="cls",
+            normalize=True,
+            max_seq_length=8192,
+            chunk_tokens=510,
+            architecture="XLMRobertaModel",
+            tokenizer_kind="unigram",
+            config=dict(
+                model_type="xlm-roberta", hidden_size=1024, num_hidden_layers=24,
+                num_attention_heads=16, intermediate_size=4096, vocab_size=250002,
+                max_position_embeddings=8194, type_vocab_size=1, pad_token_id=1,
+                bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5,
+            ),
+        ),
+        ModelProfile(
+            name="ko-sroberta-multitask",
+            hub_id="jhgan/ko-sroberta-multitask",
+            dim=768,
+            pooling="mean",
+            normalize=False,
+            max_seq_length=128,
+            chunk_tokens=126,
+            architecture="RobertaModel",
+            tokenizer_kind="wordpiece",
+            config=dict(
+                model_type="roberta", hidden_size=768, num_hidden_layers=12,
+                num_attention_heads=12, intermediate_size=3072, vocab_size=32000,
+                max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+                bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5,
+            ),
+        ),
+        ModelProfile(
+            name="kf-deberta-multitask",
+            hub_id="upskyy/kf-deberta-multitask",
+            dim=768,
+            pooling="mean",
+            normalize=False,
+            max_seq_length=128,
+            chunk_tokens=126,
+            architecture="DebertaV2Model",
+            tokenizer_kind="wordpiece",
+            config=dict(
+                model_type="deberta-v2", hidden_size=768, num_hidden_layers=12,
+                num_attention_heads=12, intermediate_size=3072, vocab_size=130000,
+                max_position_embeddings=512, type_vocab_size=0, pad_token_id=0,
+                relative_attention=True, position_buckets=256, max_relative_positions=-1,
+                pos_att_type=["p2c", "c2p"], norm_rel_ebd="layer_norm", share_att_key=True,
+                position_biased_input=False, layer_norm_eps=1e-7,
+            ),
+        ),
+        ModelProfile(
+            name="klue-sroberta-large",
+            hub_id="snunlp/KLUE-SRoBERTa-Large-SNUExtended-klueNLI-klueSTS",
+            dim=1024,
+            pooling="mean",
+            normalize=False,
+            max_seq_length=512,
+            chunk_tokens=510,
+            architecture="RobertaModel",
+            tokenizer_kind="wordpiece",
+            config=dict(
+                model_type="roberta", hidden_size=1024, num_hidden_layers=24,
+                num_attention_heads=16, intermediate_size=4096, vocab_size=32000,
+                max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+                bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5,
+            ),
+        ),
+    )
+}
+
+DEFAULT_PROFILE = "bge-m3-ko"
+
+
+def get_profile(name: str) -> ModelProfile:
+    """The profile called `name`, or a ValueError listing the valid names."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown embedding profile {name!r}; choose one of {', '.join(PROFILES)}") from None

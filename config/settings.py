@@ -1,0 +1,105 @@
+"""Runtime settings, read from SAEKIN_* environment variables (and an optional .env file).
+
+Obtain them through `get_settings()`; nothing here is created at import time. Leaving the
+database, broker and Qdrant URLs empty selects the embedded mode: SQLite, Qdrant Edge and
+in-process ingestion under `data_dir`.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.profiles import DEFAULT_PROFILE, PROFILES, ModelProfile, get_profile
+
+Mode = Literal["embedded", "production"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAEKIN_", env_file=".env", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------
+    data_dir: Path = Field(Path("./data"), description="Embedded mode: SQLite file, Qdrant Edge shards, uploads.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db. Empty: SQLite in data_dir.")
+    broker_url: str | None = Field(None, description="Celery broker (Redis), e.g. redis://localhost:6379/0. Empty: in-process ingestion.")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL, e.g. http://localhost:6333. Empty: Qdrant Edge in data_dir.")
+    qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server, if it requires one.")
+    qdrant_path: Path | None = Field(None, description="Tests only: qdrant-client local mode at this path (brute force, one process).")
+
+    # --- HTTP ----------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address `saekin serve` binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `saekin serve` listens on.")
+    api_keys: list[str] = Field(default_factory=list, description="Comma-separated bearer tokens; when set every /v1 route requires one.")
+    max_upload_mb: float = Field(50.0, gt=0, description="Largest accepted upload; bigger ones get 413 while streaming.")
+
+    # --- embedding -------------------------------------------------------------------------
+    embedding_profile: str = Field(DEFAULT_PROFILE, description=f"One of: {', '.join(PROFILES)}.")
+    embedding_model: str | None = Field(None, description="Hub id or local directory overriding the profile's hub id.")
+    embedding_device: str | None = Field(None, description="torch device (cuda, cuda:1, cpu). Empty: cuda when available.")
+    embedding_precision: Literal["fp32", "fp16", "bf16", "int8"] | None = Field(
+        None, description="Empty: bf16 on CUDA, fp32 on CPU. bf16/int8 on CPU trade accuracy for speed; check with `saekin eval`.")
+    embed_max_batch_tokens: int = Field(16384, ge=512, description="Padded tokens per model forward pass (embed worker).")
+    query_batch_wait_ms: float = Field(2.0, ge=0, le=100, description="How long the query encoder waits to batch concurrent questions.")
+
+    # --- chunking --------------------------------------------------------------------------
+    chunk_tokens: int | None = Field(None, ge=16, description="Chunk budget in model tokens; capped by the profile's max length.")
+    chunk_overlap_tokens: int = Field(64, ge=0, description="Whole sentences of overlap between neighbouring chunks, in tokens.")
+
+    # --- workers -----------------------------------------------------------------------------
+    task_time_limit_s: int = Field(1800, ge=10, description="Hard limit for one ingest or embed task.")
+    extract_time_limit_s: int = Field(120, ge=1, description="Extraction of one document is abandoned after this long.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("embedding_profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        get_profile(value)
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_all_three(self) -> "Settings":
+        if self.broker_url and not self.database_url:
+            raise ValueError("SAEKIN_BROKER_URL needs SAEKIN_DATABASE_URL: workers on other hosts cannot share a SQLite file")
+        if self.broker_url and not (self.qdrant_url or self.qdrant_path):
+            raise ValueError("SAEKIN_BROKER_URL needs SAEKIN_QDRANT_URL: Qdrant Edge cannot be shared between processes")
+        return self
+
+    @property
+    def mode(self) -> Mode:
+        return "production" if self.broker_url else "embedded"
+
+    @property
+    def profile(self) -> ModelProfile:
+        return get_profile(self.embedding_profile)
+
+    @property
+    def model_name_or_path(self) -> str:
+        return self.embedding_model or self.profile.hub_id
+
+    @property
+    def effective_chunk_tokens(self) -> int:
+        budget = self.profile.chunk_tokens
+        return min(self.chunk_tokens, budget) if self.chunk_tokens else budget
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'saekin.db').resolve()}"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,59 @@
+"""One exception hierarchy for domain errors; services/api/errors.py maps each to an HTTP answer."""
+from __future__ import annotations
+
+
+class SaekinError(Exception):
+    """Base of every domain error. `code` is the stable machine-readable name clients see."""
+
+    code = "error"
+    http_status = 400
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidInput(SaekinError):
+    code = "invalid_input"
+    http_status = 422
+
+
+class NotFound(SaekinError):
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(SaekinError):
+    code = "conflict"
+    http_status = 409
+
+
+class PayloadTooLarge(SaekinError):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class UnsupportedMediaType(SaekinError):
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class ExtractionError(SaekinError):
+    """A document's bytes could not be turned into text (corrupt, encrypted, hostile, no text)."""
+
+    code = "extraction_failed"
+    http_status = 422
+
+
+class ServiceUnavailable(SaekinError):
+    code = "unavailable"
+    http_status = 503
+
+
+class DataDirLocked(SaekinError):
+    """Another process already owns the embedded data directory."""
+
+    code = "data_dir_locked"
+    http_status = 503
