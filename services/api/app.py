@@ -1,0 +1,58 @@
+"""The FastAPI application factory."""
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from config.settings import Settings, get_settings
+from services.api.deps import require_api_key
+from services.api.errors import install_error_handlers
+from services.api.routers import documents, health, search
+from services.dispatch import CeleryDispatcher, Dispatcher, InProcessDispatcher
+from services.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
+               dispatcher: Dispatcher | None = None, warm_up: bool = True) -> FastAPI:
+    """The API; embedded mode runs ingestion in-process, production mode only enqueues."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        rt = runtime or Runtime(settings)
+        app.state.runtime = rt
+        app.state.dispatcher = dispatcher or (
+            CeleryDispatcher(settings.broker_url) if settings.mode == "production" else InProcessDispatcher(rt))
+        app.state.model_ready = threading.Event()
+        if warm_up:
+            # Load the index, Kiwi and the query model in the background; /readyz says when done.
+            threading.Thread(target=_warm_up, args=(rt, app.state.model_ready), daemon=True).start()
+        else:
+            app.state.model_ready.set()
+        yield
+        app.state.dispatcher.close()
+        if runtime is None:
+            rt.close()
+
+    app = FastAPI(title="Saekin", version="0.1.0", lifespan=lifespan,
+                  description="Korean document retrieval: upload documents, search them with morpheme + dense hybrid search.")
+    install_error_handlers(app)
+    app.include_router(health.router)
+    for router in (documents.router, search.router):
+        app.include_router(router, dependencies=[Depends(require_api_key)])
+    return app
+
+
+def _warm_up(rt: Runtime, ready: threading.Event) -> None:
+    try:
+        rt.index
+        rt.analyzer.query_vector("워밍업")
+        rt.query_encoder.encode("워밍업 질의")
+        ready.set()
+    except Exception:
+        log.exception("warm-up failed; /readyz will report the model as not ready")

@@ -1,0 +1,170 @@
+"""Upload, inspect, list and delete documents."""
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from services.api.deps import DispatcherDep, RuntimeDep, SessionDep
+from services.db import session_scope
+from services.documents import service
+from services.documents.models import DocumentStatus
+from services.documents.schemas import DocumentOut, DocumentPage, TextDocumentIn
+from services.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from services.ingest.extract import detect_media_type
+from services.ingest.pipeline import WorkItem
+
+router = APIRouter(prefix="/v1/collections/{collection}/documents", tags=["documents"])
+
+UPLOAD_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "external_id": {"type": "string"}, "title": {"type": "string"},
+                    "metadata": {"type": "string", "description": "a JSON object"},
+                }}},
+            "application/json": {"schema": TextDocumentIn.model_json_schema()},
+        },
+    }
+}
+
+
+@router.post("", status_code=202, response_model=DocumentOut, openapi_extra=UPLOAD_OPENAPI,
+             responses={200: {"model": DocumentOut, "description": "the same content is already stored"},
+                        413: {"description": "over SAEKIN_MAX_UPLOAD_MB"}, 415: {"description": "unsupported type"}})
+async def upload_document(collection: str, request: Request, response: Response, rt: RuntimeDep,
+                          dispatcher: DispatcherDep) -> DocumentOut:
+    """Store a document (multipart file or JSON text) and queue it for indexing; 200 if already stored."""
+    service.validate_collection_name(collection)
+    limit = rt.settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"upload of {int(declared)} bytes is over the limit of {limit} bytes")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        upload = await _read_multipart(request, limit)
+    elif content_type == "application/json":
+        upload = await _read_json(request, limit)
+    else:
+        raise UnsupportedMediaType(
+            f"send multipart/form-data with a 'file' field, or application/json with 'text' (got {content_type or 'nothing'})")
+
+    def store():
+        with session_scope(rt.session_factory) as session:
+            result = service.submit_document(session, collection_name=collection,
+                                             profile=rt.settings.embedding_profile, upload=upload)
+            return result, DocumentOut.of(result.document)
+
+    result, out = await run_in_threadpool(store)
+    if result.created:
+        dispatcher.submit(WorkItem(result.document.id, result.generation))
+    else:
+        response.status_code = 200
+    return out
+
+
+async def _read_body_limited(request: Request, limit: int) -> bytes:
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise PayloadTooLarge(f"upload is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+async def _read_json(request: Request, limit: int) -> service.Upload:
+    raw = await _read_body_limited(request, limit)
+    if not raw.strip():
+        raise InvalidInput("the request body is empty: send {\"text\": ...}", code="empty_body")
+    try:
+        body = TextDocumentIn.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidInput("invalid JSON document: " + "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()), code="invalid_request") from None
+    if not body.text.strip():
+        raise InvalidInput("text is empty", code="empty_document")
+    return service.Upload(data=body.text.encode("utf-8"), media_type="text/plain", external_id=body.external_id,
+                          title=body.title, metadata=body.metadata)
+
+
+async def _read_multipart(request: Request, limit: int) -> service.Upload:
+    # Starlette spools file parts to disk; the wrapper below stops reading once the limit is passed.
+    counted = _LimitedReceive(request, limit)
+    form = await Request(request.scope, counted).form(max_files=1, max_fields=16)
+    file = form.get("file")
+    if not isinstance(file, UploadFile):
+        raise InvalidInput("multipart upload needs a 'file' field with the document", code="missing_file")
+    data = await file.read()
+    await form.close()
+    if not data:
+        raise InvalidInput("the uploaded file is empty", code="empty_document")
+    metadata_raw = form.get("metadata")
+    metadata = {}
+    if isinstance(metadata_raw, str) and metadata_raw.strip():
+        try:
+            metadata = json.loads(metadata_raw)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"metadata is not valid JSON: {exc.msg}", code="invalid_metadata") from None
+    external_id = _text_field(form.get("external_id"), "external_id", 256)
+    title = _text_field(form.get("title"), "title", 512)
+    detect_media_type(data[:65536], filename=file.filename, declared=file.content_type)  # 415 for unknown types
+    return service.Upload(data=data, filename=(file.filename or None) and file.filename[:512], media_type=None,
+                          external_id=external_id, title=title, metadata=metadata)
+
+
+def _text_field(value, name: str, max_len: int) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str) or len(value) > max_len:
+        raise InvalidInput(f"{name} must be text of at most {max_len} characters", code="invalid_request")
+    return value.strip()
+
+
+class _LimitedReceive:
+    """An ASGI receive that raises PayloadTooLarge once the body passes `limit` bytes."""
+
+    def __init__(self, request: Request, limit: int) -> None:
+        self._receive = request.receive
+        self._limit = limit
+        self._seen = 0
+
+    async def __call__(self):
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self._seen += len(message.get("body", b""))
+            if self._seen > self._limit:
+                raise PayloadTooLarge(f"upload is over the limit of {self._limit} bytes")
+        return message
+
+
+@router.get("/{document_id}", response_model=DocumentOut)
+def get_document(collection: str, document_id: uuid.UUID, session: SessionDep) -> DocumentOut:
+    """A document's status, stage, counts, error reason and metadata."""
+    return DocumentOut.of(service.get_document(session, collection_name=collection, document_id=document_id))
+
+
+@router.get("", response_model=DocumentPage)
+def list_documents(collection: str, session: SessionDep,
+                   status: Annotated[DocumentStatus | None, Query()] = None,
+                   cursor: Annotated[str | None, Query()] = None,
+                   limit: Annotated[int, Query(ge=1, le=500)] = 50) -> DocumentPage:
+    """Documents newest first, optionally only those with `status`; follow `next_cursor` for more."""
+    rows, next_cursor = service.list_documents(session, collection_name=collection, status=status,
+                                               cursor=cursor, limit=limit)
+    return DocumentPage(items=[DocumentOut.of(d) for d in rows], next_cursor=next_cursor)
+
+
+@router.delete("/{document_id}", status_code=204)
+def delete_document(collection: str, document_id: uuid.UUID, session: SessionDep, rt: RuntimeDep) -> Response:
+    """Remove a document from the database and the vector index."""
+    service.delete_document(session, index=rt.index, collection_name=collection, document_id=document_id)
+    return Response(status_code=204)

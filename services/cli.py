@@ -1,0 +1,256 @@
+"""The `saekin` command: serve, worker, ingest, search, eval, make-twin, migrate."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from config.profiles import DEFAULT_PROFILE, PROFILES
+from config.settings import Settings, get_settings
+from services.errors import SaekinError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Saekin (색인): Korean document retrieval service.")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def _embedded_runtime(settings: Settings):
+    """Lock the data directory, migrate SQLite and return (lock, runtime) for embedded mode."""
+    from services.datadir import DataDirLock
+    from services.db import upgrade_database
+    from services.runtime import Runtime
+
+    lock = DataDirLock(settings.data_dir).acquire()
+    upgrade_database(settings.sqlalchemy_url)
+    return lock, Runtime(settings)
+
+
+@app.command()
+def serve(host: Annotated[Optional[str], typer.Option(help="Bind address (default SAEKIN_HOST, 127.0.0.1).")] = None,
+          port: Annotated[Optional[int], typer.Option(help="Port (default SAEKIN_PORT, 8000).")] = None,
+          workers: Annotated[int, typer.Option(help="Uvicorn worker processes (production mode only).")] = 1) -> None:
+    """Run the HTTP API. Embedded (no URLs set): SQLite, Qdrant Edge and ingestion in this process."""
+    import uvicorn
+
+    settings = get_settings()
+    host, port = host or settings.host, port or settings.port
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.mode == "production":
+        uvicorn.run("services.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+        return
+    from services.api.app import create_app
+
+    try:
+        lock, rt = _embedded_runtime(settings)
+    except SaekinError as exc:
+        _fail(exc.message)
+    typer.echo(f"Saekin embedded mode: data in {settings.data_dir.resolve()}, model {settings.model_name_or_path} "
+               f"({settings.embedding_profile}); http://{host}:{port}/docs")
+    try:
+        uvicorn.run(create_app(settings, runtime=rt), host=host, port=port)
+    finally:
+        rt.close()
+        lock.release()
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (production: run before starting the API)."""
+    from services.db import upgrade_database
+
+    upgrade_database(get_settings().sqlalchemy_url)
+    typer.echo("database is at the latest revision")
+
+
+@app.command()
+def worker(queue: Annotated[str, typer.Option(help="ingest (CPU stages) or embed (the model; GPU).")] = "ingest",
+           concurrency: Annotated[Optional[int], typer.Option(help="Ingest worker processes (default: CPU cores).")] = None,
+           loglevel: str = "INFO") -> None:
+    """Run a Celery worker for one queue (production mode)."""
+    from services.dispatch import EMBED_QUEUE, INGEST_QUEUE
+    from workers.celery_app import create_celery
+
+    if queue not in (INGEST_QUEUE, EMBED_QUEUE):
+        _fail(f"--queue must be {INGEST_QUEUE} or {EMBED_QUEUE}")
+    try:
+        celery = create_celery(get_settings())
+    except RuntimeError as exc:
+        _fail(str(exc))
+    argv = ["worker", f"--queues={queue}", f"--loglevel={loglevel}", f"--hostname={queue}@%h"]
+    if queue == EMBED_QUEUE:
+        # One process per GPU, model loaded once in it; CUDA cannot be used across fork.
+        argv += ["--pool=solo"]
+        from workers.tasks import warm_embed_worker
+        from celery.signals import worker_ready
+
+        worker_ready.connect(lambda **_: warm_embed_worker(), weak=False)
+    elif concurrency:
+        argv += [f"--concurrency={concurrency}"]
+    celery.worker_main(argv)
+
+
+def _iter_files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        elif path.is_file():
+            files.append(path)
+        else:
+            _fail(f"{path} does not exist")
+    return files
+
+
+@app.command()
+def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders to index.")],
+           collection: Annotated[str, typer.Option("--collection", "-c")] = "default",
+           wait: Annotated[bool, typer.Option(help="Production mode: wait until all documents are indexed.")] = True) -> None:
+    """Upload files and folders into a collection, with a progress bar."""
+    from tqdm import tqdm
+
+    from services.db import session_scope
+    from services.documents import service
+    from services.documents.models import Document, DocumentStatus
+    from services.ingest.pipeline import WorkItem, process_now
+
+    settings = get_settings()
+    files = _iter_files(paths)
+    if not files:
+        _fail("no files to ingest")
+    if settings.mode == "embedded":
+        try:
+            lock, rt = _embedded_runtime(settings)
+        except SaekinError as exc:
+            _fail(exc.message)
+    else:
+        from services.dispatch import CeleryDispatcher
+        from services.runtime import Runtime
+
+        lock, rt = None, Runtime(settings)
+        dispatcher = CeleryDispatcher(settings.broker_url)
+
+    submitted: list[WorkItem] = []
+    counts = {"new": 0, "unchanged": 0, "rejected": 0}
+    with tqdm(total=len(files), unit="file", desc="upload") as bar:
+        for path in files:
+            try:
+                with session_scope(rt.session_factory) as session:
+                    result = service.submit_document(session, collection_name=collection,
+                                                     profile=settings.embedding_profile, upload=service.Upload(
+                                                         data=path.read_bytes(), filename=path.name, external_id=str(path)))
+                if result.created:
+                    submitted.append(WorkItem(result.document.id, result.generation))
+                    counts["new"] += 1
+                else:
+                    counts["unchanged"] += 1
+            except SaekinError as exc:
+                counts["rejected"] += 1
+                tqdm.write(f"{path}: {exc.message}")
+            bar.update()
+
+    if settings.mode == "embedded":
+        batch = 16
+        with tqdm(total=len(submitted), unit="doc", desc="index") as bar:
+            for i in range(0, len(submitted), batch):
+                process_now(rt, submitted[i:i + batch])
+                bar.update(len(submitted[i:i + batch]))
+    else:
+        for item in submitted:
+            dispatcher.submit(item)
+        if wait and submitted:
+            ids = [item.document_id for item in submitted]
+            from sqlalchemy import func, select
+
+            with tqdm(total=len(ids), unit="doc", desc="index") as bar:
+                done = 0
+                while done < len(ids):
+                    time.sleep(1)
+                    with session_scope(rt.session_factory) as session:
+                        done = session.scalar(select(func.count()).select_from(Document).where(
+                            Document.id.in_(ids), Document.status.in_([DocumentStatus.indexed, DocumentStatus.failed])))
+                    bar.update(done - bar.n)
+
+    with session_scope(rt.session_factory) as session:
+        from sqlalchemy import select
+
+        failed = session.execute(select(Document.filename, Document.error).where(
+            Document.id.in_([i.document_id for i in submitted]), Document.status == DocumentStatus.failed)).all()
+    for filename, error in failed:
+        typer.secho(f"failed: {filename}: {error}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"{counts['new']} new, {counts['unchanged']} unchanged, {counts['rejected']} rejected, "
+               f"{len(failed)} failed")
+    rt.close()
+    if lock:
+        lock.release()
+
+
+@app.command()
+def search(query: Annotated[str, typer.Argument(help="The question, e.g. \"탄소중립 기본법 개정 이유\".")],
+           collection: Annotated[str, typer.Option("--collection", "-c")] = "default",
+           top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
+           mode: Annotated[str, typer.Option(help="dense, sparse or hybrid.")] = "hybrid",
+           as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")] = False) -> None:
+    """Search a collection from the command line."""
+    from services.db import session_scope
+    from services.search.schemas import SearchRequest
+    from services.search.service import search as run_search
+
+    settings = get_settings()
+    try:
+        if settings.mode == "embedded":
+            lock, rt = _embedded_runtime(settings)
+        else:
+            from services.runtime import Runtime
+
+            lock, rt = None, Runtime(settings)
+        with session_scope(rt.session_factory) as session:
+            response = run_search(session, rt=rt, collection_name=collection,
+                                  request=SearchRequest(query=query, top_k=top_k, mode=mode))
+    except SaekinError as exc:
+        _fail(exc.message)
+    if as_json:
+        typer.echo(response.model_dump_json(indent=2))
+    else:
+        for hit in response.results:
+            where = f" p.{hit.page}" if hit.page else ""
+            typer.secho(f"{hit.rank}. [{hit.score:.4f}] {hit.title or hit.external_id or hit.document_id}{where}",
+                        bold=True)
+            typer.echo("   " + hit.text[:300].replace("\n", " "))
+        typer.echo(f"({len(response.results)} results, {response.took_ms} ms{'; ' + response.note if response.note else ''})")
+    rt.close()
+    if lock:
+        lock.release()
+
+
+@app.command("make-twin")
+def make_twin(profile: Annotated[str, typer.Option(help=f"One of {', '.join(PROFILES)}.")] = DEFAULT_PROFILE,
+              out: Annotated[Path, typer.Option(help="Directory to write the sentence-transformers model to.")] = Path("twin"),
+              small: Annotated[bool, typer.Option(help="A tiny twin (2 layers, hidden 64) for tests.")] = False,
+              corpus: Annotated[Optional[list[Path]], typer.Option(help="Extra Korean text files for the tokenizer.")] = None,
+              seed: int = 0) -> None:
+    """Build an architecture twin of a profile: same config, random weights, Korean-trained tokenizer."""
+    from config.profiles import get_profile
+    from services.embedding.twin import build_twin
+
+    try:
+        prof = get_profile(profile)
+    except ValueError as exc:
+        _fail(str(exc))
+    texts = [p.read_text(encoding="utf-8") for p in corpus or []] or None
+    path = build_twin(prof, out, small=small, corpus=texts, seed=seed)
+    typer.echo(f"twin of {prof.hub_id} written to {path}; use it with SAEKIN_EMBEDDING_PROFILE={prof.name} "
+               f"SAEKIN_EMBEDDING_MODEL={path.resolve()}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Tables: collections, documents (with their uploaded source) and chunks."""
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON, DateTime, Enum, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from services.db import Base
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class DocumentStatus(str, enum.Enum):
+    queued = "queued"
+    processing = "processing"
+    indexed = "indexed"
+    failed = "failed"
+
+
+class DocumentStage(str, enum.Enum):
+    """Where a document in `processing` is; the status endpoint shows it with the counts."""
+
+    extracting = "extracting"
+    chunking = "chunking"
+    embedding = "embedding"
+    done = "done"
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    return Enum(cls, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e],
+                validate_strings=True, create_constraint=False)
+
+
+class Collection(Base):
+    __tablename__ = "collections"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    profile: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (
+        UniqueConstraint("collection_id", "external_id", name="uq_documents_collection_external_id"),
+        Index("ix_documents_collection_sha256", "collection_id", "sha256"),
+        Index("ix_documents_collection_status_created", "collection_id", "status", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    collection_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    external_id: Mapped[str | None] = mapped_column(String(256))
+    title: Mapped[str | None] = mapped_column(String(512))
+    filename: Mapped[str | None] = mapped_column(String(512))
+    media_type: Mapped[str | None] = mapped_column(String(128))
+    # sha256 of the uploaded bytes (deduplication at upload) and of the normalized text (after extraction).
+    sha256: Mapped[str] = mapped_column(String(64))
+    text_sha256: Mapped[str | None] = mapped_column(String(64))
+    metadata_: Mapped[dict] = mapped_column("metadata", JsonType, default=dict)
+    status: Mapped[DocumentStatus] = mapped_column(_enum(DocumentStatus), default=DocumentStatus.queued)
+    stage: Mapped[DocumentStage | None] = mapped_column(_enum(DocumentStage))
+    error: Mapped[str | None] = mapped_column(Text)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    embedded_count: Mapped[int] = mapped_column(Integer, default=0)
+    char_count: Mapped[int | None] = mapped_column(Integer)
+    # A replacement bumps `generation`; searches show chunks of `indexed_generation` until the new one is indexed.
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    indexed_generation: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    collection: Mapped[Collection] = relationship(lazy="joined")
+
+
+class DocumentSource(Base):
+    """The uploaded bytes of a document's latest generation, for workers on other hosts."""
+
+    __tablename__ = "document_sources"
+
+    document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+    __table_args__ = (
+        UniqueConstraint("document_id", "generation", "ordinal", name="uq_chunks_document_generation_ordinal"),
+    )
+
+    # Equal to the Qdrant point id: uuid5(document id, generation, ordinal), so retries overwrite.
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    ordinal: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    char_start: Mapped[int] = mapped_column(Integer)
+    char_end: Mapped[int] = mapped_column(Integer)
+    page: Mapped[int | None] = mapped_column(Integer)
+    heading: Mapped[str | None] = mapped_column(String(512))
+    token_count: Mapped[int] = mapped_column(Integer)
+    # Morpheme BM25 term weights, computed on the CPU ingest stage and upserted by the embed stage.
+    sparse: Mapped[dict] = mapped_column(JsonType, default=dict)
+
+
+def chunk_point_id(document_id: uuid.UUID, generation: int, ordinal: int) -> uuid.UUID:
+    """The deterministic id shared by a chunk row and its Qdrant point."""
+    return uuid.uuid5(document_id, f"{generation}:{ordinal}")
+
+
+def index_name(collection: Collection) -> str:
+    """The Qdrant collection holding `collection`'s points; one per Saekin collection and profile."""
+    return f"saekin_{collection.name.replace('-', '_')}_{collection.profile.replace('-', '_')}"

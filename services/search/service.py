@@ -1,0 +1,98 @@
+"""Search: encode the question, one Qdrant query (dense, sparse or fused), one SQL query for metadata."""
+from __future__ import annotations
+
+import time
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.documents.models import Chunk, Document, index_name
+from services.documents.service import get_collection
+from services.errors import Conflict
+from services.index.base import IndexFilter, IndexHit
+from services.runtime import Runtime
+from services.search.schemas import LegScore, SearchHit, SearchRequest, SearchResponse
+from services.vectors import SparseVector
+
+# Hits of a replaced generation are dropped after the index query; fetch a few extra to fill top_k.
+OVERFETCH = 10
+
+
+def search(session: Session, *, rt: Runtime, collection_name: str, request: SearchRequest) -> SearchResponse:
+    """Ranked passages of `collection_name` for `request`, with their documents' metadata."""
+    started = time.perf_counter()
+    collection = get_collection(session, name=collection_name)
+    if collection.profile != rt.settings.embedding_profile and request.mode != "sparse":
+        raise Conflict(f"collection {collection.name!r} was indexed with profile {collection.profile!r}, "
+                       f"but this service runs {rt.settings.embedding_profile!r}", code="profile_mismatch")
+    name = index_name(collection)
+    mode, note = request.mode, None
+
+    sparse = rt.analyzer.query_vector(request.query) if mode != "dense" else SparseVector()
+    if mode != "dense" and not sparse:
+        if mode == "sparse":
+            return SearchResponse(results=[], mode=mode, took_ms=_ms(started),
+                                  note="the query has no searchable terms (only particles or punctuation)")
+        mode, note = "dense", "the query has no searchable terms; dense search only"
+    dense = rt.query_encoder.encode(request.query) if mode != "sparse" else None
+
+    if not rt.index.collection_exists(name):
+        return SearchResponse(results=[], mode=mode, took_ms=_ms(started), note=note)
+    flt = _index_filter(request)
+    limit = request.top_k + OVERFETCH
+    hits = rt.index.query(name, dense=dense, sparse=sparse if mode != "dense" else None, limit=limit, filter=flt,
+                          fusion=request.fusion, prefetch_limit=max(request.prefetch, limit))
+    legs = _explain(rt, name, dense, sparse, flt, limit, request) if request.explain and mode == "hybrid" else None
+
+    rows = _load_chunks(session, [uuid.UUID(h.id) for h in hits])
+    results: list[SearchHit] = []
+    for hit in hits:
+        row = rows.get(hit.id)
+        if row is None:
+            continue
+        chunk, document = row
+        if chunk.generation != document.indexed_generation:
+            continue  # an older or not yet published generation
+        results.append(SearchHit(
+            rank=len(results) + 1, score=hit.score, chunk_id=chunk.id, document_id=document.id,
+            external_id=document.external_id, title=document.title, text=chunk.text, page=chunk.page,
+            heading=chunk.heading, char_start=chunk.char_start, char_end=chunk.char_end,
+            metadata=document.metadata_ or {},
+            highlights=rt.analyzer.highlights(chunk.text, request.query),
+            explain={leg: ranks.get(hit.id, LegScore(rank=None, score=None)) for leg, ranks in legs.items()}
+            if legs is not None else None))
+        if len(results) == request.top_k:
+            break
+    return SearchResponse(results=results, mode=mode, took_ms=_ms(started), note=note)
+
+
+def _index_filter(request: SearchRequest) -> IndexFilter | None:
+    f = request.filter
+    if f is None:
+        return None
+    metadata = {k: v if isinstance(v, list) else [v] for k, v in (f.metadata or {}).items()} or None
+    return IndexFilter(document_ids=[str(d) for d in f.document_ids] if f.document_ids is not None else None,
+                       external_ids=f.external_ids, metadata=metadata)
+
+
+def _explain(rt: Runtime, name: str, dense, sparse: SparseVector, flt: IndexFilter | None, limit: int,
+             request: SearchRequest) -> dict[str, dict[str, LegScore]]:
+    """Each leg's own ranking, for `explain`: the same prefetch the fused query used."""
+    depth = max(request.prefetch, limit)
+    legs = {"dense": rt.index.query(name, dense=dense, limit=depth, filter=flt),
+            "sparse": rt.index.query(name, sparse=sparse, limit=depth, filter=flt)}
+    return {leg: {h.id: LegScore(rank=i + 1, score=h.score) for i, h in enumerate(hits)} for leg, hits in legs.items()}
+
+
+def _load_chunks(session: Session, ids: list[uuid.UUID]) -> dict[str, tuple[Chunk, Document]]:
+    """Chunks and their documents for all hits in one SQL query."""
+    if not ids:
+        return {}
+    rows = session.execute(select(Chunk, Document).join(Document, Chunk.document_id == Document.id)
+                           .where(Chunk.id.in_(ids)))
+    return {str(chunk.id): (chunk, document) for chunk, document in rows}
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
