@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine:
+#   make run    set up, then start the embedded service (SQLite + Qdrant Edge + in-process ingestion)
+#   make test   set up, then run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TWIN   ?= .twins/bge-m3-ko-small
+
+.PHONY: install run test twin bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first: 2.13.0 has a CPU build on our machines' disk; other versions would download gigabytes.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/saekin serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# A small architecture twin of the default profile, for trying the service without the real model.
+twin: $(STAMP)
+	$(BIN)/saekin make-twin --profile bge-m3-ko --small --out $(TWIN)
+
+bench: $(STAMP)
+	$(BIN)/python bench/analyzer_throughput.py
+	$(BIN)/python bench/embed_throughput.py --texts 48
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .twins
