@@ -1,0 +1,170 @@
+"""Shared fixtures: a small model twin, real PostgreSQL and Redis (or a clear skip), embedded apps."""
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+AUTORAG = SHARED / "data" / "autorag-ko"
+
+
+def _docker_engine_available() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+def _tcp_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+# --- model twin -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def small_twin(tmp_path_factory) -> Path:
+    """A tiny bge-m3-ko twin (XLM-R architecture, hidden 64, Korean-trained Unigram tokenizer)."""
+    from config.profiles import get_profile
+    from services.embedding.twin import build_twin
+
+    return build_twin(get_profile("bge-m3-ko"), tmp_path_factory.mktemp("twins") / "bge-m3-ko-small", small=True)
+
+
+# --- PostgreSQL and Redis: given URL, else the local server, else testcontainers, else skip --------
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    url = os.environ.get("SAEKIN_TEST_DATABASE_URL")
+    container = None
+    if not url:
+        if _tcp_open("127.0.0.1", 5432):
+            url = f"postgresql+psycopg://{getpass.getuser()}@127.0.0.1:5432/test"
+        elif _docker_engine_available():
+            from testcontainers.postgres import PostgresContainer
+
+            container = PostgresContainer("postgres:16-alpine", driver="psycopg").start()
+            url = container.get_connection_url()
+        else:
+            pytest.skip("no PostgreSQL: set SAEKIN_TEST_DATABASE_URL, run one on 127.0.0.1:5432, "
+                        "or start Docker so testcontainers can")
+    yield url
+    if container is not None:
+        container.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh database for this test session, migrated to head; dropped at the end."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from services.db import upgrade_database
+
+    name = f"saekin_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    upgrade_database(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("SAEKIN_TEST_REDIS_URL")
+    container = None
+    if not url:
+        if _tcp_open("127.0.0.1", 6379):
+            url = "redis://127.0.0.1:6379/15"
+        elif _docker_engine_available():
+            from testcontainers.redis import RedisContainer
+
+            container = RedisContainer("redis:7-alpine").start()
+            url = f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
+        else:
+            pytest.skip("no Redis: set SAEKIN_TEST_REDIS_URL, run one on 127.0.0.1:6379, "
+                        "or start Docker so testcontainers can")
+    yield url
+    if container is not None:
+        container.stop()
+
+
+# --- settings and apps -------------------------------------------------------------------------
+
+@pytest.fixture
+def make_settings(tmp_path: Path, small_twin: Path) -> Callable[..., "Settings"]:
+    """Settings isolated from the environment: a tmp data dir and the small twin."""
+    from config.settings import Settings
+
+    def factory(**overrides) -> Settings:
+        values = dict(data_dir=tmp_path / "data", embedding_model=str(small_twin), chunk_overlap_tokens=16,
+                      max_upload_mb=8)
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return factory
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path: Path) -> str:
+    """Each API test runs on SQLite (embedded) and on PostgreSQL (production), both migrated."""
+    from services.db import upgrade_database
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'api.db'}"
+        upgrade_database(url)
+        return url
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def app_client(make_settings, database_url: str, tmp_path: Path):
+    """A TestClient on an app with in-process ingestion, the given database and Qdrant Edge."""
+    from fastapi.testclient import TestClient
+
+    from services.api.app import create_app
+    from services.runtime import Runtime
+
+    settings = make_settings(database_url=database_url)
+    rt = Runtime(settings)
+    app = create_app(settings, runtime=rt, warm_up=False)
+    with TestClient(app) as client:
+        client.runtime = rt
+        yield client
+    rt.close()
+
+
+def wait_for_status(client, collection: str, document_id: str, timeout: float = 120.0) -> dict:
+    """Poll a document until it is indexed or failed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(f"/v1/collections/{collection}/documents/{document_id}").json()
+        if body["status"] in ("indexed", "failed") or time.monotonic() > deadline:
+            return body
+        time.sleep(0.05)
+
+
+def unique_collection(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
