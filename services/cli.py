@@ -228,6 +228,59 @@ def search(query: Annotated[str, typer.Argument(help="The question, e.g. \"íƒ„ì†
         lock.release()
 
 
+@app.command("eval")
+def eval_command(dataset: Annotated[Path, typer.Option(help="AutoRAG folder (qa*.parquet + *corpus*.parquet) or BEIR-like folder.")],
+                 mode: Annotated[str, typer.Option(help="dense, sparse or hybrid.")] = "hybrid",
+                 k: Annotated[str, typer.Option(help="Cut-offs, comma-separated.")] = "1,3,5,10",
+                 output_json: Annotated[Optional[Path], typer.Option(help="Write the result JSON here.")] = None,
+                 data_dir: Annotated[Optional[Path], typer.Option(help="Embedded mode: where to build the throwaway index (default: a temporary folder).")] = None,
+                 ) -> None:
+    """Ingest a benchmark corpus through the real pipeline and report recall, precision, F1, MRR, MAP, NDCG."""
+    import json
+    import tempfile
+
+    from services.evaluation.datasets import load_dataset
+    from services.evaluation.runner import format_table, run_eval
+    from services.runtime import Runtime
+
+    if mode not in ("dense", "sparse", "hybrid"):
+        _fail("--mode must be dense, sparse or hybrid")
+    try:
+        ks = sorted({int(x) for x in k.split(",") if x.strip()})
+    except ValueError:
+        _fail("--k must be comma-separated integers, e.g. 1,3,5,10")
+    if not ks or ks[0] < 1 or ks[-1] > 100:
+        _fail("--k values must lie between 1 and 100")
+    try:
+        ds = load_dataset(dataset)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    settings = get_settings()
+    tmp = None
+    lock = None
+    if settings.mode == "embedded":
+        tmp = tempfile.TemporaryDirectory(prefix="saekin-eval-") if data_dir is None else None
+        settings = settings.model_copy(update={"data_dir": Path(tmp.name) if tmp else data_dir})
+        try:
+            lock, rt = _embedded_runtime(settings)
+        except SaekinError as exc:
+            _fail(exc.message)
+    else:
+        rt = Runtime(settings)
+    try:
+        result = run_eval(rt, ds, mode=mode, ks=ks)
+    finally:
+        rt.close()
+        if lock:
+            lock.release()
+        if tmp:
+            tmp.cleanup()
+    typer.echo(format_table(result, ks))
+    if output_json:
+        output_json.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+        typer.echo(f"wrote {output_json}")
+
+
 @app.command("make-twin")
 def make_twin(profile: Annotated[str, typer.Option(help=f"One of {', '.join(PROFILES)}.")] = DEFAULT_PROFILE,
               out: Annotated[Path, typer.Option(help="Directory to write the sentence-transformers model to.")] = Path("twin"),
