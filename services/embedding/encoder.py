@@ -1,0 +1,548 @@
+"""The embedding engine: one model per process, batches packed by a padded-token budget.
+
+`Encoder` loads the model through the real path (`SentenceTransformer(name_or_path)`) once,
+then runs its own forward pass, equal to `SentenceTransformer.encode` within float tolerance:
+
+- texts are tokenized once, sorted by token length and packed into batches whose padded size
+  (batch size x longest text) stays within `max_batch_tokens` (`plan_batches`, a pure function);
+- a background thread tokenizes and pads the next batches while the model works on the current
+  one (for calls with more than a handful of texts);
+- the transformer runs under `torch.inference_mode` with PyTorch's scaled-dot-product attention
+  where the architecture has it (DeBERTa-v2 has not), and a batch without padding is passed
+  without an attention mask (the fast kernels then apply);
+- precision: bf16 (default) or fp16 weights on CUDA; on CPU fp32 (default), bf16 autocast, or
+  int8 dynamic quantization of the nn.Linear layers;
+- pooling and normalization are the loaded model's own modules (Pooling, Normalize, ...), so
+  the vectors match the plain path; a mismatch with the profile is logged.
+
+`QueryEncoder` is the API process's micro-batching front: concurrent questions that arrive
+within `max_wait_ms` share one forward pass, and each caller gets its own vector.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import nullcontext
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from config.profiles import ModelProfile
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from transformers import PreTrainedTokenizerFast
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+CPU_PRECISIONS = ("fp32", "bf16", "int8")
+CUDA_PRECISIONS = ("fp32", "fp16", "bf16")
+
+# Calls with at most this many texts run inline (no tokenizer thread): queries, tiny documents.
+_INLINE_MAX_TEXTS = 64
+# Texts tokenized per window: sorting and packing happen within a window, and the next window is
+# tokenized while the model works through the current one.
+_WINDOW_TEXTS = 4096
+_PREFETCH_BATCHES = 3
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer (CPU ingest workers count chunk tokens with it without loading the model)
+# --------------------------------------------------------------------------------------------
+
+def _st_max_seq_length(model_name_or_path: str) -> int | None:
+    path = Path(model_name_or_path)
+    for name in ("sentence_bert_config.json", "sentence_xlm-roberta_config.json", "sentence_roberta_config.json"):
+        try:
+            value = json.loads((path / name).read_text(encoding="utf-8")).get("max_seq_length")
+        except (OSError, ValueError):
+            continue
+        if value:
+            return int(value)
+    return None
+
+
+@lru_cache(maxsize=8)
+def load_tokenizer(model_name_or_path: str) -> "PreTrainedTokenizerFast":
+    """The model's fast tokenizer (offsets supported), loaded once per path and process.
+
+    Its `model_max_length` is the sentence-transformers max_seq_length when the model directory
+    declares one (what the model will truncate at), else the tokenizer's own.
+    """
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_name_or_path, use_fast=True)
+    if not getattr(tok, "is_fast", False):
+        raise TypeError(f"{model_name_or_path}: no fast tokenizer (tokenizer.json) available")
+    st_max = _st_max_seq_length(model_name_or_path)
+    if st_max:
+        tok.model_max_length = st_max
+    return tok
+
+
+# --------------------------------------------------------------------------------------------
+# Batch planning (pure)
+# --------------------------------------------------------------------------------------------
+
+def plan_batches(
+    lengths: Sequence[int], max_batch_tokens: int, *, max_batch_size: int | None = None
+) -> list[list[int]]:
+    """Pack text indices into batches by padded-token budget.
+
+    Indices are taken longest first (so similar lengths share a batch and the largest batch
+    comes first); a batch grows while `len(batch) * max(lengths in batch)` stays within
+    `max_batch_tokens` (and `len(batch) <= max_batch_size` when given). A text longer than the
+    budget gets a batch of its own. Every index appears in exactly one batch.
+    """
+    if max_batch_tokens < 1:
+        raise ValueError("max_batch_tokens must be positive")
+    if max_batch_size is not None and max_batch_size < 1:
+        raise ValueError("max_batch_size must be positive")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        n = max(int(lengths[i]), 1)
+        if current:
+            fits = (len(current) + 1) * max(longest, n) <= max_batch_tokens
+            if fits and (max_batch_size is None or len(current) < max_batch_size):
+                current.append(i)
+                longest = max(longest, n)
+                continue
+            batches.append(current)
+        current, longest = [i], n
+    if current:
+        batches.append(current)
+    return batches
+
+
+# --------------------------------------------------------------------------------------------
+# Encoder
+# --------------------------------------------------------------------------------------------
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _supports_sdpa(model_name_or_path: str) -> bool:
+    """Whether the checkpoint's transformers class implements scaled-dot-product attention."""
+    try:
+        from transformers import AutoConfig
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+        config = AutoConfig.from_pretrained(model_name_or_path)
+        return bool(getattr(MODEL_MAPPING[type(config)], "_supports_sdpa", False))
+    except Exception:  # unknown architecture: let transformers choose
+        return False
+
+
+class _Batch:
+    __slots__ = ("indices", "input_ids", "attention_mask", "padded", "tokens")
+
+    def __init__(self, indices: np.ndarray, input_ids: Any, attention_mask: Any, padded: bool, tokens: int):
+        self.indices = indices
+        self.input_ids = input_ids
+        self.attention_mask = attention_mask
+        self.padded = padded
+        self.tokens = tokens
+
+
+class Encoder:
+    """A sentence-transformers model loaded once, with a fast token-budgeted forward pass."""
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        profile: ModelProfile,
+        *,
+        device: str | None = None,
+        precision: str | None = None,
+        max_batch_tokens: int = 16384,
+    ) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self.model_name_or_path = str(model_name_or_path)
+        self.profile = profile
+        self.device = device or default_device()
+        self.is_cuda = torch.device(self.device).type == "cuda"
+        self.precision = precision or ("bf16" if self.is_cuda else "fp32")
+        allowed = CUDA_PRECISIONS if self.is_cuda else CPU_PRECISIONS
+        if self.precision not in allowed:
+            raise ValueError(f"precision {self.precision!r} is not available on {self.device}; choose one of {allowed}")
+        if max_batch_tokens < 1:
+            raise ValueError("max_batch_tokens must be positive")
+        self.max_batch_tokens = int(max_batch_tokens)
+
+        model_kwargs: dict[str, Any] = {}
+        if _supports_sdpa(self.model_name_or_path):
+            model_kwargs["attn_implementation"] = "sdpa"
+        self._half_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        if self.is_cuda and self._half_dtype is not None:
+            model_kwargs["dtype"] = self._half_dtype  # load straight into half precision: half the host RAM
+        self.model = SentenceTransformer(
+            self.model_name_or_path, device=self.device, trust_remote_code=False, model_kwargs=model_kwargs)
+        self.model.eval()
+
+        first = self.model[0]
+        if not hasattr(first, "auto_model"):
+            raise TypeError(f"{model_name_or_path}: the first module is not a transformers model ({type(first).__name__})")
+        self._transformer = first.auto_model
+        self._post_modules = [m for i, m in enumerate(self.model) if i > 0]
+        self._check_profile()
+
+        self.tokenizer = first.tokenizer
+        self.max_seq_length = int(self.model.max_seq_length or self.tokenizer.model_max_length)
+        self.pad_token_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
+        self._backend = self._make_backend(self.max_seq_length)
+        self._backend_untruncated = None
+        self.attn_implementation = getattr(self._transformer.config, "_attn_implementation", None)
+
+        if self.precision == "int8":
+            with warnings.catch_warnings():  # "quantized tensor creation functions are deprecated"
+                warnings.simplefilter("ignore", UserWarning)
+                self._transformer = torch.ao.quantization.quantize_dynamic(
+                    self._transformer, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        elif self.is_cuda and self._half_dtype is not None:
+            self._transformer.to(self._half_dtype)
+        self._autocast = (not self.is_cuda) and self.precision == "bf16"
+
+        dim = None
+        for getter in ("get_embedding_dimension", "get_sentence_embedding_dimension"):
+            fn = getattr(self.model, getter, None)
+            if fn is not None:
+                try:
+                    dim = fn()
+                except Exception:  # pragma: no cover - defensive across ST versions
+                    dim = None
+            if dim:
+                break
+        self.dim = int(dim or self._transformer.config.hidden_size)
+        self._lock = threading.Lock()
+        log.info("encoder %s on %s (%s, attention=%s, dim=%d, max_seq_length=%d)", self.model_name_or_path,
+                 self.device, self.precision, self.attn_implementation, self.dim, self.max_seq_length)
+
+    # -- setup helpers -------------------------------------------------------------------------
+
+    def _check_profile(self) -> None:
+        pooling = None
+        normalized = False
+        for m in self._post_modules:
+            name = type(m).__name__
+            if name == "Pooling":
+                mode = getattr(m, "pooling_mode", None)
+                pooling = mode if isinstance(mode, str) else None
+                if pooling is None:
+                    if getattr(m, "pooling_mode_cls_token", False):
+                        pooling = "cls"
+                    elif getattr(m, "pooling_mode_mean_tokens", False):
+                        pooling = "mean"
+            elif name == "Normalize":
+                normalized = True
+        if pooling != self.profile.pooling or normalized != self.profile.normalize:
+            log.warning("%s: model pools %s (normalize=%s) but profile %s says %s (normalize=%s); using the model's modules",
+                        self.model_name_or_path, pooling, normalized, self.profile.name,
+                        self.profile.pooling, self.profile.normalize)
+
+    def _make_backend(self, max_length: int):
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+        backend.no_padding()
+        backend.enable_truncation(max_length=max_length)
+        return backend
+
+    # -- public API -------------------------------------------------------------------------------
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Token counts (special tokens included, before truncation) of `texts`."""
+        if self._backend_untruncated is None:
+            from tokenizers import Tokenizer
+
+            backend = Tokenizer.from_str(self._backend.to_str())
+            backend.no_truncation()
+            self._backend_untruncated = backend
+        return [len(e.ids) for e in self._backend_untruncated.encode_batch(list(texts))]
+
+    def encode_documents(
+        self, texts: Sequence[str], *, progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """float32 (len(texts), dim) embeddings in input order. `progress(n)` is called with the
+        number of texts finished after each batch. Texts over max_seq_length are truncated (the
+        chunker guarantees that never happens for documents; it is logged)."""
+        return self._encode(texts, progress=progress, warn_truncation=True)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 (len(texts), dim) query embeddings; queries are truncated at max_seq_length."""
+        return self._encode(texts, progress=None, warn_truncation=False)
+
+    def warmup(self) -> None:
+        """Run a few forward passes so the first real request pays no start-up cost."""
+        self.encode_queries(["워밍업 질의입니다."])
+        self.encode_queries(["질문 하나", "조금 더 긴 두 번째 질문입니다", "세 번째"])
+        filler = "이 문장은 모델을 미리 데워 두기 위한 문서입니다. "
+        self.encode_documents([filler * 4, filler * 12])
+
+    # -- the engine -----------------------------------------------------------------------------
+
+    def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        encodings = self._backend.encode_batch(list(texts), add_special_tokens=True)
+        return [e.ids for e in encodings]
+
+    def _build_batch(self, ids: list[list[int]], indices: list[int], offset: int) -> _Batch:
+        import torch
+
+        lens = [len(ids[i]) for i in indices]
+        width = max(lens)
+        input_ids = np.full((len(indices), width), self.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(indices), width), dtype=np.int64)
+        for row, (i, n) in enumerate(zip(indices, lens)):
+            input_ids[row, :n] = ids[i]
+            mask[row, :n] = 1
+        t_ids, t_mask = torch.from_numpy(input_ids), torch.from_numpy(mask)
+        if self.is_cuda:
+            t_ids, t_mask = t_ids.pin_memory(), t_mask.pin_memory()
+        return _Batch(np.asarray(indices, dtype=np.int64) + offset, t_ids, t_mask,
+                      padded=min(lens) != width, tokens=sum(lens))
+
+    def _batches(self, texts: Sequence[str], warn_truncation: bool) -> Iterator[_Batch]:
+        """Tokenize window by window, sort, pack and pad: the producer side of the engine."""
+        for offset in range(0, len(texts), _WINDOW_TEXTS):
+            window = texts[offset:offset + _WINDOW_TEXTS]
+            ids = self._tokenize(window)
+            lengths = [len(x) for x in ids]
+            if warn_truncation:
+                at_max = sum(1 for n in lengths if n >= self.max_seq_length)
+                if at_max:
+                    full = self.count_tokens([window[i] for i, n in enumerate(lengths) if n >= self.max_seq_length])
+                    over = sum(1 for n in full if n > self.max_seq_length)
+                    if over:
+                        log.warning("%d text(s) longer than max_seq_length=%d were truncated", over, self.max_seq_length)
+            for batch in plan_batches(lengths, self.max_batch_tokens):
+                yield self._build_batch(ids, batch, offset)
+
+    def _forward(self, batch: _Batch) -> "torch.Tensor":
+        import torch
+
+        ids = batch.input_ids.to(self.device, non_blocking=True)
+        mask = batch.attention_mask.to(self.device, non_blocking=True)
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self._autocast else nullcontext()
+        with torch.inference_mode(), autocast:
+            # Without padding the mask changes nothing: leaving it out lets SDPA pick its fastest kernel.
+            out = self._transformer(input_ids=ids, attention_mask=mask if batch.padded else None, return_dict=True)
+            features: dict[str, Any] = {"input_ids": ids, "attention_mask": mask,
+                                        "token_embeddings": out.last_hidden_state}
+            for module in self._post_modules:
+                features = module(features)
+            return features["sentence_embedding"].float()
+
+    def _forward_safe(self, batch: _Batch) -> "torch.Tensor":
+        """Forward, splitting the batch in halves when the GPU runs out of memory."""
+        import torch
+
+        try:
+            return self._forward(batch)
+        except torch.cuda.OutOfMemoryError:
+            if len(batch.indices) == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = len(batch.indices) // 2
+            log.warning("CUDA out of memory on a batch of %d x %d tokens; splitting it (lower max_batch_tokens)",
+                        len(batch.indices), batch.input_ids.shape[1])
+            parts = []
+            for sl in (slice(0, half), slice(half, None)):
+                ids, mask = batch.input_ids[sl], batch.attention_mask[sl]
+                lens = mask.sum(dim=1)
+                width = int(lens.max())
+                parts.append(self._forward_safe(_Batch(
+                    batch.indices[sl], ids[:, :width], mask[:, :width],
+                    padded=bool((lens != width).any()), tokens=int(lens.sum()))))
+            return torch.cat(parts)
+
+    def _encode(self, texts: Sequence[str], *, progress: Callable[[int], None] | None,
+                warn_truncation: bool) -> np.ndarray:
+        import torch
+
+        if isinstance(texts, str):
+            raise TypeError("pass a sequence of texts, not a single string")
+        texts = list(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        with self._lock:
+            if len(texts) <= _INLINE_MAX_TEXTS:
+                batches: Iterator[_Batch] = self._batches(texts, warn_truncation)
+                stop = None
+            else:
+                batches, stop = self._prefetch(self._batches(texts, warn_truncation))
+            pending: list[tuple[np.ndarray, torch.Tensor]] = []
+            try:
+                for batch in batches:
+                    vecs = self._forward_safe(batch)
+                    if self.is_cuda:
+                        # Keep results on the GPU while the next batch is launched; copy in bulk.
+                        pending.append((batch.indices, vecs))
+                        if len(pending) >= 8:
+                            self._drain(pending, out)
+                    else:
+                        out[batch.indices] = vecs.numpy()
+                    if progress is not None:
+                        progress(len(batch.indices))
+                self._drain(pending, out)
+            finally:
+                if stop is not None:
+                    stop.set()
+        return out
+
+    @staticmethod
+    def _drain(pending: list, out: np.ndarray) -> None:
+        for indices, vecs in pending:
+            out[indices] = vecs.cpu().numpy()
+        pending.clear()
+
+    @staticmethod
+    def _prefetch(source: Iterator[_Batch]) -> tuple[Iterator[_Batch], threading.Event]:
+        """Run `source` in a background thread, a few batches ahead of the consumer."""
+        q: queue.Queue = queue.Queue(maxsize=_PREFETCH_BATCHES)
+        stop = threading.Event()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for item in source:
+                    while not stop.is_set():
+                        try:
+                            q.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                item = done
+            except BaseException as exc:  # handed to the consumer
+                item = exc
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        thread = threading.Thread(target=produce, name="saekin-tokenize", daemon=True)
+        thread.start()
+
+        def consume() -> Iterator[_Batch]:
+            while True:
+                item = q.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+
+        return consume(), stop
+
+
+# --------------------------------------------------------------------------------------------
+# Query micro-batching
+# --------------------------------------------------------------------------------------------
+
+_STOP = object()
+
+
+class QueryEncoder:
+    """Thread-safe query encoding for the API process with micro-batching.
+
+    A worker thread takes the first waiting question, waits up to `max_wait_ms` for more (at
+    most `max_batch`), encodes them in one forward pass and hands each caller its own vector.
+    Questions that arrive while a forward pass runs are batched into the next one.
+    """
+
+    def __init__(self, encoder: Encoder, *, max_wait_ms: float = 2.0, max_batch: int = 32) -> None:
+        if max_wait_ms < 0 or max_batch < 1:
+            raise ValueError("max_wait_ms must be >= 0 and max_batch >= 1")
+        self.encoder = encoder
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_batch = int(max_batch)
+        self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self.batches_run = 0  # forward passes so far (observability and tests)
+        self._thread = threading.Thread(target=self._run, name="saekin-query-encoder", daemon=True)
+        self._thread.start()
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    def encode(self, text: str) -> np.ndarray:
+        """The float32 (dim,) embedding of one question."""
+        if not isinstance(text, str):
+            raise TypeError("encode takes one string")
+        fut: Future = Future()
+        with self._close_lock:
+            if self._closed:
+                raise RuntimeError("QueryEncoder is closed")
+            self._queue.put((text, fut))
+        return fut.result()
+
+    def close(self) -> None:
+        """Stop the worker thread; waiting callers are answered first, later calls raise."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
+        self._thread.join()
+
+    def __enter__(self) -> "QueryEncoder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _collect(self, first: tuple[str, Future]) -> tuple[list[tuple[str, Future]], bool]:
+        batch = [first]
+        deadline = time.monotonic() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            batch, stopping = self._collect(item)
+            live = [(t, f) for t, f in batch if f.set_running_or_notify_cancel()]
+            if not live:
+                continue
+            try:
+                vectors = self.encoder.encode_queries([t for t, _ in live])
+            except BaseException as exc:
+                for _, f in live:
+                    f.set_exception(exc)
+                continue
+            self.batches_run += 1
+            for row, (_, f) in enumerate(live):
+                f.set_result(vectors[row].copy())

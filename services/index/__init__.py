@@ -1,0 +1,44 @@
+"""The vector index: one interface (base.VectorIndex), a Qdrant Edge adapter and a qdrant-client adapter."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from services.index.base import (
+    DENSE,
+    RRF_K,
+    SPARSE,
+    IndexFilter,
+    IndexHit,
+    IndexPoint,
+    VectorIndex,
+)
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+__all__ = [
+    "DENSE",
+    "RRF_K",
+    "SPARSE",
+    "IndexFilter",
+    "IndexHit",
+    "IndexPoint",
+    "VectorIndex",
+    "open_index",
+]
+
+
+def open_index(settings: "Settings") -> VectorIndex:
+    """The index the settings select: Qdrant server (qdrant_url), local mode (qdrant_path) or Edge (data_dir)."""
+    # Adapters are imported here so that a process loads only the engine it uses.
+    if settings.qdrant_url:
+        from services.index.server import ServerIndex
+
+        return ServerIndex.connect(settings.qdrant_url, api_key=settings.qdrant_api_key)
+    if settings.qdrant_path:
+        from services.index.server import ServerIndex
+
+        return ServerIndex.local(settings.qdrant_path)
+    from services.index.edge import EdgeIndex
+
+    return EdgeIndex(settings.data_dir / "qdrant")

@@ -1,0 +1,200 @@
+"""The vector-index interface: collections of points with a dense and a sparse named vector."""
+from __future__ import annotations
+
+import re
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from services.errors import InvalidInput
+from services.vectors import SparseVector
+
+DENSE = "dense"
+SPARSE = "sparse"
+
+# Qdrant's default RRF constant (DEFAULT_RRF_K in the engine and in qdrant-client):
+# a point at 0-based position p in one prefetch gets 1 / (p + RRF_K).
+RRF_K = 2
+
+# Extra hits fetched beyond `limit` so that ties at the cut are broken the same way
+# (by point id) in every engine instead of by each engine's internal order.
+TIE_MARGIN = 16
+
+# Scores closer than this (relative) count as tied: engines differ in float rounding.
+TIE_REL_TOL = 1e-6
+
+Fusion = Literal["rrf", "dbsf"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class IndexPoint:
+    """One chunk as stored in the index; `id` is a UUID string (deterministic per chunk)."""
+
+    id: str
+    dense: Sequence[float] | np.ndarray
+    sparse: SparseVector
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IndexFilter:
+    """Conditions that all must hold; each list accepts any of its values (an empty list matches nothing)."""
+
+    document_ids: list[str] | None = None
+    external_ids: list[str] | None = None
+    # metadata key -> accepted values; matched against payload key f"metadata.{key}"
+    metadata: dict[str, list[Any]] | None = None
+
+
+@dataclass(frozen=True)
+class IndexHit:
+    """One search result."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+class VectorIndex(ABC):
+    """A store of collections, each with a cosine dense vector and an IDF sparse vector per point."""
+
+    @abstractmethod
+    def ensure_collection(self, name: str, *, dim: int) -> None:
+        """Create the collection and its payload indexes unless it exists; Conflict if its dim differs."""
+
+    @abstractmethod
+    def collection_exists(self, name: str) -> bool:
+        """Whether the collection exists."""
+
+    @abstractmethod
+    def drop_collection(self, name: str) -> None:
+        """Delete the collection and all its points (no error if it does not exist)."""
+
+    @abstractmethod
+    def upsert(self, name: str, points: Sequence[IndexPoint], *, batch_size: int = 128) -> None:
+        """Insert or overwrite points (same id overwrites), in batches."""
+
+    @abstractmethod
+    def delete_document(self, name: str, document_id: str, *, keep_generation: int | None = None) -> None:
+        """Delete a document's points, except those whose payload generation equals keep_generation."""
+
+    @abstractmethod
+    def query(
+        self,
+        name: str,
+        *,
+        dense: Sequence[float] | None = None,
+        sparse: SparseVector | None = None,
+        limit: int = 10,
+        filter: IndexFilter | None = None,
+        fusion: Fusion = "rrf",
+        prefetch_limit: int = 100,
+    ) -> list[IndexHit]:
+        """Dense, sparse, or both fused in one request (prefetch from each vector, then RRF or DBSF)."""
+
+    @abstractmethod
+    def count(self, name: str, filter: IndexFilter | None = None) -> int:
+        """Exact number of points matching the filter."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the engine (files, locks, connections); the object is unusable afterwards."""
+
+    def __enter__(self) -> "VectorIndex":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- helpers shared by the adapters ------------------------------------------------------
+
+
+def check_collection_name(name: str) -> str:
+    """Reject names that are unsafe as directory names (Edge keeps one directory per collection)."""
+    if not _NAME_RE.match(name) or ".." in name:
+        raise InvalidInput(f"invalid collection name {name!r}: use letters, digits, '_', '-', '.'")
+    return name
+
+
+def point_id(value: str) -> str:
+    """A point id in canonical UUID form; both engines accept UUIDs (and return them lowercased)."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise InvalidInput(f"point id {value!r} is not a UUID") from None
+
+
+def dense_list(vector: Sequence[float] | np.ndarray) -> list[float]:
+    """A dense vector as a plain list of floats (both engines want lists)."""
+    return np.asarray(vector, dtype=np.float32).ravel().tolist()
+
+
+def query_mode(dense: Sequence[float] | None, sparse: SparseVector | None) -> tuple[bool, bool]:
+    """Which vectors a query uses; an empty sparse vector counts as absent."""
+    has_dense = dense is not None and len(dense) > 0
+    has_sparse = sparse is not None and bool(sparse)
+    if not (has_dense or has_sparse):
+        raise InvalidInput("a query needs a dense vector or a non-empty sparse vector")
+    return has_dense, has_sparse
+
+
+def check_query_args(limit: int, prefetch_limit: int, fusion: str) -> None:
+    """Validate the scalar query arguments."""
+    if limit < 1:
+        raise InvalidInput("limit must be at least 1")
+    if prefetch_limit < 1:
+        raise InvalidInput("prefetch_limit must be at least 1")
+    if fusion not in ("rrf", "dbsf"):
+        raise InvalidInput(f"unknown fusion {fusion!r}; use 'rrf' or 'dbsf'")
+
+
+def metadata_groups(values: list[Any]) -> tuple[list[str], list[int], list[bool], list[float]]:
+    """Split accepted metadata values by type: each type needs its own kind of condition."""
+    strs: list[str] = []
+    ints: list[int] = []
+    bools: list[bool] = []
+    floats: list[float] = []
+    for v in values:
+        if isinstance(v, bool):  # before int: bool is an int subclass
+            bools.append(v)
+        elif isinstance(v, (int, np.integer)):
+            ints.append(int(v))
+        elif isinstance(v, (float, np.floating)):
+            floats.append(float(v))
+        elif isinstance(v, str):
+            strs.append(v)
+        else:
+            raise InvalidInput(f"unsupported metadata filter value {v!r}: use str, int, float or bool")
+    return strs, ints, bools, floats
+
+
+def metadata_path(key: str) -> str:
+    """The payload path of a metadata key, quoted so that dots, spaces and Hangul are literal."""
+    if not key or '"' in key:
+        raise InvalidInput(f"invalid metadata key {key!r}")
+    return f'metadata."{key}"'
+
+
+def order_hits(hits: list[IndexHit], limit: int) -> list[IndexHit]:
+    """Sort by score, break (near-)ties by id, cut to limit: the same order from every engine."""
+    hits = sorted(hits, key=lambda h: -h.score)
+    ordered: list[IndexHit] = []
+    run: list[IndexHit] = []
+    for hit in hits:
+        if run and not _tied(run[-1].score, hit.score):
+            ordered.extend(sorted(run, key=lambda h: h.id))
+            run = []
+        run.append(hit)
+    ordered.extend(sorted(run, key=lambda h: h.id))
+    return ordered[:limit]
+
+
+def _tied(a: float, b: float) -> bool:
+    return abs(a - b) <= TIE_REL_TOL * max(abs(a), abs(b), 1e-12)

@@ -1,0 +1,304 @@
+"""Korean morpheme analysis (Kiwi) for sentence splitting, sparse BM25 vectors and highlights.
+
+One Kiwi pass (``tokenize(..., split_sents=True)``) gives both the sentences the chunker
+packs and the morphemes the sparse vectors are built from.
+
+Which morphemes become terms (Sejong tag set as Kiwi uses it), and why:
+
+* kept: common and proper nouns NNG/NNP, numerals NR, roots XR (the 깨끗 of 깨끗하다),
+  verb and adjective stems VV/VA (regular and irregular, ``VA-I`` etc.; the stem as Kiwi
+  lemmatizes it: 만났다 -> 만나), foreign words SL (NFKC + lower-cased), numbers SN
+  (thousands separators removed: 1,000 == 1000), hanja SH, and Kiwi's pattern tokens
+  URL/e-mail/hashtag/mention (W_*) and serials such as dates or phone numbers (W_SERIAL);
+* dropped: particles J*, endings E*, the copula VCP/VCN, prefixes XP* and suffixes XS*
+  (들/성/적/하 alone carry little meaning; the noun they attach to is kept), dependent
+  nouns NNB (것, 수, 등, 년 after a number), pronouns NP, auxiliary predicates VX,
+  adverbs/determiners/interjections, and punctuation and symbols S* other than SL/SN/SH.
+
+Tag classes for hashing: nouns, numerals and roots are one class ``N`` (Kiwi may tag the
+same surface NNG in one context and NNP or XR in another), verb and adjective stems ``V``,
+foreign words ``SL``, numbers and serials ``SN``, hanja ``SH``, web patterns ``W``. So
+서울, 서울은, 서울에서 and 서울의 all produce the term ``N:서울``.
+
+Bigrams (``bigrams=True``): each pair of consecutive content terms inside one sentence
+adds the concatenation of the two as an extra term. Korean writes compound nouns both
+spaced and unspaced (지방 은행 / 지방은행) and Kiwi splits unspaced compounds into parts
+(탄소중립 -> 탄소 + 중립) unless its dictionary holds the whole word (국민연금공단); a
+noun-noun bigram is hashed in the noun class ``N`` so that all three spellings meet. Other
+pairs (noun + verb stem etc.) go to class ``B``, where they act as phrase evidence.
+Bigram terms have tag ``"<tag1>+<tag2>"`` and span both parts.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+import unicodedata
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from services.ingest.normalize import normalize_text
+from services.vectors import SparseVector
+
+__all__ = [
+    "Term",
+    "Sentence",
+    "KoreanAnalyzer",
+    "term_id",
+    "tag_class",
+    "get_analyzer",
+]
+
+
+@dataclass(frozen=True)
+class Term:
+    """A content morpheme (or a bigram of two) with its char span in the analyzed text."""
+
+    form: str
+    tag: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence: its char span in the analyzed text and its content terms."""
+
+    start: int
+    end: int
+    terms: tuple[Term, ...]
+
+
+# Kiwi tag (without the -R/-I regularity suffix) -> hashing class; absent tags are dropped.
+_TAG_CLASS: dict[str, str] = {
+    "NNG": "N",
+    "NNP": "N",
+    "NR": "N",
+    "XR": "N",
+    "VV": "V",
+    "VA": "V",
+    "SL": "SL",
+    "SN": "SN",
+    "SH": "SH",
+    "W_SERIAL": "SN",
+    "W_URL": "W",
+    "W_EMAIL": "W",
+    "W_HASHTAG": "W",
+    "W_MENTION": "W",
+}
+# Case particles and the topic particle: written apart from their noun (spacing errors,
+# common in OCR text) or typed alone, Kiwi reads them as nouns (은 "silver", 의 "justice").
+# Homographs that are also common standalone nouns (도 province, 가 edge, 이 tooth, 만 bay)
+# are not listed.
+_PARTICLE_FORMS = frozenset(
+    "은 는 을 를 의 에 와 과 로 으로 에서 에게 께서 부터 까지 처럼 보다 이나 이며 에는 에도 와의 과의".split()
+)
+_LOWERCASE_CLASSES = frozenset({"SL", "W"})
+_THOUSANDS = re.compile(r"^\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+
+
+def tag_class(tag: str) -> str | None:
+    """Hashing class of a Kiwi tag or of a bigram tag ``"A+B"``; None for dropped tags."""
+    if "+" in tag:
+        left, _, right = tag.partition("+")
+        return "N" if tag_class(left) == "N" and tag_class(right) == "N" else "B"
+    return _TAG_CLASS.get(tag.split("-", 1)[0])
+
+
+def term_id(form: str, tag_class: str) -> int:
+    """Stable unsigned 32-bit id of a term: the first 4 bytes of blake2b("class:form")."""
+    digest = hashlib.blake2b(f"{tag_class}:{form}".encode("utf-8"), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _term_form(form: str, cls: str) -> str:
+    if cls in _LOWERCASE_CLASSES:
+        if not form.isascii():
+            form = unicodedata.normalize("NFKC", form)
+        return form.lower()
+    if cls == "SN" and "," in form and _THOUSANDS.match(form):
+        return form.replace(",", "")
+    return form
+
+
+def _key(term: Term) -> tuple[str, str]:
+    return (tag_class(term.tag) or "", term.form)
+
+
+class KoreanAnalyzer:
+    """Kiwi-based analyzer: sentences, content terms, BM25 sparse vectors and highlights.
+
+    Texts given to :meth:`analyze`, :meth:`analyze_many`, :meth:`terms` and the ``text``
+    of :meth:`highlights` are analyzed as they are (offsets refer to them): pass the output
+    of :func:`normalize_text`. Queries (:meth:`query_vector`, the ``query`` of
+    :meth:`highlights`) are normalized here.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_workers: int = 0,
+        k1: float = 1.2,
+        b: float = 0.75,
+        avg_doc_len: float = 256.0,
+        bigrams: bool = True,
+    ) -> None:
+        if num_workers < 0:
+            num_workers = os.cpu_count() or 1
+        if k1 < 0 or not 0.0 <= b <= 1.0 or avg_doc_len <= 0:
+            raise ValueError("need k1 >= 0, 0 <= b <= 1 and avg_doc_len > 0")
+        from kiwipiepy import Kiwi
+
+        with warnings.catch_warnings():
+            # kiwipiepy warns that num_workers=0 means single-threaded since 0.21: intended.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._kiwi = Kiwi(num_workers=num_workers, typos=None)
+        self._kiwi.tokenize("")  # Kiwi initializes lazily: pay the load cost here, once.
+        self.num_workers = num_workers
+        self.k1 = float(k1)
+        self.b = float(b)
+        self.avg_doc_len = float(avg_doc_len)
+        self.bigrams = bigrams
+
+    # -- analysis ---------------------------------------------------------------------
+
+    def analyze(self, text: str) -> list[Sentence]:
+        """Split ``text`` into sentences and their content terms in one Kiwi pass."""
+        if not text or text.isspace():
+            return []
+        return self._build(text, self._kiwi.tokenize(text, split_sents=True))
+
+    def analyze_many(self, texts: Sequence[str]) -> list[list[Sentence]]:
+        """:meth:`analyze` for many texts, spread over Kiwi's worker threads."""
+        texts = list(texts)
+        if self.num_workers <= 0 or len(texts) < 2:
+            return [self.analyze(t) for t in texts]
+        results = self._kiwi.tokenize(texts, split_sents=True)
+        return [
+            self._build(text, sents) if text and not text.isspace() else []
+            for text, sents in zip(texts, results)
+        ]
+
+    def terms(self, text: str) -> list[Term]:
+        """Content terms of ``text`` (bigrams included when enabled), in text order."""
+        return [term for sentence in self.analyze(text) for term in sentence.terms]
+
+    def _build(self, text: str, kiwi_sents: Iterable[list]) -> list[Sentence]:
+        spans: list[list] = []  # [start, end, tokens]
+        for tokens in kiwi_sents:
+            if not tokens:
+                continue
+            start = min(t.start for t in tokens)
+            end = max(t.start + t.len for t in tokens)
+            if spans and start < spans[-1][1]:
+                # Overlapping sentences (should not happen): merge them.
+                spans[-1][1] = max(spans[-1][1], end)
+                spans[-1][2] = spans[-1][2] + list(tokens)
+                continue
+            spans.append([start, end, tokens])
+        if not spans:
+            return []
+        # Cover every non-space character: the first sentence starts at the first
+        # non-space character, and text Kiwi left outside any sentence joins the sentence
+        # before it (the first one when it precedes every sentence).
+        first_non_space = len(text) - len(text.lstrip())
+        spans[0][0] = min(spans[0][0], first_non_space)
+        for current, following in zip(spans, spans[1:]):
+            gap = text[current[1] : following[0]]
+            current[1] += len(gap.rstrip())
+        spans[-1][1] = max(spans[-1][1], len(text.rstrip()))
+        return [Sentence(start, end, self._sentence_terms(text, tokens)) for start, end, tokens in spans]
+
+    @staticmethod
+    def _stray_particle(text: str, start: int, end: int) -> bool:
+        """A particle written as a word of its own (정책 은, 서울 에서), which Kiwi reads as a noun."""
+        return (
+            text[start:end] in _PARTICLE_FORMS
+            and (start == 0 or text[start - 1].isspace())
+            and (end == len(text) or not text[end].isalnum())
+        )
+
+    def _sentence_terms(self, text: str, tokens: Sequence) -> tuple[Term, ...]:
+        out: list[Term] = []
+        previous: Term | None = None
+        for token in tokens:
+            tag = token.tag
+            cls = _TAG_CLASS.get(tag)
+            if cls is None:
+                if "-" not in tag:
+                    continue
+                cls = _TAG_CLASS.get(tag.split("-", 1)[0])
+                if cls is None:
+                    continue
+            start = token.start
+            if cls == "N" and token.len <= 2 and self._stray_particle(text, start, start + token.len):
+                continue
+            term = Term(_term_form(token.form, cls), tag, start, start + token.len)
+            out.append(term)
+            if self.bigrams and previous is not None:
+                out.append(
+                    Term(previous.form + term.form, f"{previous.tag}+{tag}", previous.start, term.end)
+                )
+            previous = term
+        return tuple(out)
+
+    # -- sparse vectors ---------------------------------------------------------------
+
+    def document_vector(self, terms: Sequence[Term]) -> SparseVector:
+        """BM25 term-frequency weights of a document's terms; Qdrant applies the IDF."""
+        if not terms:
+            return SparseVector()
+        counts = Counter(term_id(t.form, tag_class(t.tag) or "") for t in terms)
+        k1, b = self.k1, self.b
+        norm = k1 * (1.0 - b + b * len(terms) / self.avg_doc_len)
+        indices = sorted(counts)
+        values = [counts[i] * (k1 + 1.0) / (counts[i] + norm) for i in indices]
+        return SparseVector(indices=indices, values=values)
+
+    def query_vector(self, text: str) -> SparseVector:
+        """Query terms with their query frequency as weight; empty without content terms."""
+        terms = self.terms(normalize_text(text))
+        if not terms:
+            return SparseVector()
+        counts = Counter(term_id(t.form, tag_class(t.tag) or "") for t in terms)
+        indices = sorted(counts)
+        return SparseVector(indices=indices, values=[float(counts[i]) for i in indices])
+
+    # -- highlights -------------------------------------------------------------------
+
+    def highlights(self, text: str, query: str) -> list[tuple[int, int]]:
+        """Merged, sorted char spans of ``text`` where the query's content morphemes occur."""
+        wanted = {_key(t) for t in self.terms(normalize_text(query))}
+        if not wanted or not text:
+            return []
+        spans = sorted(
+            (t.start, t.end)
+            for t in self.terms(text)
+            if "+" not in t.tag and _key(t) in wanted and t.end > t.start
+        )
+        merged: list[tuple[int, int]] = []
+        for start, end in spans:
+            if merged and start <= merged[-1][1]:
+                if end > merged[-1][1]:
+                    merged[-1] = (merged[-1][0], end)
+            else:
+                merged.append((start, end))
+        return merged
+
+
+_analyzer: KoreanAnalyzer | None = None
+_analyzer_lock = threading.Lock()
+
+
+def get_analyzer() -> KoreanAnalyzer:
+    """The process-wide analyzer, loaded on first use (Kiwi: ~3 s, ~0.5 GB)."""
+    global _analyzer
+    if _analyzer is None:
+        with _analyzer_lock:
+            if _analyzer is None:
+                cores = os.cpu_count() or 1
+                _analyzer = KoreanAnalyzer(num_workers=cores if cores > 1 else 0)
+    return _analyzer

@@ -1,0 +1,265 @@
+"""Sentence-aware chunking measured in the embedding model's own tokens.
+
+Guarantees of :func:`chunk_sentences` (the property tests check each):
+
+* every character of ``text`` lies in at least one chunk's ``[char_start, char_end)``:
+  the text is cut into *units* at sentence starts only, each unit running to the next
+  sentence's start, so the whitespace between sentences (and any text outside the given
+  sentence spans) travels with the sentence before it, and leading text with the first;
+* ``chunk.text == text[chunk.char_start:chunk.char_end]`` and ``chunk.token_count`` is
+  the token count of exactly that text (no special tokens), never above ``max_tokens``;
+  every chunk is re-tokenized as a whole, because the tokens of a concatenation can
+  differ from the sum of its parts;
+* chunks are packed greedily from whole units (sentences) up to ``max_tokens``; a
+  sentence longer than the budget is cut at token boundaries (from the offsets mapping),
+  preferring a word start in the last half of the window;
+* with ``overlap_tokens`` > 0 a chunk starts with whole trailing sentences of the
+  previous chunk, at most ``overlap_tokens`` tokens of them (also re-checked), never the
+  whole previous chunk, so ``char_start`` strictly increases;
+* ordinals are consecutive from ``first_ordinal``; whitespace-only text gives no chunks.
+
+Cost: the units of one text are tokenized in one batched call, the candidate chunks in a
+second one; only the rare chunk whose re-count exceeds the budget is repaired locally.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+__all__ = ["Chunk", "chunk_sentences", "count_tokens"]
+
+_BATCH = 2048
+
+
+@dataclass(frozen=True)
+class Chunk:
+    ordinal: int
+    char_start: int
+    char_end: int
+    text: str
+    token_count: int
+
+
+def _encode(tokenizer: Any, texts: list[str], offsets: bool = False) -> Any:
+    return tokenizer(
+        texts,
+        add_special_tokens=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        return_offsets_mapping=offsets,
+        truncation=False,
+        verbose=False,
+    )
+
+
+def count_tokens(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """Token counts of ``texts`` without special tokens, in batched tokenizer calls."""
+    counts: list[int] = []
+    texts = list(texts)
+    for i in range(0, len(texts), _BATCH):
+        batch = texts[i : i + _BATCH]
+        counts.extend(len(ids) for ids in _encode(tokenizer, batch)["input_ids"])
+    return counts
+
+
+def _span(sentence: Any) -> tuple[int, int]:
+    if isinstance(sentence, (tuple, list)):
+        return int(sentence[0]), int(sentence[1])
+    return int(sentence.start), int(sentence.end)
+
+
+def _unit_bounds(text: str, sentences: Sequence[Any]) -> list[int]:
+    """Sorted cut positions: 0, each sentence start inside the text, len(text)."""
+    n = len(text)
+    starts = {0, n}
+    for sentence in sentences:
+        start, end = _span(sentence)
+        if end > start and 0 < start < n:
+            starts.add(start)
+    return sorted(starts)
+
+
+def _split_long(
+    text: str, start: int, end: int, token_starts: list[int], tokenizer: Any, max_tokens: int
+) -> list[tuple[int, int, int]]:
+    """Cut ``text[start:end]`` (more than ``max_tokens`` tokens) into verified pieces."""
+    n = len(token_starts)
+    pieces: list[tuple[int, int, int]] = []
+    piece_start, first_tok = start, 0
+    while piece_start < end:
+        # Tokens starting at or before piece_start (several tokens can share a character)
+        # cannot start the next piece: the piece must make progress.
+        min_hi = bisect.bisect_right(token_starts, piece_start)
+        hi = max(min_hi, min(n, first_tok + max_tokens))  # first token of the next piece
+        if hi < n:
+            # Prefer a word start in the second half of the window.
+            floor = max(min_hi, first_tok + max(1, max_tokens // 2))
+            for k in range(hi, floor - 1, -1):
+                s = token_starts[k]
+                if text[s].isspace() or text[s - 1].isspace():
+                    hi = k
+                    break
+        while True:
+            cut = token_starts[hi] if hi < n else end
+            count = count_tokens(tokenizer, [text[piece_start:cut]])[0]
+            if count <= max_tokens:
+                break
+            if hi <= min_hi:
+                cut, count = _shrink_chars(text, piece_start, cut, tokenizer, max_tokens)
+                break
+            hi = max(min_hi, hi - max(1, count - max_tokens))
+        pieces.append((piece_start, cut, count))
+        piece_start = cut
+        first_tok = bisect.bisect_left(token_starts, cut)
+    return pieces
+
+
+def _shrink_chars(text: str, start: int, end: int, tokenizer: Any, max_tokens: int) -> tuple[int, int]:
+    """Largest prefix of text[start:end] within the budget, cut at a character (last resort)."""
+    lo, hi = start + 1, end - 1  # a fitting prefix ends in [start+1, end-1]
+    best = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        count = count_tokens(tokenizer, [text[start:mid]])[0]
+        if count <= max_tokens:
+            best = (mid, count)
+            lo = mid + 1
+        else:
+            hi = mid - 1
+    if best is None:
+        raise ValueError(
+            f"max_tokens={max_tokens} is too small: {text[start:start + 1]!r} alone needs more tokens"
+        )
+    return best
+
+
+def chunk_sentences(
+    text: str,
+    sentences: Sequence[tuple[int, int]],
+    tokenizer: Any,
+    *,
+    max_tokens: int,
+    overlap_tokens: int = 0,
+    first_ordinal: int = 0,
+) -> list[Chunk]:
+    """Pack ``text``'s sentences (char spans) into chunks of at most ``max_tokens`` tokens.
+
+    ``tokenizer`` is a Hugging Face fast tokenizer (``PreTrainedTokenizerFast``);
+    ``sentences`` are ``(start, end)`` spans (or objects with ``.start``/``.end``), e.g.
+    from the analyzer's one-pass :meth:`KoreanAnalyzer.analyze`.
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    if not 0 <= overlap_tokens < max_tokens:
+        raise ValueError(f"overlap_tokens must be in [0, max_tokens), got {overlap_tokens}")
+    if not text or text.isspace():
+        return []
+
+    # 1. Units: sentences with their trailing gap; sentences over the budget are cut.
+    bounds = _unit_bounds(text, sentences)
+    seg_texts = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    seg_counts = count_tokens(tokenizer, seg_texts)
+    long_ids = [i for i, c in enumerate(seg_counts) if c > max_tokens]
+    long_offsets: dict[int, list] = {}
+    if long_ids:
+        encoded = _encode(tokenizer, [seg_texts[i] for i in long_ids], offsets=True)
+        long_offsets = dict(zip(long_ids, encoded["offset_mapping"]))
+    unit_start: list[int] = []
+    unit_end: list[int] = []
+    unit_count: list[int] = []
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        if i in long_offsets:
+            token_starts: list[int] = []
+            running = a
+            for off in long_offsets[i]:
+                running = max(running, a + int(off[0]))  # keep it monotonic
+                token_starts.append(running)
+            for pa, pb, pc in _split_long(text, a, b, token_starts, tokenizer, max_tokens):
+                unit_start.append(pa)
+                unit_end.append(pb)
+                unit_count.append(pc)
+        else:
+            unit_start.append(a)
+            unit_end.append(b)
+            unit_count.append(seg_counts[i])
+    n_units = len(unit_start)
+
+    # 2. Cores: a partition of the units, packed greedily by the units' counts, then
+    #    re-counted as whole texts; a core over the budget is re-packed by itself.
+    cores: list[tuple[int, int]] = []
+    i = 0
+    while i < n_units:
+        j, total = i + 1, unit_count[i]
+        while j < n_units and total + unit_count[j] <= max_tokens:
+            total += unit_count[j]
+            j += 1
+        cores.append((i, j))
+        i = j
+    multi = [k for k, (a, b) in enumerate(cores) if b - a > 1]  # one unit: count known
+    core_counts = [unit_count[a] for a, _ in cores]
+    for k, count in zip(multi, count_tokens(tokenizer, [text[unit_start[cores[k][0]] : unit_end[cores[k][1] - 1]] for k in multi])):
+        core_counts[k] = count
+    if any(c > max_tokens for c in core_counts):
+        fixed: list[tuple[int, int]] = []
+        fixed_counts: list[int] = []
+        for (a, b), count in zip(cores, core_counts):
+            if count <= max_tokens:
+                fixed.append((a, b))
+                fixed_counts.append(count)
+                continue
+            while a < b:
+                hi = b
+                while True:
+                    count = unit_count[a] if hi == a + 1 else count_tokens(
+                        tokenizer, [text[unit_start[a] : unit_end[hi - 1]]]
+                    )[0]
+                    if count <= max_tokens:
+                        break
+                    hi -= 1
+                fixed.append((a, hi))
+                fixed_counts.append(count)
+                a = hi
+        cores, core_counts = fixed, fixed_counts
+
+    # 3. Overlap: whole trailing units of the previous core (a proper suffix of it).
+    starts = [a for a, _ in cores]
+    counts = list(core_counts)
+    if overlap_tokens > 0 and len(cores) > 1:
+        for k in range(1, len(cores)):
+            prev_a, prev_b = cores[k - 1]
+            o, extra = prev_b, 0
+            while o - 1 > prev_a and extra + unit_count[o - 1] <= overlap_tokens and (
+                counts[k] + extra + unit_count[o - 1] <= max_tokens
+            ):
+                o -= 1
+                extra += unit_count[o]
+            starts[k] = o
+        pending = [k for k in range(1, len(cores)) if starts[k] < cores[k][0]]
+        while pending:
+            texts: list[str] = []
+            for k in pending:
+                a, b = cores[k]
+                texts.append(text[unit_start[starts[k]] : unit_end[b - 1]])
+                if a - starts[k] > 1:  # one unit of overlap: its count is known
+                    texts.append(text[unit_start[starts[k]] : unit_start[a]])
+            measured = iter(count_tokens(tokenizer, texts))
+            retry = []
+            for k in pending:
+                total = next(measured)
+                overlap = next(measured) if cores[k][0] - starts[k] > 1 else unit_count[starts[k]]
+                if total <= max_tokens and overlap <= overlap_tokens:
+                    counts[k] = total
+                    continue
+                starts[k] += 1  # drop the overlap's first sentence and measure again
+                if starts[k] < cores[k][0]:
+                    retry.append(k)
+                else:
+                    counts[k] = core_counts[k]
+            pending = retry
+
+    chunks = []
+    for k, ((a, b), first) in enumerate(zip(cores, starts)):
+        char_start, char_end = unit_start[first], unit_end[b - 1]
+        chunks.append(Chunk(first_ordinal + k, char_start, char_end, text[char_start:char_end], counts[k]))
+    return chunks

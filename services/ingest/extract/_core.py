@@ -1,0 +1,100 @@
+"""extract_file: detect the type (unless given) and run the matching extractor within the limits."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path, PurePath
+
+from services.errors import ExtractionError, SaekinError, UnsupportedMediaType
+
+from ._budget import Budget
+from ._types import (DOCX, FORMAT_NAMES, HWP, HWPX, PDF, SUPPORTED_MEDIA_TYPES, TEXT_HTML, TEXT_MARKDOWN,
+                     TEXT_PLAIN, ExtractedDocument, ExtractLimits)
+from .detect import _DECLARED_ALIASES, _EXTENSIONS, detect_media_type_path
+
+log = logging.getLogger(__name__)
+
+
+def normalize_media_type(media_type: str) -> str:
+    """'text/markdown; charset=utf-8' → 'text/markdown'; known aliases mapped; unsupported → UnsupportedMediaType."""
+    base = media_type.split(";", 1)[0].strip().lower()
+    base = _DECLARED_ALIASES.get(base, base)
+    if base not in SUPPORTED_MEDIA_TYPES:
+        raise UnsupportedMediaType(f"unsupported media type: {media_type}")
+    return base
+
+
+def extract_file(path: Path, *, media_type: str | None = None, filename: str | None = None,
+                 limits: ExtractLimits = ExtractLimits()) -> ExtractedDocument:
+    """Extract the text of the document at `path`, detecting its type from content when not given.
+
+    Every bad input raises ExtractionError (or UnsupportedMediaType for a type we do not read) with a
+    reason a person can act on; no other exception escapes.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ExtractionError(f"the uploaded file cannot be read ({exc.strerror or exc})") from None
+    if size == 0:
+        raise ExtractionError("empty file (0 bytes)")
+    if media_type is None:
+        media_type = _detect(path, filename)
+    else:
+        media_type = normalize_media_type(media_type)
+    budget = Budget(limits)
+    try:
+        return _dispatch(path, media_type, budget)
+    except SaekinError:
+        raise
+    except MemoryError:
+        raise ExtractionError("the document needs more memory than extraction may use") from None
+    except RecursionError:
+        raise ExtractionError("the document's structure is nested too deeply") from None
+    except Exception as exc:  # last line of defence: a library bug on hostile input becomes a domain error
+        log.warning("unexpected error extracting %s as %s", filename or path.name, media_type, exc_info=True)
+        raise ExtractionError(
+            f"could not extract the {FORMAT_NAMES[media_type]} document: it is damaged or uses an unsupported"
+            f" feature ({type(exc).__name__})"
+        ) from exc
+
+
+def _detect(path: Path, filename: str | None) -> str:
+    try:
+        return detect_media_type_path(path, filename=filename)
+    except UnsupportedMediaType as exc:
+        claimed = _EXTENSIONS.get(PurePath(filename).suffix.lower()) if filename else None
+        if claimed:
+            # Named like a supported format but its content is not: a damaged file, not a foreign type.
+            raise ExtractionError(
+                f"{filename} is not a valid {FORMAT_NAMES[claimed]} file: its content was not recognised"
+                f" ({exc.message})"
+            ) from None
+        raise
+
+
+def _dispatch(path: Path, media_type: str, budget: Budget) -> ExtractedDocument:
+    if media_type in (TEXT_PLAIN, TEXT_MARKDOWN):
+        from .textfmt import extract_text_file
+
+        return extract_text_file(path, media_type, budget)
+    if media_type == TEXT_HTML:
+        from .htmlfmt import extract_html_file
+
+        return extract_html_file(path, budget)
+    if media_type == PDF:
+        from .pdf import extract_pdf
+
+        return extract_pdf(path, budget)
+    if media_type == DOCX:
+        from .docx import extract_docx
+
+        return extract_docx(path, budget)
+    if media_type == HWPX:
+        from .hwpx import extract_hwpx
+
+        return extract_hwpx(path, budget)
+    if media_type == HWP:
+        from .hwp import extract_hwp
+
+        return extract_hwp(path, budget)
+    raise UnsupportedMediaType(f"unsupported media type: {media_type}")  # pragma: no cover

@@ -1,0 +1,253 @@
+"""DOCX (Office Open XML): paragraphs, tables (one line per row) and Heading styles as section headings."""
+from __future__ import annotations
+
+import posixpath
+import re
+from pathlib import Path
+from xml.etree.ElementTree import Element
+
+from services.errors import ExtractionError
+
+from ._budget import Budget
+from ._safexml import local, parse_xml
+from ._safezip import SafeZip
+from ._types import DOCX, ExtractedDocument, Section
+
+_HEADING_NAME = re.compile(r"^(heading\s*\d|title|subtitle|제목\s*\d*)$", re.I)
+_OFFICE_DOCUMENT_REL = "/officeDocument"
+CELL_SEPARATOR = " | "
+
+
+def extract_docx(path: Path, budget: Budget) -> ExtractedDocument:
+    """DOCX file → document with one section per heading."""
+    with SafeZip(path, budget, "DOCX") as zf:
+        main = main_document_part(zf, budget)
+        if main is None:
+            raise ExtractionError("corrupt DOCX: it has no main document part (word/document.xml)")
+        root = parse_xml(zf.read(main), budget, "DOCX document")
+        styles_name = posixpath.join(posixpath.dirname(main), "styles.xml")
+        styles = _heading_styles(parse_xml(zf.read(styles_name), budget, "DOCX styles")) \
+            if zf.has(styles_name) else {}
+        title = _core_title(zf, budget)
+    builder = _Builder(styles, budget)
+    body = next((c for c in root if local(c.tag) == "body"), None)
+    if body is None:
+        raise ExtractionError("corrupt DOCX: the document has no body")
+    builder.block_container(body)
+    sections = builder.finish()
+    if not sections:
+        raise ExtractionError("no text: the DOCX document is empty")
+    return ExtractedDocument(media_type=DOCX, sections=sections, title=title)
+
+
+def main_document_part(zf: SafeZip, budget: Budget) -> str | None:
+    """Name of the main document part, from _rels/.rels (falls back to word/document.xml)."""
+    if zf.has("_rels/.rels"):
+        rels = parse_xml(zf.read("_rels/.rels"), budget, "DOCX relationships")
+        for rel in rels:
+            if local(rel.tag) == "Relationship" and (rel.get("Type") or "").endswith(_OFFICE_DOCUMENT_REL):
+                target = (rel.get("Target") or "").lstrip("/")
+                target = posixpath.normpath(target) if target else ""
+                if target and zf.has(target):
+                    return target
+    return "word/document.xml" if zf.has("word/document.xml") else None
+
+
+def _core_title(zf: SafeZip, budget: Budget) -> str | None:
+    if not zf.has("docProps/core.xml"):
+        return None
+    try:
+        core = parse_xml(zf.read("docProps/core.xml"), budget, "DOCX properties")
+    except ExtractionError:
+        return None  # optional metadata: a broken core.xml does not lose the text
+    for el in core:
+        if local(el.tag) == "title" and (el.text or "").strip():
+            return el.text.strip()
+    return None
+
+
+def _attr(el: Element, name: str) -> str | None:
+    """An attribute by local name, whatever its namespace (w:val, strict-OOXML namespaces alike)."""
+    for key, value in el.attrib.items():
+        if local(key) == name:
+            return value
+    return None
+
+
+def _child(el: Element, name: str) -> Element | None:
+    for c in el:
+        if local(c.tag) == name:
+            return c
+    return None
+
+
+def _heading_styles(styles_root: Element) -> dict[str, bool]:
+    """styleId → whether the paragraph style is a heading (Heading n / Title names, or an outline level)."""
+    info: dict[str, tuple[bool, str | None]] = {}
+    for style in styles_root:
+        if local(style.tag) != "style" or _attr(style, "type") not in (None, "paragraph"):
+            continue
+        style_id = _attr(style, "styleId")
+        if not style_id:
+            continue
+        name_el = _child(style, "name")
+        name = (_attr(name_el, "val") or "") if name_el is not None else ""
+        heading = bool(_HEADING_NAME.match(name.strip()))
+        ppr = _child(style, "pPr")
+        if ppr is not None:
+            outline = _child(ppr, "outlineLvl")
+            if outline is not None and (_attr(outline, "val") or "").isdigit() and int(_attr(outline, "val")) < 9:
+                heading = True
+        based = _child(style, "basedOn")
+        info[style_id] = (heading, _attr(based, "val") if based is not None else None)
+    result: dict[str, bool] = {}
+    for style_id in info:
+        seen: set[str] = set()
+        current: str | None = style_id
+        is_heading = False
+        while current and current in info and current not in seen and len(seen) < 32:
+            seen.add(current)
+            if info[current][0]:
+                is_heading = True
+                break
+            current = info[current][1]
+        result[style_id] = is_heading
+    return result
+
+
+class _Builder:
+    def __init__(self, styles: dict[str, bool], budget: Budget) -> None:
+        self.styles = styles
+        self.budget = budget
+        self.sections: list[Section] = []
+        self.heading: str | None = None
+        self.lines: list[str] = []
+        self.count = 0
+
+    def block_container(self, container: Element) -> None:
+        """Body, content controls, custom XML: paragraphs and tables in document order."""
+        for el in container:
+            name = local(el.tag)
+            if name == "p":
+                self._paragraph(el)
+            elif name == "tbl":
+                for row in table_rows(el):
+                    self.lines.append(row)
+            elif name in ("sdt", "customXml", "smartTag"):
+                content = _child(el, "sdtContent") if name == "sdt" else el
+                if content is not None:
+                    self.block_container(content)
+            self.count += 1
+            if self.count % 1024 == 0:
+                self.budget.check_time()
+
+    def _paragraph(self, p: Element) -> None:
+        text = paragraph_text(p)
+        if self._is_heading(p) and text.strip():
+            self._flush()
+            self.heading = " ".join(text.split())
+            self.lines.append(self.heading)
+        elif text.strip():
+            self.lines.append(text)
+
+    def _is_heading(self, p: Element) -> bool:
+        ppr = _child(p, "pPr")
+        if ppr is None:
+            return False
+        outline = _child(ppr, "outlineLvl")
+        if outline is not None:
+            val = _attr(outline, "val") or ""
+            return val.isdigit() and int(val) < 9
+        style = _child(ppr, "pStyle")
+        return bool(style is not None and self.styles.get(_attr(style, "val") or ""))
+
+    def _flush(self) -> None:
+        text = "\n".join(self.lines).strip("\n")
+        self.lines = []
+        if text.strip():
+            self.sections.append(Section(text=text, heading=self.heading))
+
+    def finish(self) -> list[Section]:
+        self._flush()
+        return self.sections
+
+
+_SKIP_IN_PARAGRAPH = {"pPr", "rPr", "instrText", "delText", "delInstrText", "Fallback", "fldData", "del"}
+
+
+def paragraph_text(p: Element) -> str:
+    """Visible text of a paragraph: runs, hyperlinks, fields' results, tabs and breaks; text boxes inline.
+
+    Deleted revisions, field instructions and markup-compatibility fallbacks (duplicates) are skipped.
+    """
+    parts: list[str] = []
+    stack = [iter(p)]
+    while stack:
+        el = next(stack[-1], None)
+        if el is None:
+            stack.pop()
+            continue
+        name = local(el.tag)
+        if name in _SKIP_IN_PARAGRAPH:
+            continue
+        if name == "t":
+            parts.append(el.text or "")
+        elif name == "tab" or name == "ptab":
+            parts.append("\t")
+        elif name in ("br", "cr"):
+            parts.append("\n")
+        elif name == "noBreakHyphen":
+            parts.append("-")
+        elif name == "p":  # a paragraph inside a text box
+            parts.append("\n")
+            stack.append(iter(el))
+        elif name == "tbl":  # a table inside a text box
+            parts.append("\n" + "\n".join(table_rows(el)) + "\n")
+        else:
+            stack.append(iter(el))
+    return "".join(parts)
+
+
+def table_rows(tbl: Element) -> list[str]:
+    """One line per table row, cells joined by ' | '; a nested table's rows are flattened into its cell."""
+    rows: list[str] = []
+    for tr in _rows(tbl):
+        cells = []
+        for tc in _cells(tr):
+            pieces: list[str] = []
+            for el in tc:
+                name = local(el.tag)
+                if name == "p":
+                    pieces.append(paragraph_text(el))
+                elif name == "tbl":
+                    pieces.extend(table_rows(el))
+                elif name == "sdt":
+                    content = _child(el, "sdtContent")
+                    if content is not None:
+                        pieces.extend(paragraph_text(x) for x in content if local(x.tag) == "p")
+            cells.append(" ".join(" ".join(pieces).split()))
+        if any(cells):
+            rows.append(CELL_SEPARATOR.join(cells))
+    return rows
+
+
+def _rows(tbl: Element):
+    for el in tbl:
+        name = local(el.tag)
+        if name == "tr":
+            yield el
+        elif name in ("sdt", "customXml"):
+            content = _child(el, "sdtContent") if name == "sdt" else el
+            if content is not None:
+                yield from (r for r in content if local(r.tag) == "tr")
+
+
+def _cells(tr: Element):
+    for el in tr:
+        name = local(el.tag)
+        if name == "tc":
+            yield el
+        elif name in ("sdt", "customXml"):
+            content = _child(el, "sdtContent") if name == "sdt" else el
+            if content is not None:
+                yield from (c for c in content if local(c.tag) == "tc")

@@ -1,0 +1,198 @@
+"""HTML: main text without scripts, styles and navigation; h1–h6 become section headings."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from services.errors import ExtractionError
+
+from ._budget import Budget
+from ._types import TEXT_HTML, ExtractedDocument, Section
+from .textfmt import decode_text, read_limited
+
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,512}?charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.]{1,40})""", re.I)
+_WS = re.compile(r"\s+")
+
+# Removed wherever they are.
+_DROP_ALWAYS = "script, style, noscript, template, svg, math, iframe, object, embed, canvas, nav, aside, " \
+    "[role=navigation], [role=complementary], [hidden], [aria-hidden=true]"
+# Removed unless they sit inside the main content (an article's own header keeps its title).
+_DROP_OUTSIDE_MAIN = "header, footer, [role=banner], [role=contentinfo]"
+
+_HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+_BLOCKS = {
+    "address", "article", "blockquote", "body", "br", "caption", "dd", "details", "dialog", "div", "dl", "dt",
+    "fieldset", "figcaption", "figure", "form", "hr", "li", "main", "ol", "p", "pre", "section", "summary",
+    "table", "tbody", "thead", "tfoot", "tr", "ul", "legend", "option",
+}
+
+
+def html_charset_hint(data: bytes) -> str | None:
+    """The charset a <meta> tag declares in the first 2 KiB, if any."""
+    m = _META_CHARSET.search(data[:2048])
+    return m.group(1).decode("ascii") if m else None
+
+
+def extract_html_file(path: Path, budget: Budget) -> ExtractedDocument:
+    """HTML file → document with one section per heading."""
+    data = read_limited(path, budget, "HTML file")
+    text = decode_text(data, charset_hint=html_charset_hint(data))
+    return html_to_document(text, budget)
+
+
+def html_to_document(markup: str, budget: Budget) -> ExtractedDocument:
+    """Parse HTML text with selectolax (lexbor) and return its main text split at headings."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    tree = LexborHTMLParser(markup)
+    title_node = tree.css_first("title")
+    title = _collapse(title_node.text()) if title_node is not None else ""
+    for node in tree.css(_DROP_ALWAYS):
+        node.decompose()
+    for node in tree.css(_DROP_OUTSIDE_MAIN):
+        if not _inside_main(node):
+            node.decompose()
+    root = tree.css_first("main") or tree.css_first("[role=main]") or tree.body or tree.root
+    sections = _Walker(budget).run(root) if root is not None else []
+    if not sections:
+        raise ExtractionError("no text: the HTML page has no visible text")
+    return ExtractedDocument(media_type=TEXT_HTML, sections=sections, title=title or None)
+
+
+def _inside_main(node) -> bool:
+    parent = node.parent
+    while parent is not None:
+        if parent.tag in ("main", "article") or (parent.attributes or {}).get("role") == "main":
+            return True
+        parent = parent.parent
+    return False
+
+
+def _collapse(s: str) -> str:
+    return _WS.sub(" ", s).strip()
+
+
+class _Walker:
+    """Iterative depth-first walk (no recursion, so deeply nested markup cannot exhaust the stack)."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.sections: list[Section] = []
+        self.heading: str | None = None
+        self.lines: list[str] = []
+        self.parts: list[str] = []
+        self.pre = 0
+        self.cell_depth = 0
+        self.row_cells: list[int] = []  # cells seen so far in each open <tr>
+        self.heading_parts: list[str] | None = None
+
+    def run(self, root) -> list[Section]:
+        stack = [(root, False)]
+        steps = 0
+        while stack:
+            node, exiting = stack.pop()
+            steps += 1
+            if steps % 4096 == 0:
+                self.budget.check_time()
+            tag = node.tag
+            if exiting:
+                self._exit(tag)
+                continue
+            if tag == "-text":
+                self._text(node.text_content or "")
+                continue
+            if tag is None or tag.startswith("-"):
+                continue
+            self._enter(tag)
+            stack.append((node, True))
+            children = []
+            child = node.first_child
+            while child is not None:
+                children.append(child)
+                child = child.next
+            stack.extend((c, False) for c in reversed(children))
+        self._flush_line()
+        self._flush_section()
+        return self.sections
+
+    def _text(self, text: str) -> None:
+        target = self.heading_parts if self.heading_parts is not None else self.parts
+        if self.pre:
+            if "\n" in text and self.heading_parts is None and not self.cell_depth:
+                first, *rest = text.split("\n")
+                self.parts.append(first)
+                for piece in rest:
+                    self._flush_line(keep_ws=True)
+                    self.parts.append(piece)
+            else:
+                target.append(text)
+        else:
+            target.append(text)
+
+    def _enter(self, tag: str) -> None:
+        if tag in _HEADINGS and self.heading_parts is None and not self.cell_depth:
+            self._flush_line()
+            self.heading_parts = []
+            return
+        if tag in ("td", "th"):
+            if self.row_cells:
+                if self.row_cells[-1]:
+                    self.parts.append(" | ")
+                self.row_cells[-1] += 1
+            self.cell_depth += 1
+            return
+        if tag == "tr":
+            self._boundary()
+            self.row_cells.append(0)
+            return
+        if tag == "pre":
+            self._boundary()
+            self.pre += 1
+            return
+        if tag in _BLOCKS:
+            self._boundary()
+
+    def _exit(self, tag: str) -> None:
+        if tag in _HEADINGS and self.heading_parts is not None and not self.cell_depth:
+            heading = _collapse("".join(self.heading_parts))
+            self.heading_parts = None
+            if heading:
+                self._flush_section()
+                self.heading = heading
+                self.lines.append(heading)
+            return
+        if tag in ("td", "th"):
+            self.cell_depth = max(0, self.cell_depth - 1)
+            return
+        if tag == "tr":
+            if self.row_cells:
+                self.row_cells.pop()
+            self._boundary()
+            return
+        if tag == "pre":
+            self.pre = max(0, self.pre - 1)
+            self._flush_line(keep_ws=True)
+            return
+        if tag in _BLOCKS:
+            self._boundary()
+
+    def _boundary(self) -> None:
+        if self.heading_parts is not None:
+            self.heading_parts.append(" ")
+        elif self.cell_depth:
+            self.parts.append(" ")
+        else:
+            self._flush_line()
+
+    def _flush_line(self, keep_ws: bool = False) -> None:
+        raw = "".join(self.parts)
+        self.parts = []
+        line = raw.rstrip() if keep_ws else _collapse(raw)
+        if line.strip():
+            self.lines.append(line)
+
+    def _flush_section(self) -> None:
+        text = "\n".join(self.lines).strip("\n")
+        self.lines = []
+        if text.strip():
+            self.sections.append(Section(text=text, heading=self.heading))

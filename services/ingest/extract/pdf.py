@@ -1,0 +1,84 @@
+"""PDF via pypdfium2 (PDFium, Apache-2.0/BSD): one section per page with its 1-based page number."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from services.errors import ExtractionError
+
+from ._budget import Budget
+from ._types import PDF, ExtractedDocument, Section
+
+# PDFium load error codes (fpdfview.h).
+_ERR_FILE, _ERR_FORMAT, _ERR_PASSWORD, _ERR_SECURITY = 2, 3, 4, 5
+# Controls PDFium may emit (soft-hyphen markers, form feeds, NUL); keep tab and newline.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
+
+
+def extract_pdf(path: Path, budget: Budget) -> ExtractedDocument:
+    """Text layer of each page; encrypted PDFs and PDFs without any text layer raise ExtractionError."""
+    import pypdfium2 as pdfium
+
+    if path.stat().st_size == 0:
+        raise ExtractionError("empty file (0 bytes)")
+    try:
+        doc = pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError as exc:
+        code = getattr(exc, "err_code", None)
+        if code == _ERR_PASSWORD:
+            raise ExtractionError("encrypted PDF: it needs a password to open") from None
+        if code == _ERR_SECURITY:
+            raise ExtractionError("encrypted PDF: its security handler is not supported") from None
+        raise ExtractionError("corrupt or truncated PDF: PDFium could not open it") from None
+    try:
+        n_pages = len(doc)
+        if n_pages == 0:
+            raise ExtractionError("corrupt PDF: it has no pages")
+        if n_pages > budget.limits.max_pages:
+            raise ExtractionError(f"PDF has {n_pages} pages, more than the limit of {budget.limits.max_pages}")
+        title = _title(doc)
+        sections: list[Section] = []
+        for index in range(n_pages):
+            budget.check_time()
+            text = _page_text(doc, index)
+            if text.strip():
+                budget.take(len(text.encode("utf-8")), "PDF text")
+                sections.append(Section(text=text, page=index + 1))
+    finally:
+        doc.close()
+    if not sections:
+        raise ExtractionError(f"no text layer: none of the PDF's {n_pages} page(s) has extractable text"
+                              " (scanned images need OCR, which is not supported)")
+    return ExtractedDocument(media_type=PDF, sections=sections, title=title)
+
+
+def _page_text(doc, index: int) -> str:
+    import pypdfium2 as pdfium
+
+    try:
+        page = doc[index]
+    except pdfium.PdfiumError:
+        return ""  # one broken page should not lose the others
+    try:
+        textpage = page.get_textpage()
+        try:
+            raw = textpage.get_text_range()
+        finally:
+            textpage.close()
+    except pdfium.PdfiumError:
+        return ""
+    finally:
+        page.close()
+    text = raw.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROLS.sub("", text)
+    lines = [line.rstrip() for line in text.split("\n")]
+    return "\n".join(lines).strip("\n")
+
+
+def _title(doc) -> str | None:
+    try:
+        meta = doc.get_metadata_dict(skip_empty=True)
+    except Exception:  # metadata is optional; a broken Info dictionary must not fail the document
+        return None
+    title = (meta.get("Title") or "").strip()
+    return title or None

@@ -1,0 +1,295 @@
+"""The embedding engine: batch planning, equality with the plain sentence-transformers path,
+CPU precision options and query micro-batching. Small twins only; no timed assertions."""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from config.profiles import PROFILES, get_profile
+from services.embedding.encoder import Encoder, QueryEncoder, load_tokenizer, plan_batches
+from services.embedding.twin import build_twin, builtin_corpus
+
+# --- plan_batches (pure) ------------------------------------------------------------------------
+
+
+def _check_plan(lengths, budget, max_batch_size=None):
+    batches = plan_batches(lengths, budget, max_batch_size=max_batch_size)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))  # every text exactly once
+    for b in batches:
+        assert b
+        padded = len(b) * max(max(lengths[i] for i in b), 1)
+        assert padded <= budget or len(b) == 1  # over budget only for a single long text
+        if max_batch_size is not None:
+            assert len(b) <= max_batch_size
+    # longest first: batch maxima never increase
+    maxima = [max(lengths[i] for i in b) for b in batches]
+    assert maxima == sorted(maxima, reverse=True)
+    return batches
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=0, max_value=9000), max_size=300),
+    budget=st.integers(min_value=1, max_value=20000),
+    max_batch_size=st.one_of(st.none(), st.integers(min_value=1, max_value=64)),
+)
+def test_plan_batches_invariants(lengths, budget, max_batch_size):
+    _check_plan(lengths, budget, max_batch_size)
+
+
+def test_plan_batches_examples():
+    assert plan_batches([], 100) == []
+    assert plan_batches([10, 50, 20], 100) == [[1, 2], [0]]  # 2 x 50 = 100 fits; 3 x 50 does not
+    assert plan_batches([10, 50, 20], 99) == [[1], [2, 0]]
+    assert plan_batches([512] * 8, 2048) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert plan_batches([5000, 3], 1000) == [[0], [1]]
+    with pytest.raises(ValueError):
+        plan_batches([1], 0)
+
+
+# --- twins and the plain path ------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def twin_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Small twins of the four profiles plus two pooling/normalize variants."""
+    root = tmp_path_factory.mktemp("encoder-twins")
+    dirs = {name: build_twin(p, root / name, small=True) for name, p in PROFILES.items()}
+    # CLS pooling without Normalize, and mean pooling with Normalize.
+    cls_plain = root / "bge-cls-no-normalize"
+    shutil.copytree(dirs["bge-m3-ko"], cls_plain)
+    modules = json.loads((cls_plain / "modules.json").read_text())
+    (cls_plain / "modules.json").write_text(json.dumps([m for m in modules if "Normalize" not in m["type"]]))
+    mean_norm = root / "sroberta-mean-normalize"
+    shutil.copytree(dirs["ko-sroberta-multitask"], mean_norm)
+    modules = json.loads((mean_norm / "modules.json").read_text())
+    modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (mean_norm / "modules.json").write_text(json.dumps(modules))
+    (mean_norm / "2_Normalize").mkdir()
+    dirs["bge-cls-no-normalize"] = cls_plain
+    dirs["sroberta-mean-normalize"] = mean_norm
+    return dirs
+
+
+PROFILE_OF = {name: name for name in PROFILES} | {
+    "bge-cls-no-normalize": "bge-m3-ko",
+    "sroberta-mean-normalize": "ko-sroberta-multitask",
+}
+
+
+def _texts(n: int, seed: int = 0) -> list[str]:
+    """Korean texts of varied lengths, some beyond 128 tokens, with a duplicate or two."""
+    lines = builtin_corpus()
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        k = rng.choice([1, 1, 1, 2, 3, 6, 12])
+        start = rng.randrange(len(lines))
+        out.append(" ".join(lines[start:start + k]) or lines[0])
+    out[n // 2] = out[1]
+    out.append("짧다")
+    return out
+
+
+def _plain(path: Path, texts: list[str]) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(path), device="cpu")
+    return model.encode(texts, batch_size=16, convert_to_numpy=True, show_progress_bar=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(PROFILE_OF))
+def test_engine_equals_plain_sentence_transformers(twin_dirs, variant):
+    path = twin_dirs[variant]
+    profile = get_profile(PROFILE_OF[variant])
+    texts = _texts(150)  # > the inline limit: the tokenizer thread and windowing are used
+    enc = Encoder(str(path), profile, device="cpu", max_batch_tokens=600)
+    assert enc.device == "cpu" and enc.precision == "fp32"
+    assert enc.dim == 64  # from the model, not the profile's 1024/768
+
+    seen: list[int] = []
+    shapes: list[tuple[int, int]] = []
+    forward = enc._forward
+
+    def spy(batch):
+        seen.extend(batch.indices.tolist())
+        shapes.append(tuple(batch.input_ids.shape))
+        return forward(batch)
+
+    enc._forward = spy
+    done: list[int] = []
+    got = enc.encode_documents(texts, progress=done.append)
+    ref = _plain(path, texts)
+
+    assert got.dtype == np.float32 and got.shape == (len(texts), 64)
+    np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-4)
+    assert sorted(seen) == list(range(len(texts)))  # each text embedded exactly once
+    assert sum(done) == len(texts)
+    assert len(shapes) > 3
+    assert all(b * w <= 600 or b == 1 for b, w in shapes)
+    norms = np.linalg.norm(got, axis=1)
+    normalized = variant in ("bge-m3-ko", "sroberta-mean-normalize")
+    assert np.allclose(norms, 1.0, atol=1e-5) == normalized
+
+
+@pytest.mark.slow
+def test_order_and_batch_independence(twin_dirs):
+    """Each text's vector does not depend on its neighbours, batch size or position."""
+    path = twin_dirs["ko-sroberta-multitask"]
+    enc = Encoder(str(path), get_profile("ko-sroberta-multitask"), device="cpu", max_batch_tokens=512)
+    texts = _texts(90, seed=3)
+    whole = enc.encode_documents(texts)
+    perm = list(range(len(texts)))
+    random.Random(1).shuffle(perm)
+    shuffled = enc.encode_documents([texts[i] for i in perm])
+    np.testing.assert_allclose(shuffled, whole[perm], atol=2e-5)
+    alone = np.stack([enc.encode_documents([t])[0] for t in texts[:12]])
+    np.testing.assert_allclose(alone, whole[:12], atol=2e-5)
+    assert enc.encode_documents([]).shape == (0, enc.dim)
+    with pytest.raises(TypeError):
+        enc.encode_documents("한 문장")
+
+
+@pytest.mark.slow
+def test_queries_truncate_like_plain_path(twin_dirs, caplog):
+    path = twin_dirs["kf-deberta-multitask"]  # 128-token model, eager attention
+    enc = Encoder(str(path), get_profile("kf-deberta-multitask"), device="cpu")
+    assert enc.max_seq_length == 128
+    long = " ".join(builtin_corpus()[:40])
+    assert enc.count_tokens([long])[0] > 128
+    queries = [long, "퇴직금은 언제까지 받아야 하나요?"]
+    np.testing.assert_allclose(enc.encode_queries(queries), _plain(path, queries), atol=2e-5)
+    with caplog.at_level(logging.WARNING, logger="services.embedding.encoder"):
+        enc.encode_documents([long])
+    assert "truncated" in caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_cpu_precision_options_agree_with_fp32(twin_dirs, precision):
+    path = twin_dirs["bge-m3-ko"]
+    profile = get_profile("bge-m3-ko")
+    texts = _texts(40, seed=5)
+    ref = Encoder(str(path), profile, device="cpu").encode_documents(texts)
+    enc = Encoder(str(path), profile, device="cpu", precision=precision)
+    assert enc.precision == precision
+    got = enc.encode_documents(texts)
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.9
+    # Random-weight twins give similar vectors for all texts; compare the text-specific part too.
+    centre = ref.mean(0)
+    a, b = got - centre, ref - centre
+    centred = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert centred.min() > 0.9
+
+
+def test_precision_must_suit_device(twin_dirs):
+    with pytest.raises(ValueError):
+        Encoder(str(twin_dirs["bge-m3-ko"]), get_profile("bge-m3-ko"), device="cpu", precision="fp16")
+
+
+@pytest.mark.slow
+def test_profile_mismatch_is_logged(twin_dirs, caplog):
+    with caplog.at_level(logging.WARNING, logger="services.embedding.encoder"):
+        Encoder(str(twin_dirs["bge-cls-no-normalize"]), get_profile("bge-m3-ko"), device="cpu")
+    assert "profile bge-m3-ko" in caplog.text
+
+
+def test_load_tokenizer_is_cached_and_knows_max_length(twin_dirs):
+    path = str(twin_dirs["klue-sroberta-large"])
+    tok = load_tokenizer(path)
+    assert load_tokenizer(path) is tok
+    assert tok.is_fast and tok.model_max_length == 512
+    enc = tok("근로자가 퇴직한 경우", return_offsets_mapping=True, add_special_tokens=False)
+    assert len(enc["offset_mapping"]) == len(enc["input_ids"]) > 0
+
+
+# --- QueryEncoder ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bge_encoder(twin_dirs) -> Encoder:
+    enc = Encoder(str(twin_dirs["bge-m3-ko"]), get_profile("bge-m3-ko"), device="cpu")
+    enc.warmup()
+    return enc
+
+
+@pytest.mark.slow
+def test_query_encoder_concurrent_callers_get_their_own_vectors(bge_encoder):
+    questions = [f"질문 {i}: " + line for i, line in enumerate(builtin_corpus()[:24])]
+    alone = {q: bge_encoder.encode_queries([q])[0] for q in questions}
+    results: dict[str, np.ndarray] = {}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(questions))
+
+    def ask(q: str) -> None:
+        try:
+            barrier.wait()
+            results[q] = qe.encode(q)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    # A long wait with max_batch = the number of callers: all of them share one forward pass.
+    qe = QueryEncoder(bge_encoder, max_wait_ms=5000, max_batch=len(questions))
+    try:
+        threads = [threading.Thread(target=ask, args=(q,)) for q in questions]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        qe.close()
+    assert not errors
+    assert qe.batches_run == 1
+    for q in questions:
+        assert results[q].shape == (bge_encoder.dim,)
+        np.testing.assert_allclose(results[q], alone[q], atol=2e-5)
+    with pytest.raises(RuntimeError):
+        qe.encode("닫힌 뒤의 질문")
+
+
+@pytest.mark.slow
+def test_query_encoder_many_threads_default_wait(bge_encoder):
+    questions = [line for line in builtin_corpus()[100:160]]
+    out: list[tuple[str, np.ndarray]] = []
+    lock = threading.Lock()
+
+    def ask(chunk: list[str]) -> None:
+        for q in chunk:
+            v = qe.encode(q)
+            with lock:
+                out.append((q, v))
+
+    with QueryEncoder(bge_encoder, max_wait_ms=2.0, max_batch=8) as qe:
+        threads = [threading.Thread(target=ask, args=(questions[i::6],)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(out) == len(questions)
+    assert 1 <= qe.batches_run <= len(questions)
+    for q, v in out:
+        np.testing.assert_allclose(v, bge_encoder.encode_queries([q])[0], atol=2e-5)
+
+
+def test_query_encoder_propagates_errors():
+    class Broken:
+        dim = 4
+
+        def encode_queries(self, texts):
+            raise RuntimeError("model exploded")
+
+    with QueryEncoder(Broken(), max_wait_ms=0) as qe:  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError, match="exploded"):
+            qe.encode("질문")
+        with pytest.raises(TypeError):
+            qe.encode(["목록"])  # type: ignore[arg-type]
