@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 
 from celery import Task, shared_task
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_process_shutdown
 
 from config.settings import get_settings
 from services.dispatch import EMBED_QUEUE, EMBED_TASK, INGEST_TASK
@@ -14,20 +15,20 @@ from services.runtime import Runtime
 
 log = logging.getLogger(__name__)
 _runtime: Runtime | None = None
+_runtime_pid: int | None = None
 
 
 def runtime() -> Runtime:
     """This worker process's resources, created after fork (never in the parent: CUDA forbids it)."""
-    global _runtime
-    if _runtime is None:
-        _runtime = Runtime(get_settings())
+    if _runtime is None or _runtime_pid != os.getpid():
+        use_runtime(Runtime(get_settings()))
     return _runtime
 
 
-@worker_process_init.connect
-def _reset_after_fork(**_) -> None:
-    global _runtime
-    _runtime = None
+def use_runtime(rt: Runtime | None) -> None:
+    """Make the tasks of this process use `rt` (tests share the API's runtime with a worker thread)."""
+    global _runtime, _runtime_pid
+    _runtime, _runtime_pid = rt, os.getpid()
 
 
 @worker_process_shutdown.connect

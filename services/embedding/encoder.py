@@ -136,6 +136,28 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bf16 matrix instructions (x86 avx512_bf16/AMX, Arm bf16).
+
+    Without them bf16 autocast is emulated and far slower than fp32 (measured on an AVX2-only
+    EPYC: a 512x1024x4096 matmul at 0.3 GFLOP/s in bf16 against 56 GFLOP/s in fp32).
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        import platform
+
+        return platform.machine().lower() in ("arm64", "aarch64") and platform.system() == "Darwin"
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def _supports_sdpa(model_name_or_path: str) -> bool:
     """Whether the checkpoint's transformers class implements scaled-dot-product attention."""
     try:
@@ -218,6 +240,8 @@ class Encoder:
         elif self.is_cuda and self._half_dtype is not None:
             self._transformer.to(self._half_dtype)
         self._autocast = (not self.is_cuda) and self.precision == "bf16"
+        if self._autocast and not cpu_supports_bf16():
+            log.warning("bf16 on a CPU without native bf16 instructions is emulated and much slower than fp32")
 
         dim = None
         for getter in ("get_embedding_dimension", "get_sentence_embedding_dimension"):
@@ -293,7 +317,7 @@ class Encoder:
         self.encode_queries(["워밍업 질의입니다."])
         self.encode_queries(["질문 하나", "조금 더 긴 두 번째 질문입니다", "세 번째"])
         filler = "이 문장은 모델을 미리 데워 두기 위한 문서입니다. "
-        self.encode_documents([filler * 4, filler * 12])
+        self._encode([filler * 4, filler * 12], progress=None, warn_truncation=False)
 
     # -- the engine -----------------------------------------------------------------------------
 
@@ -381,29 +405,31 @@ class Encoder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        with self._lock:
-            if len(texts) <= _INLINE_MAX_TEXTS:
-                batches: Iterator[_Batch] = self._batches(texts, warn_truncation)
-                stop = None
-            else:
-                batches, stop = self._prefetch(self._batches(texts, warn_truncation))
-            pending: list[tuple[np.ndarray, torch.Tensor]] = []
-            try:
-                for batch in batches:
+        if len(texts) <= _INLINE_MAX_TEXTS:
+            batches: Iterator[_Batch] = self._batches(texts, warn_truncation)
+            stop = None
+        else:
+            batches, stop = self._prefetch(self._batches(texts, warn_truncation))
+        pending: list[tuple[np.ndarray, torch.Tensor]] = []
+        try:
+            for batch in batches:
+                # One forward pass at a time per model; the lock is taken per batch, so a query
+                # waits for at most one document batch, not for a whole document job.
+                with self._lock:
                     vecs = self._forward_safe(batch)
-                    if self.is_cuda:
-                        # Keep results on the GPU while the next batch is launched; copy in bulk.
-                        pending.append((batch.indices, vecs))
-                        if len(pending) >= 8:
-                            self._drain(pending, out)
-                    else:
-                        out[batch.indices] = vecs.numpy()
-                    if progress is not None:
-                        progress(len(batch.indices))
-                self._drain(pending, out)
-            finally:
-                if stop is not None:
-                    stop.set()
+                if self.is_cuda:
+                    # Keep results on the GPU while the next batch is launched; copy in bulk.
+                    pending.append((batch.indices, vecs))
+                    if len(pending) >= 8:
+                        self._drain(pending, out)
+                else:
+                    out[batch.indices] = vecs.numpy()
+                if progress is not None:
+                    progress(len(batch.indices))
+            self._drain(pending, out)
+        finally:
+            if stop is not None:
+                stop.set()
         return out
 
     @staticmethod

@@ -214,6 +214,13 @@ def _write_st_layout(profile: ModelProfile, out_dir: Path, *, hidden: int, max_s
         (out_dir / "2_Normalize").mkdir()
 
 
+def _make_readable(root: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o644)
+
+
 def build_twin(
     profile: ModelProfile,
     out_dir: Path,
@@ -267,6 +274,7 @@ def build_twin(
             "corpus_sha256": hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest(),
         }
         (tmp / TWIN_INFO).write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
+        _make_readable(tmp)  # mkdtemp (and some savers) create owner-only entries
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

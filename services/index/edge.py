@@ -92,17 +92,17 @@ class EdgeIndex(VectorIndex):
         check_collection_name(name)
         if dim < 1:
             raise InvalidInput("dim must be at least 1")
-        with self._guard.write():
+        with self._guard.read():  # fast path, without stalling queries behind the exclusive lock
             self._check_open()
-            if name not in self._shards and not self._on_disk(name):
-                self._create(name, dim)
-            shard = self._open_locked(name)
-            if shard.dim != dim:
-                raise Conflict(f"collection {name!r} has dense dim {shard.dim}, not {dim}")
-            # Also repairs a shard whose indexes were never created (older code, manual copy).
-            with shard.write_lock:
-                if _ensure_payload_indexes(shard.shard):
-                    shard.shard.flush()
+            shard = self._shards.get(name)
+        if shard is None:
+            with self._guard.write():
+                self._check_open()
+                if name not in self._shards and not self._on_disk(name):
+                    self._create(name, dim)
+                shard = self._open_locked(name)
+        if shard.dim != dim:
+            raise Conflict(f"collection {name!r} has dense dim {shard.dim}, not {dim}")
 
     def collection_exists(self, name: str) -> bool:
         """Whether the shard exists (open or on disk)."""
@@ -190,7 +190,7 @@ class EdgeIndex(VectorIndex):
             else:
                 request = qe.QueryRequest(
                     limit=fetch,
-                    query=dense_q or sparse_q,
+                    query=dense_q if dense_q is not None else sparse_q,
                     filter=flt,
                     params=_LIVE_IDF if sparse_q is not None else None,
                     with_payload=True,
@@ -223,8 +223,10 @@ class EdgeIndex(VectorIndex):
             self._closed = True
             try:
                 for shard in self._shards.values():
-                    shard.shard.flush()
-                    shard.shard.close()
+                    try:
+                        shard.shard.flush()
+                    finally:
+                        shard.shard.close()
             finally:
                 self._shards.clear()
                 _unlock_directory(self._lock_fd)
@@ -255,7 +257,11 @@ class EdgeIndex(VectorIndex):
         if not self._on_disk(name):
             raise NotFound(f"collection {name!r} does not exist")
         config = json.loads((path / _CONFIG_FILE).read_text())
-        shard = _Shard(shard=load_shard(path), dim=int(config["vectors"][DENSE]["size"]))
+        edge_shard = load_shard(path)
+        # Also repairs a shard whose indexes were never created (older code, a manual copy).
+        if _ensure_payload_indexes(edge_shard):
+            edge_shard.flush()
+        shard = _Shard(shard=edge_shard, dim=int(config["vectors"][DENSE]["size"]))
         self._shards[name] = shard
         return shard
 

@@ -91,12 +91,16 @@ class ServerIndex(VectorIndex):
                 except UnexpectedResponse as exc:
                     if exc.status_code != 409:  # another worker created it meanwhile
                         raise
-            existing = self._dense_dim(name)
-            if existing != dim:
-                raise Conflict(f"collection {name!r} has dense dim {existing}, not {dim}")
+            info = self._client.get_collection(name)
+            vectors = info.config.params.vectors
+            if not isinstance(vectors, dict) or DENSE not in vectors:
+                raise Conflict(f"collection {name!r} has no named vector {DENSE!r}")
+            if vectors[DENSE].size != dim:
+                raise Conflict(f"collection {name!r} has dense dim {vectors[DENSE].size}, not {dim}")
             if not self._local:  # local mode ignores payload indexes (and warns)
                 for key, schema in _PAYLOAD_INDEXES.items():
-                    self._client.create_payload_index(name, key, schema, wait=True)
+                    if key not in (info.payload_schema or {}):
+                        self._client.create_payload_index(name, key, schema, wait=True)
 
     def collection_exists(self, name: str) -> bool:
         """Whether the collection exists."""
@@ -222,12 +226,6 @@ class ServerIndex(VectorIndex):
         # A server answers 404 by itself; local mode raises a bare ValueError instead.
         if self._local and not self._client.collection_exists(name):
             raise NotFound(f"collection {name!r} does not exist")
-
-    def _dense_dim(self, name: str) -> int:
-        vectors = self._client.get_collection(name).config.params.vectors
-        if not isinstance(vectors, dict) or DENSE not in vectors:
-            raise Conflict(f"collection {name!r} has no named vector {DENSE!r}")
-        return int(vectors[DENSE].size)
 
 
 def _point_struct(point: IndexPoint) -> qm.PointStruct:

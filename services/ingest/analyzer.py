@@ -38,6 +38,7 @@ import unicodedata
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 from services.ingest.normalize import normalize_text
@@ -49,6 +50,7 @@ __all__ = [
     "KoreanAnalyzer",
     "term_id",
     "tag_class",
+    "terms_in_span",
     "get_analyzer",
 ]
 
@@ -112,6 +114,9 @@ def term_id(form: str, tag_class: str) -> int:
     """Stable unsigned 32-bit id of a term: the first 4 bytes of blake2b("class:form")."""
     digest = hashlib.blake2b(f"{tag_class}:{form}".encode("utf-8"), digest_size=4).digest()
     return int.from_bytes(digest, "big")
+
+
+_cached_term_id = lru_cache(maxsize=1 << 18)(term_id)
 
 
 def _term_form(form: str, cls: str) -> str:
@@ -251,7 +256,7 @@ class KoreanAnalyzer:
         """BM25 term-frequency weights of a document's terms; Qdrant applies the IDF."""
         if not terms:
             return SparseVector()
-        counts = Counter(term_id(t.form, tag_class(t.tag) or "") for t in terms)
+        counts = Counter(_cached_term_id(t.form, tag_class(t.tag) or "") for t in terms)
         k1, b = self.k1, self.b
         norm = k1 * (1.0 - b + b * len(terms) / self.avg_doc_len)
         indices = sorted(counts)
@@ -263,7 +268,7 @@ class KoreanAnalyzer:
         terms = self.terms(normalize_text(text))
         if not terms:
             return SparseVector()
-        counts = Counter(term_id(t.form, tag_class(t.tag) or "") for t in terms)
+        counts = Counter(_cached_term_id(t.form, tag_class(t.tag) or "") for t in terms)
         indices = sorted(counts)
         return SparseVector(indices=indices, values=[float(counts[i]) for i in indices])
 
@@ -287,6 +292,17 @@ class KoreanAnalyzer:
             else:
                 merged.append((start, end))
         return merged
+
+
+def terms_in_span(sentences: Sequence[Sentence], start: int, end: int) -> list[Term]:
+    """Terms of ``sentences`` lying inside ``[start, end)``, e.g. one chunk's terms."""
+    return [
+        term
+        for sentence in sentences
+        if sentence.end > start and sentence.start < end
+        for term in sentence.terms
+        if term.start >= start and term.end <= end
+    ]
 
 
 _analyzer: KoreanAnalyzer | None = None

@@ -185,81 +185,78 @@ def chunk_sentences(
             unit_count.append(seg_counts[i])
     n_units = len(unit_start)
 
-    # 2. Cores: a partition of the units, packed greedily by the units' counts, then
-    #    re-counted as whole texts; a core over the budget is re-packed by itself.
-    cores: list[tuple[int, int]] = []
-    i = 0
-    while i < n_units:
-        j, total = i + 1, unit_count[i]
-        while j < n_units and total + unit_count[j] <= max_tokens:
-            total += unit_count[j]
-            j += 1
-        cores.append((i, j))
-        i = j
-    multi = [k for k, (a, b) in enumerate(cores) if b - a > 1]  # one unit: count known
-    core_counts = [unit_count[a] for a, _ in cores]
-    for k, count in zip(multi, count_tokens(tokenizer, [text[unit_start[cores[k][0]] : unit_end[cores[k][1] - 1]] for k in multi])):
-        core_counts[k] = count
-    if any(c > max_tokens for c in core_counts):
-        fixed: list[tuple[int, int]] = []
-        fixed_counts: list[int] = []
-        for (a, b), count in zip(cores, core_counts):
-            if count <= max_tokens:
-                fixed.append((a, b))
-                fixed_counts.append(count)
-                continue
-            while a < b:
-                hi = b
-                while True:
-                    count = unit_count[a] if hi == a + 1 else count_tokens(
-                        tokenizer, [text[unit_start[a] : unit_end[hi - 1]]]
-                    )[0]
-                    if count <= max_tokens:
-                        break
-                    hi -= 1
-                fixed.append((a, hi))
-                fixed_counts.append(count)
-                a = hi
-        cores, core_counts = fixed, fixed_counts
-
-    # 3. Overlap: whole trailing units of the previous core (a proper suffix of it).
-    starts = [a for a, _ in cores]
-    counts = list(core_counts)
-    if overlap_tokens > 0 and len(cores) > 1:
-        for k in range(1, len(cores)):
-            prev_a, prev_b = cores[k - 1]
-            o, extra = prev_b, 0
-            while o - 1 > prev_a and extra + unit_count[o - 1] <= overlap_tokens and (
-                counts[k] + extra + unit_count[o - 1] <= max_tokens
+    # 2. Plan with the units' own counts: each chunk is the overlap (whole trailing units
+    #    of the previous chunk's new part, never all of it) plus new units, packed
+    #    greedily up to the budget. The new parts ("cores") partition the units.
+    plans: list[tuple[int, int, int]] = []  # (overlap start, core start, core end) in units
+    a = 0
+    while a < n_units:
+        o, extra = a, 0
+        if plans and overlap_tokens:
+            prev_core = plans[-1][1]
+            while (
+                o - 1 > prev_core
+                and extra + unit_count[o - 1] <= overlap_tokens
+                and extra + unit_count[o - 1] + unit_count[a] <= max_tokens
             ):
                 o -= 1
                 extra += unit_count[o]
-            starts[k] = o
-        pending = [k for k in range(1, len(cores)) if starts[k] < cores[k][0]]
-        while pending:
-            texts: list[str] = []
-            for k in pending:
-                a, b = cores[k]
-                texts.append(text[unit_start[starts[k]] : unit_end[b - 1]])
-                if a - starts[k] > 1:  # one unit of overlap: its count is known
-                    texts.append(text[unit_start[starts[k]] : unit_start[a]])
-            measured = iter(count_tokens(tokenizer, texts))
-            retry = []
-            for k in pending:
-                total = next(measured)
-                overlap = next(measured) if cores[k][0] - starts[k] > 1 else unit_count[starts[k]]
-                if total <= max_tokens and overlap <= overlap_tokens:
-                    counts[k] = total
-                    continue
-                starts[k] += 1  # drop the overlap's first sentence and measure again
-                if starts[k] < cores[k][0]:
-                    retry.append(k)
-                else:
-                    counts[k] = core_counts[k]
-            pending = retry
+        b, total = a + 1, extra + unit_count[a]
+        while b < n_units and total + unit_count[b] <= max_tokens:
+            total += unit_count[b]
+            b += 1
+        plans.append((o, a, b))
+        a = b
+
+    # 3. Re-count every planned chunk (and overlap) as a whole text, in one batch.
+    def span_text(first: int, last: int) -> str:
+        return text[unit_start[first] : unit_end[last - 1]]
+
+    batch: list[str] = []
+    for o, a, b in plans:
+        if b - o > 1:
+            batch.append(span_text(o, b))
+        if a - o > 1:
+            batch.append(span_text(o, a))
+    measured = iter(count_tokens(tokenizer, batch))
+    first_counts: list[tuple[int, int]] = []
+    for o, a, b in plans:
+        total = next(measured) if b - o > 1 else unit_count[o]
+        overlap = next(measured) if a - o > 1 else (unit_count[o] if a > o else 0)
+        first_counts.append((total, overlap))
+
+    # 4. Accept the chunks that fit; repair the rare others locally: drop overlap
+    #    sentences first, then split the new part, without moving any later chunk.
+    out: list[tuple[int, int, int, int]] = []  # (first unit, core start, end unit, tokens)
+    for (o, a, b), (total, overlap) in zip(plans, first_counts):
+        if out and o < a and o <= out[-1][1]:
+            o = out[-1][1] + 1  # the previous chunk was split: stay inside its last part
+        elif o < a and total <= max_tokens and overlap <= overlap_tokens:
+            out.append((o, a, b, total))
+            continue
+        elif o == a and total <= max_tokens:
+            out.append((o, a, b, total))
+            continue
+        while o < a:
+            total, overlap = count_tokens(tokenizer, [span_text(o, b), span_text(o, a)])
+            if total <= max_tokens and overlap <= overlap_tokens:
+                break
+            o += 1
+        if o < a:
+            out.append((o, a, b, total))
+            continue
+        while a < b:  # no overlap left: split the new part greedily, re-counting
+            hi = b
+            while True:
+                total = unit_count[a] if hi == a + 1 else count_tokens(tokenizer, [span_text(a, hi)])[0]
+                if total <= max_tokens:
+                    break
+                hi -= 1
+            out.append((a, a, hi, total))
+            a = hi
 
     chunks = []
-    for k, ((a, b), first) in enumerate(zip(cores, starts)):
-        char_start, char_end = unit_start[first], unit_end[b - 1]
-        chunks.append(Chunk(first_ordinal + k, char_start, char_end, text[char_start:char_end], counts[k]))
+    for k, (first, _, end_unit, tokens) in enumerate(out):
+        char_start, char_end = unit_start[first], unit_end[end_unit - 1]
+        chunks.append(Chunk(first_ordinal + k, char_start, char_end, text[char_start:char_end], tokens))
     return chunks

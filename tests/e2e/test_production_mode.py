@@ -27,7 +27,7 @@ def production(make_settings, postgres_url, redis_url, tmp_path):
     settings = make_settings(database_url=postgres_url, broker_url=redis_url, qdrant_path=tmp_path / "qdrant")
     assert settings.mode == "production"
     rt = Runtime(settings)
-    tasks._runtime = rt  # the worker thread shares this process's local-mode Qdrant client
+    tasks.use_runtime(rt)  # the worker thread shares this process's local-mode Qdrant client
     celery = create_celery(settings)
     celery.conf.task_default_queue = INGEST_QUEUE
     app = create_app(settings, runtime=rt, warm_up=False)
@@ -36,7 +36,7 @@ def production(make_settings, postgres_url, redis_url, tmp_path):
         with TestClient(app) as client:
             client.runtime = rt
             yield client, celery
-    tasks._runtime = None
+    tasks.use_runtime(None)
     rt.close()
 
 

@@ -131,7 +131,7 @@ def build_hwpx(sections: list[str | bytes], *, title: str = "시험", spine_orde
             zf.writestr("Contents/content.hpf", hpf)
         zf.writestr("Contents/header.xml", '<?xml version="1.0" encoding="UTF-8"?><hh:head '
                     'xmlns:hh="http://www.hancom.co.kr/hwpml/2011/head"/>')
-        for name, sec in zip(names, sections):
+        for name, sec in zip(names, sections, strict=True):
             zf.writestr(name, sec)
         zf.writestr("Scripts/sourceScripts.js", "throw new Error('never run');")
         for name, data in (extra or {}).items():
@@ -236,7 +236,7 @@ def build_cfb(streams: dict[str, bytes]) -> bytes:
         if not children:
             return
         entries[parent]["child"] = children[0]
-        for a, b in zip(children, children[1:]):
+        for a, b in zip(children, children[1:], strict=False):
             entries[a]["right"] = b
 
     root_children = []

@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from services.ingest.extract import (HWP, HWPX, PDF, TEXT_PLAIN, detect_media_type_path, extract_file,
-                                     extract_file_with_timeout)
+from services.ingest.extract import (
+    HWP,
+    HWPX,
+    PDF,
+    TEXT_PLAIN,
+    detect_media_type_path,
+    extract_file,
+    extract_file_with_timeout,
+)
 
 from .extract_samples import FIXTURES
 

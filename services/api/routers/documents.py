@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import uuid
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -16,7 +18,7 @@ from services.documents import service
 from services.documents.models import DocumentStatus
 from services.documents.schemas import DocumentOut, DocumentPage, TextDocumentIn
 from services.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from services.ingest.extract import detect_media_type
+from services.ingest.extract import detect_media_type_path
 from services.ingest.pipeline import WorkItem
 
 router = APIRouter(prefix="/v1/collections/{collection}/documents", tags=["documents"])
@@ -116,9 +118,17 @@ async def _read_multipart(request: Request, limit: int) -> service.Upload:
             raise InvalidInput(f"metadata is not valid JSON: {exc.msg}", code="invalid_metadata") from None
     external_id = _text_field(form.get("external_id"), "external_id", 256)
     title = _text_field(form.get("title"), "title", 512)
-    detect_media_type(data[:65536], filename=file.filename, declared=file.content_type)  # 415 for unknown types
+    await run_in_threadpool(_check_type, data, file.filename, file.content_type)
     return service.Upload(data=data, filename=(file.filename or None) and file.filename[:512], media_type=None,
                           external_id=external_id, title=title, metadata=metadata)
+
+
+def _check_type(data: bytes, filename: str | None, declared: str | None) -> None:
+    """415 now for types Saekin cannot read; zip and OLE containers need the whole file to tell."""
+    with tempfile.NamedTemporaryFile() as tmp:
+        tmp.write(data)
+        tmp.flush()
+        detect_media_type_path(Path(tmp.name), filename=filename, declared=declared)
 
 
 def _text_field(value, name: str, max_len: int) -> str | None:

@@ -9,8 +9,19 @@ upload path can call detect_media_type_path (or detect_media_type on the first b
 unknown types early.
 """
 from ._core import extract_file, normalize_media_type
-from ._types import (DOCX, HWP, HWPX, PDF, SUPPORTED_MEDIA_TYPES, TEXT_HTML, TEXT_MARKDOWN, TEXT_PLAIN,
-                     ExtractedDocument, ExtractLimits, Section)
+from ._types import (
+    DOCX,
+    HWP,
+    HWPX,
+    PDF,
+    SUPPORTED_MEDIA_TYPES,
+    TEXT_HTML,
+    TEXT_MARKDOWN,
+    TEXT_PLAIN,
+    ExtractedDocument,
+    ExtractLimits,
+    Section,
+)
 from .detect import detect_media_type, detect_media_type_path
 from .sandbox import extract_file_with_timeout
 

@@ -33,7 +33,7 @@ def main() -> int:
     try:
         from pathlib import Path
 
-        from services.errors import ExtractionError, SaekinError
+        from services.errors import SaekinError
         from services.ingest.extract._core import extract_file
         from services.ingest.extract._types import ExtractLimits
         from services.ingest.extract.sandbox import serialize_error
@@ -51,7 +51,7 @@ def main() -> int:
             }
         except SaekinError as exc:
             reply = serialize_error(exc)
-        payload = json.dumps(reply, ensure_ascii=False).encode("utf-8", errors="surrogatepass")
+        payload = json.dumps(reply).encode("ascii")  # \u escapes: any string survives, even lone surrogates
     except MemoryError:
         payload = b'{"ok": false, "error": "ExtractionError", "message": ' \
                   b'"the document needs more memory than extraction may use"}'

@@ -7,9 +7,20 @@ from pathlib import Path, PurePath
 from services.errors import ExtractionError, SaekinError, UnsupportedMediaType
 
 from ._budget import Budget
-from ._types import (DOCX, FORMAT_NAMES, HWP, HWPX, PDF, SUPPORTED_MEDIA_TYPES, TEXT_HTML, TEXT_MARKDOWN,
-                     TEXT_PLAIN, ExtractedDocument, ExtractLimits)
-from .detect import _DECLARED_ALIASES, _EXTENSIONS, detect_media_type_path
+from ._types import (
+    DOCX,
+    FORMAT_NAMES,
+    HWP,
+    HWPX,
+    PDF,
+    SUPPORTED_MEDIA_TYPES,
+    TEXT_HTML,
+    TEXT_MARKDOWN,
+    TEXT_PLAIN,
+    ExtractedDocument,
+    ExtractLimits,
+)
+from .detect import DECLARED_ALIASES, EXTENSION_TYPES, detect_media_type_path
 
 log = logging.getLogger(__name__)
 
@@ -17,14 +28,14 @@ log = logging.getLogger(__name__)
 def normalize_media_type(media_type: str) -> str:
     """'text/markdown; charset=utf-8' → 'text/markdown'; known aliases mapped; unsupported → UnsupportedMediaType."""
     base = media_type.split(";", 1)[0].strip().lower()
-    base = _DECLARED_ALIASES.get(base, base)
+    base = DECLARED_ALIASES.get(base, base)
     if base not in SUPPORTED_MEDIA_TYPES:
         raise UnsupportedMediaType(f"unsupported media type: {media_type}")
     return base
 
 
 def extract_file(path: Path, *, media_type: str | None = None, filename: str | None = None,
-                 limits: ExtractLimits = ExtractLimits()) -> ExtractedDocument:
+                 limits: ExtractLimits = ExtractLimits()) -> ExtractedDocument:  # noqa: B008 (frozen)
     """Extract the text of the document at `path`, detecting its type from content when not given.
 
     Every bad input raises ExtractionError (or UnsupportedMediaType for a type we do not read) with a
@@ -38,12 +49,15 @@ def extract_file(path: Path, *, media_type: str | None = None, filename: str | N
     if size == 0:
         raise ExtractionError("empty file (0 bytes)")
     if media_type is None:
-        media_type = _detect(path, filename)
+        media_type = _detect(path, filename or path.name)
     else:
         media_type = normalize_media_type(media_type)
     budget = Budget(limits)
     try:
-        return _dispatch(path, media_type, budget)
+        doc = _dispatch(path, media_type, budget)
+        if not any(section.text.strip() for section in doc.sections):
+            raise ExtractionError(f"no text: the {FORMAT_NAMES[media_type]} document is empty")
+        return doc
     except SaekinError:
         raise
     except MemoryError:
@@ -62,7 +76,7 @@ def _detect(path: Path, filename: str | None) -> str:
     try:
         return detect_media_type_path(path, filename=filename)
     except UnsupportedMediaType as exc:
-        claimed = _EXTENSIONS.get(PurePath(filename).suffix.lower()) if filename else None
+        claimed = EXTENSION_TYPES.get(PurePath(filename).suffix.lower()) if filename else None
         if claimed:
             # Named like a supported format but its content is not: a damaged file, not a foreign type.
             raise ExtractionError(

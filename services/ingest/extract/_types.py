@@ -1,7 +1,7 @@
 """Value types shared by every extractor: the extracted document, its sections, and the safety limits."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 TEXT_PLAIN = "text/plain"
 TEXT_MARKDOWN = "text/markdown"
@@ -39,7 +39,7 @@ class ExtractedDocument:
     """Text of one document, in reading order, split into sections that carry page/heading metadata."""
 
     media_type: str
-    sections: list[Section] = field(default_factory=list)
+    sections: list[Section]
     title: str | None = None
 
     @property

@@ -15,13 +15,13 @@ HEAD_BYTES = 8192
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 
-_EXTENSIONS = {
+EXTENSION_TYPES = {
     ".txt": TEXT_PLAIN, ".text": TEXT_PLAIN, ".log": TEXT_PLAIN, ".csv": TEXT_PLAIN, ".tsv": TEXT_PLAIN,
     ".md": TEXT_MARKDOWN, ".markdown": TEXT_MARKDOWN, ".mdown": TEXT_MARKDOWN, ".mkd": TEXT_MARKDOWN,
     ".htm": TEXT_HTML, ".html": TEXT_HTML, ".xhtml": TEXT_HTML,
     ".pdf": PDF, ".docx": DOCX, ".hwpx": HWPX, ".hwp": HWP,
 }
-_DECLARED_ALIASES = {
+DECLARED_ALIASES = {
     "text/x-markdown": TEXT_MARKDOWN, "text/md": TEXT_MARKDOWN, "application/xhtml+xml": TEXT_HTML,
     "application/haansofthwp": HWP, "application/vnd.hancom.hwp": HWP, "application/x-hwp": HWP,
     "application/vnd.hancom.hwpx": HWPX, "application/haansofthwpx": HWPX, "application/x-hwpx": HWPX,
@@ -34,7 +34,8 @@ _KNOWN_BINARIES: list[tuple[bytes, str]] = [
     (b"BZh", "bzip2 archive"), (b"\xfd7zXZ\x00", "xz archive"), (b"\x7fELF", "ELF executable"),
     (b"MZ", "Windows executable"), (b"{\\rtf", "RTF document"), (b"%!PS", "PostScript document"),
     (b"OggS", "Ogg media"), (b"fLaC", "FLAC audio"), (b"ID3", "MP3 audio"), (b"\x00\x00\x01\xba", "MPEG video"),
-    (b"SQLite format 3\x00", "SQLite database"), (b"HWP Document File V3", "HWP 3.0 document (save it as HWP 5 or HWPX)"),
+    (b"SQLite format 3\x00", "SQLite database"),
+    (b"HWP Document File V3", "HWP 3.0 document (save it as HWP 5 or HWPX)"),
 ]
 _HTML_START = re.compile(
     rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body|title|meta|script|style|div|p|h[1-6]|table|a|br|iframe|font|b)[\s>/]",
@@ -47,16 +48,16 @@ def _hint(filename: str | None, declared: str | None) -> str | None:
     """The media type a name or a declared Content-Type suggests (only ever used as a tie-breaker)."""
     if declared:
         base = declared.split(";", 1)[0].strip().lower()
-        base = _DECLARED_ALIASES.get(base, base)
+        base = DECLARED_ALIASES.get(base, base)
         if base in SUPPORTED_MEDIA_TYPES:
             return base
     if filename:
-        return _EXTENSIONS.get(PurePath(filename).suffix.lower())
+        return EXTENSION_TYPES.get(PurePath(filename).suffix.lower())
     return None
 
 
 def _hint_from_name_first(filename: str | None, declared: str | None) -> str | None:
-    if filename and (ext := _EXTENSIONS.get(PurePath(filename).suffix.lower())):
+    if filename and (ext := EXTENSION_TYPES.get(PurePath(filename).suffix.lower())):
         return ext
     return _hint(None, declared)
 
@@ -141,13 +142,9 @@ def _looks_like_text(head: bytes) -> bool:
     if head.startswith(codecs.BOM_UTF8):
         head = head[3:]
     if b"\x00" in head:
-        even_zero, odd_zero = head[0::2].count(0), head[1::2].count(0)
-        half = max(1, len(head) // 2)
-        if odd_zero > 0.3 * half and even_zero == 0:
-            return _few_controls(head[: len(head) // 2 * 2].decode("utf-16-le", errors="replace"))
-        if even_zero > 0.3 * half and odd_zero == 0:
-            return _few_controls(head[: len(head) // 2 * 2].decode("utf-16-be", errors="replace"))
-        return False
+        from .textfmt import plausible_utf16  # UTF-16 without a byte order mark
+
+        return plausible_utf16(head, "utf-16-le") or plausible_utf16(head, "utf-16-be")
     decoder = codecs.getincrementaldecoder("utf-8")()
     try:
         text = decoder.decode(head, final=False)  # a multibyte character cut at the end is fine

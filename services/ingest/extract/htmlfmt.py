@@ -19,6 +19,16 @@ _DROP_ALWAYS = "script, style, noscript, template, svg, math, iframe, object, em
 # Removed unless they sit inside the main content (an article's own header keeps its title).
 _DROP_OUTSIDE_MAIN = "header, footer, [role=banner], [role=contentinfo]"
 
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]{0,15})\b[^<>]*?(/?)>")
+# Void elements and elements the parser closes implicitly do not deepen the tree.
+_NON_NESTING = {
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr",
+    "p", "li", "dt", "dd", "tr", "td", "th", "option", "optgroup", "rt", "rp", "tbody", "thead", "tfoot",
+    "colgroup", "caption", "html", "head", "body",
+}
+#: HTML allows deeper trees than office XML; lexbor's tree builder slows down quadratically past this.
+HTML_DEPTH_FACTOR = 4
+
 _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 _BLOCKS = {
     "address", "article", "blockquote", "body", "br", "caption", "dd", "details", "dialog", "div", "dl", "dt",
@@ -44,6 +54,7 @@ def html_to_document(markup: str, budget: Budget) -> ExtractedDocument:
     """Parse HTML text with selectolax (lexbor) and return its main text split at headings."""
     from selectolax.lexbor import LexborHTMLParser
 
+    _check_nesting(markup, budget)
     tree = LexborHTMLParser(markup)
     title_node = tree.css_first("title")
     title = _collapse(title_node.text()) if title_node is not None else ""
@@ -57,6 +68,26 @@ def html_to_document(markup: str, budget: Budget) -> ExtractedDocument:
     if not sections:
         raise ExtractionError("no text: the HTML page has no visible text")
     return ExtractedDocument(media_type=TEXT_HTML, sections=sections, title=title or None)
+
+
+def _check_nesting(markup: str, budget: Budget) -> None:
+    """Refuse markup nested deeper than HTML_DEPTH_FACTOR × max_xml_depth before parsing it.
+
+    HTML tree builders check element scopes on every start tag, so very deep nesting costs time
+    quadratic in the depth (100,000 nested <div>s take most of a minute).
+    """
+    limit = HTML_DEPTH_FACTOR * budget.limits.max_xml_depth
+    depth = 0
+    for m in _TAG.finditer(markup):
+        name = m.group(2).lower()
+        if name in _NON_NESTING or m.group(3):
+            continue
+        if m.group(1):
+            depth = max(0, depth - 1)
+        else:
+            depth += 1
+            if depth > limit:
+                raise ExtractionError(f"HTML nested deeper than {limit} levels")
 
 
 def _inside_main(node) -> bool:

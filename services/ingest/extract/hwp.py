@@ -20,7 +20,6 @@ from ._budget import Budget
 from ._types import HWP, ExtractedDocument, Section
 
 SIGNATURE = b"HWP Document File"
-OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 # FileHeader property bits (spec table 3).
 FLAG_COMPRESSED = 1 << 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 from services.errors import ExtractionError
@@ -12,11 +13,18 @@ from ._types import PDF, ExtractedDocument, Section
 # PDFium load error codes (fpdfview.h).
 _ERR_FILE, _ERR_FORMAT, _ERR_PASSWORD, _ERR_SECURITY = 2, 3, 4, 5
 # Controls PDFium may emit (soft-hyphen markers, form feeds, NUL); keep tab and newline.
+# PDFium is not thread-safe: one document at a time per process.
+_PDFIUM_LOCK = threading.Lock()
 _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
 
 
 def extract_pdf(path: Path, budget: Budget) -> ExtractedDocument:
     """Text layer of each page; encrypted PDFs and PDFs without any text layer raise ExtractionError."""
+    with _PDFIUM_LOCK:
+        return _extract_pdf(path, budget)
+
+
+def _extract_pdf(path: Path, budget: Budget) -> ExtractedDocument:
     import pypdfium2 as pdfium
 
     if path.stat().st_size == 0:
@@ -76,9 +84,11 @@ def _page_text(doc, index: int) -> str:
 
 
 def _title(doc) -> str | None:
+    import pypdfium2 as pdfium
+
     try:
         meta = doc.get_metadata_dict(skip_empty=True)
-    except Exception:  # metadata is optional; a broken Info dictionary must not fail the document
+    except (pdfium.PdfiumError, ValueError, UnicodeError):  # optional metadata must not fail the document
         return None
     title = (meta.get("Title") or "").strip()
     return title or None

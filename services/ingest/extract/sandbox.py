@@ -26,7 +26,7 @@ _ERROR_CLASSES = {cls.__name__: cls for cls in (errors.ExtractionError, errors.U
 
 
 def extract_file_with_timeout(path: Path, *, media_type: str | None = None, filename: str | None = None,
-                              limits: ExtractLimits = ExtractLimits()) -> ExtractedDocument:
+                              limits: ExtractLimits = ExtractLimits()) -> ExtractedDocument:  # noqa: B008
     """Run extract_file in a child process; kill it after limits.time_limit_s; cap its address space
     at limits.max_memory_bytes. Timeouts, memory exhaustion and crashes become ExtractionError.
     """
@@ -38,9 +38,8 @@ def extract_file_with_timeout(path: Path, *, media_type: str | None = None, file
     }
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH")) if p)
-    env.setdefault("PYTHONHASHSEED", "0")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.ingest.extract._child"],
+        _child_command(),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(_REPO_ROOT),
     )
     try:
@@ -56,19 +55,26 @@ def extract_file_with_timeout(path: Path, *, media_type: str | None = None, file
     return _decode_reply(proc.returncode, out, err)
 
 
+def _child_command() -> list[str]:
+    return [sys.executable, "-m", "services.ingest.extract._child"]
+
+
 def _decode_reply(returncode: int, out: bytes, err: bytes) -> ExtractedDocument:
     try:
         reply = json.loads(out.decode("utf-8")) if out else None
     except (UnicodeDecodeError, json.JSONDecodeError):
         reply = None
     if isinstance(reply, dict) and reply.get("ok") is True:
-        doc = reply["document"]
-        return ExtractedDocument(
-            media_type=doc["media_type"],
-            title=doc.get("title"),
-            sections=[Section(text=s["text"], page=s.get("page"), heading=s.get("heading"))
-                      for s in doc["sections"]],
-        )
+        try:
+            doc = reply["document"]
+            return ExtractedDocument(
+                media_type=doc["media_type"],
+                title=doc.get("title"),
+                sections=[Section(text=s["text"], page=s.get("page"), heading=s.get("heading"))
+                          for s in doc["sections"]],
+            )
+        except (KeyError, TypeError) as exc:
+            raise ExtractionError("extraction process returned a malformed result") from exc
     if isinstance(reply, dict) and reply.get("ok") is False:
         cls = _ERROR_CLASSES.get(reply.get("error"), ExtractionError)
         raise cls(str(reply.get("message") or "extraction failed"))

@@ -66,6 +66,9 @@ def _decode(data: bytes, hint: str | None) -> str:
     else:
         if _looks_korean(text):
             return text
+    mostly_utf8 = data.decode("utf-8", errors="replace")
+    if mostly_utf8.count("\ufffd") <= len(mostly_utf8) // 1000:
+        return mostly_utf8  # UTF-8 with a stray byte or two (a cut or mis-pasted character)
     return _charset_normalizer_guess(data)
 
 
@@ -90,17 +93,38 @@ def _codec_for_label(label: str) -> str | None:
 
 
 def _guess_utf16_without_bom(data: bytes) -> str | None:
-    if len(data) < 4 or len(data) % 2:
+    """UTF-16 without a byte order mark: the endianness whose decoding reads as real script, if any."""
+    if len(data) < 4 or b"\x00" not in data:
         return None
-    sample = data[:4096]
-    even_zero = sample[0::2].count(0)
-    odd_zero = sample[1::2].count(0)
-    half = len(sample) // 2
-    if odd_zero > 0.3 * half and even_zero < 0.05 * half:
-        return "utf-16-le"
-    if even_zero > 0.3 * half and odd_zero < 0.05 * half:
-        return "utf-16-be"
+    for codec in ("utf-16-le", "utf-16-be"):
+        if plausible_utf16(data[:8192], codec):
+            return codec
     return None
+
+
+def plausible_utf16(sample: bytes, codec: str) -> bool:
+    """True when `sample` decodes as `codec` into (almost only) letters of common scripts and punctuation.
+
+    Random bytes and text read with the wrong endianness scatter over the whole BMP and fail this.
+    """
+    try:
+        text = codecs.getincrementaldecoder(codec)().decode(sample[: len(sample) // 2 * 2], final=False)
+    except UnicodeDecodeError:
+        return False
+    if not text or "\x00" in text:
+        return False
+    good = 0
+    for ch in text:
+        o = ord(ch)
+        if (
+            32 <= o < 127 or ch in "\t\n\r\f"
+            or 0xAC00 <= o <= 0xD7A3 or 0x1100 <= o <= 0x11FF or 0x3130 <= o <= 0x318F  # Hangul
+            or 0x4E00 <= o <= 0x9FFF or 0x3000 <= o <= 0x30FF  # Hanja, CJK punctuation, kana
+            or 0xFF00 <= o <= 0xFFEF or 0x2000 <= o <= 0x27BF or 0xA0 <= o <= 0x24F  # symbols, Latin
+            or 0x370 <= o <= 0x4FF  # Greek, Cyrillic
+        ):
+            good += 1
+    return good >= 0.95 * len(text)
 
 
 def _looks_korean(text: str) -> bool:
@@ -154,6 +178,8 @@ def extract_text_file(path: Path, media_type: str, budget: Budget) -> ExtractedD
         raise ExtractionError("no text: the file contains only whitespace")
     if media_type == TEXT_MARKDOWN:
         title, sections = markdown_sections(text)
+        if not sections:
+            raise ExtractionError("no text: the Markdown file has only empty headings")
         return ExtractedDocument(media_type=TEXT_MARKDOWN, sections=sections, title=title)
     return ExtractedDocument(media_type=TEXT_PLAIN, sections=[Section(text=text)])
 
@@ -195,7 +221,9 @@ def markdown_sections(text: str) -> tuple[str | None, list[Section]]:
         if fence is not None:
             buf.append(line)
             m = _FENCE.match(line)
-            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not line.strip()[len(m.group(1)):].strip():
+            closing = m.group(1) if m else ""
+            if closing and closing[0] == fence[0] and len(closing) >= len(fence) \
+                    and not line.strip()[len(closing):].strip():
                 fence = None
             continue
         m = _FENCE.match(line)

@@ -1,0 +1,214 @@
+"""Embedding throughput: plain `SentenceTransformer.encode` against Saekin's engine (issue 5).
+
+Texts are Korean chunks with the real length distribution: the AutoRAG corpus
+(../shared/data/autorag-ko) normalized, split into sentences and packed by Saekin's chunker
+to the profile's token budget. One run encodes the same texts with
+
+- the baseline: `SentenceTransformer(model).encode(texts, batch_size=32)` (fp32, as shipped);
+- the engine (`services.embedding.encoder.Encoder`) at every requested precision,
+
+and prints one JSON object:
+
+    {"device", "model", "n_texts", "tokens", "baseline": {"tokens_per_s"},
+     "engine": [{"precision", "tokens_per_s", "ratio", "cosine_min", ...}], "mfu", ...}
+
+`cosine_min` is the lowest cosine between a text's engine vector and its baseline (fp32)
+vector; `cosine_min_centered` does the same after subtracting the baseline's mean vector
+(random-weight twins map all texts to nearly the same direction, which makes the plain
+cosine flatter than it would be for a trained model). `mfu` (CUDA only) is the model FLOPs
+utilisation of the best half-precision run against the device's bf16 dense peak.
+
+    python bench/embed_throughput.py                       # full-size bge-m3-ko twin, all chunks on CUDA
+    python bench/embed_throughput.py --texts 48            # a CPU-sized subset
+    python bench/embed_throughput.py --precisions fp32,int8 --max-batch-tokens 16384
+
+Without --model a full-size twin is built once under ./.twins/ (about 2.2 GB for bge-m3-ko).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import (  # noqa: E402
+    DEFAULT_CORPUS,
+    bf16_peak_flops,
+    device_name,
+    emit,
+    korean_chunks,
+    load_pages,
+    log,
+    resolve_model,
+)
+
+
+def _parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="bge-m3-ko")
+    ap.add_argument("--model", default=None, help="model directory or hub id (default: full-size twin under ./.twins/)")
+    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="directory holding ocr_corpus_v3.parquet")
+    ap.add_argument("--texts", type=int, default=None, help="random subset of N chunks (default: all on CUDA, 48 on CPU)")
+    ap.add_argument("--precisions", default=None,
+                    help="comma list (default: bf16,fp16 on CUDA; fp32,int8 on CPU, plus bf16 where the CPU has native bf16)")
+    ap.add_argument("--max-batch-tokens", type=int, default=None, help="engine padded-token budget (default: settings)")
+    ap.add_argument("--baseline-batch-size", type=int, default=32)
+    ap.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    ap.add_argument("--repeat", type=int, default=None, help="timed runs per configuration, median kept (default: 3 on CUDA, 1 on CPU)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-baseline-vectors", action="store_true", help=argparse.SUPPRESS)
+    return ap.parse_args()
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _free(device: str) -> None:
+    import torch
+
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def _timed(fn, device: str, repeat: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeat):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def _model_flops(auto_model, lengths: list[int]) -> float:
+    """Forward FLOPs on the real (unpadded) tokens: 2 x non-embedding parameters per token
+    plus attention scores and weighted sums (4 x layers x hidden x length^2 per text)."""
+    cfg = auto_model.config
+    embed = sum(p.numel() for n, p in auto_model.named_parameters() if "embeddings" in n or "pooler" in n)
+    body = sum(p.numel() for p in auto_model.parameters()) - embed
+    layers, hidden = cfg.num_hidden_layers, cfg.hidden_size
+    return float(sum(2 * body * n + 4 * layers * hidden * n * n for n in lengths))
+
+
+def main() -> None:
+    args = _parse()
+    import torch
+
+    from config.profiles import get_profile
+    from config.settings import get_settings
+    from services.embedding.encoder import Encoder, cpu_supports_bf16, default_device, load_tokenizer
+
+    profile = get_profile(args.profile)
+    device = args.device or default_device()
+    on_cuda = device.startswith("cuda")
+    settings = get_settings()
+    max_batch_tokens = args.max_batch_tokens or settings.embed_max_batch_tokens
+    repeat = args.repeat or (3 if on_cuda else 1)
+    if args.precisions:
+        precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    elif on_cuda:
+        precisions = ["bf16", "fp16"]
+    else:
+        precisions = ["fp32", "int8"] + (["bf16"] if cpu_supports_bf16() else [])
+    skipped = []
+    if not on_cuda and not args.precisions and not cpu_supports_bf16():
+        skipped.append({"precision": "bf16", "reason": "CPU has no native bf16 (avx512_bf16/amx): emulated, far slower than fp32"})
+
+    model = resolve_model(args.profile, args.model)
+    tokenizer = load_tokenizer(model)
+    max_seq = int(tokenizer.model_max_length)
+    chunk_tokens = min(settings.chunk_tokens or profile.chunk_tokens, profile.chunk_tokens, max_seq - 2)
+
+    log(f"loading pages from {args.corpus}")
+    pages = load_pages(args.corpus)
+    chunks, method = korean_chunks(pages, tokenizer, max_tokens=chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens)
+    n = args.texts or (len(chunks) if on_cuda else 48)
+    texts = random.Random(args.seed).sample(chunks, min(n, len(chunks)))
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_seq)["input_ids"]]
+    tokens = sum(lengths)
+    log(f"{len(pages)} pages -> {len(chunks)} chunks ({method}, {chunk_tokens} tokens max); "
+        f"timing {len(texts)} texts, {tokens} tokens (mean {tokens / len(texts):.0f}) on {device}")
+
+    # --- baseline: the plain sentence-transformers path ------------------------------------------
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(model, device=device)
+    st.encode(texts[:2], batch_size=args.baseline_batch_size, show_progress_bar=False)  # warm-up
+    log("baseline: SentenceTransformer.encode(batch_size=%d)" % args.baseline_batch_size)
+    base_s, ref = _timed(lambda: st.encode(texts, batch_size=args.baseline_batch_size, convert_to_numpy=True,
+                                           show_progress_bar=False), device, repeat)
+    ref = np.asarray(ref, dtype=np.float32)
+    base_tps = tokens / base_s
+    log(f"baseline: {base_s:.2f} s, {base_tps:.0f} tokens/s")
+    flops = _model_flops(st[0].auto_model, lengths)
+    del st
+    _free(device)
+
+    # --- the engine at each precision -----------------------------------------------------------
+    engine = []
+    centre = ref.mean(0)
+    peak = bf16_peak_flops(device)
+    for precision in precisions:
+        enc = Encoder(model, profile, device=device, precision=precision, max_batch_tokens=max_batch_tokens)
+        enc.warmup()
+        log(f"engine {precision}: attention={enc.attn_implementation}, max_batch_tokens={max_batch_tokens}")
+        secs, got = _timed(lambda: enc.encode_documents(texts), device, repeat)
+        cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+        a, b = got - centre, ref - centre
+        centred = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        row = {
+            "precision": precision,
+            "tokens_per_s": round(tokens / secs, 1),
+            "ratio": round(base_s / secs, 3),
+            "cosine_min": round(float(cos.min()), 6),
+            "cosine_min_centered": round(float(centred.min()), 6),
+            "seconds": round(secs, 3),
+        }
+        if on_cuda:
+            row["mfu"] = round(flops / secs / peak, 4) if peak else None
+            row["max_memory_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            torch.cuda.reset_peak_memory_stats()
+        engine.append(row)
+        log(f"engine {precision}: {secs:.2f} s, {tokens / secs:.0f} tokens/s, ratio {base_s / secs:.2f}, "
+            f"cosine_min {cos.min():.6f}")
+        del enc, got
+        _free(device)
+
+    half = [r for r in engine if r["precision"] in ("bf16", "fp16") and r.get("mfu") is not None]
+    result = {
+        "device": device_name(device),
+        "model": model,
+        "profile": profile.name,
+        "n_texts": len(texts),
+        "tokens": tokens,
+        "mean_tokens_per_text": round(tokens / len(texts), 1),
+        "chunker": method,
+        "max_batch_tokens": max_batch_tokens,
+        "repeat": repeat,
+        "baseline": {"tokens_per_s": round(base_tps, 1), "seconds": round(base_s, 3),
+                     "batch_size": args.baseline_batch_size},
+        "engine": engine,
+        "mfu": max(r["mfu"] for r in half) if half else None,
+        "model_gflops": round(flops / 1e9, 1),
+    }
+    if skipped:
+        result["skipped"] = skipped
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+import copy
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import unicodedata
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from services.ingest.analyzer import (
+    KoreanAnalyzer,
+    Sentence,
+    Term,
+    get_analyzer,
+    tag_class,
+    term_id,
+)
+from services.ingest.normalize import normalize_text
+from services.vectors import SparseVector
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> KoreanAnalyzer:
+    return get_analyzer()
+
+
+def keys(analyzer, text):
+    return {(tag_class(t.tag), t.form) for t in analyzer.terms(text)}
+
+
+def ids(vector: SparseVector) -> set[int]:
+    return set(vector.indices)
+
+
+def test_get_analyzer_is_a_singleton(analyzer):
+    assert get_analyzer() is analyzer
+
+
+# -- particles, endings, classes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("word", ["서울", "서울은", "서울에서", "서울의", "서울로", "서울까지"])
+def test_particles_do_not_change_the_term(analyzer, word):
+    seoul = term_id("서울", "N")
+    assert analyzer.query_vector(word).indices == [seoul]
+    assert seoul in ids(analyzer.document_vector(analyzer.terms(f"나는 {word} 갔다")))
+
+
+def test_endings_are_dropped_and_verb_stems_kept(analyzer):
+    for text in ["친구를 만났다", "친구를 만나서", "친구를 만나고 싶어요"]:
+        found = keys(analyzer, text)
+        assert ("V", "만나") in found and ("N", "친구") in found, found
+        assert not any(form in {"었", "다", "서", "고", "를"} for _, form in found)
+    # adjectives (irregular tags such as VA-I) share the verb class
+    assert ("V", "아름답") in keys(analyzer, "아름다운 강산")
+
+
+def test_dependent_nouns_pronouns_and_auxiliaries_dropped(analyzer):
+    forms = {form for _, form in keys(analyzer, "그것은 할 수 있는 것이다")}
+    assert not forms & {"그것", "수", "것", "이"}
+
+
+def test_compound_nouns_parts_and_bigram(analyzer):
+    joined = keys(analyzer, "탄소중립")
+    spaced = keys(analyzer, "탄소 중립")
+    for expected in [("N", "탄소"), ("N", "중립"), ("N", "탄소중립")]:
+        assert expected in joined and expected in spaced
+    # A compound Kiwi keeps whole meets its spaced spelling through the noun bigram.
+    assert ("N", "국민연금공단") in keys(analyzer, "국민연금공단에")
+    assert ("N", "국민연금공단") in keys(analyzer, "국민연금 공단에")
+
+
+def test_bigrams_stay_inside_sentences_and_can_be_disabled(analyzer):
+    terms = analyzer.terms("서울은 크다. 부산은 작다.")
+    assert "크부산" not in {t.form for t in terms}
+    assert any("+" in t.tag for t in terms)
+    plain = copy.copy(analyzer)
+    plain.bigrams = False
+    assert not any("+" in t.tag for t in plain.terms("탄소중립 정책"))
+
+
+def test_english_lowercased_and_numbers(analyzer):
+    found = keys(analyzer, "GPU Server와 gpu 서버, 2050년 목표 1,000억원")
+    assert ("SL", "gpu") in found and ("SL", "server") in found
+    assert ("SL", "GPU") not in found
+    assert ("SN", "2050") in found and ("SN", "1000") in found
+    assert analyzer.query_vector("1,000억") == analyzer.query_vector("1000억")
+    assert analyzer.query_vector("GPU") == analyzer.query_vector("gpu")
+
+
+def test_hanja_and_web_patterns(analyzer):
+    found = keys(analyzer, "大韓民國 헌법, 문의 help@example.com")
+    assert ("SH", "大韓民國") in found
+    assert ("W", "help@example.com") in found
+
+
+def test_term_offsets_point_into_the_text(analyzer):
+    text = "올해 서울에서 GPU 3대를 샀다."
+    for term in analyzer.terms(text):
+        if "+" in term.tag:
+            continue
+        surface = text[term.start : term.end]
+        if tag_class(term.tag) in {"N", "SL", "SN"}:
+            assert surface.lower() == term.form, term
+
+
+def test_nfd_input_equals_nfc_after_normalize(analyzer):
+    nfc = "서울에서 탄소중립 정책을 발표했다."
+    nfd = unicodedata.normalize("NFD", nfc)
+    assert analyzer.terms(normalize_text(nfd)) == analyzer.terms(nfc)
+    assert analyzer.query_vector(nfd) == analyzer.query_vector(nfc)
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t", "?!...", "(  ) -- ~", "에서", "이것은 저것의", "정책 은"])
+def test_empty_and_function_word_text_gives_empty_vectors(analyzer, text):
+    if text in {"정책 은"}:
+        # a particle written apart from its noun is not a term; the noun is
+        assert analyzer.query_vector(text).indices == [term_id("정책", "N")]
+        return
+    assert analyzer.query_vector(text) == SparseVector()
+    assert not analyzer.query_vector(text)
+    assert analyzer.document_vector(analyzer.terms(text)) == SparseVector()
+    assert analyzer.highlights("서울에서 만났다", text) == []
+
+
+def test_stray_particles_are_not_nouns(analyzer):
+    assert analyzer.query_vector("을 를 에서") == SparseVector()
+    assert analyzer.query_vector("의") == SparseVector()
+
+
+# -- ids --------------------------------------------------------------------------------
+
+
+def test_term_id_definition():
+    expected = int.from_bytes(hashlib.blake2b("N:서울".encode(), digest_size=4).digest(), "big")
+    assert term_id("서울", "N") == expected
+    assert 0 <= expected < 2**32
+    assert term_id("서울", "N") != term_id("서울", "V")
+
+
+def test_term_ids_stable_across_processes(analyzer):
+    words = ["서울", "탄소중립", "gpu", "2050", "만나"]
+    code = (
+        "import json, sys; from services.ingest.analyzer import term_id; "
+        f"print(json.dumps([term_id(w, c) for w in {words!r} for c in ('N', 'V', 'SL')]))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [term_id(w, c) for w in words for c in ("N", "V", "SL")]
+    # and fixed forever: ids stored in Qdrant must not change between releases
+    assert term_id("서울", "N") == int.from_bytes(hashlib.blake2b(b"N:\xec\x84\x9c\xec\x9a\xb8", digest_size=4).digest(), "big")
+
+
+# -- vectors ----------------------------------------------------------------------------
+
+
+def test_document_vector_is_bm25_tf():
+    a = KoreanAnalyzer.__new__(KoreanAnalyzer)  # no Kiwi needed for the formula
+    a.k1, a.b, a.avg_doc_len = 1.2, 0.75, 4.0
+    terms = [Term("서울", "NNP", 0, 2), Term("서울", "NNG", 5, 7), Term("가", "VV", 8, 9), Term("gpu", "SL", 10, 13)]
+    vector = a.document_vector(terms)
+    norm = 1.2 * (1 - 0.75 + 0.75 * 4 / 4.0)
+    expected = {
+        term_id("서울", "N"): 2 * 2.2 / (2 + norm),
+        term_id("가", "V"): 1 * 2.2 / (1 + norm),
+        term_id("gpu", "SL"): 1 * 2.2 / (1 + norm),
+    }
+    assert dict(zip(vector.indices, vector.values)) == pytest.approx(expected)
+    assert vector.indices == sorted(vector.indices)
+    # longer documents get lower weights for the same tf
+    a.avg_doc_len = 2.0
+    assert max(a.document_vector(terms).values) < max(vector.values)
+    assert a.document_vector([]) == SparseVector()
+
+
+def test_query_vector_weights_are_query_tf(analyzer):
+    vector = analyzer.query_vector("서울 서울 부산")
+    weights = dict(zip(vector.indices, vector.values))
+    assert weights[term_id("서울", "N")] == 2.0
+    assert weights[term_id("부산", "N")] == 1.0
+
+
+def test_constructor_validates_parameters():
+    with pytest.raises(ValueError):
+        KoreanAnalyzer(b=1.5)
+
+
+# -- highlights -------------------------------------------------------------------------
+
+
+def test_highlights_are_morpheme_aware(analyzer):
+    text = "우리는 서울에서 만났다. 서울의 인구는 많다."
+    spans = analyzer.highlights(text, "서울")
+    assert [text[a:b] for a, b in spans] == ["서울", "서울"]
+    assert spans == sorted(spans)
+
+
+def test_highlights_merge_adjacent_parts(analyzer):
+    text = "정부는 탄소중립을 선언했다"
+    spans = analyzer.highlights(text, "탄소 중립")
+    assert [text[a:b] for a, b in spans] == ["탄소중립"]
+    text2 = "국민연금공단에 문의"
+    assert [text2[a:b] for a, b in analyzer.highlights(text2, "국민연금 공단")] == ["국민연금공단"]
+
+
+def test_highlights_verbs_and_english(analyzer):
+    text = "어제 친구를 만났고 GPU를 샀다"
+    spans = analyzer.highlights(text, "친구 만나다 gpu")
+    covered = "".join(text[a:b] for a, b in spans)
+    assert "친구" in covered and "GPU" in covered and "만" in covered
+    assert analyzer.highlights(text, "부산") == []
+
+
+# -- sentences --------------------------------------------------------------------------
+
+
+class _CountingKiwi:
+    def __init__(self, kiwi):
+        self._kiwi = kiwi
+        self.calls = Counter()
+
+    def tokenize(self, *args, **kwargs):
+        self.calls["tokenize"] += 1
+        assert kwargs.get("split_sents") is True
+        return self._kiwi.tokenize(*args, **kwargs)
+
+    def __getattr__(self, name):
+        self.calls[name] += 1
+        return getattr(self._kiwi, name)
+
+
+SAMPLES = [
+    "  서울에서 만났다. 탄소중립 정책은 2050년까지! Hello World의 GPU 3.5배\n\n새 문단입니다 그리고 끝났어요?  ",
+    "제1조(목적) 이 법은 은행의 건전한 운영을 도모한다.\n제2조(정의) ① 이 법에서 사용하는 용어의 뜻은 다음과 같다.",
+    "문장 부호가 없는 긴 줄 표 데이터 열1 열2 열3 100 200 300",
+    "😀 이모지와 🇰🇷 국기, https://example.com 주소.",
+    "...!!!",
+]
+
+
+def _check_cover(text, sentences):
+    previous_end = 0
+    for sentence in sentences:
+        assert isinstance(sentence, Sentence)
+        assert previous_end <= sentence.start < sentence.end <= len(text)
+        assert text[previous_end : sentence.start].strip() == ""  # gaps are whitespace only
+        for term in sentence.terms:
+            assert sentence.start <= term.start <= term.end <= sentence.end
+        previous_end = sentence.end
+    assert text[previous_end:].strip() == ""
+    if text.strip():
+        assert sentences[0].start == len(text) - len(text.lstrip())
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_analyze_is_one_pass_and_sentences_cover_the_text(analyzer, text):
+    counting = copy.copy(analyzer)
+    counting._kiwi = _CountingKiwi(analyzer._kiwi)
+    sentences = counting.analyze(text)
+    assert counting._kiwi.calls == Counter({"tokenize": 1})
+    _check_cover(text, sentences)
+
+
+def test_analyze_splits_korean_sentences(analyzer):
+    text = "오늘은 날씨가 좋다. 내일은 비가 온대요? 그렇군요!"
+    sentences = analyzer.analyze(text)
+    assert [text[s.start : s.end] for s in sentences] == ["오늘은 날씨가 좋다.", "내일은 비가 온대요?", "그렇군요!"]
+
+
+def test_analyze_many_matches_analyze(analyzer):
+    texts = SAMPLES + ["", "   "] + [f"{i}번째 문서는 서울에 있다." for i in range(20)]
+    assert analyzer.analyze_many(texts) == [analyzer.analyze(t) for t in texts]
+    assert analyzer.analyze_many([]) == []
+
+
+def test_concurrent_use_from_threads(analyzer):
+    texts = [f"{i}번 문서: 서울에서 탄소중립 회의가 열렸다. GPU {i}대." for i in range(40)]
+    expected = [analyzer.analyze(t) for t in texts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(analyzer.analyze, texts)) == expected
+
+
+def test_terms_in_span_selects_a_chunks_terms(analyzer):
+    from services.ingest.analyzer import terms_in_span
+
+    text = "서울에서 만났다. 부산에서 헤어졌다."
+    sentences = analyzer.analyze(text)
+    second = sentences[1]
+    assert terms_in_span(sentences, second.start, len(text)) == list(second.terms)
+    assert terms_in_span(sentences, 0, len(text)) == analyzer.terms(text)
+    assert terms_in_span(sentences, 0, 0) == []
