@@ -65,9 +65,12 @@ def run(index: VectorIndex, points: list[IndexPoint], queries, dim: int) -> dict
     start = time.perf_counter()
     index.upsert(COLLECTION, points, batch_size=128)
     upsert_s = time.perf_counter() - start
-    flt = IndexFilter(metadata={"lang": ["ko"]}, document_ids=[f"doc-{i}" for i in range(0, len(points) // 10, 2)])
+    broad = IndexFilter(metadata={"lang": ["ko"]})  # half of the points
+    narrow = IndexFilter(external_ids=[f"ext-{i}" for i in range(0, 200, 10)])  # 20 documents
     result: dict = {"upsert_s": round(upsert_s, 3)}
-    for label, kwargs in (("hybrid_rrf", {}), ("hybrid_rrf_filtered", {"filter": flt})):
+    variants = (("hybrid_rrf", {}), ("hybrid_rrf_metadata_filter", {"filter": broad}),
+                ("hybrid_rrf_20_documents", {"filter": narrow}))
+    for label, kwargs in variants:
         index.query(COLLECTION, dense=queries[0][0], sparse=queries[0][1], **kwargs)  # warm-up
         samples = []
         for dense, sparse in queries:

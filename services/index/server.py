@@ -178,15 +178,14 @@ class ServerIndex(VectorIndex):
                     qm.Prefetch(query=sparse_q, using=SPARSE, limit=pre, filter=flt, params=_LIVE_IDF),
                 ],
             )
+            # no top-level filter: fusion only sees filtered prefetches (as in the Edge adapter)
         elif dense_q is not None:
-            kwargs = dict(query=dense_q, using=DENSE)
+            kwargs = dict(query=dense_q, using=DENSE, query_filter=flt)
         else:
-            kwargs = dict(query=sparse_q, using=SPARSE, search_params=_LIVE_IDF)
+            kwargs = dict(query=sparse_q, using=SPARSE, query_filter=flt, search_params=_LIVE_IDF)
         with self._calls(name):
             self._require(name)
-            response = self._client.query_points(
-                name, query_filter=flt, limit=fetch, with_payload=True, with_vectors=False, **kwargs
-            )
+            response = self._client.query_points(name, limit=fetch, with_payload=True, with_vectors=False, **kwargs)
         hits = [IndexHit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in response.points]
         return order_hits(hits, limit)
 

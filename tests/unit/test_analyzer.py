@@ -297,3 +297,53 @@ def test_terms_in_span_selects_a_chunks_terms(analyzer):
     assert terms_in_span(sentences, second.start, len(text)) == list(second.terms)
     assert terms_in_span(sentences, 0, len(text)) == analyzer.terms(text)
     assert terms_in_span(sentences, 0, 0) == []
+
+
+class _RecordingKiwi:
+    def __init__(self, kiwi):
+        self._kiwi = kiwi
+        self.chars = 0
+
+    def tokenize(self, text, **kwargs):
+        if isinstance(text, str):
+            self.chars += len(text)
+            return self._kiwi.tokenize(text, **kwargs)
+        texts = list(text)
+        self.chars += sum(map(len, texts))
+        return self._kiwi.tokenize(texts, **kwargs)
+
+
+def test_long_texts_go_to_kiwi_in_blocks_each_char_once(analyzer):
+    paragraph = "서울에서 탄소중립 회의가 열렸다. 은행은 대출 금리를 올렸다.\n지방은행의 전환 인가 절차를 설명한다.\n\n"
+    text = paragraph * 40
+    whole = analyzer.analyze(text)
+    blocked = copy.copy(analyzer)
+    blocked.max_block_chars = 300
+    blocked._kiwi = _RecordingKiwi(analyzer._kiwi)
+    sentences = blocked.analyze(text)
+    assert blocked._kiwi.chars == len(text)
+    _check_cover(text, sentences)
+    # cuts fall on paragraph breaks here, so the analysis is the same as in one piece
+    assert sentences == whole
+    assert blocked.analyze_many([text, "짧은 글."]) == [whole, analyzer.analyze("짧은 글.")]
+
+
+def test_blocks_cover_the_text_and_respect_the_size():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from services.ingest.analyzer import _blocks
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(alphabet=st.sampled_from(list("가나다 .?!\n\t")), max_size=400), st.integers(1, 50))
+    def check(text, size):
+        blocks = _blocks(text, size)
+        assert blocks[0][0] == 0 and blocks[-1][1] == len(text)
+        for (a, b), (c, _) in zip(blocks, blocks[1:]):
+            assert b == c
+        for a, b in blocks:
+            assert b - a <= size and (b > a or len(text) == 0)
+
+    check()
+    assert _blocks("가나다.\n\n라마바. 사아자차카", 8) == [(0, 6), (6, 11), (11, 16)]
+    assert _blocks("가나다.\n\n라마바. 사아", 8) == [(0, 6), (6, 13)]
