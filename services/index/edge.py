@@ -184,7 +184,7 @@ class EdgeIndex(VectorIndex):
                         qe.Prefetch(limit=pre, query=dense_q, filter=flt),
                         qe.Prefetch(limit=pre, query=sparse_q, filter=flt, params=_LIVE_IDF),
                     ],
-                    # no top-level filter: fusion only sees filtered prefetches, a second pass costs ~30%
+                    # No top-level filter: fusion only sees filtered prefetches; a third pass cost ~30%.
                     with_payload=True,
                 )
             else:
@@ -258,9 +258,13 @@ class EdgeIndex(VectorIndex):
             raise NotFound(f"collection {name!r} does not exist")
         config = json.loads((path / _CONFIG_FILE).read_text())
         edge_shard = load_shard(path)
-        # Also repairs a shard whose indexes were never created (older code, a manual copy).
-        if _ensure_payload_indexes(edge_shard):
-            edge_shard.flush()
+        try:
+            # Also repairs a shard whose indexes were never created (older code, a manual copy).
+            if _ensure_payload_indexes(edge_shard):
+                edge_shard.flush()
+        except BaseException:
+            edge_shard.close()  # else its WAL lock outlives the failure
+            raise
         shard = _Shard(shard=edge_shard, dim=int(config["vectors"][DENSE]["size"]))
         self._shards[name] = shard
         return shard
@@ -279,7 +283,9 @@ class EdgeIndex(VectorIndex):
             shard.flush()
         finally:
             shard.close()
-        os.replace(scratch, self._root / name)
+        target = self._root / name
+        shutil.rmtree(target, ignore_errors=True)  # a directory without a config is no shard
+        os.replace(scratch, target)
 
     def _on_disk(self, name: str) -> bool:
         return (self._root / name / _CONFIG_FILE).is_file()

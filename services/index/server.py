@@ -171,6 +171,7 @@ class ServerIndex(VectorIndex):
             pre = max(prefetch_limit, fetch)  # a prefetch smaller than the limit would starve the fusion
             # Plain FusionQuery(RRF) means k = RRF_K (the engine default); RrfQuery needs a newer server.
             fused = qm.FusionQuery(fusion=qm.Fusion.RRF if fusion == "rrf" else qm.Fusion.DBSF)
+            # No top-level filter: fusion only sees filtered prefetches (as in the Edge adapter).
             kwargs: dict[str, Any] = dict(
                 query=fused,
                 prefetch=[
@@ -178,7 +179,6 @@ class ServerIndex(VectorIndex):
                     qm.Prefetch(query=sparse_q, using=SPARSE, limit=pre, filter=flt, params=_LIVE_IDF),
                 ],
             )
-            # no top-level filter: fusion only sees filtered prefetches (as in the Edge adapter)
         elif dense_q is not None:
             kwargs = dict(query=dense_q, using=DENSE, query_filter=flt)
         else:

@@ -171,6 +171,7 @@ class KoreanAnalyzer:
         self.b = float(b)
         self.avg_doc_len = float(avg_doc_len)
         self.bigrams = bigrams
+        self._query_keys: dict[tuple[str, bool], frozenset[tuple[str, str]]] = {}
 
     # -- analysis ---------------------------------------------------------------------
 
@@ -292,14 +293,36 @@ class KoreanAnalyzer:
     # -- highlights -------------------------------------------------------------------
 
     def highlights(self, text: str, query: str) -> list[tuple[int, int]]:
-        """Merged, sorted char spans of ``text`` where the query's content morphemes occur."""
-        wanted = {_key(t) for t in self.terms(normalize_text(query))}
-        if not wanted or not text:
+        """Merged, sorted char spans of ``text`` where the query's content morphemes occur.
+
+        Morpheme-aware (query 서울 highlights the 서울 of 서울에서; 만나다 highlights 만났).
+        Only the words around places where a query term's surface can occur are
+        analyzed (with one word of context either side), which keeps highlighting a page
+        of results cheap; the whole text is analyzed when those windows cover most of it.
+        """
+        if not text or text.isspace():
             return []
+        cache_key = (query, self.bigrams)
+        wanted = self._query_keys.get(cache_key)
+        if wanted is None:  # one search highlights many hits for the same query
+            wanted = frozenset(_key(t) for t in self.terms(normalize_text(query)))
+            if len(self._query_keys) >= 1024:
+                self._query_keys.clear()
+            self._query_keys[cache_key] = wanted
+        if not wanted:
+            return []
+        windows = _candidate_windows(text, wanted)
+        if windows is None:
+            terms = self.terms(text)
+        else:
+            terms = [
+                Term(t.form, t.tag, t.start + a, t.end + a)
+                for (a, b), sentences in zip(windows, self.analyze_many([text[a:b] for a, b in windows]))
+                for sentence in sentences
+                for t in sentence.terms
+            ]
         spans = sorted(
-            (t.start, t.end)
-            for t in self.terms(text)
-            if "+" not in t.tag and _key(t) in wanted and t.end > t.start
+            (t.start, t.end) for t in terms if "+" not in t.tag and _key(t) in wanted and t.end > t.start
         )
         merged: list[tuple[int, int]] = []
         for start, end in spans:
@@ -309,6 +332,68 @@ class KoreanAnalyzer:
             else:
                 merged.append((start, end))
         return merged
+
+
+def _needles(wanted: Iterable[tuple[str, str]]) -> set[str]:
+    """Strings one of which must occur in the text where a wanted term can occur."""
+    needles: set[str] = set()
+    for cls, form in wanted:
+        if not form:
+            continue
+        if cls == "V":
+            # Conjugation can change a stem's last syllable (만나 -> 만났, 아름답 -> 아름다운);
+            # one-syllable stems are searched as they are (irregular forms such as 했 for
+            # 하 are not highlighted: those are the commonest, least telling verbs).
+            needles.add(form[:-1] if len(form) > 1 else form)
+        elif cls == "SN" and form.isdigit() and len(form) > 3:
+            needles.update({form, f"{int(form):,}"})
+        else:
+            needles.add(form)
+    return needles
+
+
+def _word_start(text: str, i: int) -> int:
+    while i > 0 and not text[i - 1].isspace():
+        i -= 1
+    return i
+
+
+def _word_end(text: str, i: int) -> int:
+    n = len(text)
+    while i < n and not text[i].isspace():
+        i += 1
+    return i
+
+
+def _candidate_windows(text: str, wanted: Iterable[tuple[str, str]]) -> list[tuple[int, int]] | None:
+    """Merged windows of text (words with a needle, plus one word each side) or None
+    when they would cover more than half of the text."""
+    needles = _needles(wanted)
+    if not needles:
+        return []
+    pattern = re.compile("|".join(map(re.escape, sorted(needles, key=len, reverse=True))), re.IGNORECASE)
+    windows: list[tuple[int, int]] = []
+    n = len(text)
+    for match in pattern.finditer(text):
+        start = _word_start(text, match.start())
+        previous = start
+        while previous > 0 and text[previous - 1].isspace():
+            previous -= 1
+        if previous > 0:
+            start = _word_start(text, previous)
+        end = _word_end(text, match.end())
+        following = end
+        while following < n and text[following].isspace():
+            following += 1
+        if following < n:
+            end = _word_end(text, following)
+        if windows and start <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], max(end, windows[-1][1]))
+        else:
+            windows.append((start, end))
+    if sum(b - a for a, b in windows) > n // 2:
+        return None
+    return windows
 
 
 def _blocks(text: str, size: int) -> list[tuple[int, int]]:

@@ -22,6 +22,7 @@ Rules (all idempotent, nothing else in the content is changed):
 """
 from __future__ import annotations
 
+import re
 import unicodedata
 
 __all__ = ["normalize_text"]
@@ -52,21 +53,20 @@ def _build_table() -> dict[int, str | None]:
 
 
 _TABLE = _build_table()
-_SPECIAL = frozenset(chr(cp) for cp in _TABLE) | {"\r"}
+# One character class of everything the table changes: most texts need no translate().
+_NEEDS_TABLE = re.compile(
+    "[" + "".join(f"\\U{cp:08x}" for cp in sorted(_TABLE) if not 0xD800 <= cp < 0xE000) + "\ud800-\udfff]"
+)
 
 
 def normalize_text(text: str) -> str:
     """Return ``text`` in NFC with line breaks, control characters and spaces normalized."""
     if not text:
         return ""
-    if text.isascii():
-        # Fast path for ASCII: only CR and control characters can need work.
-        if text.isprintable() or not any(ch in _SPECIAL for ch in text):
-            return text
-        return text.replace("\r\n", "\n").translate(_TABLE)
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-    text = text.translate(_TABLE)
-    if not unicodedata.is_normalized("NFC", text):
+    if _NEEDS_TABLE.search(text):
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+        text = text.translate(_TABLE)
+    if not text.isascii() and not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
     return text

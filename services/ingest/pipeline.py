@@ -29,7 +29,7 @@ from services.documents.models import (
 from services.errors import SaekinError
 from services.index.base import IndexPoint
 from services.ingest.chunker import chunk_sentences
-from services.ingest.extract import ExtractLimits, extract_file_with_timeout
+from services.ingest.extract import TEXT_PLAIN, ExtractLimits, extract_file, extract_file_with_timeout
 from services.ingest.normalize import normalize_text
 from services.runtime import Runtime
 from services.vectors import SparseVector
@@ -116,7 +116,10 @@ def _extract_sections(rt: Runtime, data: bytes, *, filename: str | None,
     with tempfile.NamedTemporaryFile(suffix=Path(filename or "").suffix[:16]) as tmp:
         tmp.write(data)
         tmp.flush()
-        extracted = extract_file_with_timeout(Path(tmp.name), media_type=media_type, filename=filename, limits=limits)
+        # Text sent as JSON needs no sandbox; files of any other kind are parsed in a child process
+        # with a time and memory limit, so a hostile file cannot hang or exhaust this worker.
+        extract = extract_file if media_type == TEXT_PLAIN else extract_file_with_timeout
+        extracted = extract(Path(tmp.name), media_type=media_type, filename=filename, limits=limits)
     sections = [_Section(text, sec.page, sec.heading) for sec in extracted.sections
                 if (text := normalize_text(sec.text)).strip()]
     if not sections:

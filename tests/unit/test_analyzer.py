@@ -347,3 +347,16 @@ def test_blocks_cover_the_text_and_respect_the_size():
     check()
     assert _blocks("가나다.\n\n라마바. 사아자차카", 8) == [(0, 6), (6, 11), (11, 16)]
     assert _blocks("가나다.\n\n라마바. 사아", 8) == [(0, 6), (6, 13)]
+
+
+def test_highlights_in_long_text_analyze_only_candidate_windows(analyzer):
+    filler = "오늘은 날씨가 맑고 바람이 조금 분다. " * 30
+    text = filler + "우리는 서울에서 GPU 서버를 만났다. " + filler + "부산의 Gpu 가격."
+    recording = copy.copy(analyzer)
+    recording._kiwi = _RecordingKiwi(analyzer._kiwi)
+    spans = recording.highlights(text, "서울 gpu")
+    assert [text[a:b] for a, b in spans] == ["서울", "GPU", "Gpu"]
+    assert recording._kiwi.chars < len(text) // 4  # the query plus a few windows, not the text
+    # a query term that is everywhere: the whole text is analyzed, same kind of answer
+    everywhere = recording.highlights(text, "날씨")
+    assert len(everywhere) == 60 and all(text[a:b] == "날씨" for a, b in everywhere)

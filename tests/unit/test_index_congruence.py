@@ -142,10 +142,6 @@ def assert_same_hits(a: list[IndexHit], b: list[IndexHit], *, rel: float = 1e-4)
         assert x.payload == y.payload
 
 
-def by_id() -> dict[str, IndexPoint]:
-    return {p.id: p for p in POINTS}
-
-
 # --- collections ------------------------------------------------------------------------------------
 
 
