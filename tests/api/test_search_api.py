@@ -1,0 +1,74 @@
+"""Korean hybrid search through the API: morpheme matching, modes, explain, highlights."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import unique_collection, wait_for_status
+
+
+@pytest.fixture
+def database_url(tmp_path) -> str:
+    from services.db import upgrade_database
+
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    upgrade_database(url)
+    return url
+
+
+@pytest.fixture
+def corpus(app_client):
+    col = unique_collection()
+    docs = {
+        "seoul": "서울에서는 매년 가을에 세계 불꽃 축제가 열린다. 관람객은 한강 공원에 모인다.",
+        "busan": "부산의 해운대에서는 여름마다 모래 축제가 열린다.",
+        "jeju": "제주도의 감귤은 겨울에 수확한다. 농가는 수확한 감귤을 전국으로 보낸다.",
+    }
+    for ext, text in docs.items():
+        r = app_client.post(f"/v1/collections/{col}/documents", json={"text": text, "external_id": ext})
+        assert wait_for_status(app_client, col, r.json()["id"])["status"] == "indexed"
+    return col
+
+
+def search(client, col, **body):
+    r = client.post(f"/v1/collections/{col}/search", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_word_found_where_it_only_appears_with_a_particle(app_client, corpus):
+    # 서울 appears only as 서울에서 in the document; the query uses the bare noun and another particle.
+    for query in ("서울", "서울은", "서울의 축제"):
+        hits = search(app_client, corpus, query=query, mode="sparse")["results"]
+        assert hits and hits[0]["external_id"] == "seoul", (query, hits)
+    assert search(app_client, corpus, query="서울", mode="sparse")["results"][0]["highlights"] == [[0, 2]]
+
+
+def test_highlights_are_morpheme_spans_in_the_passage(app_client, corpus):
+    top = search(app_client, corpus, query="감귤 수확", mode="sparse")["results"][0]
+    assert top["external_id"] == "jeju"
+    marked = {top["text"][s:e] for s, e in top["highlights"]}
+    assert {"감귤", "수확"} <= marked
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+def test_every_mode_answers(app_client, corpus, mode):
+    body = search(app_client, corpus, query="축제가 열리는 도시", mode=mode, top_k=3)
+    assert body["mode"] == mode and 1 <= len(body["results"]) <= 3
+    assert [h["rank"] for h in body["results"]] == list(range(1, len(body["results"]) + 1))
+
+
+def test_hybrid_explain_shows_both_legs(app_client, corpus):
+    body = search(app_client, corpus, query="해운대 모래 축제", mode="hybrid", explain=True, fusion="dbsf")
+    top = body["results"][0]
+    assert top["external_id"] == "busan"
+    assert set(top["explain"]) == {"dense", "sparse"}
+    assert top["explain"]["sparse"]["rank"] == 1 and top["explain"]["sparse"]["score"] > 0
+    assert top["explain"]["dense"]["rank"] is not None
+
+
+def test_a_query_without_searchable_terms_falls_back_to_dense(app_client, corpus):
+    body = search(app_client, corpus, query="그리고 또한 에서는?", mode="hybrid")
+    assert body["mode"] == "dense" and "no searchable terms" in body["note"]
+    assert body["results"]
+    sparse_only = search(app_client, corpus, query="...", mode="sparse")
+    assert sparse_only["results"] == [] and sparse_only["note"]
