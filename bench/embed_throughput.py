@@ -27,7 +27,6 @@ Without --model a full-size twin is built once under ./.twins/ (about 2.2 GB for
 from __future__ import annotations
 
 import argparse
-import gc
 import random
 import statistics
 import sys
@@ -64,7 +63,6 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     ap.add_argument("--repeat", type=int, default=None, help="timed runs per configuration, median kept (default: 3 on CUDA, 1 on CPU)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-baseline-vectors", action="store_true", help=argparse.SUPPRESS)
     return ap.parse_args()
 
 
@@ -73,14 +71,6 @@ def _sync(device: str) -> None:
 
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def _free(device: str) -> None:
-    import torch
-
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
 
 
 def _timed(fn, device: str, repeat: int) -> tuple[float, object]:
@@ -92,6 +82,16 @@ def _timed(fn, device: str, repeat: int) -> tuple[float, object]:
         _sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times), out
+
+
+def _loadavg() -> list[float] | None:
+    """1/5/15-minute load averages at the end: other processes share a developer machine."""
+    try:
+        import os
+
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _model_flops(auto_model, lengths: list[int]) -> float:
@@ -143,30 +143,47 @@ def main() -> None:
     log(f"{len(pages)} pages -> {len(chunks)} chunks ({method}, {chunk_tokens} tokens max); "
         f"timing {len(texts)} texts, {tokens} tokens (mean {tokens / len(texts):.0f}) on {device}")
 
-    # --- baseline: the plain sentence-transformers path ------------------------------------------
+    # Everything is loaded first and the timed runs are interleaved round by round, so that a
+    # noisy neighbour on a shared machine affects the baseline and the engine alike.
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(model, device=device)
     st.encode(texts[:2], batch_size=args.baseline_batch_size, show_progress_bar=False)  # warm-up
-    log("baseline: SentenceTransformer.encode(batch_size=%d)" % args.baseline_batch_size)
-    base_s, ref = _timed(lambda: st.encode(texts, batch_size=args.baseline_batch_size, convert_to_numpy=True,
-                                           show_progress_bar=False), device, repeat)
-    ref = np.asarray(ref, dtype=np.float32)
-    base_tps = tokens / base_s
-    log(f"baseline: {base_s:.2f} s, {base_tps:.0f} tokens/s")
     flops = _model_flops(st[0].auto_model, lengths)
-    del st
-    _free(device)
-
-    # --- the engine at each precision -----------------------------------------------------------
-    engine = []
-    centre = ref.mean(0)
-    peak = bf16_peak_flops(device)
+    encoders = {}
     for precision in precisions:
         enc = Encoder(model, profile, device=device, precision=precision, max_batch_tokens=max_batch_tokens)
         enc.warmup()
-        log(f"engine {precision}: attention={enc.attn_implementation}, max_batch_tokens={max_batch_tokens}")
-        secs, got = _timed(lambda: enc.encode_documents(texts), device, repeat)
+        encoders[precision] = enc
+        log(f"engine {precision}: attention={enc.attn_implementation}, max_batch_tokens={enc.max_batch_tokens}")
+
+    def baseline():
+        return st.encode(texts, batch_size=args.baseline_batch_size, convert_to_numpy=True, show_progress_bar=False)
+
+    runs = [("baseline", baseline)] + [(p, (lambda e=e: e.encode_documents(texts))) for p, e in encoders.items()]
+    seconds: dict[str, list[float]] = {name: [] for name, _ in runs}
+    vectors: dict[str, np.ndarray] = {}
+    peaks: dict[str, float] = {}
+    for rnd in range(repeat):
+        for name, fn in runs:
+            if on_cuda:
+                torch.cuda.reset_peak_memory_stats()
+            secs, out = _timed(fn, device, 1)
+            seconds[name].append(secs)
+            vectors.setdefault(name, np.asarray(out, dtype=np.float32))
+            if on_cuda:
+                peaks[name] = torch.cuda.max_memory_allocated() / 2**20
+            log(f"round {rnd + 1}/{repeat} {name}: {secs:.2f} s, {tokens / secs:.0f} tokens/s")
+
+    base_s = statistics.median(seconds["baseline"])
+    base_tps = tokens / base_s
+    ref = vectors["baseline"]
+    centre = ref.mean(0)
+    peak = bf16_peak_flops(device)
+    engine = []
+    for precision in precisions:
+        secs = statistics.median(seconds[precision])
+        got = vectors[precision]
         cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
         a, b = got - centre, ref - centre
         centred = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
@@ -177,16 +194,12 @@ def main() -> None:
             "cosine_min": round(float(cos.min()), 6),
             "cosine_min_centered": round(float(centred.min()), 6),
             "seconds": round(secs, 3),
+            "max_batch_tokens": encoders[precision].max_batch_tokens,
         }
         if on_cuda:
             row["mfu"] = round(flops / secs / peak, 4) if peak else None
-            row["max_memory_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-            torch.cuda.reset_peak_memory_stats()
+            row["max_memory_allocated_mb"] = round(peaks[precision], 1)
         engine.append(row)
-        log(f"engine {precision}: {secs:.2f} s, {tokens / secs:.0f} tokens/s, ratio {base_s / secs:.2f}, "
-            f"cosine_min {cos.min():.6f}")
-        del enc, got
-        _free(device)
 
     half = [r for r in engine if r["precision"] in ("bf16", "fp16") and r.get("mfu") is not None]
     result = {
@@ -197,10 +210,11 @@ def main() -> None:
         "tokens": tokens,
         "mean_tokens_per_text": round(tokens / len(texts), 1),
         "chunker": method,
-        "max_batch_tokens": max_batch_tokens,
+        "max_batch_tokens_setting": max_batch_tokens,
         "repeat": repeat,
         "baseline": {"tokens_per_s": round(base_tps, 1), "seconds": round(base_s, 3),
                      "batch_size": args.baseline_batch_size},
+        "load_average": _loadavg(),
         "engine": engine,
         "mfu": max(r["mfu"] for r in half) if half else None,
         "model_gflops": round(flops / 1e9, 1),

@@ -48,7 +48,7 @@ def embed_worker_child(args: argparse.Namespace) -> dict:
     loaded_mb = peak_rss_mb()
     enc.warmup()
     chunk = min(profile.chunk_tokens, enc.max_seq_length - 2)
-    n = args.texts or max(1, args.max_batch_tokens // (chunk + 2))
+    n = args.texts or max(1, enc.max_batch_tokens // (chunk + 2))  # one full batch (the budget is capped on CPU)
     texts = _worker_texts(enc.tokenizer, n, chunk)
     vectors = enc.encode_documents(texts)
     assert vectors.shape == (n, enc.dim)
@@ -56,6 +56,7 @@ def embed_worker_child(args: argparse.Namespace) -> dict:
         "device": enc.device,
         "precision": enc.precision,
         "texts": n,
+        "effective_max_batch_tokens": enc.max_batch_tokens,
         "rss_after_imports_mb": baseline_mb,
         "rss_after_load_mb": loaded_mb,
         "embed_worker_rss_mb": peak_rss_mb(),

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     chunk_tokens: int | None = Field(None, ge=16, description="Chunk budget in model tokens; capped by the profile's max length.")
     chunk_overlap_tokens: int = Field(64, ge=0, description="Whole sentences of overlap between neighbouring chunks, in tokens.")
 
+    # --- keyword (sparse) scoring ------------------------------------------------------
+    bm25_k1: float = Field(1.2, ge=0, le=10, description="BM25 term-frequency saturation.")
+    bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation.")
+    bm25_avg_terms: float | None = Field(
+        None, gt=0, description="Average terms per chunk for BM25; default 0.65 x the chunk token budget "
+                                "(Kiwi content morphemes plus bigrams per model token, measured on Korean text).")
+
     # --- workers -----------------------------------------------------------------------------
     task_time_limit_s: int = Field(1800, ge=10, description="Hard limit for one ingest or embed task.")
     extract_time_limit_s: int = Field(120, ge=1, description="Extraction of one document is abandoned after this long.")
@@ -89,6 +96,10 @@ class Settings(BaseSettings):
     def effective_chunk_tokens(self) -> int:
         budget = self.profile.chunk_tokens
         return min(self.chunk_tokens, budget) if self.chunk_tokens else budget
+
+    @property
+    def effective_bm25_avg_terms(self) -> float:
+        return self.bm25_avg_terms or 0.65 * self.effective_chunk_tokens
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -270,13 +270,18 @@ class KoreanAnalyzer:
 
     # -- sparse vectors ---------------------------------------------------------------
 
-    def document_vector(self, terms: Sequence[Term]) -> SparseVector:
-        """BM25 term-frequency weights of a document's terms; Qdrant applies the IDF."""
+    def document_vector(self, terms: Sequence[Term], *, k1: float | None = None, b: float | None = None,
+                        avg_doc_len: float | None = None) -> SparseVector:
+        """BM25 term-frequency weights of a document's terms; Qdrant applies the IDF.
+
+        k1, b and avg_doc_len default to the analyzer's; the pipeline passes the configured ones.
+        """
         if not terms:
             return SparseVector()
         counts = Counter(_cached_term_id(t.form, tag_class(t.tag) or "") for t in terms)
-        k1, b = self.k1, self.b
-        norm = k1 * (1.0 - b + b * len(terms) / self.avg_doc_len)
+        k1 = self.k1 if k1 is None else k1
+        b = self.b if b is None else b
+        norm = k1 * (1.0 - b + b * len(terms) / (avg_doc_len or self.avg_doc_len))
         indices = sorted(counts)
         values = [counts[i] * (k1 + 1.0) / (counts[i] + norm) for i in indices]
         return SparseVector(indices=indices, values=values)

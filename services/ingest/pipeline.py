@@ -143,7 +143,8 @@ def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -
         for chunk in chunks:
             window = terms[bisect_left(starts, chunk.char_start):bisect_left(starts, chunk.char_end)]
             chunk_terms = [t for t in window if t.end <= chunk.char_end]
-            sparse = rt.analyzer.document_vector(chunk_terms)
+            sparse = rt.analyzer.document_vector(chunk_terms, k1=s.bm25_k1, b=s.bm25_b,
+                                                 avg_doc_len=s.effective_bm25_avg_terms)
             rows.append(Chunk(
                 id=chunk_point_id(item.document_id, item.generation, chunk.ordinal),
                 document_id=item.document_id, generation=item.generation, ordinal=chunk.ordinal,

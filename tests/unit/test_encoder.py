@@ -293,3 +293,34 @@ def test_query_encoder_propagates_errors():
             qe.encode("질문")
         with pytest.raises(TypeError):
             qe.encode(["목록"])  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_concurrent_document_calls_share_one_model(twin_dirs):
+    """Two threads embedding at once (the lock is per batch) each get their own results."""
+    path = twin_dirs["klue-sroberta-large"]
+    enc = Encoder(str(path), get_profile("klue-sroberta-large"), device="cpu", max_batch_tokens=400)
+    jobs = [_texts(80, seed=s) for s in (11, 12)]
+    expected = [enc.encode_documents(j) for j in jobs]
+    results: list = [None, None]
+
+    def run(k: int) -> None:
+        results[k] = enc.encode_documents(jobs[k])
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in (0, 1):
+        np.testing.assert_allclose(results[k], expected[k], atol=2e-5)
+
+
+def test_cpu_budget_is_capped(twin_dirs):
+    from services.embedding.encoder import CPU_MAX_BATCH_TOKENS
+
+    path = str(twin_dirs["ko-sroberta-multitask"])
+    profile = get_profile("ko-sroberta-multitask")
+    assert Encoder(path, profile, device="cpu", max_batch_tokens=16384).max_batch_tokens == CPU_MAX_BATCH_TOKENS
+    assert Encoder(path, profile, device="cpu", max_batch_tokens=16384,
+                   cpu_max_batch_tokens=None).max_batch_tokens == 16384
