@@ -10,7 +10,7 @@ from celery.signals import worker_process_shutdown
 
 from config.settings import get_settings
 from services.dispatch import EMBED_QUEUE, EMBED_TASK, INGEST_TASK
-from services.ingest.pipeline import WorkItem, embed_documents, mark_failed, prepare_document
+from services.ingest.pipeline import WorkItem, embed_documents, embedding_batch, mark_failed, prepare_document
 from services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ def ingest(self, document_id: str, generation: int) -> None:
 @shared_task(name=EMBED_TASK, base=_PipelineTask, bind=True)
 def embed(self, document_id: str, generation: int) -> None:
     """GPU stage: embed the generation's chunks, upsert its points, publish it."""
-    embed_documents(runtime(), [WorkItem(uuid.UUID(document_id), int(generation))])
+    rt = runtime()
+    embed_documents(rt, embedding_batch(rt, WorkItem(uuid.UUID(document_id), int(generation))))
 
 
 def warm_embed_worker() -> None:

@@ -233,6 +233,28 @@ def process_now(rt: Runtime, items: Sequence[WorkItem]) -> None:
             mark_failed(rt, item, f"internal error while embedding: {exc!r}")
 
 
+def embedding_batch(rt: Runtime, first: WorkItem, *, max_chunks: int = 2048, max_documents: int = 64) -> list[WorkItem]:
+    """`first` plus other generations waiting for the embed stage, up to `max_chunks` chunks.
+
+    The embed worker takes them together so many small documents fill the GPU's batches as well
+    as one large one. Their own embed tasks then find them published and do nothing; if this
+    worker dies, those tasks are still queued (acks_late), so nothing is lost.
+    """
+    batch, total = [first], 0
+    with session_scope(rt.session_factory) as session:
+        rows = session.execute(
+            select(Document.id, Document.generation, Document.chunk_count)
+            .where(Document.status == DocumentStatus.processing, Document.stage == DocumentStage.embedding,
+                   Document.id != first.document_id)
+            .order_by(Document.updated_at).limit(max_documents))
+        for doc_id, generation, chunk_count in rows:
+            if total + chunk_count > max_chunks:
+                break
+            batch.append(WorkItem(doc_id, generation))
+            total += chunk_count
+    return batch
+
+
 def pending_work(rt: Runtime) -> list[WorkItem]:
     """Generations that were queued or in progress when the process stopped (embedded recovery)."""
     with session_scope(rt.session_factory) as session:

@@ -1,0 +1,111 @@
+"""The ingest pipeline's stages on a real SQLite database, Qdrant Edge and the small twin."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from services.db import session_scope
+from services.documents import service
+from services.documents.models import Chunk, Collection, Document, DocumentStage, DocumentStatus, index_name
+from services.ingest.pipeline import WorkItem, embed_documents, embedding_batch, prepare_document, process_now
+
+
+@pytest.fixture
+def rt(make_settings):
+    from services.db import upgrade_database
+    from services.runtime import Runtime
+
+    settings = make_settings(chunk_tokens=48, chunk_overlap_tokens=8)
+    upgrade_database(settings.sqlalchemy_url)
+    runtime = Runtime(settings)
+    yield runtime
+    runtime.close()
+
+
+def submit(rt, text: str, external_id: str | None = None, collection: str = "c") -> WorkItem:
+    with session_scope(rt.session_factory) as session:
+        result = service.submit_document(session, collection_name=collection, profile=rt.settings.embedding_profile,
+                                         upload=service.Upload(data=text.encode(), media_type="text/plain",
+                                                               external_id=external_id))
+        return WorkItem(result.document.id, result.generation)
+
+
+def chunks_of(rt, item: WorkItem) -> list[Chunk]:
+    with session_scope(rt.session_factory) as session:
+        return list(session.scalars(select(Chunk).where(Chunk.document_id == item.document_id).order_by(Chunk.ordinal)))
+
+
+def index_name_of(rt, collection: str = "c") -> str:
+    with session_scope(rt.session_factory) as session:
+        return index_name(session.scalar(select(Collection).where(Collection.name == collection)))
+
+
+TEXT = "\n\n".join(f"제{i}조(목적) 이 법은 국민의 건강을 보호하고 삶의 질을 높이는 것을 목적으로 한다. "
+                   f"국가는 {i}년마다 기본계획을 세워야 한다." for i in range(1, 30))
+
+
+def test_chunks_cover_every_character_and_respect_the_budget(rt):
+    item = submit(rt, TEXT)
+    n = prepare_document(rt, item)
+    chunks = chunks_of(rt, item)
+    assert n == len(chunks) > 3
+    covered = [False] * len(TEXT)
+    for chunk in chunks:
+        assert TEXT[chunk.char_start:chunk.char_end] == chunk.text
+        assert chunk.token_count <= 48
+        assert len(rt.tokenizer(chunk.text, add_special_tokens=False)["input_ids"]) <= 48
+        assert chunk.sparse["indices"]
+        for i in range(chunk.char_start, chunk.char_end):
+            covered[i] = True
+    assert all(covered)
+    with session_scope(rt.session_factory) as session:
+        doc = session.get(Document, item.document_id)
+        assert doc.stage == DocumentStage.embedding and doc.status == DocumentStatus.processing
+        assert doc.char_count == len(TEXT) and doc.text_sha256
+
+
+def test_embedding_batch_takes_waiting_documents_together(rt):
+    items = [submit(rt, f"{i}번 문서의 내용은 서로 다르다. 번호는 {i}이다.") for i in range(5)]
+    for item in items:
+        prepare_document(rt, item)
+    batch = embedding_batch(rt, items[0], max_chunks=1000)
+    assert batch[0] == items[0] and set(batch) == set(items)
+    assert embedding_batch(rt, items[0], max_chunks=0) == [items[0]]
+    embed_documents(rt, batch)
+    with session_scope(rt.session_factory) as session:
+        statuses = {d.status for d in session.scalars(select(Document))}
+    assert statuses == {DocumentStatus.indexed}
+    assert rt.index.count(index_name_of(rt)) == sum(len(chunks_of(rt, i)) for i in items)
+    embed_documents(rt, [items[1]])  # its own task arriving later: nothing to do, no duplicates
+    assert rt.index.count(index_name_of(rt)) == sum(len(chunks_of(rt, i)) for i in items)
+
+
+def test_a_stale_generation_is_skipped(rt):
+    old = submit(rt, "첫 번째 내용이다.", external_id="x")
+    new = submit(rt, "두 번째 내용으로 바뀌었다.", external_id="x")
+    assert new.generation == old.generation + 1
+    assert prepare_document(rt, old) is None
+    process_now(rt, [new])
+    with session_scope(rt.session_factory) as session:
+        doc = session.get(Document, new.document_id)
+        assert doc.status == DocumentStatus.indexed and doc.indexed_generation == new.generation
+    assert all(c.generation == new.generation for c in chunks_of(rt, new))
+
+
+def test_a_document_deleted_while_embedding_leaves_no_points(rt):
+    keep = submit(rt, "남아 있어야 하는 문서이다.")
+    gone = submit(rt, "지워질 문서이다. 임베딩 도중에 삭제된다.")
+    process_now(rt, [keep])
+    prepare_document(rt, gone)
+    with session_scope(rt.session_factory) as session:
+        service.delete_document(session, index=rt.index, collection_name="c", document_id=gone.document_id)
+    embed_documents(rt, [gone])
+    assert rt.index.count(index_name_of(rt)) == len(chunks_of(rt, keep))
+
+
+def test_a_document_without_text_fails_with_a_reason(rt):
+    item = submit(rt, "   \n\u200b\t  ")
+    process_now(rt, [item])
+    with session_scope(rt.session_factory) as session:
+        doc = session.get(Document, item.document_id)
+        assert doc.status == DocumentStatus.failed and "no text" in doc.error
