@@ -43,7 +43,7 @@ def run_eval(rt: Runtime, dataset: EvalDataset, *, mode: str, ks: Sequence[int],
         t0 = time.perf_counter()
         with session_scope(rt.session_factory) as session:
             response = search(session, rt=rt, collection_name=collection,
-                              request=SearchRequest(query=query, top_k=depth, mode=mode))
+                              request=SearchRequest(query=query, top_k=depth, mode=mode, highlight=False))
         latencies.append((time.perf_counter() - t0) * 1000)
         runs[qid] = dedupe_first(hit.external_id for hit in response.results)
 

@@ -28,6 +28,7 @@ class SearchRequest(BaseModel):
     fusion: Literal["rrf", "dbsf"] = Field("rrf", description="How hybrid combines the two legs.")
     prefetch: int = Field(100, ge=1, le=1000, description="Candidates each leg contributes to hybrid fusion.")
     explain: bool = Field(False, description="Add each hit's rank and score in each leg.")
+    highlight: bool = Field(True, description="Add the spans of query terms in each passage.")
     filter: SearchFilter | None = None
 
     @field_validator("query")

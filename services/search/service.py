@@ -59,7 +59,7 @@ def search(session: Session, *, rt: Runtime, collection_name: str, request: Sear
             external_id=document.external_id, title=document.title, text=chunk.text, page=chunk.page,
             heading=chunk.heading, char_start=chunk.char_start, char_end=chunk.char_end,
             metadata=document.metadata_ or {},
-            highlights=rt.analyzer.highlights(chunk.text, request.query),
+            highlights=rt.analyzer.highlights(chunk.text, request.query) if request.highlight else [],
             explain={leg: ranks.get(hit.id, LegScore(rank=None, score=None)) for leg, ranks in legs.items()}
             if legs is not None else None))
         if len(results) == request.top_k:
