@@ -171,41 +171,46 @@ def embed_documents(rt: Runtime, items: Sequence[WorkItem]) -> None:
         session.expunge_all()
 
     vectors = rt.encoder.encode_documents([c.text for c in chunks]) if chunks else []
-    index = rt.index
-    by_document: dict[uuid.UUID, list[IndexPoint]] = {}
+    points: dict[str, list[IndexPoint]] = {}  # per Qdrant collection: one upsert (one flush) for the batch
+    embedded: dict[uuid.UUID, int] = {item.document_id: 0 for item in live}
     for chunk, vector in zip(chunks, vectors):
         document = documents[chunk.document_id]
-        by_document.setdefault(chunk.document_id, []).append(IndexPoint(
+        points.setdefault(index_name(document.collection), []).append(IndexPoint(
             id=str(chunk.id), dense=vector, sparse=SparseVector.from_dict(chunk.sparse),
             payload={
                 "document_id": str(document.id), "external_id": document.external_id,
                 "generation": chunk.generation, "ordinal": chunk.ordinal, "page": chunk.page,
                 "metadata": document.metadata_ or {},
             }))
-    for item in live:
-        document = documents[item.document_id]
-        name = index_name(document.collection)
-        index.ensure_collection(name, dim=rt.encoder.dim)
-        points = by_document.get(item.document_id, [])
-        if points:
-            index.upsert(name, points)
-        _publish(rt, item, name, embedded=len(points))
+        embedded[chunk.document_id] += 1
+    for name in {index_name(documents[item.document_id].collection) for item in live}:
+        rt.index.ensure_collection(name, dim=rt.encoder.dim)
+        if points.get(name):
+            rt.index.upsert(name, points[name])
+    _publish(rt, live, {item.document_id: index_name(documents[item.document_id].collection) for item in live},
+             embedded)
 
 
-def _publish(rt: Runtime, item: WorkItem, name: str, *, embedded: int) -> None:
-    """Make `item` the searchable generation and drop the previous one's rows and points."""
+def _publish(rt: Runtime, items: Sequence[WorkItem], names: dict[uuid.UUID, str], embedded: dict[uuid.UUID, int]) -> None:
+    """Make each item the searchable generation and drop earlier generations' rows and points."""
+    stale: list[tuple[WorkItem, int | None]] = []  # (item, generation to keep) whose points need cleaning
     with session_scope(rt.session_factory) as session:
-        document = _current(session, item)
-        if document is None:
-            # Deleted or replaced while we embedded: our points must not linger.
-            rt.index.delete_document(name, str(item.document_id), keep_generation=_live_generation(session, item))
-            return
-        document.status, document.stage, document.error = DocumentStatus.indexed, DocumentStage.done, None
-        document.embedded_count = embedded
-        document.indexed_generation = item.generation
-        document.indexed_at = utcnow()
-        session.execute(delete(Chunk).where(Chunk.document_id == item.document_id, Chunk.generation != item.generation))
-    rt.index.delete_document(name, str(item.document_id), keep_generation=item.generation)
+        for item in items:
+            document = _current(session, item)
+            if document is None:
+                # Deleted or replaced while we embedded: our points must not linger.
+                stale.append((item, _live_generation(session, item)))
+                continue
+            document.status, document.stage, document.error = DocumentStatus.indexed, DocumentStage.done, None
+            document.embedded_count = embedded[item.document_id]
+            document.indexed_generation = item.generation
+            document.indexed_at = utcnow()
+            if item.generation > 1:  # only replacements and retries can have older rows and points
+                session.execute(delete(Chunk).where(Chunk.document_id == item.document_id,
+                                                    Chunk.generation != item.generation))
+                stale.append((item, item.generation))
+    for item, keep in stale:
+        rt.index.delete_document(names[item.document_id], str(item.document_id), keep_generation=keep)
 
 
 def _live_generation(session: Session, item: WorkItem) -> int | None:
