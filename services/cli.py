@@ -117,6 +117,7 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders t
     from services.db import session_scope
     from services.documents import service
     from services.documents.models import Document, DocumentStatus
+    from services.ingest.extract import detect_media_type_path
     from services.ingest.pipeline import WorkItem, process_now
 
     settings = get_settings()
@@ -140,6 +141,7 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders t
     with tqdm(total=len(files), unit="file", desc="upload") as bar:
         for path in files:
             try:
+                detect_media_type_path(path, filename=path.name)  # refuse unknown types before storing
                 with session_scope(rt.session_factory) as session:
                     result = service.submit_document(session, collection_name=collection,
                                                      profile=settings.embedding_profile, upload=service.Upload(

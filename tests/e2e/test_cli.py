@@ -1,0 +1,39 @@
+"""`saekin ingest` and `saekin search` in embedded mode, as a user runs them."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def run(env, *args):
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_ingest_a_folder_then_search(tmp_path, small_twin):
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "a.txt").write_text("우리 회사의 연차 휴가는 매년 15일이다. 입사 첫해에는 월 1일씩 생긴다.", encoding="utf-8")
+    (docs / "sub" / "b.md").write_text("# 출장비\n\n국내 출장 숙박비는 하루 10만 원까지 지급한다.", encoding="utf-8")
+    (docs / "sub" / "c.bin").write_bytes(bytes(range(256)) * 4)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAEKIN_")}
+    env.update(SAEKIN_DATA_DIR=str(tmp_path / "data"), SAEKIN_EMBEDDING_MODEL=str(small_twin))
+
+    first = run(env, "ingest", str(docs), "--collection", "hr")
+    assert first.returncode == 0, first.stderr
+    assert "2 new, 0 unchanged, 1 rejected, 0 failed" in first.stdout
+    assert "c.bin" in first.stderr  # the rejected file is named with its reason
+    again = run(env, "ingest", str(docs), "--collection", "hr")
+    assert "0 new, 2 unchanged" in again.stdout
+
+    found = run(env, "search", "출장 숙박비", "--collection", "hr", "--mode", "sparse", "--json")
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)["results"]
+    assert hits[0]["title"] == "b.md" and "숙박비" in hits[0]["text"] and hits[0]["heading"] == "출장비"
+
+    missing = run(env, "search", "휴가", "--collection", "nope")
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
