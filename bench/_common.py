@@ -41,6 +41,18 @@ def peak_rss_mb() -> float:
     return round(peak / 1024 if sys.platform != "darwin" else peak / 1024 / 1024, 1)
 
 
+def current_rss_mb() -> float | None:
+    """Resident set size of this process now, in MiB (Linux), for comparison with the peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def resolve_model(profile_name: str, model: str | None, *, small: bool = False) -> str:
     """The model to benchmark: `model` if given, else a cached twin of the profile under ./.twins/."""
     if model:

@@ -15,7 +15,8 @@ and prints one JSON object:
 `cosine_min` is the lowest cosine between a text's engine vector and its baseline (fp32)
 vector; `cosine_min_centered` does the same after subtracting the baseline's mean vector
 (random-weight twins map all texts to nearly the same direction, which makes the plain
-cosine flatter than it would be for a trained model). `mfu` (CUDA only) is the model FLOPs
+cosine flatter than it would be for a trained model). On CPU, `ratio_cpu_time` compares process CPU seconds, which other processes on a shared
+machine disturb far less than wall time (`load_average` is recorded too). `mfu` (CUDA only) is the model FLOPs
 utilisation of the best half-precision run against the device's bf16 dense peak.
 
     python bench/embed_throughput.py                       # full-size bge-m3-ko twin, all chunks on CUDA
@@ -73,15 +74,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _timed(fn, device: str, repeat: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeat):
-        _sync(device)
-        t0 = time.perf_counter()
-        out = fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+def _timed(fn, device: str) -> tuple[float, float, object]:
+    """Wall-clock and process CPU seconds of one call (CPU time is the steadier measure on a
+    shared CPU machine: other processes stretch wall time, not this process's CPU time)."""
+    _sync(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - t0, time.process_time() - c0, out
 
 
 def _loadavg() -> list[float] | None:
@@ -162,14 +162,16 @@ def main() -> None:
 
     runs = [("baseline", baseline)] + [(p, (lambda e=e: e.encode_documents(texts))) for p, e in encoders.items()]
     seconds: dict[str, list[float]] = {name: [] for name, _ in runs}
+    cpu_seconds: dict[str, list[float]] = {name: [] for name, _ in runs}
     vectors: dict[str, np.ndarray] = {}
     peaks: dict[str, float] = {}
     for rnd in range(repeat):
         for name, fn in runs:
             if on_cuda:
                 torch.cuda.reset_peak_memory_stats()
-            secs, out = _timed(fn, device, 1)
+            secs, cpu_secs, out = _timed(fn, device)
             seconds[name].append(secs)
+            cpu_seconds[name].append(cpu_secs)
             vectors.setdefault(name, np.asarray(out, dtype=np.float32))
             if on_cuda:
                 peaks[name] = torch.cuda.max_memory_allocated() / 2**20
@@ -196,6 +198,10 @@ def main() -> None:
             "seconds": round(secs, 3),
             "max_batch_tokens": encoders[precision].max_batch_tokens,
         }
+        if not on_cuda:
+            cpu_secs = statistics.median(cpu_seconds[precision])
+            row["cpu_seconds"] = round(cpu_secs, 3)
+            row["ratio_cpu_time"] = round(statistics.median(cpu_seconds["baseline"]) / cpu_secs, 3)
         if on_cuda:
             row["mfu"] = round(flops / secs / peak, 4) if peak else None
             row["max_memory_allocated_mb"] = round(peaks[precision], 1)
@@ -213,6 +219,7 @@ def main() -> None:
         "max_batch_tokens_setting": max_batch_tokens,
         "repeat": repeat,
         "baseline": {"tokens_per_s": round(base_tps, 1), "seconds": round(base_s, 3),
+                     "cpu_seconds": round(statistics.median(cpu_seconds["baseline"]), 3),
                      "batch_size": args.baseline_batch_size},
         "load_average": _loadavg(),
         "engine": engine,

@@ -22,7 +22,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import REPO, emit, log, model_weight_mb, peak_rss_mb, resolve_model  # noqa: E402
+from bench._common import REPO, current_rss_mb, emit, log, model_weight_mb, peak_rss_mb, resolve_model  # noqa: E402
 
 
 def _worker_texts(tokenizer, n: int, max_tokens: int) -> list[str]:
@@ -46,6 +46,16 @@ def embed_worker_child(args: argparse.Namespace) -> dict:
     enc = Encoder(args.model, profile, device=args.device, precision=args.precision,
                   max_batch_tokens=args.max_batch_tokens)
     loaded_mb = peak_rss_mb()
+    if not args.lazy_weights:
+        # Weights are memory-mapped from safetensors and count in RSS only once touched; a twin's
+        # small tokenizer touches ~4,000 of bge-m3's 250,002 embedding rows, a long-running worker
+        # with the real tokenizer eventually most of them. Touch everything: the worst case.
+        import torch
+
+        with torch.inference_mode():
+            for tensor in [*enc.model.parameters(), *enc.model.buffers()]:
+                if tensor.is_floating_point():
+                    tensor.sum(dtype=torch.float32).item()
     enc.warmup()
     chunk = min(profile.chunk_tokens, enc.max_seq_length - 2)
     n = args.texts or max(1, enc.max_batch_tokens // (chunk + 2))  # one full batch (the budget is capped on CPU)
@@ -60,6 +70,7 @@ def embed_worker_child(args: argparse.Namespace) -> dict:
         "rss_after_imports_mb": baseline_mb,
         "rss_after_load_mb": loaded_mb,
         "embed_worker_rss_mb": peak_rss_mb(),
+        "rss_at_end_mb": current_rss_mb(),
     }
     if enc.is_cuda:
         import torch
@@ -69,7 +80,8 @@ def embed_worker_child(args: argparse.Namespace) -> dict:
 
 
 def measure_embed_worker(model: str, profile: str, *, device: str | None = None, precision: str | None = None,
-                         max_batch_tokens: int = 16384, texts: int | None = None) -> dict:
+                         max_batch_tokens: int = 16384, texts: int | None = None,
+                         lazy_weights: bool = False) -> dict:
     """Peak RSS of a fresh embed-worker process (run as a child so nothing else is counted)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--model", model, "--profile", profile,
            "--max-batch-tokens", str(max_batch_tokens)]
@@ -79,6 +91,8 @@ def measure_embed_worker(model: str, profile: str, *, device: str | None = None,
         cmd += ["--precision", precision]
     if texts:
         cmd += ["--texts", str(texts)]
+    if lazy_weights:
+        cmd += ["--lazy-weights"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
@@ -94,6 +108,8 @@ def main() -> None:
     ap.add_argument("--precision", default=None)
     ap.add_argument("--max-batch-tokens", type=int, default=None, help="default: settings (SAEKIN_EMBED_MAX_BATCH_TOKENS)")
     ap.add_argument("--texts", type=int, default=None, help="chunks to embed (default: one token budget's worth)")
+    ap.add_argument("--lazy-weights", action="store_true",
+                    help="do not touch every weight first (RSS then counts only the pages the texts touch)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.max_batch_tokens is None:
@@ -108,13 +124,15 @@ def main() -> None:
     model = resolve_model(args.profile, args.model)
     log(f"measuring an embed worker with {model}")
     worker = measure_embed_worker(model, args.profile, device=args.device, precision=args.precision,
-                                  max_batch_tokens=args.max_batch_tokens, texts=args.texts)
+                                  max_batch_tokens=args.max_batch_tokens, texts=args.texts,
+                                  lazy_weights=args.lazy_weights)
     weights = model_weight_mb(model)
     result = {
         "embed_worker_rss_mb": worker.pop("embed_worker_rss_mb"),
         "model_weight_mb": weights,
         "model": model,
         "max_batch_tokens": args.max_batch_tokens,
+        "weights_touched": not args.lazy_weights,
         **worker,
     }
     if weights:

@@ -15,8 +15,10 @@ What it does, in one run:
 2. Starts the service as a user does, `python -m services.cli serve` (embedded mode, the model
    given by SAEKIN_EMBEDDING_MODEL), waits for /readyz, and sends the AutoRAG questions
    (repeated to `--queries`) over HTTP from one keep-alive client: sequentially for the
-   modes dense, sparse and hybrid (top_k 10), then hybrid from `--concurrency` clients
-   (threads, one client each). Latency is measured at the client, per request.
+   modes dense, sparse and hybrid (top_k 10, the API's defaults otherwise, highlights
+   included), sparse once more without highlights (`"highlight": false`, reported apart as
+   sparse_no_highlight), then hybrid from `--concurrency` clients (threads, one client each).
+   Latency is measured at the client, per request.
 3. Reads the server's peak RSS (VmHWM), stops it, and times the bare model on the same
    questions in this process (`Encoder.encode_queries([q])`, same model, device and
    precision), so the two never compete for cores.
@@ -111,7 +113,6 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
         rt = _runtime_class()(settings, RandomVectors(dim))
 
         # 1. The AutoRAG pages, submitted as documents and prepared by the real CPU stage.
-        t0 = time.perf_counter()
         items: list[WorkItem] = []
         with session_scope(rt.session_factory) as session:
             for doc_id, text in corpus.items():
@@ -230,9 +231,10 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
 # --- HTTP ------------------------------------------------------------------------------------
 
 
-def _search(client, query: str, mode: str, top_k: int) -> tuple[float, dict]:
+def _search(client, query: str, mode: str, top_k: int, **extra) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    response = client.post(f"/v1/collections/{COLLECTION}/search", json={"query": query, "top_k": top_k, "mode": mode})
+    response = client.post(f"/v1/collections/{COLLECTION}/search",
+                           json={"query": query, "top_k": top_k, "mode": mode, **extra})
     elapsed = time.perf_counter() - t0
     if response.status_code != 200:
         raise RuntimeError(f"{mode} search for {query!r} answered {response.status_code}: {response.text[:500]}")
@@ -240,7 +242,7 @@ def _search(client, query: str, mode: str, top_k: int) -> tuple[float, dict]:
 
 
 def run_sequential(base_url: str, queries: Sequence[str], mode: str, *, top_k: int, warmup: int,
-                   timeout: float) -> dict:
+                   timeout: float, **extra) -> dict:
     """One keep-alive client, one request at a time; latency per request at the client."""
     import httpx
     from tqdm import tqdm
@@ -248,10 +250,10 @@ def run_sequential(base_url: str, queries: Sequence[str], mode: str, *, top_k: i
     latencies, server_ms, hits = [], [], []
     with httpx.Client(base_url=base_url, timeout=timeout) as client:
         for q in queries[:warmup]:
-            _search(client, q, mode, top_k)
+            _search(client, q, mode, top_k, **extra)
         started = time.perf_counter()
         for q in tqdm(queries, desc=f"{mode:>6}", unit="q", file=sys.stderr):
-            elapsed, body = _search(client, q, mode, top_k)
+            elapsed, body = _search(client, q, mode, top_k, **extra)
             latencies.append(elapsed)
             server_ms.append(body["took_ms"])
             hits.append(len(body["results"]))
@@ -274,8 +276,16 @@ def run_concurrent(base_url: str, queries: Sequence[str], mode: str, *, top_k: i
 
     def worker() -> None:
         with httpx.Client(base_url=base_url, timeout=timeout) as client:
-            _search(client, queries[0], mode, top_k)  # open the connection before the clock starts
-            barrier.wait()
+            try:
+                _search(client, queries[0], mode, top_k)  # open the connection before the clock starts
+            except BaseException as exc:
+                errors.append(exc)
+                barrier.abort()
+                return
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                return
             while not errors:
                 with take:
                     i = next(next_index, None)
@@ -292,7 +302,11 @@ def run_concurrent(base_url: str, queries: Sequence[str], mode: str, *, top_k: i
     threads = [threading.Thread(target=worker, name=f"client-{i}", daemon=True) for i in range(clients)]
     for t in threads:
         t.start()
-    barrier.wait(timeout=timeout)
+    try:
+        barrier.wait(timeout=timeout)
+    except threading.BrokenBarrierError:
+        raise RuntimeError(f"concurrent {mode} clients could not start: {errors[0]!r}" if errors
+                           else f"concurrent {mode} clients did not connect within {timeout:.0f}s") from None
     started = time.perf_counter()
     deadline = started + timeout * len(queries)
     for t in threads:
@@ -418,6 +432,10 @@ def main() -> None:
             modes[mode] = run_sequential(base_url, queries, mode, top_k=args.top_k, warmup=args.warmup,
                                          timeout=args.request_timeout)
             log(f"{mode}: {modes[mode]}")
+        # The same sparse run without highlighting (the API's `highlight` flag): what the highlights cost.
+        sparse_plain = run_sequential(base_url, queries, "sparse", top_k=args.top_k, warmup=args.warmup,
+                                      timeout=args.request_timeout, highlight=False)
+        log(f"sparse without highlights: {sparse_plain}")
         concurrent = run_concurrent(base_url, queries, "hybrid", top_k=args.top_k, clients=args.concurrency,
                                     timeout=args.request_timeout)
         server.check_alive()
@@ -446,6 +464,7 @@ def main() -> None:
             "dim": dim,
             "top_k": args.top_k,
             "hybrid_concurrent": concurrent,
+            "sparse_no_highlight": sparse_plain,
             "bare_encode": {k: v for k, v in bare.items() if k.endswith("_ms")},
             "bare_query_vector_p50_ms": sparse_analysis["p50_ms"],
             "model_weight_mb": weights,

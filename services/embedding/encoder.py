@@ -59,6 +59,9 @@ _PREFETCH_BATCHES = 3
 # ~270-330 tokens/s on 1 x 512-token batches against ~160-190 on 16 x 512). The GPU budget
 # (SAEKIN_EMBED_MAX_BATCH_TOKENS, default 16,384) is therefore capped to this on CPU.
 CPU_MAX_BATCH_TOKENS = 2048
+# ...for real-sized models only: tiny ones (the hidden-64 test twins) are dominated by per-batch
+# overhead and keep the full budget.
+CPU_CAP_MIN_HIDDEN = 256
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,8 +219,6 @@ class Encoder:
         if max_batch_tokens < 1:
             raise ValueError("max_batch_tokens must be positive")
         self.max_batch_tokens = int(max_batch_tokens)
-        if not self.is_cuda and cpu_max_batch_tokens:
-            self.max_batch_tokens = min(self.max_batch_tokens, int(cpu_max_batch_tokens))
 
         model_kwargs: dict[str, Any] = {}
         if _supports_sdpa(self.model_name_or_path):
@@ -233,6 +234,9 @@ class Encoder:
         if not hasattr(first, "auto_model"):
             raise TypeError(f"{model_name_or_path}: the first module is not a transformers model ({type(first).__name__})")
         self._transformer = first.auto_model
+        hidden = int(getattr(self._transformer.config, "hidden_size", 0) or 0)
+        if not self.is_cuda and cpu_max_batch_tokens and hidden >= CPU_CAP_MIN_HIDDEN:
+            self.max_batch_tokens = min(self.max_batch_tokens, int(cpu_max_batch_tokens))
         self._post_modules = [m for i, m in enumerate(self.model) if i > 0]
         self._check_profile()
 
@@ -247,8 +251,11 @@ class Encoder:
             with warnings.catch_warnings():  # torch.ao.quantization deprecation notices (still works)
                 warnings.simplefilter("ignore", UserWarning)
                 warnings.simplefilter("ignore", DeprecationWarning)
+                # Per-channel weight scales: closer to fp32 than per-tensor at the same speed
+                # (bge-m3 twin, 12 chunks: centred cosine to fp32 0.83 against 0.79).
                 self._transformer = torch.ao.quantization.quantize_dynamic(
-                    self._transformer, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+                    self._transformer, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
+                    dtype=torch.qint8, inplace=True)
         elif self.is_cuda and self._half_dtype is not None:
             self._transformer.to(self._half_dtype)
         self._autocast = (not self.is_cuda) and self.precision == "bf16"

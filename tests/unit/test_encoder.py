@@ -316,11 +316,15 @@ def test_concurrent_document_calls_share_one_model(twin_dirs):
         np.testing.assert_allclose(results[k], expected[k], atol=2e-5)
 
 
-def test_cpu_budget_is_capped(twin_dirs):
+def test_cpu_budget_is_capped(twin_dirs, monkeypatch):
+    from services.embedding import encoder as encoder_module
     from services.embedding.encoder import CPU_MAX_BATCH_TOKENS
 
     path = str(twin_dirs["ko-sroberta-multitask"])
     profile = get_profile("ko-sroberta-multitask")
+    # hidden-64 twins are below the size the cap applies to
+    assert Encoder(path, profile, device="cpu", max_batch_tokens=16384).max_batch_tokens == 16384
+    monkeypatch.setattr(encoder_module, "CPU_CAP_MIN_HIDDEN", 64)
     assert Encoder(path, profile, device="cpu", max_batch_tokens=16384).max_batch_tokens == CPU_MAX_BATCH_TOKENS
     assert Encoder(path, profile, device="cpu", max_batch_tokens=16384,
                    cpu_max_batch_tokens=None).max_batch_tokens == 16384
