@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -153,7 +154,7 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders t
                     counts["unchanged"] += 1
             except SaekinError as exc:
                 counts["rejected"] += 1
-                tqdm.write(f"{path}: {exc.message}")
+                tqdm.write(f"rejected: {path}: {exc.message}", file=sys.stderr)
             bar.update()
 
     if settings.mode == "embedded":
