@@ -316,19 +316,24 @@ class KoreanAnalyzer:
             self._query_keys[cache_key] = wanted
         if not wanted:
             return []
-        windows = _candidate_windows(text, wanted)
-        if windows is None:
-            terms = self.terms(text)
-        else:
-            terms = [
-                Term(t.form, t.tag, t.start + a, t.end + a)
-                for (a, b), sentences in zip(windows, self.analyze_many([text[a:b] for a, b in windows]))
-                for sentence in sentences
-                for t in sentence.terms
-            ]
-        spans = sorted(
-            (t.start, t.end) for t in terms if "+" not in t.tag and _key(t) in wanted and t.end > t.start
-        )
+        # Nouns, numbers and foreign words keep their surface inside an eojeol (서울 in 서울에서), so
+        # a plain search finds them without Kiwi; only verb and adjective stems, which conjugate,
+        # are analyzed, in the words around where they can occur.
+        spans = _surface_spans(text, {key for key in wanted if key[0] not in ("V", "B")})
+        verbs = {key for key in wanted if key[0] == "V"}
+        if verbs:
+            windows = _candidate_windows(text, verbs)
+            if windows is None:
+                terms = self.terms(text)
+            else:
+                terms = [
+                    Term(t.form, t.tag, t.start + a, t.end + a)
+                    for (a, b), sentences in zip(windows, self.analyze_many([text[a:b] for a, b in windows]))
+                    for sentence in sentences
+                    for t in sentence.terms
+                ]
+            spans += [(t.start, t.end) for t in terms if "+" not in t.tag and _key(t) in verbs and t.end > t.start]
+        spans.sort()
         merged: list[tuple[int, int]] = []
         for start, end in spans:
             if merged and start <= merged[-1][1]:
@@ -337,6 +342,23 @@ class KoreanAnalyzer:
             else:
                 merged.append((start, end))
         return merged
+
+
+def _surface_spans(text: str, wanted: Iterable[tuple[str, str]]) -> list[tuple[int, int]]:
+    """Where the surfaces of non-conjugating terms occur; ASCII words only as whole words."""
+    needles = _needles(wanted)
+    if not needles:
+        return []
+    pattern = re.compile("|".join(map(re.escape, sorted(needles, key=len, reverse=True))), re.IGNORECASE)
+    spans = []
+    for match in pattern.finditer(text):
+        start, end = match.span()
+        if match.group().isascii() and (
+                (start > 0 and text[start - 1].isascii() and text[start - 1].isalnum())
+                or (end < len(text) and text[end].isascii() and text[end].isalnum())):
+            continue  # "ai" inside "maintain"
+        spans.append((start, end))
+    return spans
 
 
 def _needles(wanted: Iterable[tuple[str, str]]) -> set[str]:

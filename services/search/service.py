@@ -5,7 +5,7 @@ import time
 import uuid
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from services.documents.models import Chunk, Document, index_name
 from services.documents.service import get_collection
@@ -90,7 +90,7 @@ def _load_chunks(session: Session, ids: list[uuid.UUID]) -> dict[str, tuple[Chun
     if not ids:
         return {}
     rows = session.execute(select(Chunk, Document).join(Document, Chunk.document_id == Document.id)
-                           .where(Chunk.id.in_(ids)))
+                           .where(Chunk.id.in_(ids)).options(defer(Chunk.sparse)))  # search never reads the weights
     return {str(chunk.id): (chunk, document) for chunk, document in rows}
 
 
