@@ -18,7 +18,7 @@ FIXTURES = SHARED / "fixtures"
 AUTORAG = SHARED / "data" / "autorag-ko"
 
 
-def _docker_engine_available() -> bool:
+def docker_engine_available() -> bool:
     if not shutil.which("docker"):
         return False
     try:
@@ -58,7 +58,7 @@ def postgres_server_url() -> Iterator[str]:
     if not url:
         if _tcp_open("127.0.0.1", 5432):
             url = f"postgresql+psycopg://{getpass.getuser()}@127.0.0.1:5432/test"
-        elif _docker_engine_available():
+        elif docker_engine_available():
             from testcontainers.postgres import PostgresContainer
 
             container = PostgresContainer("postgres:16-alpine", driver="psycopg").start()
@@ -98,7 +98,7 @@ def redis_url() -> Iterator[str]:
     if not url:
         if _tcp_open("127.0.0.1", 6379):
             url = "redis://127.0.0.1:6379/15"
-        elif _docker_engine_available():
+        elif docker_engine_available():
             from testcontainers.redis import RedisContainer
 
             container = RedisContainer("redis:7-alpine").start()

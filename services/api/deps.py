@@ -9,6 +9,7 @@ from fastapi import Depends, Header, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
+from services.db import session_scope
 from services.dispatch import Dispatcher
 from services.runtime import Runtime
 
@@ -32,15 +33,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 def get_session(rt: RuntimeDep) -> Iterator[Session]:
     """A session per request: committed when the route returns, rolled back on error."""
-    session = rt.session_factory()
-    try:
+    with session_scope(rt.session_factory) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -5,7 +5,6 @@ Real engines, no mocks. A Qdrant server joins the comparison when a Docker engin
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
 import sys
 import uuid
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import docker_engine_available
 from services.errors import Conflict, DataDirLocked, InvalidInput, NotFound, ServiceUnavailable
 from services.index import RRF_K, IndexFilter, IndexHit, IndexPoint, VectorIndex, open_index
 from services.index.edge import EdgeIndex
@@ -79,22 +79,10 @@ def random_queries(n: int, seed: int = 7) -> list[tuple[np.ndarray, SparseVector
 # --- engines --------------------------------------------------------------------------------------
 
 
-def _docker_engine_available() -> bool:
-    if not shutil.which("docker"):
-        return False
-    try:
-        import docker
-
-        docker.from_env(timeout=3).ping()
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="module")
 def qdrant_server_url() -> Iterator[str]:
     """A throwaway Qdrant server in Docker, or a skip."""
-    if not _docker_engine_available():
+    if not docker_engine_available():
         pytest.skip("no Docker engine reachable: testcontainers cannot start a Qdrant server here")
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.waiting_utils import wait_for_logs
