@@ -56,6 +56,8 @@ class Document(Base):
         UniqueConstraint("collection_id", "external_id", name="uq_documents_collection_external_id"),
         Index("ix_documents_collection_sha256", "collection_id", "sha256"),
         Index("ix_documents_collection_status_created", "collection_id", "status", "created_at"),
+        # Documents waiting for a stage, across collections: the embed worker's batch, restart recovery.
+        Index("ix_documents_status_stage_updated", "status", "stage", "updated_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

@@ -14,12 +14,13 @@ import hashlib
 from bisect import bisect_left
 import logging
 import tempfile
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from services.db import session_scope
@@ -37,6 +38,7 @@ from services.vectors import SparseVector
 log = logging.getLogger(__name__)
 
 SECTION_SEPARATOR = "\n\n"
+STAGE_REPORT_AFTER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -66,38 +68,48 @@ def mark_failed(rt: Runtime, item: WorkItem, reason: str) -> None:
 
 
 def prepare_document(rt: Runtime, item: WorkItem) -> int | None:
-    """Run the CPU stage for one generation; the number of chunks written, or None if stale or failed."""
+    """Run the CPU stage for one generation; the number of chunks written, or None if stale or failed.
+
+    Two transactions of plain SQL statements (claim, then write): this runs for every document,
+    and ORM objects cost more CPU here than Kiwi's analysis of a short page.
+    """
+    this_generation = (Document.id == item.document_id, Document.generation == item.generation)
     with session_scope(rt.session_factory) as session:
-        document = _current(session, item)
-        if document is None:
+        claimed = session.execute(
+            update(Document).where(*this_generation)
+            .values(status=DocumentStatus.processing, stage=DocumentStage.extracting, error=None, updated_at=utcnow())
+            .returning(Document.filename, Document.media_type)
+            .execution_options(synchronize_session=False)).first()  # no ORM objects to keep in sync
+        data = session.scalar(select(DocumentSource.data).where(
+            DocumentSource.document_id == item.document_id, DocumentSource.generation == item.generation))
+        if claimed is None or data is None:  # deleted or replaced since it was queued
+            session.rollback()
             return None
-        source = session.get(DocumentSource, item.document_id)
-        if source is None or source.generation != item.generation:
-            return None
-        document.status, document.stage, document.error = DocumentStatus.processing, DocumentStage.extracting, None
-        data, filename, media_type = source.data, document.filename, document.media_type
+        filename, media_type = claimed
 
     try:
+        started = time.monotonic()
         detected_type, sections = _extract_sections(rt, data, filename=filename, media_type=media_type)
-        _set_state(rt, item, stage=DocumentStage.chunking)
+        if time.monotonic() - started > STAGE_REPORT_AFTER_S:
+            # Worth a transaction only when someone polling could have seen `extracting`.
+            _set_state(rt, item, stage=DocumentStage.chunking)
         full_text, rows = _chunk_sections(rt, item, sections)
     except SaekinError as exc:
         mark_failed(rt, item, exc.message)
         return None
 
     with session_scope(rt.session_factory) as session:
-        document = _current(session, item)
-        if document is None:
+        written = session.execute(update(Document).where(*this_generation).values(
+            chunk_count=len(rows), embedded_count=0, char_count=len(full_text),
+            text_sha256=hashlib.sha256(full_text.encode()).hexdigest(),
+            stage=DocumentStage.embedding, media_type=detected_type, updated_at=utcnow())
+            .execution_options(synchronize_session=False))
+        if written.rowcount == 0:  # deleted or replaced while we worked
+            session.rollback()
             return None
         # A redelivered task replaces what an interrupted one wrote for this generation.
         session.execute(delete(Chunk).where(Chunk.document_id == item.document_id, Chunk.generation == item.generation))
-        session.add_all(rows)
-        document.chunk_count = len(rows)
-        document.embedded_count = 0
-        document.char_count = len(full_text)
-        document.text_sha256 = hashlib.sha256(full_text.encode()).hexdigest()
-        document.stage = DocumentStage.embedding
-        document.media_type = detected_type
+        session.execute(insert(Chunk), rows)
     return len(rows)
 
 
@@ -127,11 +139,11 @@ def _extract_sections(rt: Runtime, data: bytes, *, filename: str | None,
     return extracted.media_type, sections
 
 
-def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -> tuple[str, list[Chunk]]:
-    """Chunks of all sections, offsets into the sections joined by blank lines; chunks never cross sections."""
+def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -> tuple[str, list[dict]]:
+    """Chunk rows (column values) of all sections, offsets into the sections joined by blank lines; chunks never cross sections."""
     s = rt.settings
     analyses = rt.analyzer.analyze_many([sec.text for sec in sections])
-    rows: list[Chunk] = []
+    rows: list[dict] = []
     offset = 0
     for section, sentences in zip(sections, analyses):
         spans = [(sent.start, sent.end) for sent in sentences]
@@ -145,7 +157,7 @@ def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -
             chunk_terms = [t for t in window if t.end <= chunk.char_end]
             sparse = rt.analyzer.document_vector(chunk_terms, k1=s.bm25_k1, b=s.bm25_b,
                                                  avg_doc_len=s.effective_bm25_avg_terms)
-            rows.append(Chunk(
+            rows.append(dict(
                 id=chunk_point_id(item.document_id, item.generation, chunk.ordinal),
                 document_id=item.document_id, generation=item.generation, ordinal=chunk.ordinal,
                 text=chunk.text, char_start=offset + chunk.char_start, char_end=offset + chunk.char_end,
@@ -244,14 +256,22 @@ def embedding_batch(rt: Runtime, first: WorkItem, *, max_chunks: int = 2048, max
     The embed worker takes them together so many small documents fill the GPU's batches as well
     as one large one. Their own embed tasks then find them published and do nothing; if this
     worker dies, those tasks are still queued (acks_late), so nothing is lost.
+    Empty when `first` no longer waits (an earlier batch took it, or it was replaced or deleted):
+    most tasks of a busy queue end here after one indexed query.
     """
-    batch, total = [first], 0
+    batch, total = [], 0
+    waiting = (Document.status == DocumentStatus.processing, Document.stage == DocumentStage.embedding)
     with session_scope(rt.session_factory) as session:
+        first_chunks = session.scalar(select(Document.chunk_count).where(
+            Document.id == first.document_id, Document.generation == first.generation, *waiting))
+        if first_chunks is None:
+            return []
+        batch.append(first)
+        total = first_chunks
         rows = session.execute(
             select(Document.id, Document.generation, Document.chunk_count)
-            .where(Document.status == DocumentStatus.processing, Document.stage == DocumentStage.embedding,
-                   Document.id != first.document_id)
-            .order_by(Document.updated_at).limit(max_documents))
+            .where(*waiting, Document.id != first.document_id)
+            .order_by(Document.updated_at).limit(max_documents - 1))
         for doc_id, generation, chunk_count in rows:
             if total + chunk_count > max_chunks:
                 break

@@ -78,6 +78,14 @@ def test_embedding_batch_takes_waiting_documents_together(rt):
     assert rt.index.count(index_name_of(rt)) == sum(len(chunks_of(rt, i)) for i in items)
     embed_documents(rt, [items[1]])  # its own task arriving later: nothing to do, no duplicates
     assert rt.index.count(index_name_of(rt)) == sum(len(chunks_of(rt, i)) for i in items)
+    assert embedding_batch(rt, items[1]) == []  # the task ends before looking for other work
+
+
+def test_embedding_batch_respects_the_chunk_budget(rt):
+    items = [submit(rt, f"{i}번 문서의 내용은 서로 다르다. 번호는 {i}이다.") for i in range(4)]
+    counts = [prepare_document(rt, item) for item in items]
+    batch = embedding_batch(rt, items[0], max_chunks=counts[0] + counts[1])
+    assert batch[0] == items[0] and len(batch) == 2
 
 
 def test_a_stale_generation_is_skipped(rt):
