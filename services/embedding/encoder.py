@@ -534,6 +534,13 @@ class QueryEncoder:
 
     def encode(self, text: str) -> np.ndarray:
         """The float32 (dim,) embedding of one question."""
+        return self.submit(text).result()
+
+    def submit(self, text: str) -> Future:
+        """Start encoding one question; the future's result is its float32 (dim,) embedding.
+
+        Lets a caller do its other work (the sparse analysis) while the model runs.
+        """
         if not isinstance(text, str):
             raise TypeError("encode takes one string")
         fut: Future = Future()
@@ -541,7 +548,7 @@ class QueryEncoder:
             if self._closed:
                 raise RuntimeError("QueryEncoder is closed")
             self._queue.put((text, fut))
-        return fut.result()
+        return fut
 
     def close(self) -> None:
         """Stop the worker thread; waiting callers are answered first, later calls raise."""

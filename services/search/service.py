@@ -29,13 +29,15 @@ def search(session: Session, *, rt: Runtime, collection_name: str, request: Sear
     name = index_name(collection)
     mode, note = request.mode, None
 
+    # The model works on the question while this thread analyses it for the sparse leg.
+    dense_future = rt.query_encoder.submit(request.query) if mode != "sparse" else None
     sparse = rt.analyzer.query_vector(request.query) if mode != "dense" else SparseVector()
     if mode != "dense" and not sparse:
         if mode == "sparse":
             return SearchResponse(results=[], mode=mode, took_ms=_ms(started),
                                   note="the query has no searchable terms (only particles or punctuation)")
         mode, note = "dense", "the query has no searchable terms; dense search only"
-    dense = rt.query_encoder.encode(request.query) if mode != "sparse" else None
+    dense = dense_future.result() if dense_future is not None else None
 
     if not rt.index.collection_exists(name):
         return SearchResponse(results=[], mode=mode, took_ms=_ms(started), note=note)

@@ -281,6 +281,15 @@ def test_query_encoder_many_threads_default_wait(bge_encoder):
         np.testing.assert_allclose(v, bge_encoder.encode_queries([q])[0], atol=2e-5)
 
 
+def test_query_encoder_submit_returns_a_future_of_the_same_vector(bge_encoder):
+    questions = ["서울의 인구는?", "한국어 형태소 분석기는 무엇인가요?", "KLUE 벤치마크"]
+    with QueryEncoder(bge_encoder, max_wait_ms=50, max_batch=8) as qe:
+        futures = [qe.submit(q) for q in questions]  # submitted together: one forward pass
+        vectors = [f.result(timeout=60) for f in futures]
+    for q, v in zip(questions, vectors):
+        np.testing.assert_allclose(v, bge_encoder.encode_queries([q])[0], atol=2e-5)
+
+
 def test_query_encoder_propagates_errors():
     class Broken:
         dim = 4
