@@ -1,4 +1,4 @@
-"""The `saekin` command: serve, worker, ingest, search, eval, make-twin, migrate."""
+"""The `saekin` command: serve, worker, ingest, search, optimize, eval, make-twin, migrate."""
 from __future__ import annotations
 
 import logging
@@ -228,6 +228,42 @@ def search(query: Annotated[str, typer.Argument(help="The question, e.g. \"íƒ„ì†
         typer.echo(f"({len(response.results)} results, {response.took_ms} ms{'; ' + response.note if response.note else ''})")
     rt.close()
     if lock:
+        lock.release()
+
+
+@app.command()
+def optimize() -> None:
+    """Embedded mode: merge segments, drop deleted points and build HNSW graphs (service stopped).
+
+    Qdrant Edge never optimizes by itself and freezes its process while it does, so this is a
+    maintenance command; run it after large ingests. A Qdrant server optimizes on its own.
+    """
+    from sqlalchemy import select
+    from tqdm import tqdm
+
+    from services.db import session_scope
+    from services.documents.models import Collection, index_name
+
+    settings = get_settings()
+    if settings.mode != "embedded":
+        _fail("optimize is for embedded mode (Qdrant Edge); a Qdrant server optimizes its collections itself")
+    try:
+        lock, rt = _embedded_runtime(settings)
+    except SaekinError as exc:
+        _fail(exc.message)
+    try:
+        if not hasattr(rt.index, "optimize"):
+            _fail("this data directory's index is not Qdrant Edge (SAEKIN_QDRANT_PATH is for tests)")
+        with session_scope(rt.session_factory) as session:
+            names = sorted({index_name(c) for c in session.scalars(select(Collection))})
+        names = [n for n in names if rt.index.collection_exists(n)]
+        for name in tqdm(names, desc="optimize", unit="collection", file=sys.stderr):
+            started = time.perf_counter()
+            changed = rt.index.optimize(name)
+            typer.echo(f"{name}: {rt.index.count(name)} points, "
+                       f"{'optimized' if changed else 'already optimal'} in {time.perf_counter() - started:.1f}s")
+    finally:
+        rt.close()
         lock.release()
 
 

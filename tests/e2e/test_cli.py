@@ -37,3 +37,18 @@ def test_ingest_a_folder_then_search(tmp_path, small_twin):
 
     missing = run(env, "search", "휴가", "--collection", "nope")
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+    # Maintenance: merge Qdrant Edge's segments; searches find the same passages afterwards.
+    optimized = run(env, "optimize")
+    assert optimized.returncode == 0, optimized.stderr
+    assert "saekin_hr_bge_m3_ko: 2 points" in optimized.stdout
+    after = run(env, "search", "출장 숙박비", "--collection", "hr", "--mode", "sparse", "--json")
+    assert json.loads(after.stdout)["results"][0]["chunk_id"] == hits[0]["chunk_id"]
+
+
+def test_optimize_refuses_production_mode(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAEKIN_")}
+    env.update(SAEKIN_DATA_DIR=str(tmp_path / "data"), SAEKIN_DATABASE_URL="postgresql+psycopg://x@127.0.0.1:1/x",
+               SAEKIN_BROKER_URL="redis://127.0.0.1:1/0", SAEKIN_QDRANT_URL="http://127.0.0.1:1")
+    refused = run(env, "optimize")
+    assert refused.returncode == 1 and "embedded mode" in refused.stderr
