@@ -55,10 +55,16 @@ def _current(session: Session, item: WorkItem) -> Document | None:
     return document
 
 
+def _update_generation(item: WorkItem, **values):
+    """UPDATE of the document row while `item` is still its generation (no row otherwise)."""
+    return (update(Document).where(Document.id == item.document_id, Document.generation == item.generation)
+            .values(updated_at=utcnow(), **values)
+            .execution_options(synchronize_session=False))  # plain SQL: no ORM objects to keep in sync
+
+
 def _set_state(rt: Runtime, item: WorkItem, **values) -> None:
     with session_scope(rt.session_factory) as session:
-        session.execute(update(Document).where(
-            Document.id == item.document_id, Document.generation == item.generation).values(updated_at=utcnow(), **values))
+        session.execute(_update_generation(item, **values))
 
 
 def mark_failed(rt: Runtime, item: WorkItem, reason: str) -> None:
@@ -73,13 +79,10 @@ def prepare_document(rt: Runtime, item: WorkItem) -> int | None:
     Two transactions of plain SQL statements (claim, then write): this runs for every document,
     and ORM objects cost more CPU here than Kiwi's analysis of a short page.
     """
-    this_generation = (Document.id == item.document_id, Document.generation == item.generation)
     with session_scope(rt.session_factory) as session:
         claimed = session.execute(
-            update(Document).where(*this_generation)
-            .values(status=DocumentStatus.processing, stage=DocumentStage.extracting, error=None, updated_at=utcnow())
-            .returning(Document.filename, Document.media_type)
-            .execution_options(synchronize_session=False)).first()  # no ORM objects to keep in sync
+            _update_generation(item, status=DocumentStatus.processing, stage=DocumentStage.extracting, error=None)
+            .returning(Document.filename, Document.media_type)).first()
         data = session.scalar(select(DocumentSource.data).where(
             DocumentSource.document_id == item.document_id, DocumentSource.generation == item.generation))
         if claimed is None or data is None:  # deleted or replaced since it was queued
@@ -99,11 +102,10 @@ def prepare_document(rt: Runtime, item: WorkItem) -> int | None:
         return None
 
     with session_scope(rt.session_factory) as session:
-        written = session.execute(update(Document).where(*this_generation).values(
-            chunk_count=len(rows), embedded_count=0, char_count=len(full_text),
+        written = session.execute(_update_generation(
+            item, chunk_count=len(rows), embedded_count=0, char_count=len(full_text),
             text_sha256=hashlib.sha256(full_text.encode()).hexdigest(),
-            stage=DocumentStage.embedding, media_type=detected_type, updated_at=utcnow())
-            .execution_options(synchronize_session=False))
+            stage=DocumentStage.embedding, media_type=detected_type))
         if written.rowcount == 0:  # deleted or replaced while we worked
             session.rollback()
             return None
@@ -259,15 +261,13 @@ def embedding_batch(rt: Runtime, first: WorkItem, *, max_chunks: int = 2048, max
     Empty when `first` no longer waits (an earlier batch took it, or it was replaced or deleted):
     most tasks of a busy queue end here after one indexed query.
     """
-    batch, total = [], 0
     waiting = (Document.status == DocumentStatus.processing, Document.stage == DocumentStage.embedding)
     with session_scope(rt.session_factory) as session:
-        first_chunks = session.scalar(select(Document.chunk_count).where(
+        total = session.scalar(select(Document.chunk_count).where(
             Document.id == first.document_id, Document.generation == first.generation, *waiting))
-        if first_chunks is None:
+        if total is None:
             return []
-        batch.append(first)
-        total = first_chunks
+        batch = [first]
         rows = session.execute(
             select(Document.id, Document.generation, Document.chunk_count)
             .where(*waiting, Document.id != first.document_id)
