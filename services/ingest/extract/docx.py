@@ -211,9 +211,9 @@ def paragraph_text(p: Element) -> str:
 def table_rows(tbl: Element) -> list[str]:
     """One line per table row, cells joined by ' | '; a nested table's rows are flattened into its cell."""
     rows: list[str] = []
-    for tr in _rows(tbl):
+    for tr in _children_named(tbl, "tr"):
         cells = []
-        for tc in _cells(tr):
+        for tc in _children_named(tr, "tc"):
             pieces: list[str] = []
             for el in tc:
                 name = local(el.tag)
@@ -231,23 +231,14 @@ def table_rows(tbl: Element) -> list[str]:
     return rows
 
 
-def _rows(tbl: Element):
-    for el in tbl:
-        name = local(el.tag)
-        if name == "tr":
+def _children_named(parent: Element, name: str):
+    """`parent`'s children called `name` (w:tr of a table, w:tc of a row), also those that Word
+    wraps in content controls (w:sdt/w:sdtContent) or custom XML."""
+    for el in parent:
+        tag = local(el.tag)
+        if tag == name:
             yield el
-        elif name in ("sdt", "customXml"):
-            content = _child(el, "sdtContent") if name == "sdt" else el
+        elif tag in ("sdt", "customXml"):
+            content = _child(el, "sdtContent") if tag == "sdt" else el
             if content is not None:
-                yield from (r for r in content if local(r.tag) == "tr")
-
-
-def _cells(tr: Element):
-    for el in tr:
-        name = local(el.tag)
-        if name == "tc":
-            yield el
-        elif name in ("sdt", "customXml"):
-            content = _child(el, "sdtContent") if name == "sdt" else el
-            if content is not None:
-                yield from (c for c in content if local(c.tag) == "tc")
+                yield from (c for c in content if local(c.tag) == name)
