@@ -9,6 +9,7 @@ import json
 import os
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,13 @@ def current_rss_mb() -> float | None:
     except OSError:
         pass
     return None
+
+
+def make_work_dir(prefix: str, parent: Path | None) -> Path:
+    """A fresh directory for one run, under `parent` (created if missing) or the system temp dir."""
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
 def resolve_model(profile_name: str, model: str | None, *, small: bool = False) -> str:

@@ -46,7 +46,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -54,7 +53,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import DEFAULT_CORPUS, emit, log, resolve_model  # noqa: E402
+from bench._common import DEFAULT_CORPUS, emit, log, make_work_dir, resolve_model  # noqa: E402
 from bench._service import (  # noqa: E402
     CLK_TCK, ServiceProcess, cpu_seconds, process_tree, service_env, tree_cpu_seconds, usable_cores, wait_until,
 )
@@ -347,7 +346,7 @@ def main() -> None:
     log(f"{len(pages)} pages, {len(warm_pages)} warm-up pages; model {model}; {cores} usable cores, "
         f"ingest concurrency {concurrency}")
 
-    work_dir = Path(tempfile.mkdtemp(prefix="saekin-bench-pc-", dir=args.work_dir))
+    work_dir = make_work_dir("saekin-bench-pc-", args.work_dir)
     pg = Postgres(args.pg_url, make_url(args.pg_url).database or "postgres")
     broker_url = f"{args.redis_url.rstrip('/')}/{args.redis_db}"
     redis = redis_db(args.redis_url, args.redis_db)

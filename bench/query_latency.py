@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -50,7 +49,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import DEFAULT_CORPUS, emit, log, model_weight_mb, resolve_model  # noqa: E402
+from bench._common import DEFAULT_CORPUS, emit, log, make_work_dir, model_weight_mb, resolve_model  # noqa: E402
 from bench._service import (  # noqa: E402
     ServiceProcess, free_port, model_dim, peak_rss_mb_of, percentiles, service_env, wait_until,
 )
@@ -177,7 +176,7 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
                 originals[chunk.document_id][1].append({
                     "ordinal": chunk.ordinal, "text": chunk.text, "char_start": chunk.char_start,
                     "char_end": chunk.char_end, "page": chunk.page, "heading": chunk.heading,
-                    "token_count": chunk.token_count, "sparse": chunk.sparse})
+                    "token_count": chunk.token_count, "sparse": chunk.sparse, "stem_spans": chunk.stem_spans})
         for start in tqdm(range(0, len(copies), batch_docs), desc="copy", unit="batch", file=sys.stderr):
             doc_rows, chunk_rows = [], []
             now = utcnow()
@@ -395,7 +394,7 @@ def main() -> None:
     queries = [questions[i % len(questions)] for i in range(args.queries)]
     log(f"model {model} (dim {dim}); {len(dataset.corpus)} pages, {len(questions)} questions -> {len(queries)} queries")
 
-    work_dir = Path(tempfile.mkdtemp(prefix="saekin-bench-ql-", dir=args.work_dir))
+    work_dir = make_work_dir("saekin-bench-ql-", args.work_dir)
     data_dir = work_dir / "data"
     settings = Settings(_env_file=None, data_dir=data_dir, database_url=None, broker_url=None, qdrant_url=None,
                         qdrant_path=None, embedding_profile=args.profile, embedding_model=model,

@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     embedding_precision: Literal["fp32", "fp16", "bf16", "int8"] | None = Field(
         None, description="Empty: bf16 on CUDA, fp32 on CPU. bf16/int8 on CPU trade accuracy for speed; check with `saekin eval`.")
     embed_max_batch_tokens: int = Field(16384, ge=512, description="Padded tokens per model forward pass (embed worker).")
-    query_batch_wait_ms: float = Field(2.0, ge=0, le=100, description="How long the query encoder waits to batch concurrent questions.")
+    query_batch_wait_ms: float = Field(
+        0.0, ge=0, le=100, description="How long an idle query encoder waits for more questions before encoding. "
+        "Questions that arrive while the model works share the next pass anyway, so 0 adds no latency.")
 
     # --- chunking --------------------------------------------------------------------------
     chunk_tokens: int | None = Field(None, ge=16, description="Chunk budget in model tokens; capped by the profile's max length.")

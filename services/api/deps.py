@@ -14,15 +14,19 @@ from services.dispatch import Dispatcher
 from services.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies that do no I/O are `async def`: FastAPI runs plain `def` ones in its thread
+# pool, a hand-off that costs more than they do.
+
+
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_dispatcher(request: Request) -> Dispatcher:
+async def get_dispatcher(request: Request) -> Dispatcher:
     return request.app.state.dispatcher
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.runtime.settings
 
 
@@ -40,7 +44,7 @@ def get_session(rt: RuntimeDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def require_api_key(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:
+async def require_api_key(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:
     """With SAEKIN_API_KEYS set, every /v1 route needs `Authorization: Bearer <key>`."""
     if not settings.api_keys:
         return

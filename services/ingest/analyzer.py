@@ -51,6 +51,7 @@ __all__ = [
     "term_id",
     "tag_class",
     "terms_in_span",
+    "stem_spans",
     "get_analyzer",
 ]
 
@@ -171,7 +172,6 @@ class KoreanAnalyzer:
         self.b = float(b)
         self.avg_doc_len = float(avg_doc_len)
         self.bigrams = bigrams
-        self._query_keys: dict[tuple[str, bool], frozenset[tuple[str, str]]] = {}
 
     # -- analysis ---------------------------------------------------------------------
 
@@ -286,9 +286,14 @@ class KoreanAnalyzer:
         values = [counts[i] * (k1 + 1.0) / (counts[i] + norm) for i in indices]
         return SparseVector(indices=indices, values=values)
 
-    def query_vector(self, text: str) -> SparseVector:
+    def query_terms(self, query: str) -> tuple[Term, ...]:
+        """Content terms of a raw query (normalized here). A search analyzes its query once and
+        passes the terms to :meth:`query_vector` and :meth:`highlights_many`."""
+        return tuple(self.terms(normalize_text(query)))
+
+    def query_vector(self, query: str | Sequence[Term]) -> SparseVector:
         """Query terms with their query frequency as weight; empty without content terms."""
-        terms = self.terms(normalize_text(text))
+        terms = self.query_terms(query) if isinstance(query, str) else query
         if not terms:
             return SparseVector()
         counts = Counter(_cached_term_id(t.form, tag_class(t.tag) or "") for t in terms)
@@ -297,51 +302,74 @@ class KoreanAnalyzer:
 
     # -- highlights -------------------------------------------------------------------
 
-    def highlights(self, text: str, query: str) -> list[tuple[int, int]]:
+    def highlights(self, text: str, query: str | Sequence[Term],
+                   stems: Sequence[Sequence[int]] | None = None) -> list[tuple[int, int]]:
         """Merged, sorted char spans of ``text`` where the query's content morphemes occur.
 
         Morpheme-aware (query 서울 highlights the 서울 of 서울에서; 만나다 highlights 만났).
-        Only the words around places where a query term's surface can occur are
-        analyzed (with one word of context either side), which keeps highlighting a page
-        of results cheap; the whole text is analyzed when those windows cover most of it.
+        ``query``: the raw query or its :meth:`query_terms`. ``stems``: the text's
+        :func:`stem_spans`, if stored; without them the text is analyzed.
         """
-        if not text or text.isspace():
-            return []
-        cache_key = (query, self.bigrams)
-        wanted = self._query_keys.get(cache_key)
-        if wanted is None:  # one search highlights many hits for the same query
-            wanted = frozenset(_key(t) for t in self.terms(normalize_text(query)))
-            if len(self._query_keys) >= 1024:
-                self._query_keys.clear()
-            self._query_keys[cache_key] = wanted
+        return self.highlights_many([text], query, [stems])[0]
+
+    def highlights_many(self, texts: Sequence[str], query: str | Sequence[Term],
+                        stems: Sequence[Sequence[Sequence[int]] | None] | None = None) -> list[list[tuple[int, int]]]:
+        """:meth:`highlights` of each text, for one query (a page of search results).
+
+        Nouns, numbers and foreign words keep their surface inside an eojeol (서울 in
+        서울에서), so a plain search finds them without Kiwi. Verb and adjective stems
+        conjugate: their places come from the text's stored :func:`stem_spans` (``stems[i]``)
+        or, where none are stored, from analyzing the words around places where their
+        surface can occur (one word of context either side; the whole text when those
+        windows cover most of it), all texts' windows in one Kiwi call.
+        """
+        stems = list(stems) if stems is not None else [None] * len(texts)
+        if len(stems) != len(texts):
+            raise ValueError("stems must be None or have one entry per text")
+        wanted = {_key(t) for t in (self.query_terms(query) if isinstance(query, str) else query)}
+        spans: list[list[tuple[int, int]]] = [[] for _ in texts]
         if not wanted:
-            return []
-        # Nouns, numbers and foreign words keep their surface inside an eojeol (서울 in 서울에서), so
-        # a plain search finds them without Kiwi; only verb and adjective stems, which conjugate,
-        # are analyzed, in the words around where they can occur.
-        spans = _surface_spans(text, {key for key in wanted if key[0] not in ("V", "B")})
+            return spans
+        surface = {key for key in wanted if key[0] not in ("V", "B")}  # noun-noun bigrams too: 국민연금공단
         verbs = {key for key in wanted if key[0] == "V"}
-        if verbs:
+        verb_ids = {_cached_term_id(form, "V") for _, form in verbs}
+        pieces: list[tuple[int, int, int]] = []  # (text index, window start, window end) to analyze
+        for index, (text, stored) in enumerate(zip(texts, stems)):
+            if not text or text.isspace():
+                continue
+            spans[index] = _surface_spans(text, surface)
+            if not verbs:
+                continue
+            if stored is not None:
+                spans[index] += [(start, end) for tid, start, end in stored if tid in verb_ids]
+                continue
             windows = _candidate_windows(text, verbs)
-            if windows is None:
-                terms = self.terms(text)
-            else:
-                terms = [
-                    Term(t.form, t.tag, t.start + a, t.end + a)
-                    for (a, b), sentences in zip(windows, self.analyze_many([text[a:b] for a, b in windows]))
-                    for sentence in sentences
-                    for t in sentence.terms
-                ]
-            spans += [(t.start, t.end) for t in terms if "+" not in t.tag and _key(t) in verbs and t.end > t.start]
-        spans.sort()
-        merged: list[tuple[int, int]] = []
-        for start, end in spans:
-            if merged and start <= merged[-1][1]:
-                if end > merged[-1][1]:
-                    merged[-1] = (merged[-1][0], end)
-            else:
-                merged.append((start, end))
-        return merged
+            pieces.extend((index, a, b) for a, b in ([(0, len(text))] if windows is None else windows))
+        if pieces:
+            analyzed = self.analyze_many([texts[i][a:b] for i, a, b in pieces])
+            for (index, a, _), sentences in zip(pieces, analyzed):
+                spans[index] += [(t.start + a, t.end + a) for sentence in sentences for t in sentence.terms
+                                 if "+" not in t.tag and t.end > t.start and _key(t) in verbs]
+        return [_merge_spans(s) for s in spans]
+
+
+def stem_spans(terms: Iterable[Term], *, offset: int = 0) -> list[list[int]]:
+    """[term id, start - offset, end - offset] of each verb or adjective stem among ``terms``:
+    stored with a chunk (offset = the chunk's start) so :meth:`KoreanAnalyzer.highlights`
+    finds conjugated stems without analyzing the chunk again."""
+    return [[_cached_term_id(t.form, "V"), t.start - offset, t.end - offset]
+            for t in terms if "+" not in t.tag and tag_class(t.tag) == "V" and t.end > t.start]
+
+
+def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _surface_spans(text: str, wanted: Iterable[tuple[str, str]]) -> list[tuple[int, int]]:

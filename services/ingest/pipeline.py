@@ -29,6 +29,7 @@ from services.documents.models import (
 )
 from services.errors import SaekinError
 from services.index.base import IndexPoint
+from services.ingest.analyzer import stem_spans
 from services.ingest.chunker import chunk_sentences
 from services.ingest.extract import TEXT_PLAIN, ExtractLimits, extract_file, extract_file_with_timeout
 from services.ingest.normalize import normalize_text
@@ -164,7 +165,8 @@ def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -
                 document_id=item.document_id, generation=item.generation, ordinal=chunk.ordinal,
                 text=chunk.text, char_start=offset + chunk.char_start, char_end=offset + chunk.char_end,
                 page=section.page, heading=(section.heading or None) and section.heading[:512],
-                token_count=chunk.token_count, sparse=sparse.to_dict()))
+                token_count=chunk.token_count, sparse=sparse.to_dict(),
+                stem_spans=stem_spans(chunk_terms, offset=chunk.char_start)))
         offset += len(section.text) + len(SECTION_SEPARATOR)
     full_text = SECTION_SEPARATOR.join(sec.text for sec in sections)
     return full_text, rows

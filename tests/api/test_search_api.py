@@ -48,6 +48,10 @@ def test_highlights_are_morpheme_spans_in_the_passage(app_client, corpus):
     assert top["external_id"] == "jeju"
     marked = {top["text"][s:e] for s, e in top["highlights"]}
     assert {"감귤", "수확"} <= marked
+    # a conjugated verb: 열리다 is written 열린 (its place comes from the spans stored at ingest)
+    top = search(app_client, corpus, query="불꽃 축제가 열리다", mode="sparse")["results"][0]
+    assert top["external_id"] == "seoul"
+    assert {"불꽃", "축제", "열린"} <= {top["text"][s:e] for s, e in top["highlights"]}
 
 
 @pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])

@@ -16,6 +16,7 @@ from services.ingest.analyzer import (
     Sentence,
     Term,
     get_analyzer,
+    stem_spans,
     tag_class,
     term_id,
 )
@@ -217,6 +218,34 @@ def test_highlights_verbs_and_english(analyzer):
     covered = "".join(text[a:b] for a, b in spans)
     assert "친구" in covered and "GPU" in covered and "만" in covered
     assert analyzer.highlights(text, "부산") == []
+
+
+def test_stored_stem_spans_highlight_conjugated_stems_without_kiwi(analyzer):
+    text = "어제 친구를 만났고 오늘도 만나서 밥을 먹었다. 날씨가 아름다웠다."
+    stems = stem_spans(analyzer.terms(text))
+    assert {text[a:b] for _, a, b in stems} >= {"만났", "만나", "먹", "아름다웠"}
+    recording = copy.copy(analyzer)
+    recording._kiwi = _RecordingKiwi(analyzer._kiwi)
+    query = "친구를 만나다 아름답다"
+    terms = recording.query_terms(query)  # a search analyzes its query once, for the sparse vector too
+    before = recording._kiwi.chars
+    stored = recording.highlights(text, terms, stems)
+    assert recording._kiwi.chars == before  # the stored spans replaced the analysis of the text
+    assert stored == analyzer.highlights(text, query)  # ... and gave the same answer
+    assert {text[a:b] for a, b in stored} == {"친구", "만났", "만나", "아름다웠"}
+    # offsets are relative to the chunk the spans are stored with
+    shifted = stem_spans(analyzer.terms("머리말. " + text), offset=len("머리말. "))
+    assert shifted == stems
+
+
+def test_highlights_many_match_one_text_at_a_time(analyzer):
+    texts = ["어제 친구를 만났고 GPU를 샀다", "", "서울에서 친구를 만나서 반가웠다", "관계없는 문장입니다"]
+    query = "친구 만나다 gpu"
+    stems = [stem_spans(analyzer.terms(t)) if i == 2 else None for i, t in enumerate(texts)]
+    assert analyzer.highlights_many(texts, query, stems) == [analyzer.highlights(t, query) for t in texts]
+    assert analyzer.highlights_many(texts, query) == [analyzer.highlights(t, query) for t in texts]
+    with pytest.raises(ValueError):
+        analyzer.highlights_many(texts, query, [None])
 
 
 # -- sentences --------------------------------------------------------------------------

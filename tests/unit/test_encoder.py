@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.profiles import PROFILES, get_profile
+from services.embedding import encoder as encoder_module
 from services.embedding.encoder import Encoder, QueryEncoder, load_tokenizer, plan_batches
 from services.embedding.twin import build_twin, builtin_corpus
 
@@ -53,8 +54,13 @@ def test_plan_batches_examples():
     assert plan_batches([10, 50, 20], 99) == [[1], [2, 0]]
     assert plan_batches([512] * 8, 2048) == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert plan_batches([5000, 3], 1000) == [[0], [1]]
+    # min_fill: a text joins only if it is at least that fraction of the batch's longest
+    assert plan_batches([100, 80, 70, 40], 1000, min_fill=0.75) == [[0, 1], [2], [3]]
+    assert plan_batches([100, 80, 70, 40], 1000) == [[0, 1, 2, 3]]
     with pytest.raises(ValueError):
         plan_batches([1], 0)
+    with pytest.raises(ValueError):
+        plan_batches([1], 10, min_fill=1.5)
 
 
 # --- twins and the plain path ------------------------------------------------------------------
@@ -140,6 +146,61 @@ def test_engine_equals_plain_sentence_transformers(twin_dirs, variant):
     norms = np.linalg.norm(got, axis=1)
     normalized = variant in ("bge-m3-ko", "sroberta-mean-normalize")
     assert np.allclose(norms, 1.0, atol=1e-5) == normalized
+
+
+@pytest.mark.parametrize("variant", list(PROFILES))
+def test_short_texts_are_packed_without_padding_where_the_model_allows(twin_dirs, variant):
+    """Questions of different lengths share one padding-free sequence (block-diagonal attention,
+    positions restarting per text) on models with SDPA and known position ids; results equal
+    encoding each text alone."""
+    enc = Encoder(str(twin_dirs[variant]), get_profile(variant), device="cpu")
+    packable = enc.attn_implementation == "sdpa"
+    assert (enc.pack_position_offset is not None) == packable  # DeBERTa-v2 has no SDPA: padded batches
+    texts = ["짧은 질문", "조금 더 긴 두 번째 질문입니다. 서울의 인구는 얼마인가요?", "세 번째", " ".join(builtin_corpus()[:40])]
+    shapes: list[tuple[int, ...]] = []
+    forward = enc._forward
+
+    def spy(batch):
+        shapes.append((batch.lengths is not None, *batch.input_ids.shape))
+        return forward(batch)
+
+    enc._forward = spy
+    together = enc.encode_queries(texts)
+    lengths = [len(x) for x in enc._tokenize(texts)]
+    if packable:
+        short = [n for n in lengths if n <= encoder_module.PACK_MAX_TOKENS]
+        assert (True, 1, sum(short)) in shapes  # one packed row with exactly the short texts' tokens
+    else:
+        assert not any(packed for packed, *_ in shapes)
+    enc._forward = forward
+    alone = np.stack([enc.encode_queries([t])[0] for t in texts])
+    np.testing.assert_allclose(together, alone, atol=2e-5, rtol=1e-4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths=st.lists(st.integers(min_value=1, max_value=600), max_size=80),
+       budget=st.integers(min_value=64, max_value=4096))
+def test_batch_plan_with_packing_embeds_every_text_once(twin_dirs, lengths, budget):
+    enc = _packing_encoder(twin_dirs)
+    enc.max_batch_tokens = budget
+    plan = enc._plan(lengths)
+    assert sorted(i for _, batch in plan for i in batch) == list(range(len(lengths)))
+    for packed, batch in plan:
+        if packed:
+            assert all(lengths[i] <= encoder_module.PACK_MAX_TOKENS for i in batch)
+            assert sum(lengths[i] for i in batch) <= min(encoder_module.PACK_GROUP_TOKENS, budget) or len(batch) == 1
+        else:
+            assert all(lengths[i] > encoder_module.PACK_MAX_TOKENS for i in batch)
+            assert len(batch) * max(lengths[i] for i in batch) <= budget or len(batch) == 1
+
+
+_PACKING_ENCODER: list[Encoder] = []
+
+
+def _packing_encoder(twin_dirs) -> Encoder:
+    if not _PACKING_ENCODER:
+        _PACKING_ENCODER.append(Encoder(str(twin_dirs["bge-m3-ko"]), get_profile("bge-m3-ko"), device="cpu"))
+    return _PACKING_ENCODER[0]
 
 
 @pytest.mark.slow
