@@ -474,8 +474,9 @@ class Encoder:
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self._autocast else nullcontext()
         with torch.inference_mode(), autocast:
             if batch.lengths is not None:
-                out = self._transformer(input_ids=ids, attention_mask=mask, position_ids=batch.position_ids,
-                                        return_dict=True)
+                # One text needs no mask (SDPA's fastest kernel); several need the block-diagonal one.
+                out = self._transformer(input_ids=ids, attention_mask=mask if len(batch.lengths) > 1 else None,
+                                        position_ids=batch.position_ids, return_dict=True)
                 features = _unpack(out.last_hidden_state[0], ids[0], batch.lengths, self.pad_token_id)
             else:
                 # Without padding the mask changes nothing: leaving it out lets SDPA pick its fastest kernel.
