@@ -61,16 +61,20 @@ _PREFETCH_BATCHES = 3
 # ~270-330 tokens/s on 1 x 512-token batches against ~160-190 on 16 x 512). The GPU budget
 # (SAEKIN_EMBED_MAX_BATCH_TOKENS, default 16,384) is therefore capped to this on CPU.
 CPU_MAX_BATCH_TOKENS = 2048
-# A CPU computes every padded position, so a batch takes a text only if it is at least this
-# fraction of the batch's longest (8 distinct AutoRAG questions, bge-m3 twin, int8, 2-core EPYC:
-# one padded batch cost 1.3 x their one-at-a-time time; one of equal lengths 0.5 x). A GPU runs
-# short batches below its capacity anyway and keeps one batch.
+# ...for real-sized models only: tiny ones (the hidden-64 test twins) are dominated by per-batch
+# overhead and keep the full budget.
+CPU_CAP_MIN_HIDDEN = 256
+# A CPU computes every padded position, so a padded batch takes a text only if it is at least
+# this fraction of the batch's longest (before packing, 8 distinct AutoRAG questions in one
+# padded batch cost the bge-m3 twin, int8, 2-core EPYC 1.3 x their one-at-a-time time; 8 of
+# equal length 0.5 x). A GPU runs short batches below its capacity anyway and keeps one batch.
 CPU_MIN_FILL = 0.75
 # Padding-free batches: short texts (questions) of different lengths are concatenated into one
 # sequence with a block-diagonal attention mask and per-text position ids, so a CPU computes no
-# padding at all (8 AutoRAG questions, bge-m3 twin, fp32, 2-core EPYC: the same question 8 times
-# cost 184 ms each against 489 ms alone; a padded batch of 8 different ones 380 ms each). Attention
-# over the packed sequence grows with its square, so only texts up to this many tokens are packed.
+# padding at all (bge-m3 twin, fp32, 2-core EPYC: 8 questions without padding cost 181 ms each
+# against 489 ms alone; a padded batch of 8 AutoRAG questions of different lengths 423 ms each
+# against 573 ms). Attention over the packed sequence grows with its square, so only texts up to
+# this many tokens are packed.
 PACK_MAX_TOKENS = 128
 # ...and a packed sequence holds at most this many tokens (attention over it then costs under a
 # tenth of the linear layers' work for a 1024-wide model).
@@ -78,9 +82,6 @@ PACK_GROUP_TOKENS = 512
 # Architectures whose position ids can be given per packed text: model_type -> whether positions
 # start after the padding index (RoBERTa family) or at 0 (BERT).
 _PACKABLE_MODEL_TYPES = {"xlm-roberta": True, "roberta": True, "bert": False}
-# ...for real-sized models only: tiny ones (the hidden-64 test twins) are dominated by per-batch
-# overhead and keep the full budget.
-CPU_CAP_MIN_HIDDEN = 256
 
 
 # --------------------------------------------------------------------------------------------
