@@ -14,7 +14,8 @@ router = APIRouter(prefix="/v1/collections/{collection}", tags=["search"])
 @router.post("/search", response_model=SearchResponse)
 def search(collection: str, request: SearchRequest, rt: RuntimeDep) -> SearchResponse:
     """Ranked passages for a question, with their document metadata and highlighted query terms."""
-    # The session is opened here, not by a dependency: a generator dependency costs two more
-    # thread-pool hand-offs per request, a tenth of a keyword search.
+    # The session is opened here, not by a generator dependency, which would cost two more
+    # thread-pool hand-offs per request (with them and the sync dependencies, a search for an
+    # unknown collection took ~4 ms over HTTP on a 2-vCPU EPYC; without, ~2 ms).
     with session_scope(rt.session_factory) as session:
         return service.search(session, rt=rt, collection_name=collection, request=request)
