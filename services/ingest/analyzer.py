@@ -330,8 +330,10 @@ class KoreanAnalyzer:
         spans: list[list[tuple[int, int]]] = [[] for _ in texts]
         if not wanted:
             return spans
-        surface = {key for key in wanted if key[0] not in ("V", "B")}  # noun-noun bigrams too: 국민연금공단
+        # Patterns built once per query; noun-noun bigrams (국민연금공단) are searched as well.
+        surface = _needle_pattern(key for key in wanted if key[0] not in ("V", "B"))
         verbs = {key for key in wanted if key[0] == "V"}
+        verb_needles = _needle_pattern(verbs)
         verb_ids = {_cached_term_id(form, "V") for _, form in verbs}
         pieces: list[tuple[int, int, int]] = []  # (text index, window start, window end) to analyze
         for index, (text, stored) in enumerate(zip(texts, stems)):
@@ -343,7 +345,7 @@ class KoreanAnalyzer:
             if stored is not None:
                 spans[index] += [(start, end) for tid, start, end in stored if tid in verb_ids]
                 continue
-            windows = _candidate_windows(text, verbs)
+            windows = _candidate_windows(text, verb_needles)
             pieces.extend((index, a, b) for a, b in ([(0, len(text))] if windows is None else windows))
         if pieces:
             analyzed = self.analyze_many([texts[i][a:b] for i, a, b in pieces])
@@ -372,12 +374,18 @@ def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def _surface_spans(text: str, wanted: Iterable[tuple[str, str]]) -> list[tuple[int, int]]:
-    """Where the surfaces of non-conjugating terms occur; ASCII words only as whole words."""
+def _needle_pattern(wanted: Iterable[tuple[str, str]]) -> re.Pattern | None:
+    """One regex for the :func:`_needles` of ``wanted`` (longest first), built once per query."""
     needles = _needles(wanted)
     if not needles:
+        return None
+    return re.compile("|".join(map(re.escape, sorted(needles, key=len, reverse=True))), re.IGNORECASE)
+
+
+def _surface_spans(text: str, pattern: re.Pattern | None) -> list[tuple[int, int]]:
+    """Where the surfaces of non-conjugating terms (``pattern``) occur; ASCII words only as whole words."""
+    if pattern is None:
         return []
-    pattern = re.compile("|".join(map(re.escape, sorted(needles, key=len, reverse=True))), re.IGNORECASE)
     spans = []
     for match in pattern.finditer(text):
         start, end = match.span()
@@ -420,13 +428,11 @@ def _word_end(text: str, i: int) -> int:
     return i
 
 
-def _candidate_windows(text: str, wanted: Iterable[tuple[str, str]]) -> list[tuple[int, int]] | None:
-    """Merged windows of text (words with a needle, plus one word each side) or None
-    when they would cover more than half of the text."""
-    needles = _needles(wanted)
-    if not needles:
+def _candidate_windows(text: str, pattern: re.Pattern | None) -> list[tuple[int, int]] | None:
+    """Merged windows of text (words with a needle of ``pattern``, plus one word each side) or
+    None when they would cover more than half of the text."""
+    if pattern is None:
         return []
-    pattern = re.compile("|".join(map(re.escape, sorted(needles, key=len, reverse=True))), re.IGNORECASE)
     windows: list[tuple[int, int]] = []
     n = len(text)
     for match in pattern.finditer(text):

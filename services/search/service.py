@@ -15,7 +15,7 @@ from services.runtime import Runtime
 from services.search.schemas import LegScore, SearchHit, SearchRequest, SearchResponse
 from services.vectors import SparseVector
 
-# Hits of a replaced generation are dropped after the index query; fetch a few extra to fill top_k.
+# Hits of a replaced generation are dropped after the index query; ask the index for a few extra to fill top_k.
 OVERFETCH = 10
 
 
@@ -48,15 +48,18 @@ def search(session: Session, *, rt: Runtime, collection_name: str, request: Sear
                           fusion=request.fusion, prefetch_limit=max(request.prefetch, limit))
     legs = _explain(rt, name, dense, sparse, flt, limit, request) if request.explain and mode == "hybrid" else None
 
-    rows = _load_passages(session, [uuid.UUID(h.id) for h in hits])
+    # Rows for the first top_k hits; only when some are skipped (a document deleted meanwhile, or
+    # an older or not yet published generation) are the next hits' rows loaded.
     passages = []
-    for hit in hits:
-        row = rows.get(hit.id)
-        if row is None or row.generation != row.indexed_generation:
-            continue  # deleted meanwhile, or an older or not yet published generation
-        passages.append((hit, row))
-        if len(passages) == request.top_k:
-            break
+    position = 0
+    while len(passages) < request.top_k and position < len(hits):
+        batch = hits[position:position + request.top_k - len(passages)]
+        position += len(batch)
+        rows = _load_passages(session, [uuid.UUID(h.id) for h in batch])
+        for hit in batch:
+            row = rows.get(hit.id)
+            if row is not None and row.generation == row.indexed_generation:
+                passages.append((hit, row))
     highlights = (rt.analyzer.highlights_many([row.text for _, row in passages], terms,
                                               [row.stem_spans for _, row in passages])
                   if request.highlight else [[] for _ in passages])

@@ -1,6 +1,8 @@
 """Korean hybrid search through the API: morpheme matching, modes, explain, highlights."""
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.conftest import unique_collection, wait_for_status
@@ -76,3 +78,22 @@ def test_a_query_without_searchable_terms_falls_back_to_dense(app_client, corpus
     assert body["results"]
     sparse_only = search(app_client, corpus, query="...", mode="sparse")
     assert sparse_only["results"] == [] and sparse_only["note"]
+
+
+def test_top_k_is_filled_past_hits_of_unpublished_generations(app_client, corpus):
+    """A hit whose document's current generation is not the one indexed is skipped, and the
+    next hits' rows are loaded so that top_k results still come back."""
+    from sqlalchemy import update
+
+    from services.db import session_scope
+    from services.documents.models import Document
+
+    body = {"query": "축제가 열리는 곳의 감귤", "mode": "sparse", "top_k": 2}
+    before = search(app_client, corpus, **body)["results"]
+    assert len(before) == 2
+    hidden = before[0]["document_id"]
+    with session_scope(app_client.runtime.session_factory) as session:  # as if a replacement were half done
+        session.execute(update(Document).where(Document.id == uuid.UUID(hidden)).values(indexed_generation=None))
+    after = search(app_client, corpus, **body)["results"]
+    assert len(after) == 2 and hidden not in {h["document_id"] for h in after}
+    assert [h["rank"] for h in after] == [1, 2]
