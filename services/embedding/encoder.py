@@ -430,22 +430,23 @@ class Encoder:
     def _plan(self, lengths: list[int]) -> list[tuple[bool, list[int]]]:
         """(packed?, text indices) of each batch: short texts packed where the model allows it,
         the rest padded, by the token budget."""
-        packable = [] if self.pack_position_offset is None else [i for i, n in enumerate(lengths) if n <= PACK_MAX_TOKENS]
+        can_pack = self.pack_position_offset is not None
+        packable: list[int] = []
+        rest: list[int] = []
+        for i, n in enumerate(lengths):
+            (packable if can_pack and n <= PACK_MAX_TOKENS else rest).append(i)
         plan: list[tuple[bool, list[int]]] = []
-        if packable:
-            group_tokens = min(PACK_GROUP_TOKENS, self.max_batch_tokens)
-            group: list[int] = []
-            total = 0
-            for i in packable:
-                if group and total + lengths[i] > group_tokens:
-                    plan.append((True, group))
-                    group, total = [], 0
-                group.append(i)
-                total += lengths[i]
+        group_tokens = min(PACK_GROUP_TOKENS, self.max_batch_tokens)
+        group: list[int] = []
+        total = 0
+        for i in packable:
+            if group and total + lengths[i] > group_tokens:
+                plan.append((True, group))
+                group, total = [], 0
+            group.append(i)
+            total += lengths[i]
+        if group:
             plan.append((True, group))
-            rest = sorted(set(range(len(lengths))) - set(packable))
-        else:
-            rest = list(range(len(lengths)))
         min_fill = 0.0 if self.is_cuda else CPU_MIN_FILL
         plan += [(False, [rest[j] for j in batch])
                  for batch in plan_batches([lengths[i] for i in rest], self.max_batch_tokens, min_fill=min_fill)]

@@ -360,7 +360,7 @@ def stem_spans(terms: Iterable[Term], *, offset: int = 0) -> list[list[int]]:
     stored with a chunk (offset = the chunk's start) so :meth:`KoreanAnalyzer.highlights`
     finds conjugated stems without analyzing the chunk again."""
     return [[_cached_term_id(t.form, "V"), t.start - offset, t.end - offset]
-            for t in terms if "+" not in t.tag and tag_class(t.tag) == "V" and t.end > t.start]
+            for t in terms if tag_class(t.tag) == "V" and t.end > t.start]  # bigrams are class N or B
 
 
 def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
