@@ -129,4 +129,9 @@ def chunk_point_id(document_id: uuid.UUID, generation: int, ordinal: int) -> uui
 
 def index_name(collection: Collection) -> str:
     """The Qdrant collection holding `collection`'s points; one per Saekin collection and profile."""
-    return f"saekin_{collection.name.replace('-', '_')}_{collection.profile.replace('-', '_')}"
+    return collection_index_name(collection.name, collection.profile)
+
+
+def collection_index_name(name: str, profile: str) -> str:
+    """:func:`index_name` from the collection's name and profile columns."""
+    return f"saekin_{name.replace('-', '_')}_{profile.replace('-', '_')}"

@@ -104,6 +104,7 @@ _SENTENCE_END = re.compile(r"[.?!。？！]\s")
 _THOUSANDS = re.compile(r"^\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 
 
+@lru_cache(maxsize=4096)  # a few dozen tags and their pairs; called for every term of every chunk
 def tag_class(tag: str) -> str | None:
     """Hashing class of a Kiwi tag or of a bigram tag ``"A+B"``; None for dropped tags."""
     if "+" in tag:

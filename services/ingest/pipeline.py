@@ -20,12 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, func, insert, select, tuple_, update
 
-from services.db import session_scope
 from services.documents.models import (
-    Chunk, Document, DocumentSource, DocumentStage, DocumentStatus, chunk_point_id, index_name, utcnow,
+    Chunk, Collection, Document, DocumentSource, DocumentStage, DocumentStatus, chunk_point_id, collection_index_name,
+    utcnow,
 )
 from services.errors import SaekinError
 from services.index.base import IndexPoint
@@ -48,24 +47,24 @@ class WorkItem:
     generation: int
 
 
-def _current(session: Session, item: WorkItem) -> Document | None:
-    """The document if `item` is still its latest generation (not deleted, not replaced)."""
-    document = session.get(Document, item.document_id)
-    if document is None or document.generation != item.generation:
-        return None
-    return document
+# The stages run once per document: plain Core statements on the tables, no ORM objects or
+# ORM statement layers, which cost more CPU here than the SQL itself.
+_documents = Document.__table__
+_sources = DocumentSource.__table__
+_chunks = Chunk.__table__
+_collections = Collection.__table__
 
 
 def _update_generation(item: WorkItem, **values):
     """UPDATE of the document row while `item` is still its generation (no row otherwise)."""
-    return (update(Document).where(Document.id == item.document_id, Document.generation == item.generation)
-            .values(updated_at=utcnow(), **values)
-            .execution_options(synchronize_session=False))  # plain SQL: no ORM objects to keep in sync
+    d = _documents.c
+    return (update(_documents).where(d.id == item.document_id, d.generation == item.generation)
+            .values(updated_at=utcnow(), **values))
 
 
 def _set_state(rt: Runtime, item: WorkItem, **values) -> None:
-    with session_scope(rt.session_factory) as session:
-        session.execute(_update_generation(item, **values))
+    with rt.engine.begin() as conn:
+        conn.execute(_update_generation(item, **values))
 
 
 def mark_failed(rt: Runtime, item: WorkItem, reason: str) -> None:
@@ -77,42 +76,47 @@ def mark_failed(rt: Runtime, item: WorkItem, reason: str) -> None:
 def prepare_document(rt: Runtime, item: WorkItem) -> int | None:
     """Run the CPU stage for one generation; the number of chunks written, or None if stale or failed.
 
-    Two transactions of plain SQL statements (claim, then write): this runs for every document,
-    and ORM objects cost more CPU here than Kiwi's analysis of a short page.
+    One connection, two short transactions: claim (status, and the uploaded bytes in the same
+    statement), then write the chunk rows; nothing is held open while the text is analysed.
     """
-    with session_scope(rt.session_factory) as session:
-        claimed = session.execute(
+    source = _sources.c
+    uploaded = (select(source.data).where(source.document_id == item.document_id,
+                                          source.generation == item.generation).scalar_subquery())
+    with rt.engine.connect() as conn:
+        claimed = conn.execute(
             _update_generation(item, status=DocumentStatus.processing, stage=DocumentStage.extracting, error=None)
-            .returning(Document.filename, Document.media_type)).first()
-        data = session.scalar(select(DocumentSource.data).where(
-            DocumentSource.document_id == item.document_id, DocumentSource.generation == item.generation))
-        if claimed is None or data is None:  # deleted or replaced since it was queued
-            session.rollback()
+            .returning(_documents.c.filename, _documents.c.media_type, uploaded)).first()
+        if claimed is None or claimed[2] is None:  # deleted or replaced since it was queued
+            conn.rollback()
             return None
-        filename, media_type = claimed
+        conn.commit()
+        filename, media_type, data = claimed
 
-    try:
-        started = time.monotonic()
-        detected_type, sections = _extract_sections(rt, data, filename=filename, media_type=media_type)
-        if time.monotonic() - started > STAGE_REPORT_AFTER_S:
-            # Worth a transaction only when someone polling could have seen `extracting`.
-            _set_state(rt, item, stage=DocumentStage.chunking)
-        full_text, rows = _chunk_sections(rt, item, sections)
-    except SaekinError as exc:
-        mark_failed(rt, item, exc.message)
-        return None
+        try:
+            started = time.monotonic()
+            detected_type, sections = _extract_sections(rt, data, filename=filename, media_type=media_type)
+            if time.monotonic() - started > STAGE_REPORT_AFTER_S:
+                # Worth a transaction only when someone polling could have seen `extracting`.
+                conn.execute(_update_generation(item, stage=DocumentStage.chunking))
+                conn.commit()
+            full_text, rows = _chunk_sections(rt, item, sections)
+        except SaekinError as exc:
+            mark_failed(rt, item, exc.message)
+            return None
 
-    with session_scope(rt.session_factory) as session:
-        written = session.execute(_update_generation(
+        written = conn.execute(_update_generation(
             item, chunk_count=len(rows), embedded_count=0, char_count=len(full_text),
             text_sha256=hashlib.sha256(full_text.encode()).hexdigest(),
             stage=DocumentStage.embedding, media_type=detected_type))
         if written.rowcount == 0:  # deleted or replaced while we worked
-            session.rollback()
+            conn.rollback()
             return None
         # A redelivered task replaces what an interrupted one wrote for this generation.
-        session.execute(delete(Chunk).where(Chunk.document_id == item.document_id, Chunk.generation == item.generation))
-        session.execute(insert(Chunk), rows)
+        conn.execute(delete(_chunks).where(_chunks.c.document_id == item.document_id,
+                                           _chunks.c.generation == item.generation))
+        if rows:
+            conn.execute(insert(_chunks), rows)
+        conn.commit()
     return len(rows)
 
 
@@ -174,64 +178,69 @@ def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -
 
 def embed_documents(rt: Runtime, items: Sequence[WorkItem]) -> None:
     """Run the GPU stage for several prepared generations at once (one encode call fills the GPU)."""
-    with session_scope(rt.session_factory) as session:
-        live = [item for item in items if (doc := _current(session, item)) is not None
-                and doc.stage == DocumentStage.embedding]
-        if not live:
+    d, c, coll = _documents.c, _chunks.c, _collections.c
+    wanted = {item.document_id: item.generation for item in items}
+    with rt.engine.connect() as conn:
+        documents = {row.id: row for row in conn.execute(
+            select(d.id, d.generation, d.external_id, d["metadata"], coll.name.label("collection"), coll.profile)
+            .join_from(_documents, _collections, d.collection_id == coll.id)
+            .where(d.id.in_(wanted), d.stage == DocumentStage.embedding))
+            if wanted[row.id] == row.generation}
+        if not documents:
             return
-        ids = [item.document_id for item in live]
-        documents = {d.id: d for d in session.scalars(select(Document).where(Document.id.in_(ids)))}
-        chunks = list(session.scalars(
-            select(Chunk).where(Chunk.document_id.in_(ids)).order_by(Chunk.document_id, Chunk.ordinal)))
-        chunks = [c for c in chunks if c.generation == documents[c.document_id].generation]
-        session.expunge_all()
+        chunks = [row for row in conn.execute(
+            select(c.id, c.document_id, c.generation, c.ordinal, c.page, c.text, c.sparse)
+            .where(c.document_id.in_(documents)).order_by(c.document_id, c.ordinal))
+            if row.generation == documents[row.document_id].generation]
 
-    vectors = rt.encoder.encode_documents([c.text for c in chunks]) if chunks else []
+    live = [item for item in items if item.document_id in documents]
+    names = {doc_id: collection_index_name(doc.collection, doc.profile) for doc_id, doc in documents.items()}
+    vectors = rt.encoder.encode_documents([chunk.text for chunk in chunks]) if chunks else []
     points: dict[str, list[IndexPoint]] = {}  # per Qdrant collection: one upsert (one flush) for the batch
-    embedded: dict[uuid.UUID, int] = {item.document_id: 0 for item in live}
     for chunk, vector in zip(chunks, vectors):
         document = documents[chunk.document_id]
-        points.setdefault(index_name(document.collection), []).append(IndexPoint(
+        points.setdefault(names[chunk.document_id], []).append(IndexPoint(
             id=str(chunk.id), dense=vector, sparse=SparseVector.from_dict(chunk.sparse),
             payload={
                 "document_id": str(document.id), "external_id": document.external_id,
                 "generation": chunk.generation, "ordinal": chunk.ordinal, "page": chunk.page,
-                "metadata": document.metadata_ or {},
+                "metadata": document.metadata or {},
             }))
-        embedded[chunk.document_id] += 1
-    for name in {index_name(documents[item.document_id].collection) for item in live}:
+    for name in set(names.values()):
         rt.index.ensure_collection(name, dim=rt.encoder.dim)
         if points.get(name):
             rt.index.upsert(name, points[name])
-    _publish(rt, live, {item.document_id: index_name(documents[item.document_id].collection) for item in live},
-             embedded)
+    _publish(rt, live, names)
 
 
-def _publish(rt: Runtime, items: Sequence[WorkItem], names: dict[uuid.UUID, str], embedded: dict[uuid.UUID, int]) -> None:
+def _publish(rt: Runtime, items: Sequence[WorkItem], names: dict[uuid.UUID, str]) -> None:
     """Make each item the searchable generation and drop earlier generations' rows and points."""
-    stale: list[tuple[WorkItem, int | None]] = []  # (item, generation to keep) whose points need cleaning
-    with session_scope(rt.session_factory) as session:
+    d, c = _documents.c, _chunks.c
+    now = utcnow()
+    with rt.engine.begin() as conn:
+        # One statement for the batch; a generation deleted or replaced meanwhile matches no row.
+        published = set(conn.scalars(
+            update(_documents).where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in items]))
+            .values(status=DocumentStatus.indexed, stage=DocumentStage.done, error=None,
+                    indexed_generation=d.generation, indexed_at=now, updated_at=now,
+                    embedded_count=select(func.count()).where(c.document_id == d.id, c.generation == d.generation)
+                    .scalar_subquery())
+            .returning(d.id)))
+        stale: list[tuple[WorkItem, int | None]] = []  # (item, generation to keep) whose points need cleaning
         for item in items:
-            document = _current(session, item)
-            if document is None:
-                # Deleted or replaced while we embedded: our points must not linger.
-                stale.append((item, _live_generation(session, item)))
-                continue
-            document.status, document.stage, document.error = DocumentStatus.indexed, DocumentStage.done, None
-            document.embedded_count = embedded[item.document_id]
-            document.indexed_generation = item.generation
-            document.indexed_at = utcnow()
-            if item.generation > 1:  # only replacements and retries can have older rows and points
-                session.execute(delete(Chunk).where(Chunk.document_id == item.document_id,
-                                                    Chunk.generation != item.generation))
-                stale.append((item, item.generation))
+            if item.document_id in published:
+                if item.generation > 1:  # only replacements and retries can have older rows and points
+                    conn.execute(delete(_chunks).where(c.document_id == item.document_id,
+                                                       c.generation != item.generation))
+                    stale.append((item, item.generation))
+        gone = [item for item in items if item.document_id not in published]
+        if gone:
+            # Deleted or replaced while we embedded: our points must not linger.
+            indexed = dict(conn.execute(select(d.id, d.indexed_generation)
+                                        .where(d.id.in_([i.document_id for i in gone]))).all())
+            stale += [(item, indexed.get(item.document_id, -1)) for item in gone]
     for item, keep in stale:
         rt.index.delete_document(names[item.document_id], str(item.document_id), keep_generation=keep)
-
-
-def _live_generation(session: Session, item: WorkItem) -> int | None:
-    document = session.get(Document, item.document_id)
-    return document.indexed_generation if document is not None else -1
 
 
 def process_now(rt: Runtime, items: Sequence[WorkItem]) -> None:
@@ -263,17 +272,18 @@ def embedding_batch(rt: Runtime, first: WorkItem, *, max_chunks: int = 2048, max
     Empty when `first` no longer waits (an earlier batch took it, or it was replaced or deleted):
     most tasks of a busy queue end here after one indexed query.
     """
-    waiting = (Document.status == DocumentStatus.processing, Document.stage == DocumentStage.embedding)
-    with session_scope(rt.session_factory) as session:
-        total = session.scalar(select(Document.chunk_count).where(
-            Document.id == first.document_id, Document.generation == first.generation, *waiting))
+    d = _documents.c
+    waiting = (d.status == DocumentStatus.processing, d.stage == DocumentStage.embedding)
+    with rt.engine.connect() as conn:
+        total = conn.scalar(select(d.chunk_count).where(
+            d.id == first.document_id, d.generation == first.generation, *waiting))
         if total is None:
             return []
         batch = [first]
-        rows = session.execute(
-            select(Document.id, Document.generation, Document.chunk_count)
-            .where(*waiting, Document.id != first.document_id)
-            .order_by(Document.updated_at).limit(max_documents - 1))
+        rows = conn.execute(
+            select(d.id, d.generation, d.chunk_count)
+            .where(*waiting, d.id != first.document_id)
+            .order_by(d.updated_at).limit(max_documents - 1))
         for doc_id, generation, chunk_count in rows:
             if total + chunk_count > max_chunks:
                 break
@@ -284,7 +294,8 @@ def embedding_batch(rt: Runtime, first: WorkItem, *, max_chunks: int = 2048, max
 
 def pending_work(rt: Runtime) -> list[WorkItem]:
     """Generations that were queued or in progress when the process stopped (embedded recovery)."""
-    with session_scope(rt.session_factory) as session:
-        rows = session.execute(select(Document.id, Document.generation).where(
-            Document.status.in_([DocumentStatus.queued, DocumentStatus.processing])).order_by(Document.created_at))
+    d = _documents.c
+    with rt.engine.connect() as conn:
+        rows = conn.execute(select(d.id, d.generation).where(
+            d.status.in_([DocumentStatus.queued, DocumentStatus.processing])).order_by(d.created_at))
         return [WorkItem(doc_id, gen) for doc_id, gen in rows]

@@ -121,3 +121,25 @@ def test_a_document_without_text_fails_with_a_reason(rt):
     with session_scope(rt.session_factory) as session:
         doc = session.get(Document, item.document_id)
         assert doc.status == DocumentStatus.failed and "no text" in doc.error
+
+
+def test_a_batch_publishes_live_generations_and_cleans_up_after_replaced_ones(rt):
+    plain = submit(rt, "그대로 색인되는 문서이다.", external_id="a")
+    first = submit(rt, "처음 올린 내용이다. 나중에 바뀐다.", external_id="b")
+    process_now(rt, [first])
+    second = submit(rt, "두 번째로 올린 내용이다. 이전 조각은 지워진다.", external_id="b")
+    racing = submit(rt, "임베딩 도중에 다시 올라오는 문서이다.", external_id="c")
+    for item in (plain, second, racing):
+        prepare_document(rt, item)
+    submit(rt, "임베딩 도중에 바뀐 내용이다.", external_id="c")  # c's generation 2 arrives while 1 is embedding
+    embed_documents(rt, [plain, second, racing])
+
+    with session_scope(rt.session_factory) as session:
+        docs = {d.external_id: d for d in session.scalars(select(Document))}
+    for key, generation in (("a", 1), ("b", 2)):
+        assert docs[key].status == DocumentStatus.indexed and docs[key].indexed_generation == generation
+        assert docs[key].embedded_count == docs[key].chunk_count >= 1
+    assert docs["c"].status == DocumentStatus.queued and docs["c"].indexed_generation is None
+    assert {c.generation for c in chunks_of(rt, second)} == {2}  # generation 1's rows are gone
+    # Points: a's and b's generation 2; none of b's generation 1 nor of c's superseded generation.
+    assert rt.index.count(index_name_of(rt)) == len(chunks_of(rt, plain)) + len(chunks_of(rt, second))
