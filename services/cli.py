@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -91,8 +92,12 @@ def worker(queue: Annotated[str, typer.Option(help="ingest (CPU stages) or embed
         from celery.signals import worker_ready
 
         worker_ready.connect(lambda **_: warm_embed_worker(), weak=False)
-    elif concurrency:
-        argv += [f"--concurrency={concurrency}"]
+    else:
+        # One pool process per core does the parallel work; the tokenizer's own thread pool in
+        # each of them would only add CPU time (the chunker's calls cost a third more with it).
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if concurrency:
+            argv += [f"--concurrency={concurrency}"]
     celery.worker_main(argv)
 
 
