@@ -228,11 +228,10 @@ def _publish(rt: Runtime, items: Sequence[WorkItem], names: dict[uuid.UUID, str]
             .returning(d.id)))
         stale: list[tuple[WorkItem, int | None]] = []  # (item, generation to keep) whose points need cleaning
         for item in items:
-            if item.document_id in published:
-                if item.generation > 1:  # only replacements and retries can have older rows and points
-                    conn.execute(delete(_chunks).where(c.document_id == item.document_id,
-                                                       c.generation != item.generation))
-                    stale.append((item, item.generation))
+            if item.document_id in published and item.generation > 1:  # only replacements and retries
+                conn.execute(delete(_chunks).where(c.document_id == item.document_id,  # have older rows and points
+                                                   c.generation != item.generation))
+                stale.append((item, item.generation))
         gone = [item for item in items if item.document_id not in published]
         if gone:
             # Deleted or replaced while we embedded: our points must not linger.
