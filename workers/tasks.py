@@ -59,9 +59,12 @@ def ingest(self, document_id: str, generation: int) -> None:
 
 @shared_task(name=EMBED_TASK, base=_PipelineTask, bind=True)
 def embed(self, document_id: str, generation: int) -> None:
-    """GPU stage: embed the generation's chunks, upsert its points, publish it."""
+    """GPU stage: embed the generation's chunks (with other waiting ones), upsert their points, publish them."""
     rt = runtime()
-    embed_documents(rt, embedding_batch(rt, WorkItem(uuid.UUID(document_id), int(generation))))
+    # The task id names the claim: this task, redelivered or retried, takes its batch back.
+    batch = embedding_batch(rt, WorkItem(uuid.UUID(document_id), int(generation)),
+                            claim=self.request.id or str(uuid.uuid4()), lease_s=rt.settings.task_time_limit_s)
+    embed_documents(rt, batch)
 
 
 def warm_embed_worker() -> None:

@@ -82,6 +82,10 @@ class Document(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The embed task (Celery task id) whose batch holds this waiting generation, so that embed
+    # workers on several GPUs never embed the same document twice; free again after the lease.
+    embed_claim: Mapped[str | None] = mapped_column(String(64))
+    embed_claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     collection: Mapped[Collection] = relationship(lazy="joined")
 

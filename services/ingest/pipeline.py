@@ -18,9 +18,10 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, func, insert, select, tuple_, update
+from sqlalchemy import delete, func, insert, or_, select, tuple_, update
 
 from services.documents.models import (
     Chunk, Collection, Document, DocumentSource, DocumentStage, DocumentStatus, chunk_point_id, collection_index_name,
@@ -107,7 +108,7 @@ def prepare_document(rt: Runtime, item: WorkItem) -> int | None:
         written = conn.execute(_update_generation(
             item, chunk_count=len(rows), embedded_count=0, char_count=len(full_text),
             text_sha256=hashlib.sha256(full_text.encode()).hexdigest(),
-            stage=DocumentStage.embedding, media_type=detected_type))
+            stage=DocumentStage.embedding, media_type=detected_type, embed_claim=None, embed_claimed_until=None))
         if written.rowcount == 0:  # deleted or replaced while we worked
             conn.rollback()
             return None
@@ -178,6 +179,8 @@ def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -
 
 def embed_documents(rt: Runtime, items: Sequence[WorkItem]) -> None:
     """Run the GPU stage for several prepared generations at once (one encode call fills the GPU)."""
+    if not items:
+        return
     d, c, coll = _documents.c, _chunks.c, _collections.c
     wanted = {item.document_id: item.generation for item in items}
     with rt.engine.connect() as conn:
@@ -223,6 +226,7 @@ def _publish(rt: Runtime, items: Sequence[WorkItem], names: dict[uuid.UUID, str]
             update(_documents).where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in items]))
             .values(status=DocumentStatus.indexed, stage=DocumentStage.done, error=None,
                     indexed_generation=d.generation, indexed_at=now, updated_at=now,
+                    embed_claim=None, embed_claimed_until=None,
                     embedded_count=select(func.count()).where(c.document_id == d.id, c.generation == d.generation)
                     .scalar_subquery())
             .returning(d.id)))
@@ -262,32 +266,43 @@ def process_now(rt: Runtime, items: Sequence[WorkItem]) -> None:
             mark_failed(rt, item, f"internal error while embedding: {exc!r}")
 
 
-def embedding_batch(rt: Runtime, first: WorkItem, *, max_chunks: int = 2048, max_documents: int = 64) -> list[WorkItem]:
-    """`first` plus other generations waiting for the embed stage, up to `max_chunks` chunks.
+def embedding_batch(rt: Runtime, first: WorkItem, *, claim: str, lease_s: float,
+                    max_chunks: int = 2048, max_documents: int = 64) -> list[WorkItem]:
+    """`first` plus other generations waiting for the embed stage, up to `max_chunks` chunks, claimed for `claim`.
 
     The embed worker takes them together so many small documents fill the GPU's batches as well
-    as one large one. Their own embed tasks then find them published and do nothing; if this
-    worker dies, those tasks are still queued (acks_late), so nothing is lost.
-    Empty when `first` no longer waits (an earlier batch took it, or it was replaced or deleted):
-    most tasks of a busy queue end here after one indexed query.
+    as one large one. The claim keeps other embed workers (one per GPU) from taking the same
+    documents into their batches while the lease lasts; their own embed tasks then end here or
+    find them published. `claim` is the Celery task id: a task redelivered after its worker died,
+    or retried after an error, has the same id and takes its batch back at once; the documents
+    of a claim that nobody comes back for are free again when the lease ends.
+    Empty when `first` no longer waits (an earlier batch took it, or it was replaced or deleted)
+    or another task holds it: most tasks of a busy queue end here after one indexed query.
     """
     d = _documents.c
-    waiting = (d.status == DocumentStatus.processing, d.stage == DocumentStage.embedding)
-    with rt.engine.connect() as conn:
+    now = utcnow()
+    claimable = (d.status == DocumentStatus.processing, d.stage == DocumentStage.embedding,
+                 or_(d.embed_claim.is_(None), d.embed_claim == claim, d.embed_claimed_until < now))
+    with rt.engine.begin() as conn:
+        # FOR UPDATE SKIP LOCKED (PostgreSQL): rows another worker is claiming right now are not ours.
         total = conn.scalar(select(d.chunk_count).where(
-            d.id == first.document_id, d.generation == first.generation, *waiting))
+            d.id == first.document_id, d.generation == first.generation, *claimable)
+            .with_for_update(skip_locked=True))
         if total is None:
             return []
         batch = [first]
         rows = conn.execute(
             select(d.id, d.generation, d.chunk_count)
-            .where(*waiting, d.id != first.document_id)
-            .order_by(d.updated_at).limit(max_documents - 1))
+            .where(*claimable, d.id != first.document_id)
+            .order_by(d.updated_at).limit(max_documents - 1).with_for_update(skip_locked=True))
         for doc_id, generation, chunk_count in rows:
             if total + chunk_count > max_chunks:
                 break
             batch.append(WorkItem(doc_id, generation))
             total += chunk_count
+        conn.execute(update(_documents)
+                     .where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in batch]))
+                     .values(embed_claim=claim, embed_claimed_until=now + timedelta(seconds=lease_s)))
     return batch
 
 

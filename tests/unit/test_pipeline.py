@@ -1,6 +1,8 @@
 """The ingest pipeline's stages on a real SQLite database, Qdrant Edge and the small twin."""
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from sqlalchemy import select
 
@@ -72,9 +74,9 @@ def test_embedding_batch_takes_waiting_documents_together(rt):
     items = [submit(rt, f"{i}번 문서의 내용은 서로 다르다. 번호는 {i}이다.") for i in range(5)]
     for item in items:
         prepare_document(rt, item)
-    batch = embedding_batch(rt, items[0], max_chunks=1000)
+    batch = embedding_batch(rt, items[0], claim="task-0", lease_s=600, max_chunks=1000)
     assert batch[0] == items[0] and set(batch) == set(items)
-    assert embedding_batch(rt, items[0], max_chunks=0) == [items[0]]
+    assert embedding_batch(rt, items[0], claim="task-0", lease_s=600, max_chunks=0) == [items[0]]
     embed_documents(rt, batch)
     with session_scope(rt.session_factory) as session:
         statuses = {d.status for d in session.scalars(select(Document))}
@@ -82,14 +84,75 @@ def test_embedding_batch_takes_waiting_documents_together(rt):
     assert rt.index.count(index_name_of(rt)) == sum(len(chunks_of(rt, i)) for i in items)
     embed_documents(rt, [items[1]])  # its own task arriving later: nothing to do, no duplicates
     assert rt.index.count(index_name_of(rt)) == sum(len(chunks_of(rt, i)) for i in items)
-    assert embedding_batch(rt, items[1]) == []  # the task ends before looking for other work
+    assert embedding_batch(rt, items[1], claim="task-1", lease_s=600) == []  # ends before looking for other work
 
 
 def test_embedding_batch_respects_the_chunk_budget(rt):
     items = [submit(rt, f"{i}번 문서의 내용은 서로 다르다. 번호는 {i}이다.") for i in range(4)]
     counts = [prepare_document(rt, item) for item in items]
-    batch = embedding_batch(rt, items[0], max_chunks=counts[0] + counts[1])
+    batch = embedding_batch(rt, items[0], claim="task-0", lease_s=600, max_chunks=counts[0] + counts[1])
     assert batch[0] == items[0] and len(batch) == 2
+
+
+@pytest.fixture
+def rt_on_each_database(make_settings, database_url):
+    """A runtime on SQLite and on PostgreSQL (where claims lock with FOR UPDATE SKIP LOCKED)."""
+    from services.runtime import Runtime
+
+    runtime = Runtime(make_settings(database_url=database_url, chunk_tokens=48, chunk_overlap_tokens=8))
+    yield runtime
+    runtime.close()
+
+
+def _claim_state(rt, items) -> set:
+    with session_scope(rt.session_factory) as session:
+        return {(d.embed_claim, d.status) for d in session.scalars(
+            select(Document).where(Document.id.in_([i.document_id for i in items])))}
+
+
+def test_embed_workers_never_take_documents_another_holds(rt_on_each_database):
+    rt = rt_on_each_database
+    collection = f"claims-{uuid.uuid4().hex[:8]}"  # PostgreSQL's database is shared by the session's tests
+    items = [submit(rt, f"{i}번 문서는 청구 시험에 쓰인다.", collection=collection) for i in range(4)]
+    for item in items:
+        prepare_document(rt, item)
+    batch = embedding_batch(rt, items[0], claim="gpu-a", lease_s=600, max_documents=1000)
+    assert batch[0] == items[0] and set(items) <= set(batch)
+    # Another GPU's worker gets the task of a document in that batch: nothing for it to do.
+    assert embedding_batch(rt, items[1], claim="gpu-b", lease_s=600) == []
+    # The first task, redelivered after its worker died, takes its documents back at once.
+    again = embedding_batch(rt, items[0], claim="gpu-a", lease_s=0, max_documents=1000)
+    assert set(items) <= set(again)
+    # Its lease (0 s this time) has run out: any task may take them now.
+    assert set(items) <= set(embedding_batch(rt, items[2], claim="gpu-b", lease_s=600, max_documents=1000))
+    embed_documents(rt, items)
+    assert _claim_state(rt, items) == {(None, DocumentStatus.indexed)}
+    # A new generation waits unclaimed, whatever claim the one before it had.
+    replacement = submit(rt, "0번 문서의 새 내용이다.", collection=collection)
+    prepare_document(rt, replacement)
+    assert _claim_state(rt, [replacement]) == {(None, DocumentStatus.processing)}
+
+
+@pytest.mark.postgres
+def test_concurrent_embed_tasks_claim_disjoint_batches(make_settings, postgres_url):
+    from concurrent.futures import ThreadPoolExecutor
+    from services.runtime import Runtime
+
+    rt = Runtime(make_settings(database_url=postgres_url, chunk_tokens=48, chunk_overlap_tokens=8))
+    try:
+        collection = f"race-{uuid.uuid4().hex[:8]}"
+        items = [submit(rt, f"{i}번 문서를 여러 작업자가 동시에 노린다.", collection=collection) for i in range(24)]
+        for item in items:
+            prepare_document(rt, item)
+        with ThreadPoolExecutor(8) as pool:  # eight embed tasks at once, each for another document
+            batches = list(pool.map(
+                lambda i: embedding_batch(rt, items[i], claim=f"task-{i}", lease_s=600, max_documents=4),
+                range(0, 24, 3)))
+        taken = [item for batch in batches for item in batch if item in set(items)]
+        assert len(taken) == len(set(taken))  # no document in two batches
+        assert any(batches)
+    finally:
+        rt.close()
 
 
 def test_a_stale_generation_is_skipped(rt):
