@@ -53,6 +53,15 @@ def get_collection(session: Session, *, name: str) -> Collection:
     return collection
 
 
+def get_collection_profile(session: Session, *, name: str) -> str:
+    """The profile of the collection called `name`, or NotFound (one column: the search path)."""
+    profile = session.scalar(select(Collection.__table__.c.profile)
+                             .where(Collection.__table__.c.name == validate_collection_name(name)))
+    if profile is None:
+        raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
+    return profile
+
+
 def get_or_create_collection(session: Session, *, name: str, profile: str) -> Collection:
     """The collection called `name`, created with `profile` on first use."""
     validate_collection_name(name)

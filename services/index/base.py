@@ -95,8 +95,13 @@ class VectorIndex(ABC):
         filter: IndexFilter | None = None,
         fusion: Fusion = "rrf",
         prefetch_limit: int = 100,
+        with_payload: bool = True,
     ) -> list[IndexHit]:
-        """Dense, sparse, or both fused in one request (prefetch from each vector, then RRF or DBSF)."""
+        """Dense, sparse, or both fused in one request (prefetch from each vector, then RRF or DBSF).
+
+        ``with_payload=False`` leaves every hit's payload empty: search reads what it shows from
+        the database, and converting payloads cost a tenth of a sparse search.
+        """
 
     @abstractmethod
     def count(self, name: str, filter: IndexFilter | None = None) -> int:

@@ -161,6 +161,7 @@ class EdgeIndex(VectorIndex):
         filter: IndexFilter | None = None,
         fusion: Fusion = "rrf",
         prefetch_limit: int = 100,
+        with_payload: bool = True,
     ) -> list[IndexHit]:
         """Dense, sparse, or one fused request with a prefetch per vector."""
         check_query_args(limit, prefetch_limit, fusion)
@@ -185,7 +186,7 @@ class EdgeIndex(VectorIndex):
                         qe.Prefetch(limit=pre, query=sparse_q, filter=flt, params=_LIVE_IDF),
                     ],
                     # No top-level filter: fusion only sees filtered prefetches; a third pass cost ~30%.
-                    with_payload=True,
+                    with_payload=with_payload,
                 )
             else:
                 request = qe.QueryRequest(
@@ -193,7 +194,7 @@ class EdgeIndex(VectorIndex):
                     query=dense_q if dense_q is not None else sparse_q,
                     filter=flt,
                     params=_LIVE_IDF if sparse_q is not None else None,
-                    with_payload=True,
+                    with_payload=with_payload,
                 )
             points = shard.shard.query(request)
         hits = [IndexHit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in points]

@@ -158,6 +158,7 @@ class ServerIndex(VectorIndex):
         filter: IndexFilter | None = None,
         fusion: Fusion = "rrf",
         prefetch_limit: int = 100,
+        with_payload: bool = True,
     ) -> list[IndexHit]:
         """Dense, sparse, or one fused Query API request with a prefetch per vector."""
         check_collection_name(name)
@@ -185,7 +186,8 @@ class ServerIndex(VectorIndex):
             kwargs = dict(query=sparse_q, using=SPARSE, query_filter=flt, search_params=_LIVE_IDF)
         with self._calls(name):
             self._require(name)
-            response = self._client.query_points(name, limit=fetch, with_payload=True, with_vectors=False, **kwargs)
+            response = self._client.query_points(name, limit=fetch, with_payload=with_payload, with_vectors=False,
+                                                 **kwargs)
         hits = [IndexHit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in response.points]
         return order_hits(hits, limit)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import time
 import uuid
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
-from services.documents.models import Chunk, Document, index_name
-from services.documents.service import get_collection
+from services.documents.models import Chunk, Document, collection_index_name
+from services.documents.service import get_collection_profile
 from services.errors import Conflict
 from services.index.base import IndexFilter, IndexHit
 from services.runtime import Runtime
@@ -22,11 +22,11 @@ OVERFETCH = 10
 def search(session: Session, *, rt: Runtime, collection_name: str, request: SearchRequest) -> SearchResponse:
     """Ranked passages of `collection_name` for `request`, with their documents' metadata."""
     started = time.perf_counter()
-    collection = get_collection(session, name=collection_name)
-    if collection.profile != rt.settings.embedding_profile and request.mode != "sparse":
-        raise Conflict(f"collection {collection.name!r} was indexed with profile {collection.profile!r}, "
+    profile = get_collection_profile(session, name=collection_name)
+    if profile != rt.settings.embedding_profile and request.mode != "sparse":
+        raise Conflict(f"collection {collection_name!r} was indexed with profile {profile!r}, "
                        f"but this service runs {rt.settings.embedding_profile!r}", code="profile_mismatch")
-    name = index_name(collection)
+    name = collection_index_name(collection_name, profile)
     mode, note = request.mode, None
 
     # The model works on the question while this thread analyses it (sparse leg and highlights).
@@ -45,7 +45,7 @@ def search(session: Session, *, rt: Runtime, collection_name: str, request: Sear
     flt = _index_filter(request)
     limit = request.top_k + OVERFETCH
     hits = rt.index.query(name, dense=dense, sparse=sparse if mode != "dense" else None, limit=limit, filter=flt,
-                          fusion=request.fusion, prefetch_limit=max(request.prefetch, limit))
+                          fusion=request.fusion, prefetch_limit=max(request.prefetch, limit), with_payload=False)
     legs = _explain(rt, name, dense, sparse, flt, limit, request) if request.explain and mode == "hybrid" else None
 
     # Rows for the first top_k hits; only when some are skipped (a document deleted meanwhile, or
@@ -86,26 +86,27 @@ def _explain(rt: Runtime, name: str, dense, sparse: SparseVector, flt: IndexFilt
              request: SearchRequest) -> dict[str, dict[str, LegScore]]:
     """Each leg's own ranking, for `explain`: the same prefetch the fused query used."""
     depth = max(request.prefetch, limit)
-    legs = {"dense": rt.index.query(name, dense=dense, limit=depth, filter=flt),
-            "sparse": rt.index.query(name, sparse=sparse, limit=depth, filter=flt)}
+    legs = {"dense": rt.index.query(name, dense=dense, limit=depth, filter=flt, with_payload=False),
+            "sparse": rt.index.query(name, sparse=sparse, limit=depth, filter=flt, with_payload=False)}
     return {leg: {h.id: LegScore(rank=i + 1, score=h.score) for i, h in enumerate(hits)} for leg, hits in legs.items()}
 
 
-def _load_passages(session: Session, ids: list[uuid.UUID]) -> dict[str, Row]:
-    """What a hit shows of its chunk and document, for all hits in one SQL query.
+# Built once: what a hit shows of its chunk and document. Table columns, not ORM entities:
+# building entities (and the joined collection) for twenty rows cost more than the query itself.
+_chunks, _documents = Chunk.__table__, Document.__table__
+_PASSAGES = (
+    select(_chunks.c.id, _chunks.c.generation, _chunks.c.text, _chunks.c.page, _chunks.c.heading,
+           _chunks.c.char_start, _chunks.c.char_end, _chunks.c.stem_spans, _chunks.c.document_id,
+           _documents.c.external_id, _documents.c.title, _documents.c["metadata"], _documents.c.indexed_generation)
+    .join_from(_chunks, _documents, _chunks.c.document_id == _documents.c.id)
+    .where(_chunks.c.id.in_(bindparam("ids", expanding=True))))
 
-    Plain columns, not ORM objects: building entities (and the joined collection) for
-    twenty rows cost more than the query itself.
-    """
+
+def _load_passages(session: Session, ids: list[uuid.UUID]) -> dict[str, Row]:
+    """Rows of all hits' chunks and documents in one SQL query, by chunk id."""
     if not ids:
         return {}
-    rows = session.execute(
-        select(Chunk.id, Chunk.generation, Chunk.text, Chunk.page, Chunk.heading, Chunk.char_start,
-               Chunk.char_end, Chunk.stem_spans, Chunk.document_id, Document.external_id, Document.title,
-               Document.metadata_.label("metadata"), Document.indexed_generation)
-        .join(Document, Chunk.document_id == Document.id)
-        .where(Chunk.id.in_(ids)))
-    return {str(row.id): row for row in rows}
+    return {str(row.id): row for row in session.execute(_PASSAGES, {"ids": ids})}
 
 
 def _ms(started: float) -> float:

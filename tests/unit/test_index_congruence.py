@@ -211,6 +211,15 @@ def test_hybrid_query_matches(pair, fusion: str) -> None:
         assert_same_hits(a, b)
 
 
+def test_hits_without_payload_rank_the_same(pair) -> None:
+    dense, sparse = random_queries(1)[0]
+    for index in pair:
+        full = index.query(COLLECTION, dense=dense, sparse=sparse, limit=10)
+        bare = index.query(COLLECTION, dense=dense, sparse=sparse, limit=10, with_payload=False)
+        assert all(h.payload for h in full) and all(h.payload == {} for h in bare)
+        assert [(h.id, h.score) for h in bare] == [(h.id, h.score) for h in full]
+
+
 def test_empty_sparse_counts_as_absent(pair) -> None:
     dense, _ = random_queries(1)[0]
     for index in pair:
