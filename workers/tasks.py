@@ -10,7 +10,9 @@ from celery.signals import worker_process_shutdown
 
 from config.settings import get_settings
 from services.dispatch import EMBED_QUEUE, EMBED_TASK, INGEST_TASK
-from services.ingest.pipeline import WorkItem, embed_documents, embedding_batch, mark_failed, prepare_document
+from services.ingest.pipeline import (
+    WorkItem, embed_documents, embedding_batch, mark_claim_failed, mark_failed, prepare_document,
+)
 from services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,14 @@ def ingest(self, document_id: str, generation: int) -> None:
         self.app.send_task(EMBED_TASK, args=[document_id, generation], queue=EMBED_QUEUE)
 
 
-@shared_task(name=EMBED_TASK, base=_PipelineTask, bind=True)
+class _EmbedTask(_PipelineTask):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        super().on_failure(exc, task_id, args, kwargs, einfo)
+        # The rest of the batch this task claimed has no task of its own left.
+        mark_claim_failed(runtime(), task_id, f"internal error while embedding: {exc!r}")
+
+
+@shared_task(name=EMBED_TASK, base=_EmbedTask, bind=True)
 def embed(self, document_id: str, generation: int) -> None:
     """GPU stage: embed the generation's chunks (with other waiting ones), upsert their points, publish them."""
     rt = runtime()

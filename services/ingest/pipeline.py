@@ -71,7 +71,8 @@ def _set_state(rt: Runtime, item: WorkItem, **values) -> None:
 def mark_failed(rt: Runtime, item: WorkItem, reason: str) -> None:
     """Record why a generation failed; an older indexed generation stays searchable."""
     log.warning("document %s generation %s failed: %s", item.document_id, item.generation, reason)
-    _set_state(rt, item, status=DocumentStatus.failed, error=reason[:2000], stage=None)
+    _set_state(rt, item, status=DocumentStatus.failed, error=reason[:2000], stage=None,
+               embed_claim=None, embed_claimed_until=None)
 
 
 def prepare_document(rt: Runtime, item: WorkItem) -> int | None:
@@ -304,6 +305,23 @@ def embedding_batch(rt: Runtime, first: WorkItem, *, claim: str, lease_s: float,
                      .where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in batch]))
                      .values(embed_claim=claim, embed_claimed_until=now + timedelta(seconds=lease_s)))
     return batch
+
+
+def mark_claim_failed(rt: Runtime, claim: str, reason: str) -> int:
+    """Fail every generation still waiting in the batch `claim` took (its task gave up); how many.
+
+    The other documents' own embed tasks ended when they found them claimed, so without this
+    they would wait until another upload's task took them after the lease. Embedded mode fails
+    a whole batch the same way (process_now).
+    """
+    d = _documents.c
+    log.warning("embed batch %s failed: %s", claim, reason)
+    with rt.engine.begin() as conn:
+        return conn.execute(
+            update(_documents)
+            .where(d.embed_claim == claim, d.status == DocumentStatus.processing, d.stage == DocumentStage.embedding)
+            .values(status=DocumentStatus.failed, error=reason[:2000], stage=None, embed_claim=None,
+                    embed_claimed_until=None, updated_at=utcnow())).rowcount
 
 
 def pending_work(rt: Runtime) -> list[WorkItem]:
