@@ -49,7 +49,7 @@ def get_collection(session: Session, *, name: str) -> Collection:
     """The collection called `name`, or NotFound."""
     collection = session.scalar(select(Collection).where(Collection.name == validate_collection_name(name)))
     if collection is None:
-        raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
+        raise _collection_not_found(name)
     return collection
 
 
@@ -58,8 +58,12 @@ def get_collection_profile(session: Session, *, name: str) -> str:
     profile = session.scalar(select(Collection.__table__.c.profile)
                              .where(Collection.__table__.c.name == validate_collection_name(name)))
     if profile is None:
-        raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
+        raise _collection_not_found(name)
     return profile
+
+
+def _collection_not_found(name: str) -> NotFound:
+    return NotFound(f"collection {name!r} does not exist", code="collection_not_found")
 
 
 def get_or_create_collection(session: Session, *, name: str, profile: str) -> Collection:

@@ -133,7 +133,7 @@ def test_embed_workers_never_take_documents_another_holds(rt_on_each_database):
     assert _claim_state(rt, [replacement]) == {(None, DocumentStatus.processing)}
 
 
-def test_an_embed_task_that_gives_up_fails_its_whole_batch(rt, monkeypatch):
+def test_an_embed_task_that_gives_up_fails_its_whole_batch(rt):
     from workers import tasks
 
     items = [submit(rt, f"{i}번 문서는 실패한 일괄 작업에 들어 있었다.") for i in range(3)]
@@ -143,11 +143,12 @@ def test_an_embed_task_that_gives_up_fails_its_whole_batch(rt, monkeypatch):
     prepare_document(rt, other)
     assert embedding_batch(rt, other, claim="other-task", lease_s=600, max_documents=1) == [other]
     assert set(embedding_batch(rt, items[0], claim="doomed-task", lease_s=600)) == set(items)
-    monkeypatch.setattr(tasks, "_runtime", rt)
-    monkeypatch.setattr(tasks, "_runtime_pid", __import__("os").getpid())
-    # What Celery calls once the task's retries are exhausted.
-    tasks.embed.on_failure(RuntimeError("CUDA error: out of memory"), "doomed-task",
-                           (str(items[0].document_id), items[0].generation), {}, None)
+    tasks.use_runtime(rt)
+    try:  # what Celery calls once the task's retries are exhausted
+        tasks.embed.on_failure(RuntimeError("CUDA error: out of memory"), "doomed-task",
+                               (str(items[0].document_id), items[0].generation), {}, None)
+    finally:
+        tasks.use_runtime(None)
     with session_scope(rt.session_factory) as session:
         docs = {d.id: d for d in session.scalars(select(Document))}
     for item in items:
