@@ -8,6 +8,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -71,24 +72,40 @@ def postgres_server_url() -> Iterator[str]:
         container.stop()
 
 
-@pytest.fixture(scope="session")
-def postgres_url(postgres_server_url: str) -> Iterator[str]:
-    """A fresh database for this test session, migrated to head; dropped at the end."""
+@contextmanager
+def _fresh_database(server_url: str) -> Iterator[str]:
+    """A new database on the server, migrated to head; dropped afterwards."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
     from services.db import upgrade_database
 
     name = f"saekin_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    upgrade_database(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        upgrade_database(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh database for this test session, shared by its tests."""
+    with _fresh_database(postgres_server_url) as url:
+        yield url
+
+
+@pytest.fixture
+def own_postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A database of this test's own, for tests whose workers take whatever documents wait."""
+    with _fresh_database(postgres_server_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,10 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from functools import lru_cache
 
-from celery import Task, shared_task
+import redis
+from celery import Celery, Task, shared_task
 from celery.signals import worker_process_shutdown
 
 from config.settings import get_settings
@@ -39,41 +41,77 @@ def _close(**_) -> None:
         _runtime.close()
 
 
-class _PipelineTask(Task):
+class _RetryingTask(Task):
     autoretry_for = (Exception,)
     retry_backoff = True
     retry_backoff_max = 300
     max_retries = 5
 
+
+class _IngestTask(_RetryingTask):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         # Retries exhausted: keep the reason on the document instead of leaving it `processing`.
         document_id, generation = args[0], args[1]
         mark_failed(runtime(), WorkItem(uuid.UUID(document_id), int(generation)), f"internal error: {exc!r}")
 
 
-@shared_task(name=INGEST_TASK, base=_PipelineTask, bind=True)
+# One waiting embed task is enough: it takes every document waiting when it starts. The ingest
+# tasks of a burst of uploads queue one between them instead of one each, so the embed worker
+# spends its time embedding, not receiving tasks that find their document in an earlier batch.
+EMBED_REQUESTED_KEY = "saekin:embed:requested"
+# If a queued request is lost (a purged queue), new uploads queue another after this long.
+EMBED_REQUEST_TTL_S = 60
+
+
+@lru_cache(maxsize=4)
+def _broker_redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url)
+
+
+def request_embedding(app: Celery) -> bool:
+    """Queue an embed task unless one is already waiting; whether one was queued."""
+    flags = _broker_redis(app.conf.broker_url)
+    if not flags.set(EMBED_REQUESTED_KEY, 1, nx=True, ex=EMBED_REQUEST_TTL_S):
+        return False
+    try:
+        app.send_task(EMBED_TASK, queue=EMBED_QUEUE)
+    except BaseException:
+        flags.delete(EMBED_REQUESTED_KEY)  # nothing was queued: the next upload must try again
+        raise
+    return True
+
+
+@shared_task(name=INGEST_TASK, base=_IngestTask, bind=True)
 def ingest(self, document_id: str, generation: int) -> None:
-    """CPU stage: extract, normalize, chunk, analyse; then hand the generation to the embed queue."""
+    """CPU stage: extract, normalize, chunk, analyse; then ask the embed queue for a batch."""
     item = WorkItem(uuid.UUID(document_id), int(generation))
+    # Committed before the request: a waiting embed task, or the one queued here, will see it.
     if prepare_document(runtime(), item) is not None:
-        self.app.send_task(EMBED_TASK, args=[document_id, generation], queue=EMBED_QUEUE)
+        request_embedding(self.app)
 
 
-class _EmbedTask(_PipelineTask):
+class _EmbedTask(_RetryingTask):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
-        super().on_failure(exc, task_id, args, kwargs, einfo)
-        # The rest of the batch this task claimed has no task of its own left.
+        # Retries exhausted: the documents this task claimed have no other task coming for them.
         mark_claim_failed(runtime(), task_id, f"internal error while embedding: {exc!r}")
 
 
 @shared_task(name=EMBED_TASK, base=_EmbedTask, bind=True)
-def embed(self, document_id: str, generation: int) -> None:
-    """GPU stage: embed the generation's chunks (with other waiting ones), upsert their points, publish them."""
+def embed(self, *_args) -> None:
+    """GPU stage: embed the waiting generations' chunks together, upsert their points, publish them.
+
+    Takes no arguments (tasks queued by older versions carry a document id, which is waiting
+    like every other document and ignored).
+    """
     rt = runtime()
+    # Uploads finished from now on may be missed by the query below: they must queue a new task.
+    _broker_redis(self.app.conf.broker_url).delete(EMBED_REQUESTED_KEY)
     # The task id names the claim: this task, redelivered or retried, takes its batch back.
-    batch = embedding_batch(rt, WorkItem(uuid.UUID(document_id), int(generation)),
-                            claim=self.request.id or str(uuid.uuid4()), lease_s=rt.settings.task_time_limit_s)
-    embed_documents(rt, batch)
+    batch = embedding_batch(rt, claim=self.request.id or str(uuid.uuid4()), lease_s=rt.settings.task_time_limit_s,
+                            max_chunks=rt.settings.embed_task_max_chunks)
+    if batch.more_waiting:
+        request_embedding(self.app)  # the next batch can start on another GPU meanwhile
+    embed_documents(rt, batch.items)
 
 
 def warm_embed_worker() -> None:

@@ -267,18 +267,22 @@ def process_now(rt: Runtime, items: Sequence[WorkItem]) -> None:
             mark_failed(rt, item, f"internal error while embedding: {exc!r}")
 
 
-def embedding_batch(rt: Runtime, first: WorkItem, *, claim: str, lease_s: float,
-                    max_chunks: int = 2048, max_documents: int = 64) -> list[WorkItem]:
-    """`first` plus other generations waiting for the embed stage, up to `max_chunks` chunks, claimed for `claim`.
+@dataclass(frozen=True)
+class EmbedBatch:
+    items: list[WorkItem]
+    more_waiting: bool  # the limits left claimable generations behind
 
-    The embed worker takes them together so many small documents fill the GPU's batches as well
-    as one large one. The claim keeps other embed workers (one per GPU) from taking the same
-    documents into their batches while the lease lasts; their own embed tasks then end here or
-    find them published. `claim` is the Celery task id: a task redelivered after its worker died,
-    or retried after an error, has the same id and takes its batch back at once; the documents
-    of a claim that nobody comes back for are free again when the lease ends.
-    Empty when `first` no longer waits (an earlier batch took it, or it was replaced or deleted)
-    or another task holds it: most tasks of a busy queue end here after one indexed query.
+
+def embedding_batch(rt: Runtime, *, claim: str, lease_s: float,
+                    max_chunks: int = 2048, max_documents: int = 64) -> EmbedBatch:
+    """The oldest generations waiting for the embed stage, up to `max_chunks` chunks, claimed for `claim`.
+
+    One embed task takes many documents so that small ones fill the GPU's batches as well as
+    one large one; a document larger than `max_chunks` goes alone. The claim keeps other embed
+    workers (one per GPU) from taking the same documents while the lease lasts. `claim` is the
+    Celery task id: a task redelivered after its worker died, or retried after an error, has
+    the same id and takes its batch back at once; the documents of a claim that nobody comes
+    back for are free again when the lease ends.
     """
     d = _documents.c
     now = utcnow()
@@ -286,33 +290,31 @@ def embedding_batch(rt: Runtime, first: WorkItem, *, claim: str, lease_s: float,
                  or_(d.embed_claim.is_(None), d.embed_claim == claim, d.embed_claimed_until < now))
     with rt.engine.begin() as conn:
         # FOR UPDATE SKIP LOCKED (PostgreSQL): rows another worker is claiming right now are not ours.
-        total = conn.scalar(select(d.chunk_count).where(
-            d.id == first.document_id, d.generation == first.generation, *claimable)
-            .with_for_update(skip_locked=True))
-        if total is None:
-            return []
-        batch = [first]
         rows = conn.execute(
-            select(d.id, d.generation, d.chunk_count)
-            .where(*claimable, d.id != first.document_id)
-            .order_by(d.updated_at).limit(max_documents - 1).with_for_update(skip_locked=True))
-        for doc_id, generation, chunk_count in rows:
-            if total + chunk_count > max_chunks:
+            select(d.id, d.generation, d.chunk_count).where(*claimable)
+            .order_by(d.updated_at).limit(max_documents + 1).with_for_update(skip_locked=True)).all()
+        items: list[WorkItem] = []
+        total = 0
+        for doc_id, generation, chunk_count in rows[:max_documents]:
+            if items and total + chunk_count > max_chunks:
                 break
-            batch.append(WorkItem(doc_id, generation))
+            items.append(WorkItem(doc_id, generation))
             total += chunk_count
-        conn.execute(update(_documents)
-                     .where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in batch]))
-                     .values(embed_claim=claim, embed_claimed_until=now + timedelta(seconds=lease_s)))
-    return batch
+        if items:
+            # updated_at stays: claiming is bookkeeping, and a retried task finds its batch first.
+            conn.execute(update(_documents)
+                         .where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in items]))
+                         .values(embed_claim=claim, embed_claimed_until=now + timedelta(seconds=lease_s),
+                                 updated_at=d.updated_at))
+    return EmbedBatch(items, more_waiting=len(rows) > len(items))
 
 
 def mark_claim_failed(rt: Runtime, claim: str, reason: str) -> int:
     """Fail every generation still waiting in the batch `claim` took (its task gave up); how many.
 
-    The other documents' own embed tasks ended when they found them claimed, so without this
-    they would wait until another upload's task took them after the lease. Embedded mode fails
-    a whole batch the same way (process_now).
+    Without this they would wait, claimed, until the lease ends and a later task takes them
+    (only to fail the same way, if the batch itself is the cause). Embedded mode fails a whole
+    batch the same way (process_now).
     """
     d = _documents.c
     log.warning("embed batch %s failed: %s", claim, reason)

@@ -13,7 +13,7 @@ from tests.conftest import unique_collection, wait_for_status
 
 
 @pytest.fixture
-def production(make_settings, postgres_url, redis_url, tmp_path):
+def production(make_settings, own_postgres_url, redis_url, tmp_path):
     from celery.contrib.testing.worker import start_worker
     from fastapi.testclient import TestClient
 
@@ -24,7 +24,7 @@ def production(make_settings, postgres_url, redis_url, tmp_path):
     from workers.celery_app import create_celery
 
     redis.Redis.from_url(redis_url).flushdb()
-    settings = make_settings(database_url=postgres_url, broker_url=redis_url, qdrant_path=tmp_path / "qdrant")
+    settings = make_settings(database_url=own_postgres_url, broker_url=redis_url, qdrant_path=tmp_path / "qdrant")
     assert settings.mode == "production"
     rt = Runtime(settings)
     tasks.use_runtime(rt)  # the worker thread shares this process's local-mode Qdrant client
@@ -91,7 +91,7 @@ def test_a_redelivered_task_after_a_crash_leaves_no_duplicates(production):
     assert rt.index.count(name) == len(half)
 
     # Redelivery: the real worker runs the embed task again.
-    celery.send_task(EMBED_TASK, args=[str(item.document_id), item.generation], queue=EMBED_QUEUE)
+    celery.send_task(EMBED_TASK, queue=EMBED_QUEUE)
     doc = wait_for_status(client, col, str(item.document_id), timeout=120)
     assert doc["status"] == "indexed"
     assert rt.index.count(name) == len(chunks) == doc["chunk_count"]

@@ -9,7 +9,9 @@ from sqlalchemy import select
 from services.db import session_scope
 from services.documents import service
 from services.documents.models import Chunk, Collection, Document, DocumentStage, DocumentStatus, index_name
-from services.ingest.pipeline import WorkItem, embed_documents, embedding_batch, prepare_document, process_now
+from services.ingest.pipeline import (
+    EmbedBatch, WorkItem, embed_documents, embedding_batch, prepare_document, process_now,
+)
 
 
 @pytest.fixture
@@ -74,32 +76,42 @@ def test_embedding_batch_takes_waiting_documents_together(rt):
     items = [submit(rt, f"{i}번 문서의 내용은 서로 다르다. 번호는 {i}이다.") for i in range(5)]
     for item in items:
         prepare_document(rt, item)
-    batch = embedding_batch(rt, items[0], claim="task-0", lease_s=600, max_chunks=1000)
-    assert batch[0] == items[0] and set(batch) == set(items)
-    assert embedding_batch(rt, items[0], claim="task-0", lease_s=600, max_chunks=0) == [items[0]]
-    embed_documents(rt, batch)
+    batch = embedding_batch(rt, claim="task-0", lease_s=600, max_chunks=1000)
+    assert batch.items == items and not batch.more_waiting  # oldest first
+    # A document over the budget still goes, alone.
+    assert embedding_batch(rt, claim="task-0", lease_s=600, max_chunks=0) == EmbedBatch(items[:1], more_waiting=True)
+    embed_documents(rt, batch.items)
     with session_scope(rt.session_factory) as session:
         statuses = {d.status for d in session.scalars(select(Document))}
     assert statuses == {DocumentStatus.indexed}
     assert rt.index.count(index_name_of(rt)) == sum(len(chunks_of(rt, i)) for i in items)
-    embed_documents(rt, [items[1]])  # its own task arriving later: nothing to do, no duplicates
+    embed_documents(rt, [items[1]])  # a redelivered batch: nothing to do, no duplicates
     assert rt.index.count(index_name_of(rt)) == sum(len(chunks_of(rt, i)) for i in items)
-    assert embedding_batch(rt, items[1], claim="task-1", lease_s=600) == []  # ends before looking for other work
+    assert embedding_batch(rt, claim="task-1", lease_s=600) == EmbedBatch([], more_waiting=False)
 
 
-def test_embedding_batch_respects_the_chunk_budget(rt):
+def test_embedding_batch_respects_the_chunk_and_document_limits(rt):
     items = [submit(rt, f"{i}번 문서의 내용은 서로 다르다. 번호는 {i}이다.") for i in range(4)]
     counts = [prepare_document(rt, item) for item in items]
-    batch = embedding_batch(rt, items[0], claim="task-0", lease_s=600, max_chunks=counts[0] + counts[1])
-    assert batch[0] == items[0] and len(batch) == 2
+    by_chunks = embedding_batch(rt, claim="task-0", lease_s=600, max_chunks=counts[0] + counts[1])
+    assert by_chunks == EmbedBatch(items[:2], more_waiting=True)
+    by_documents = embedding_batch(rt, claim="task-1", lease_s=600, max_documents=1)
+    assert by_documents == EmbedBatch(items[2:3], more_waiting=True)
+    assert embedding_batch(rt, claim="task-2", lease_s=600) == EmbedBatch(items[3:], more_waiting=False)
 
 
-@pytest.fixture
-def rt_on_each_database(make_settings, database_url):
-    """A runtime on SQLite and on PostgreSQL (where claims lock with FOR UPDATE SKIP LOCKED)."""
+@pytest.fixture(params=["sqlite", "postgres"])
+def rt_on_each_database(request, make_settings, tmp_path):
+    """A runtime on SQLite and on a PostgreSQL database of its own (claims lock with FOR UPDATE SKIP LOCKED)."""
+    from services.db import upgrade_database
     from services.runtime import Runtime
 
-    runtime = Runtime(make_settings(database_url=database_url, chunk_tokens=48, chunk_overlap_tokens=8))
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'claims.db'}"
+        upgrade_database(url)
+    else:
+        url = request.getfixturevalue("own_postgres_url")
+    runtime = Runtime(make_settings(database_url=url, chunk_tokens=48, chunk_overlap_tokens=8))
     yield runtime
     runtime.close()
 
@@ -112,23 +124,20 @@ def _claim_state(rt, items) -> set:
 
 def test_embed_workers_never_take_documents_another_holds(rt_on_each_database):
     rt = rt_on_each_database
-    collection = f"claims-{uuid.uuid4().hex[:8]}"  # PostgreSQL's database is shared by the session's tests
-    items = [submit(rt, f"{i}번 문서는 청구 시험에 쓰인다.", collection=collection) for i in range(4)]
+    items = [submit(rt, f"{i}번 문서는 청구 시험에 쓰인다.") for i in range(4)]
     for item in items:
         prepare_document(rt, item)
-    batch = embedding_batch(rt, items[0], claim="gpu-a", lease_s=600, max_documents=1000)
-    assert batch[0] == items[0] and set(items) <= set(batch)
-    # Another GPU's worker gets the task of a document in that batch: nothing for it to do.
-    assert embedding_batch(rt, items[1], claim="gpu-b", lease_s=600) == []
+    assert embedding_batch(rt, claim="gpu-a", lease_s=600).items == items
+    # Another GPU's worker finds nothing to take while the claim lasts.
+    assert embedding_batch(rt, claim="gpu-b", lease_s=600).items == []
     # The first task, redelivered after its worker died, takes its documents back at once.
-    again = embedding_batch(rt, items[0], claim="gpu-a", lease_s=0, max_documents=1000)
-    assert set(items) <= set(again)
+    assert embedding_batch(rt, claim="gpu-a", lease_s=0).items == items
     # Its lease (0 s this time) has run out: any task may take them now.
-    assert set(items) <= set(embedding_batch(rt, items[2], claim="gpu-b", lease_s=600, max_documents=1000))
+    assert embedding_batch(rt, claim="gpu-b", lease_s=600).items == items
     embed_documents(rt, items)
     assert _claim_state(rt, items) == {(None, DocumentStatus.indexed)}
     # A new generation waits unclaimed, whatever claim the one before it had.
-    replacement = submit(rt, "0번 문서의 새 내용이다.", collection=collection)
+    replacement = submit(rt, "0번 문서의 새 내용이다.")
     prepare_document(rt, replacement)
     assert _claim_state(rt, [replacement]) == {(None, DocumentStatus.processing)}
 
@@ -136,17 +145,16 @@ def test_embed_workers_never_take_documents_another_holds(rt_on_each_database):
 def test_an_embed_task_that_gives_up_fails_its_whole_batch(rt):
     from workers import tasks
 
+    other = submit(rt, "다른 작업이 잡고 있는 문서이다.")
+    prepare_document(rt, other)
+    assert embedding_batch(rt, claim="other-task", lease_s=600).items == [other]
     items = [submit(rt, f"{i}번 문서는 실패한 일괄 작업에 들어 있었다.") for i in range(3)]
     for item in items:
         prepare_document(rt, item)
-    other = submit(rt, "다른 작업이 잡고 있는 문서이다.")
-    prepare_document(rt, other)
-    assert embedding_batch(rt, other, claim="other-task", lease_s=600, max_documents=1) == [other]
-    assert set(embedding_batch(rt, items[0], claim="doomed-task", lease_s=600)) == set(items)
+    assert embedding_batch(rt, claim="doomed-task", lease_s=600).items == items
     tasks.use_runtime(rt)
     try:  # what Celery calls once the task's retries are exhausted
-        tasks.embed.on_failure(RuntimeError("CUDA error: out of memory"), "doomed-task",
-                               (str(items[0].document_id), items[0].generation), {}, None)
+        tasks.embed.on_failure(RuntimeError("CUDA error: out of memory"), "doomed-task", (), {}, None)
     finally:
         tasks.use_runtime(None)
     with session_scope(rt.session_factory) as session:
@@ -158,23 +166,21 @@ def test_an_embed_task_that_gives_up_fails_its_whole_batch(rt):
 
 
 @pytest.mark.postgres
-def test_concurrent_embed_tasks_claim_disjoint_batches(make_settings, postgres_url):
+def test_concurrent_embed_tasks_claim_disjoint_batches(make_settings, own_postgres_url):
     from concurrent.futures import ThreadPoolExecutor
     from services.runtime import Runtime
 
-    rt = Runtime(make_settings(database_url=postgres_url, chunk_tokens=48, chunk_overlap_tokens=8))
+    rt = Runtime(make_settings(database_url=own_postgres_url, chunk_tokens=48, chunk_overlap_tokens=8))
     try:
-        collection = f"race-{uuid.uuid4().hex[:8]}"
-        items = [submit(rt, f"{i}번 문서를 여러 작업자가 동시에 노린다.", collection=collection) for i in range(24)]
+        items = [submit(rt, f"{i}번 문서를 여러 작업자가 동시에 노린다.") for i in range(24)]
         for item in items:
             prepare_document(rt, item)
-        with ThreadPoolExecutor(8) as pool:  # eight embed tasks at once, each for another document
+        with ThreadPoolExecutor(8) as pool:  # eight embed tasks at once
             batches = list(pool.map(
-                lambda i: embedding_batch(rt, items[i], claim=f"task-{i}", lease_s=600, max_documents=4),
-                range(0, 24, 3)))
-        taken = [item for batch in batches for item in batch if item in set(items)]
+                lambda i: embedding_batch(rt, claim=f"task-{i}", lease_s=600, max_documents=3).items, range(8)))
+        taken = [item for batch in batches for item in batch]
         assert len(taken) == len(set(taken))  # no document in two batches
-        assert any(batches)
+        assert set(taken) <= set(items) and taken
     finally:
         rt.close()
 
