@@ -64,19 +64,23 @@ EMBED_REQUEST_TTL_S = 60
 
 
 @lru_cache(maxsize=4)
-def _broker_redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
+def _request_flags(broker_url: str) -> redis.Redis | None:
+    """The broker's Redis, where the flag lives; None for another broker (then every upload queues a task)."""
+    if broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return redis.Redis.from_url(broker_url)
+    return None
 
 
 def request_embedding(app: Celery) -> bool:
     """Queue an embed task unless one is already waiting; whether one was queued."""
-    flags = _broker_redis(app.conf.broker_url)
-    if not flags.set(EMBED_REQUESTED_KEY, 1, nx=True, ex=EMBED_REQUEST_TTL_S):
+    flags = _request_flags(app.conf.broker_url)
+    if flags is not None and not flags.set(EMBED_REQUESTED_KEY, 1, nx=True, ex=EMBED_REQUEST_TTL_S):
         return False
     try:
         app.send_task(EMBED_TASK, queue=EMBED_QUEUE)
     except BaseException:
-        flags.delete(EMBED_REQUESTED_KEY)  # nothing was queued: the next upload must try again
+        if flags is not None:
+            flags.delete(EMBED_REQUESTED_KEY)  # nothing was queued: the next upload must try again
         raise
     return True
 
@@ -105,7 +109,8 @@ def embed(self, *_args) -> None:
     """
     rt = runtime()
     # Uploads finished from now on may be missed by the query below: they must queue a new task.
-    _broker_redis(self.app.conf.broker_url).delete(EMBED_REQUESTED_KEY)
+    if (flags := _request_flags(self.app.conf.broker_url)) is not None:
+        flags.delete(EMBED_REQUESTED_KEY)
     # The task id names the claim: this task, redelivered or retried, takes its batch back.
     batch = embedding_batch(rt, claim=self.request.id or str(uuid.uuid4()), lease_s=rt.settings.task_time_limit_s,
                             max_chunks=rt.settings.embed_task_max_chunks)

@@ -1,5 +1,6 @@
 """Embed requests on the real Redis broker: a burst of uploads queues one embed task, and that
-task takes every document waiting when it starts (no worker runs here: tasks run in-process)."""
+task takes every document waiting when it starts (no worker runs here: tasks run in-process).
+Another broker than Redis has no flag: every upload queues a task, as before."""
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,6 @@ from services.dispatch import EMBED_QUEUE
 from services.documents.models import Document, DocumentStatus
 from services.ingest.pipeline import prepare_document
 from tests.unit.test_pipeline import submit
-
-pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
@@ -53,6 +52,7 @@ def run_next_embed_task(app, broker, task_id: str) -> None:
     app.tasks["saekin.embed"].apply(task_id=task_id).get(propagate=True)
 
 
+@pytest.mark.redis
 def test_a_burst_of_uploads_queues_one_embed_task(worker_env, broker):
     from workers.tasks import request_embedding
 
@@ -64,6 +64,7 @@ def test_a_burst_of_uploads_queues_one_embed_task(worker_env, broker):
     assert 0 < broker.ttl("saekin:embed:requested") <= 60
 
 
+@pytest.mark.redis
 def test_a_failed_request_does_not_block_the_next_one(worker_env, broker, monkeypatch):
     from workers.tasks import request_embedding
 
@@ -80,6 +81,7 @@ def test_a_failed_request_does_not_block_the_next_one(worker_env, broker, monkey
     assert queued_embed_tasks(broker) == 1
 
 
+@pytest.mark.redis
 def test_the_embed_task_takes_what_waits_and_asks_again_while_more_waits(worker_env, broker):
     from workers.tasks import request_embedding
 
@@ -101,3 +103,17 @@ def test_the_embed_task_takes_what_waits_and_asks_again_while_more_waits(worker_
         assert {d.status for d in session.scalars(select(Document))} == {DocumentStatus.indexed}
     # The started tasks took the request away: the next upload queues a new one.
     assert request_embedding(app) is True
+
+
+def test_without_a_redis_broker_every_upload_queues_a_task(make_settings, tmp_path):
+    from kombu import Connection
+
+    from workers.celery_app import create_celery
+    from workers.tasks import request_embedding
+
+    settings = make_settings(database_url=f"sqlite:///{tmp_path / 'memory.db'}", broker_url="memory://",
+                             qdrant_path=tmp_path / "qdrant")
+    app = create_celery(settings)
+    assert [request_embedding(app) for _ in range(3)] == [True] * 3
+    with Connection("memory://") as conn:
+        assert conn.SimpleQueue(EMBED_QUEUE).qsize() == 3
