@@ -42,9 +42,10 @@ class Settings(BaseSettings):
     embedding_precision: Literal["fp32", "fp16", "bf16", "int8"] | None = Field(
         None, description="Empty: bf16 on CUDA, fp32 on CPU. bf16/int8 on CPU trade accuracy for speed; check with `saekin eval`.")
     embed_max_batch_tokens: int = Field(16384, ge=512, description="Padded tokens per model forward pass (embed worker).")
-    embed_task_max_chunks: int = Field(
-        2048, ge=1, description="Chunks one embed task takes, from as many waiting documents as fit; "
-        "the rest go to the next task, which another GPU's worker can start meanwhile.")
+    embed_task_max_chunks: int | None = Field(
+        None, ge=1, description="Chunks one embed task takes, from as many waiting documents as fit; the rest go "
+        "to the next task, which another GPU's worker can start meanwhile. Empty: 2048 on a GPU, 128 on CPU "
+        "(so that a task on CPU stays well inside the task time limit).")
     query_batch_wait_ms: float = Field(
         0.0, ge=0, le=100, description="How long an idle query encoder waits for more questions before encoding. "
         "Questions that arrive while the model works share the next pass anyway, so 0 adds no latency.")

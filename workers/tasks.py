@@ -100,6 +100,11 @@ class _EmbedTask(_RetryingTask):
         mark_claim_failed(runtime(), task_id, f"internal error while embedding: {exc!r}")
 
 
+def embed_task_max_chunks(rt: Runtime) -> int:
+    """SAEKIN_EMBED_TASK_MAX_CHUNKS, else by device: seconds of work on a GPU, minutes on CPU."""
+    return rt.settings.embed_task_max_chunks or (2048 if rt.encoder.is_cuda else 128)
+
+
 @shared_task(name=EMBED_TASK, base=_EmbedTask, bind=True)
 def embed(self, *_args) -> None:
     """GPU stage: embed the waiting generations' chunks together, upsert their points, publish them.
@@ -113,7 +118,7 @@ def embed(self, *_args) -> None:
         flags.delete(EMBED_REQUESTED_KEY)
     # The task id names the claim: this task, redelivered or retried, takes its batch back.
     batch = embedding_batch(rt, claim=self.request.id or str(uuid.uuid4()), lease_s=rt.settings.task_time_limit_s,
-                            max_chunks=rt.settings.embed_task_max_chunks)
+                            max_chunks=embed_task_max_chunks(rt))
     if batch.more_waiting:
         request_embedding(self.app)  # the next batch can start on another GPU meanwhile
     embed_documents(rt, batch.items)

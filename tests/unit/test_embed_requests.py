@@ -117,3 +117,15 @@ def test_without_a_redis_broker_every_upload_queues_a_task(make_settings, tmp_pa
     assert [request_embedding(app) for _ in range(3)] == [True] * 3
     with Connection("memory://") as conn:
         assert conn.SimpleQueue(EMBED_QUEUE).qsize() == 3
+
+
+def test_an_embed_task_on_cpu_takes_fewer_chunks_unless_told(make_settings, tmp_path):
+    from services.runtime import Runtime
+    from workers.tasks import embed_task_max_chunks
+
+    for overrides, expected in (({}, 128), ({"embed_task_max_chunks": 500}, 500)):
+        rt = Runtime(make_settings(embedding_device="cpu", data_dir=tmp_path / str(expected), **overrides))
+        try:
+            assert embed_task_max_chunks(rt) == expected
+        finally:
+            rt.close()
