@@ -183,5 +183,18 @@ def wait_for_status(client, collection: str, document_id: str, timeout: float = 
         time.sleep(0.05)
 
 
+def submit_text(rt, text: str, external_id: str | None = None, collection: str = "c") -> "WorkItem":
+    """Store `text` as a new document generation through the documents service; its work item."""
+    from services.db import session_scope
+    from services.documents import service
+    from services.ingest.pipeline import WorkItem
+
+    with session_scope(rt.session_factory) as session:
+        result = service.submit_document(session, collection_name=collection, profile=rt.settings.embedding_profile,
+                                         upload=service.Upload(data=text.encode(), media_type="text/plain",
+                                                               external_id=external_id))
+        return WorkItem(result.document.id, result.generation)
+
+
 def unique_collection(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"

@@ -54,6 +54,8 @@ _documents = Document.__table__
 _sources = DocumentSource.__table__
 _chunks = Chunk.__table__
 _collections = Collection.__table__
+# A generation whose chunk rows are written and whose embed stage has not finished.
+_WAITING_FOR_EMBED = (_documents.c.status == DocumentStatus.processing, _documents.c.stage == DocumentStage.embedding)
 
 
 def _update_generation(item: WorkItem, **values):
@@ -286,7 +288,7 @@ def embedding_batch(rt: Runtime, *, claim: str, lease_s: float,
     """
     d = _documents.c
     now = utcnow()
-    claimable = (d.status == DocumentStatus.processing, d.stage == DocumentStage.embedding,
+    claimable = (*_WAITING_FOR_EMBED,
                  or_(d.embed_claim.is_(None), d.embed_claim == claim, d.embed_claimed_until < now))
     with rt.engine.begin() as conn:
         # FOR UPDATE SKIP LOCKED (PostgreSQL): rows another worker is claiming right now are not ours.
@@ -321,7 +323,7 @@ def mark_claim_failed(rt: Runtime, claim: str, reason: str) -> int:
     with rt.engine.begin() as conn:
         return conn.execute(
             update(_documents)
-            .where(d.embed_claim == claim, d.status == DocumentStatus.processing, d.stage == DocumentStage.embedding)
+            .where(d.embed_claim == claim, *_WAITING_FOR_EMBED)
             .values(status=DocumentStatus.failed, error=reason[:2000], stage=None, embed_claim=None,
                     embed_claimed_until=None, updated_at=utcnow())).rowcount
 

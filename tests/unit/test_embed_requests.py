@@ -11,7 +11,7 @@ from services.db import session_scope
 from services.dispatch import EMBED_QUEUE
 from services.documents.models import Document, DocumentStatus
 from services.ingest.pipeline import prepare_document
-from tests.unit.test_pipeline import submit
+from tests.conftest import submit_text as submit
 
 
 @pytest.fixture

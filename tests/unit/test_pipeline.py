@@ -1,8 +1,6 @@
 """The ingest pipeline's stages on a real SQLite database, Qdrant Edge and the small twin."""
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from sqlalchemy import select
 
@@ -12,6 +10,7 @@ from services.documents.models import Chunk, Collection, Document, DocumentStage
 from services.ingest.pipeline import (
     EmbedBatch, WorkItem, embed_documents, embedding_batch, prepare_document, process_now,
 )
+from tests.conftest import submit_text as submit
 
 
 @pytest.fixture
@@ -24,14 +23,6 @@ def rt(make_settings):
     runtime = Runtime(settings)
     yield runtime
     runtime.close()
-
-
-def submit(rt, text: str, external_id: str | None = None, collection: str = "c") -> WorkItem:
-    with session_scope(rt.session_factory) as session:
-        result = service.submit_document(session, collection_name=collection, profile=rt.settings.embedding_profile,
-                                         upload=service.Upload(data=text.encode(), media_type="text/plain",
-                                                               external_id=external_id))
-        return WorkItem(result.document.id, result.generation)
 
 
 def chunks_of(rt, item: WorkItem) -> list[Chunk]:
