@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from config.profiles import DEFAULT_PROFILE, PROFILES, ModelProfile, get_profile
 
@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     # --- HTTP ----------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address `saekin serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `saekin serve` listens on.")
-    api_keys: list[str] = Field(default_factory=list, description="Comma-separated bearer tokens; when set every /v1 route requires one.")
+    # NoDecode: the environment gives "k1,k2", not JSON; _split_keys splits it.
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated bearer tokens; when set every /v1 route requires one.")
     max_upload_mb: float = Field(50.0, gt=0, description="Largest accepted upload; bigger ones get 413 while streaming.")
 
     # --- embedding -------------------------------------------------------------------------

@@ -49,6 +49,6 @@ async def require_api_key(settings: SettingsDep, authorization: Annotated[str | 
     if not settings.api_keys:
         return
     scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not any(secrets.compare_digest(token, k) for k in settings.api_keys):
+    if scheme.lower() != "bearer" or not any(secrets.compare_digest(token.encode(), k.encode()) for k in settings.api_keys):
         raise HTTPException(401, "missing or invalid API key: send Authorization: Bearer <key>",
                             headers={"WWW-Authenticate": "Bearer"})

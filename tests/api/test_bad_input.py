@@ -112,19 +112,24 @@ def test_unknown_collection_and_document(app_client, seeded):
     assert_error(app_client.get(f"/v1/collections/{seeded}/documents/not-a-uuid"), 422)
 
 
-def test_api_keys_required_when_configured(make_settings, tmp_path):
+def test_api_keys_required_when_configured(make_settings, tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 
     from services.api.app import create_app
     from services.db import upgrade_database
     from services.runtime import Runtime
 
-    settings = make_settings(api_keys="k1,k2")
+    monkeypatch.setenv("SAEKIN_API_KEYS", "k1, k2")  # the documented form, read from the environment
+    settings = make_settings()
+    assert settings.api_keys == ["k1", "k2"]
     upgrade_database(settings.sqlalchemy_url)
     rt = Runtime(settings)
     with TestClient(create_app(settings, runtime=rt, warm_up=False)) as client:
         assert client.get("/healthz").status_code == 200
         assert_error(client.get("/v1/collections/abc/documents"), 401, "unauthorized")
         assert_error(client.get("/v1/collections/abc/documents", headers={"Authorization": "Bearer wrong"}), 401)
+        # A token with non-ASCII characters is a wrong token, not a server error.
+        assert_error(client.get("/v1/collections/abc/documents",
+                                headers={"Authorization": "Bearer 키".encode()}), 401)
         assert client.get("/v1/collections/abc/documents", headers={"Authorization": "Bearer k2"}).status_code == 404
     rt.close()
