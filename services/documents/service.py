@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,13 +19,13 @@ from services.documents.models import (
 )
 from services.errors import Conflict, InvalidInput, NotFound
 
-COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+COLLECTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 MAX_METADATA_BYTES = 16 * 1024
 
 
 def validate_collection_name(name: str) -> str:
     """`name` if it is a valid collection name, else InvalidInput saying what is allowed."""
-    if not COLLECTION_NAME.match(name):
+    if not COLLECTION_NAME.fullmatch(name):
         raise InvalidInput(
             f"invalid collection name {name!r}: use 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit",
             code="invalid_collection_name",
@@ -53,13 +53,14 @@ def get_collection(session: Session, *, name: str) -> Collection:
     return collection
 
 
-def get_collection_profile(session: Session, *, name: str) -> str:
-    """The profile of the collection called `name`, or NotFound (one column: the search path)."""
-    profile = session.scalar(select(Collection.__table__.c.profile)
-                             .where(Collection.__table__.c.name == validate_collection_name(name)))
-    if profile is None:
+def get_collection_key(session: Session, *, name: str) -> tuple[uuid.UUID, str]:
+    """Id and profile of the collection called `name`, or NotFound (two columns: the search path)."""
+    table = Collection.__table__
+    row = session.execute(select(table.c.id, table.c.profile)
+                          .where(table.c.name == validate_collection_name(name))).first()
+    if row is None:
         raise _collection_not_found(name)
-    return profile
+    return row.id, row.profile
 
 
 def _collection_not_found(name: str) -> NotFound:
@@ -72,6 +73,12 @@ def get_or_create_collection(session: Session, *, name: str, profile: str) -> Co
     collection = session.scalar(select(Collection).where(Collection.name == name))
     if collection is not None:
         return collection
+    # Index names spell '-' as '_' (collection_index_name): a-b and a_b would share one index.
+    twin = session.scalar(select(Collection.name).where(
+        func.replace(Collection.name, "-", "_") == name.replace("-", "_")))
+    if twin is not None:
+        raise Conflict(f"collection name {name!r} is too close to the existing collection {twin!r}: names that "
+                       "differ only in '-' and '_' are not allowed", code="collection_name_conflict")
     try:
         with session.begin_nested():
             collection = Collection(name=name, profile=profile)

@@ -8,7 +8,7 @@ from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from services.documents.models import Chunk, Document, collection_index_name
-from services.documents.service import get_collection_profile
+from services.documents.service import get_collection_key
 from services.errors import Conflict
 from services.index.base import IndexFilter, IndexHit
 from services.runtime import Runtime
@@ -22,7 +22,7 @@ OVERFETCH = 10
 def search(session: Session, *, rt: Runtime, collection_name: str, request: SearchRequest) -> SearchResponse:
     """Ranked passages of `collection_name` for `request`, with their documents' metadata."""
     started = time.perf_counter()
-    profile = get_collection_profile(session, name=collection_name)
+    collection_id, profile = get_collection_key(session, name=collection_name)
     if profile != rt.settings.embedding_profile and request.mode != "sparse":
         raise Conflict(f"collection {collection_name!r} was indexed with profile {profile!r}, "
                        f"but this service runs {rt.settings.embedding_profile!r}", code="profile_mismatch")
@@ -55,7 +55,7 @@ def search(session: Session, *, rt: Runtime, collection_name: str, request: Sear
     while len(passages) < request.top_k and position < len(hits):
         batch = hits[position:position + request.top_k - len(passages)]
         position += len(batch)
-        rows = _load_passages(session, [uuid.UUID(h.id) for h in batch])
+        rows = _load_passages(session, collection_id, [uuid.UUID(h.id) for h in batch])
         for hit in batch:
             row = rows.get(hit.id)
             if row is not None and row.generation == row.indexed_generation:
@@ -99,14 +99,17 @@ _PASSAGES = (
            _chunks.c.char_start, _chunks.c.char_end, _chunks.c.stem_spans, _chunks.c.document_id,
            _documents.c.external_id, _documents.c.title, _documents.c["metadata"], _documents.c.indexed_generation)
     .join_from(_chunks, _documents, _chunks.c.document_id == _documents.c.id)
-    .where(_chunks.c.id.in_(bindparam("ids", expanding=True))))
+    .where(_chunks.c.id.in_(bindparam("ids", expanding=True)),
+           # The index holds one collection's points; checked here too, so no other collection's
+           # text can ever be shown.
+           _documents.c.collection_id == bindparam("collection_id")))
 
 
-def _load_passages(session: Session, ids: list[uuid.UUID]) -> dict[str, Row]:
+def _load_passages(session: Session, collection_id: uuid.UUID, ids: list[uuid.UUID]) -> dict[str, Row]:
     """Rows of all hits' chunks and documents in one SQL query, by chunk id."""
     if not ids:
         return {}
-    return {str(row.id): row for row in session.execute(_PASSAGES, {"ids": ids})}
+    return {str(row.id): row for row in session.execute(_PASSAGES, {"ids": ids, "collection_id": collection_id})}
 
 
 def _ms(started: float) -> float:

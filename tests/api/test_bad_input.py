@@ -47,12 +47,20 @@ def test_missing_file_field(app_client, seeded):
     assert_error(r, 422, "missing_file")
 
 
-@pytest.mark.parametrize("name", ["Bad Name", "../etc", "한글", "x" * 64, "-lead"])
+@pytest.mark.parametrize("name", ["Bad Name", "../etc", "한글", "x" * 64, "-lead", "trailing-newline%0A"])
 def test_invalid_collection_names(app_client, name):
     r = app_client.post(f"/v1/collections/{name}/documents", json={"text": "문서"})
     assert r.status_code in (404, 422), r.text
     if r.status_code == 422:
         assert r.json()["error"]["code"] == "invalid_collection_name"
+
+
+def test_collection_names_differing_only_in_dash_and_underscore(app_client, seeded):
+    # Both would be stored in one index: the second name is refused (the fixture checks the first).
+    assert "-" in seeded
+    r = app_client.post(f"/v1/collections/{seeded.replace('-', '_')}/documents", json={"text": "다른 문서"})
+    assert_error(r, 409, "collection_name_conflict")
+    assert seeded in r.json()["error"]["message"]
 
 
 def test_metadata_that_is_not_json(app_client, seeded):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 
@@ -97,3 +98,18 @@ def test_top_k_is_filled_past_hits_of_unpublished_generations(app_client, corpus
     after = search(app_client, corpus, **body)["results"]
     assert len(after) == 2 and hidden not in {h["document_id"] for h in after}
     assert [h["rank"] for h in after] == [1, 2]
+
+
+def test_search_shows_only_its_own_collections_passages(app_client, corpus):
+    # A collection whose name maps to the same index as another's (created before such names were
+    # refused): its search must not show the other collection's passages.
+    from sqlalchemy import insert
+
+    from services.documents.models import Collection
+
+    twin = corpus.replace("-", "_")
+    with app_client.runtime.engine.begin() as conn:
+        conn.execute(insert(Collection.__table__).values(id=uuid.uuid4(), name=twin, profile="bge-m3-ko",
+                                                         created_at=datetime.now(timezone.utc)))
+    assert search(app_client, corpus, query="감귤", mode="sparse")["results"]
+    assert search(app_client, twin, query="감귤", mode="sparse")["results"] == []
