@@ -13,7 +13,7 @@ from celery.signals import worker_process_shutdown
 from config.settings import get_settings
 from services.dispatch import EMBED_QUEUE, EMBED_TASK, INGEST_TASK
 from services.ingest.pipeline import (
-    WorkItem, embed_documents, embedding_batch, mark_claim_failed, mark_failed, prepare_document,
+    WorkItem, embed_each_on_failure, embedding_batch, mark_claim_failed, mark_failed, prepare_document,
 )
 from services.runtime import Runtime
 
@@ -121,7 +121,8 @@ def embed(self, *_args) -> None:
                             max_chunks=embed_task_max_chunks(rt))
     if batch.more_waiting:
         request_embedding(self.app)  # the next batch can start on another GPU meanwhile
-    embed_documents(rt, batch.items)
+    for item, exc in embed_each_on_failure(rt, batch.items):
+        mark_failed(rt, item, f"internal error while embedding: {exc!r}")
 
 
 def warm_embed_worker() -> None:

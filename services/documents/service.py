@@ -18,9 +18,11 @@ from services.documents.models import (
     Collection, Document, DocumentSource, DocumentStatus, index_name, utcnow,
 )
 from services.errors import Conflict, InvalidInput, NotFound
+from services.index.base import unstorable_number
 
 COLLECTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 MAX_METADATA_BYTES = 16 * 1024
+MAX_METADATA_DEPTH = 32
 
 
 def validate_collection_name(name: str) -> str:
@@ -34,9 +36,20 @@ def validate_collection_name(name: str) -> str:
 
 
 def validate_metadata(metadata: Any) -> dict[str, Any]:
-    """`metadata` if it is a JSON object of bounded size with plain keys."""
+    """`metadata` if it is a JSON object of bounded size and depth with plain keys, holding only
+    values the index can store (it goes into every chunk's payload)."""
     if not isinstance(metadata, dict):
         raise InvalidInput("metadata must be a JSON object", code="invalid_metadata")
+    stack: list[tuple[Any, str, int]] = [(metadata, "metadata", 1)]
+    while stack:  # iterative: nesting deep enough to overflow a recursive walk is refused, not crashed on
+        value, where, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_METADATA_DEPTH:
+                raise InvalidInput(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels", code="invalid_metadata")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend((v, f"{where}[{k!r}]", depth + 1) for k, v in items)
+        elif problem := unstorable_number(value):
+            raise InvalidInput(f"{where} = {value!r}: {problem}", code="invalid_metadata")
     if len(json.dumps(metadata, ensure_ascii=False).encode()) > MAX_METADATA_BYTES:
         raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes", code="invalid_metadata")
     for key in metadata:

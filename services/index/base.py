@@ -1,6 +1,7 @@
 """The vector-index interface: collections of points with a dense and a sparse named vector."""
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from abc import ABC, abstractmethod
@@ -160,6 +161,34 @@ def check_query_args(limit: int, prefetch_limit: int, fusion: str) -> None:
         raise InvalidInput(f"unknown fusion {fusion!r}; use 'rrf' or 'dbsf'")
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def unstorable_number(value: Any) -> str | None:
+    """Why a payload cannot hold `value` (None when it can): Qdrant stores 64-bit integers and
+    finite floats, and a JSON document cannot carry NaN or infinity either."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, np.integer)) and not INT64_MIN <= int(value) <= INT64_MAX:
+        return "integers must fit in 64 bits"
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return "numbers must be finite (no NaN or infinity)"
+    return None
+
+
+def storable_metadata(value: Any) -> Any:
+    """`value` with integers beyond 64 bits turned into floats. Uploads cannot hold such integers
+    (see unstorable_number), but PostgreSQL's JSONB prints a large float without its exponent
+    (1e20 comes back as 100000000000000000000), so one read back from the database can."""
+    if isinstance(value, dict):
+        return {k: storable_metadata(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable_metadata(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        return float(value)
+    return value
+
+
 def metadata_groups(values: list[Any]) -> tuple[list[str], list[int], list[bool], list[float]]:
     """Split accepted metadata values by type: each type needs its own kind of condition."""
     strs: list[str] = []
@@ -167,6 +196,8 @@ def metadata_groups(values: list[Any]) -> tuple[list[str], list[int], list[bool]
     bools: list[bool] = []
     floats: list[float] = []
     for v in values:
+        if problem := unstorable_number(v):
+            raise InvalidInput(f"metadata filter value {v!r}: {problem}")
         if isinstance(v, bool):  # before int: bool is an int subclass
             bools.append(v)
         elif isinstance(v, (int, np.integer)):

@@ -28,7 +28,7 @@ from services.documents.models import (
     utcnow,
 )
 from services.errors import SaekinError
-from services.index.base import IndexPoint
+from services.index.base import IndexPoint, storable_metadata
 from services.ingest.analyzer import stem_spans
 from services.ingest.chunker import chunk_sentences
 from services.ingest.extract import TEXT_PLAIN, ExtractLimits, extract_file, extract_file_with_timeout
@@ -210,13 +210,40 @@ def embed_documents(rt: Runtime, items: Sequence[WorkItem]) -> None:
             payload={
                 "document_id": str(document.id), "external_id": document.external_id,
                 "generation": chunk.generation, "ordinal": chunk.ordinal, "page": chunk.page,
-                "metadata": document.metadata or {},
+                "metadata": storable_metadata(document.metadata or {}),
             }))
     for name in set(names.values()):
         rt.index.ensure_collection(name, dim=rt.encoder.dim)
         if points.get(name):
             rt.index.upsert(name, points[name])
     _publish(rt, live, names)
+
+
+def embed_each_on_failure(rt: Runtime, items: Sequence[WorkItem]) -> list[tuple[WorkItem, Exception]]:
+    """:func:`embed_documents` for the batch; if that fails, each document on its own, so that a
+    document the index or the model cannot take fails alone instead of failing the batch.
+
+    Returns the documents that failed on their own, with their errors (the caller marks them
+    failed). Raises when the batch is one document or every document fails: then the fault is
+    likely the service's (database, index, model), and the caller retries or fails them all.
+    """
+    try:
+        embed_documents(rt, items)
+        return []
+    except Exception as exc:
+        if len(items) <= 1:
+            raise
+        log.warning("embedding a batch of %d documents failed (%r); embedding them one by one", len(items), exc)
+    failures: list[tuple[WorkItem, Exception]] = []
+    for item in items:
+        try:
+            embed_documents(rt, [item])
+        except Exception as exc:
+            log.exception("embedding failed for %s", item)
+            failures.append((item, exc))
+    if len(failures) == len(items):
+        raise failures[0][1]
+    return failures
 
 
 def _publish(rt: Runtime, items: Sequence[WorkItem], names: dict[uuid.UUID, str]) -> None:
@@ -262,11 +289,12 @@ def process_now(rt: Runtime, items: Sequence[WorkItem]) -> None:
     if not prepared:
         return
     try:
-        embed_documents(rt, prepared)
+        failures = embed_each_on_failure(rt, prepared)
     except Exception as exc:
         log.exception("embedding failed for %s", prepared)
-        for item in prepared:
-            mark_failed(rt, item, f"internal error while embedding: {exc!r}")
+        failures = [(item, exc) for item in prepared]
+    for item, exc in failures:
+        mark_failed(rt, item, f"internal error while embedding: {exc!r}")
 
 
 @dataclass(frozen=True)

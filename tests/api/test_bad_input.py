@@ -69,6 +69,44 @@ def test_metadata_that_is_not_json(app_client, seeded):
     assert_error(r, 422, "invalid_metadata")
 
 
+@pytest.mark.parametrize("metadata", ['{"v": NaN}', '{"v": Infinity}', '{"a": {"b": [-1e999]}}',
+                                      '{"v": 100000000000000000000}', '{"v": -9223372036854775809}',
+                                      "[" * 40 + "]" * 40, '{"a": ' * 40 + "1" + "}" * 40])
+def test_metadata_the_index_cannot_store(app_client, seeded, metadata):
+    # Accepted, such values would fail the document (and, before, its whole batch) at embedding.
+    if metadata.startswith("["):
+        metadata = '{"deep": ' + metadata + "}"
+    body = '{"text": "문서", "metadata": ' + metadata + "}"
+    r = app_client.post(f"/v1/collections/{seeded}/documents", content=body.encode(),
+                        headers={"content-type": "application/json"})
+    assert_error(r, 422, "invalid_metadata")
+    r = app_client.post(f"/v1/collections/{seeded}/documents", data={"metadata": metadata},
+                        files={"file": ("a.txt", io.BytesIO("문서".encode()), "text/plain")})
+    assert_error(r, 422, "invalid_metadata")
+
+
+def test_metadata_nested_past_the_json_parser(app_client, seeded):
+    r = app_client.post(f"/v1/collections/{seeded}/documents", data={"metadata": "[" * 100_000},
+                        files={"file": ("a.txt", io.BytesIO("문서".encode()), "text/plain")})
+    assert_error(r, 422, "invalid_metadata")
+
+
+def test_metadata_at_the_limits_is_kept(app_client, seeded):
+    metadata = {"big": 2**63 - 1, "small": -(2**63), "x": 1.5, "nested": {"a": [1, {"b": True}]}}
+    r = app_client.post(f"/v1/collections/{seeded}/documents",
+                        json={"text": "한계값 문서", "metadata": {**metadata, "huge": 1e20}})
+    assert r.status_code == 202, r.text
+    doc = wait_for_status(app_client, seeded, r.json()["id"])
+    assert doc["status"] == "indexed", doc
+    # PostgreSQL's JSONB gives 1e20 back as the integer 100000000000000000000: equal in value.
+    assert doc["metadata"].pop("huge") == 1e20
+    assert doc["metadata"] == metadata
+    hits = app_client.post(f"/v1/collections/{seeded}/search",
+                           json={"query": "한계값", "mode": "sparse", "filter": {"metadata": {"big": 2**63 - 1}}}).json()
+    assert [h["document_id"] for h in hits["results"]] == [doc["id"]]
+    app_client.delete(f"/v1/collections/{seeded}/documents/{doc['id']}")
+
+
 def test_metadata_that_is_not_an_object(app_client, seeded):
     r = app_client.post(f"/v1/collections/{seeded}/documents", json={"text": "문서", "metadata": [1, 2]})
     assert_error(r, 422)
@@ -112,6 +150,9 @@ def test_search_validation(app_client, seeded):
     assert_error(app_client.post(url, json={"query": "서울", "top_k": 101}), 422, "invalid_request")
     assert_error(app_client.post(url, json={"query": "서울", "mode": "fuzzy"}), 422, "invalid_request")
     assert_error(app_client.post(url, content=b"{", headers={"content-type": "application/json"}), 422)
+    for value in ("100000000000000000000", "NaN", "[1, -Infinity]"):
+        body = '{"query": "서울", "mode": "sparse", "filter": {"metadata": {"v": ' + value + "}}}"
+        assert_error(app_client.post(url, content=body.encode(), headers={"content-type": "application/json"}), 422)
 
 
 def test_unknown_collection_and_document(app_client, seeded):

@@ -8,7 +8,7 @@ from services.db import session_scope
 from services.documents import service
 from services.documents.models import Chunk, Collection, Document, DocumentStage, DocumentStatus, index_name
 from services.ingest.pipeline import (
-    EmbedBatch, WorkItem, embed_documents, embedding_batch, prepare_document, process_now,
+    EmbedBatch, WorkItem, embed_documents, embed_each_on_failure, embedding_batch, prepare_document, process_now,
 )
 from tests.conftest import submit_text as submit
 
@@ -227,3 +227,24 @@ def test_a_batch_publishes_live_generations_and_cleans_up_after_replaced_ones(rt
     assert {c.generation for c in chunks_of(rt, second)} == {2}  # generation 1's rows are gone
     # Points: a's and b's generation 2; none of b's generation 1 nor of c's superseded generation.
     assert rt.index.count(index_name_of(rt)) == len(chunks_of(rt, plain)) + len(chunks_of(rt, second))
+
+
+def test_a_document_that_cannot_be_embedded_fails_alone(rt):
+    items = [submit(rt, f"{i}번 문서는 같은 일괄 작업에 들어 있다.") for i in range(3)]
+    for item in items:
+        prepare_document(rt, item)
+    broken = items[1]
+    with rt.engine.begin() as conn:  # a chunk row the index cannot take (say, written by a buggy version)
+        conn.execute(Chunk.__table__.update().where(Chunk.__table__.c.document_id == broken.document_id)
+                     .values(sparse={"indices": ["not a term id"], "values": [1.0]}))
+
+    failures = embed_each_on_failure(rt, items)
+
+    assert [item for item, _ in failures] == [broken]
+    with session_scope(rt.session_factory) as session:
+        docs = {d.id: d for d in session.scalars(select(Document))}
+    assert [docs[i.document_id].status for i in (items[0], items[2])] == [DocumentStatus.indexed] * 2
+    assert rt.index.count(index_name_of(rt)) == len(chunks_of(rt, items[0])) + len(chunks_of(rt, items[2]))
+    # Alone, the failure is raised: it may be the service's own (the caller retries or fails it).
+    with pytest.raises(ValueError):
+        embed_each_on_failure(rt, [broken])

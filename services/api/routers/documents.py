@@ -116,6 +116,8 @@ async def _read_multipart(request: Request, limit: int) -> service.Upload:
             metadata = json.loads(metadata_raw)
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"metadata is not valid JSON: {exc.msg}", code="invalid_metadata") from None
+        except RecursionError:
+            raise InvalidInput("metadata is nested too deeply", code="invalid_metadata") from None
     external_id = _text_field(form.get("external_id"), "external_id", 256)
     title = _text_field(form.get("title"), "title", 512)
     await run_in_threadpool(_check_type, data, file.filename, file.content_type)
