@@ -82,8 +82,11 @@ class VectorIndex(ABC):
         """Insert or overwrite points (same id overwrites), in batches."""
 
     @abstractmethod
-    def delete_document(self, name: str, document_id: str, *, keep_generation: int | None = None) -> None:
-        """Delete a document's points, except those whose payload generation equals keep_generation."""
+    def delete_document(self, name: str, document_id: str, *, generation: int | None = None,
+                        below_generation: int | None = None) -> None:
+        """Delete a document's points: all of them, or only those of one payload generation, or
+        those of the generations below one. Never more than asked: another worker may be writing
+        a newer generation's points meanwhile."""
 
     @abstractmethod
     def query(

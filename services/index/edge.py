@@ -137,13 +137,15 @@ class EdgeIndex(VectorIndex):
                     shard.shard.update(qe.UpdateOperation.upsert_points(batch))
                 shard.shard.flush()
 
-    def delete_document(self, name: str, document_id: str, *, keep_generation: int | None = None) -> None:
+    def delete_document(self, name: str, document_id: str, *, generation: int | None = None,
+                        below_generation: int | None = None) -> None:
         """Delete by payload filter; a collection that does not exist has nothing to delete."""
         must: list[Any] = [qe.FieldCondition("document_id", match=qe.MatchAny([document_id]))]
-        must_not: list[Any] | None = None
-        if keep_generation is not None:
-            must_not = [qe.FieldCondition("generation", match=qe.MatchValue(int(keep_generation)))]
-        operation = qe.UpdateOperation.delete_points_by_filter(qe.Filter(must=must, must_not=must_not))
+        if generation is not None:
+            must.append(qe.FieldCondition("generation", match=qe.MatchValue(int(generation))))
+        if below_generation is not None:
+            must.append(qe.FieldCondition("generation", range=qe.RangeFloat(lt=float(below_generation))))
+        operation = qe.UpdateOperation.delete_points_by_filter(qe.Filter(must=must))
         try:
             with self._use(name) as shard, shard.write_lock:
                 shard.shard.update(operation)

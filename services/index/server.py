@@ -127,18 +127,16 @@ class ServerIndex(VectorIndex):
             for i in range(0, len(structs), batch_size):
                 self._client.upsert(name, points=structs[i : i + batch_size], wait=True)
 
-    def delete_document(self, name: str, document_id: str, *, keep_generation: int | None = None) -> None:
+    def delete_document(self, name: str, document_id: str, *, generation: int | None = None,
+                        below_generation: int | None = None) -> None:
         """Delete by payload filter; a collection that does not exist has nothing to delete."""
         check_collection_name(name)
-        must_not = None
-        if keep_generation is not None:
-            must_not = [qm.FieldCondition(key="generation", match=qm.MatchValue(value=int(keep_generation)))]
-        selector = qm.FilterSelector(
-            filter=qm.Filter(
-                must=[qm.FieldCondition(key="document_id", match=qm.MatchAny(any=[document_id]))],
-                must_not=must_not,
-            )
-        )
+        must = [qm.FieldCondition(key="document_id", match=qm.MatchAny(any=[document_id]))]
+        if generation is not None:
+            must.append(qm.FieldCondition(key="generation", match=qm.MatchValue(value=int(generation))))
+        if below_generation is not None:
+            must.append(qm.FieldCondition(key="generation", range=qm.Range(lt=int(below_generation))))
+        selector = qm.FilterSelector(filter=qm.Filter(must=must))
         with self._calls(name):
             if self._local and not self._client.collection_exists(name):
                 return

@@ -260,20 +260,28 @@ def _publish(rt: Runtime, items: Sequence[WorkItem], names: dict[uuid.UUID, str]
                     embedded_count=select(func.count()).where(c.document_id == d.id, c.generation == d.generation)
                     .scalar_subquery())
             .returning(d.id)))
-        stale: list[tuple[WorkItem, int | None]] = []  # (item, generation to keep) whose points need cleaning
+        # Points to delete, each (item, {"below_generation" | "generation": n} or {} for all). Only
+        # what is certainly dead: another worker may be writing a newer generation meanwhile.
+        stale: list[tuple[WorkItem, dict[str, int]]] = []
         for item in items:
             if item.document_id in published and item.generation > 1:  # only replacements and retries
                 conn.execute(delete(_chunks).where(c.document_id == item.document_id,  # have older rows and points
-                                                   c.generation != item.generation))
-                stale.append((item, item.generation))
+                                                   c.generation < item.generation))
+                stale.append((item, {"below_generation": item.generation}))
         gone = [item for item in items if item.document_id not in published]
         if gone:
             # Deleted or replaced while we embedded: our points must not linger.
             indexed = dict(conn.execute(select(d.id, d.indexed_generation)
                                         .where(d.id.in_([i.document_id for i in gone]))).all())
-            stale += [(item, indexed.get(item.document_id, -1)) for item in gone]
-    for item, keep in stale:
-        rt.index.delete_document(names[item.document_id], str(item.document_id), keep_generation=keep)
+            for item in gone:
+                if item.document_id not in indexed:  # deleted: whatever is left of it goes
+                    stale.append((item, {}))
+                elif indexed[item.document_id] != item.generation:  # replaced (unless another worker published it)
+                    conn.execute(delete(_chunks).where(c.document_id == item.document_id,
+                                                       c.generation == item.generation))
+                    stale.append((item, {"generation": item.generation}))
+    for item, which in stale:
+        rt.index.delete_document(names[item.document_id], str(item.document_id), **which)
 
 
 def process_now(rt: Runtime, items: Sequence[WorkItem]) -> None:

@@ -381,21 +381,25 @@ def test_bad_metadata_filter_rejected(pair) -> None:
 
 def test_delete_document(fresh_pair) -> None:
     edge, local = pair = fresh_pair
-    gone, regenerated = doc_id(3), doc_id(5)  # document 5 has generation-2 chunks
+    # Documents 5 and 10 have generation-2 chunks besides their generation-1 ones.
+    gone, regenerated, abandoned = doc_id(3), doc_id(5), doc_id(10)
     for index in pair:
         index.delete_document(COLLECTION, gone)
-        index.delete_document(COLLECTION, regenerated, keep_generation=2)
+        index.delete_document(COLLECTION, regenerated, below_generation=2)
+        index.delete_document(COLLECTION, abandoned, generation=2)
     for index in pair:
         assert index.count(COLLECTION, IndexFilter(document_ids=[gone])) == 0
-        assert index.count(COLLECTION, IndexFilter(document_ids=[regenerated])) == 3
-        kept = index.query(COLLECTION, dense=[1.0] * DIM, limit=50, filter=IndexFilter(document_ids=[regenerated]))
-        assert {h.payload["generation"] for h in kept} == {2}
-        assert index.count(COLLECTION) == len(POINTS) - CHUNKS - CHUNKS
+        for doc, count, generation in ((regenerated, 3, 2), (abandoned, CHUNKS, 1)):
+            assert index.count(COLLECTION, IndexFilter(document_ids=[doc])) == count
+            kept = index.query(COLLECTION, dense=[1.0] * DIM, limit=50, filter=IndexFilter(document_ids=[doc]))
+            assert {h.payload["generation"] for h in kept} == {generation}
+        assert index.count(COLLECTION) == len(POINTS) - CHUNKS - CHUNKS - 3
     # Deleting again, or a document that never existed, changes nothing.
     for index in pair:
         index.delete_document(COLLECTION, gone)
-        index.delete_document(COLLECTION, str(uuid.uuid4()), keep_generation=1)
-    assert edge.count(COLLECTION) == local.count(COLLECTION) == len(POINTS) - 2 * CHUNKS
+        index.delete_document(COLLECTION, regenerated, below_generation=2)
+        index.delete_document(COLLECTION, str(uuid.uuid4()), generation=1)
+    assert edge.count(COLLECTION) == local.count(COLLECTION) == len(POINTS) - 2 * CHUNKS - 3
     for dense, sparse in random_queries(3):
         assert_same_hits(edge.query(COLLECTION, dense=dense, sparse=sparse), local.query(COLLECTION, dense=dense, sparse=sparse))
 
@@ -434,7 +438,7 @@ def test_edge_persists_across_reopen(tmp_path: Path) -> None:
     with EdgeIndex(root) as edge:
         edge.ensure_collection(COLLECTION, dim=DIM)
         edge.upsert(COLLECTION, POINTS)
-        edge.delete_document(COLLECTION, doc_id(0), keep_generation=2)
+        edge.delete_document(COLLECTION, doc_id(0), below_generation=2)
         before = [edge.query(COLLECTION, dense=d, sparse=s) for d, s in queries]
         count = edge.count(COLLECTION)
     with EdgeIndex(root) as edge:
@@ -553,7 +557,7 @@ def test_server_matches_edge(qdrant_server_url: str, tmp_path: Path) -> None:
             index.ensure_collection(name, dim=DIM)
             index.ensure_collection(name, dim=DIM)
             index.upsert(name, POINTS, batch_size=64)
-            index.delete_document(name, doc_id(5), keep_generation=2)
+            index.delete_document(name, doc_id(5), below_generation=2)
         assert edge.count(name) == server.count(name)
         for dense, sparse in random_queries(5):
             for kwargs in (dict(dense=dense), dict(sparse=sparse), dict(dense=dense, sparse=sparse),

@@ -248,3 +248,36 @@ def test_a_document_that_cannot_be_embedded_fails_alone(rt):
     # Alone, the failure is raised: it may be the service's own (the caller retries or fails it).
     with pytest.raises(ValueError):
         embed_each_on_failure(rt, [broken])
+
+
+def test_a_late_worker_leaves_a_newer_generations_points_alone(rt, monkeypatch):
+    # Worker A embeds generation 1 and upserts its points; meanwhile generation 2 arrives and worker
+    # B upserts its points too. A publishes first, finds generation 1 replaced and must delete its
+    # own points only; then B publishes generation 2.
+    from services.ingest import pipeline
+
+    first = submit(rt, "처음 올린 내용이다. 곧 바뀐다.", external_id="x")
+    prepare_document(rt, first)
+    publish, upsert = pipeline._publish, rt.index.upsert
+    deferred = []
+
+    def upsert_then_b_runs_up_to_its_publication(name, points, **kwargs):
+        upsert(name, points, **kwargs)
+        monkeypatch.setattr(rt.index, "upsert", upsert)
+        second = submit(rt, "두 번째 내용이다. 이것이 검색되어야 한다.", external_id="x")
+        prepare_document(rt, second)
+        monkeypatch.setattr(pipeline, "_publish", lambda rt_, items, names: deferred.append((items, names)))
+        embed_documents(rt, [second])  # B: embeds and upserts; its publication waits
+        monkeypatch.setattr(pipeline, "_publish", publish)
+
+    monkeypatch.setattr(rt.index, "upsert", upsert_then_b_runs_up_to_its_publication)
+    embed_documents(rt, [first])  # A
+    [(items, names)] = deferred
+    publish(rt, items, names)  # B publishes last
+    second = items[0]
+
+    with session_scope(rt.session_factory) as session:
+        doc = session.get(Document, second.document_id)
+        assert doc.status == DocumentStatus.indexed and doc.indexed_generation == 2
+    assert {c.generation for c in chunks_of(rt, second)} == {2}
+    assert rt.index.count(index_name_of(rt)) == len(chunks_of(rt, second)) >= 1
