@@ -143,7 +143,8 @@ def _extract_sections(rt: Runtime, data: bytes, *, filename: str | None,
         # with a time and memory limit, so a hostile file cannot hang or exhaust this worker.
         extract = extract_file if media_type == TEXT_PLAIN else extract_file_with_timeout
         extracted = extract(Path(tmp.name), media_type=media_type, filename=filename, limits=limits)
-    sections = [_Section(text, sec.page, sec.heading) for sec in extracted.sections
+    sections = [_Section(text, sec.page, sec.heading and normalize_text(sec.heading).strip())
+                for sec in extracted.sections
                 if (text := normalize_text(sec.text)).strip()]
     if not sections:
         raise SaekinError("the document contains no text", code="no_text")

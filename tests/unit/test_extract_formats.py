@@ -217,6 +217,8 @@ def docx_sample() -> bytes:
         + docx_paragraph("제2장 채용", style="MyHeading")  # heading by inheritance (basedOn heading 2)
         + '<w:p><w:r><w:t>탭</w:t></w:r><w:r><w:tab/><w:t>뒤</w:t><w:br/><w:t>다음 줄</w:t></w:r>'
           '<w:del><w:r><w:delText>지운 글</w:delText></w:r></w:del>'
+          '<w:moveFrom><w:r><w:t>옮기기 전 자리</w:t></w:r></w:moveFrom>'
+          '<w:moveTo><w:r><w:t>옮긴 자리</w:t></w:r></w:moveTo>'
           '<w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText>HYPERLINK "x"</w:instrText></w:r>'
           '<w:hyperlink><w:r><w:t>링크</w:t></w:r></w:hyperlink>'
           '<w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:drawing><w:txbxContent>'
@@ -240,6 +242,7 @@ def test_docx_paragraphs_tables_headings(tmp_path):
     chapter2 = doc.sections[2].text
     assert "탭\t뒤\n다음 줄" in chapter2
     assert "지운 글" not in chapter2 and "HYPERLINK" not in chapter2
+    assert "옮기기 전 자리" not in chapter2 and "옮긴 자리" in chapter2  # tracked move: read once, at its new place
     assert "링크" in chapter2
     assert chapter2.count("글상자") == 1  # the markup-compatibility fallback is not read twice
     assert "콘텐츠 컨트롤 안의 문단" in chapter2

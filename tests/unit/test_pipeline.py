@@ -281,3 +281,17 @@ def test_a_late_worker_leaves_a_newer_generations_points_alone(rt, monkeypatch):
         assert doc.status == DocumentStatus.indexed and doc.indexed_generation == 2
     assert {c.generation for c in chunks_of(rt, second)} == {2}
     assert rt.index.count(index_name_of(rt)) == len(chunks_of(rt, second)) >= 1
+
+
+def test_headings_are_normalized_like_the_text(rt):
+    import unicodedata
+
+    heading = unicodedata.normalize("NFD", "서울\u200b시 공고")  # decomposed Hangul, a zero-width space
+    with session_scope(rt.session_factory) as session:
+        result = service.submit_document(session, collection_name="c", profile=rt.settings.embedding_profile,
+                                         upload=service.Upload(data=f"# {heading}\n\n공고 내용이다.".encode(),
+                                                               filename="notice.md", media_type=None))
+        item = WorkItem(result.document.id, result.generation)
+    prepare_document(rt, item)
+    [chunk] = chunks_of(rt, item)
+    assert chunk.heading == "서울시 공고" and chunk.text.startswith("서울시 공고")

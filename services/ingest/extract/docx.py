@@ -172,7 +172,9 @@ class _Builder:
         return self.sections
 
 
-_SKIP_IN_PARAGRAPH = {"pPr", "rPr", "instrText", "delText", "delInstrText", "Fallback", "fldData", "del"}
+# Tracked changes show the document as accepted: deletions (del) and the old place of moved text
+# (moveFrom, whose runs use w:t like any other) are not part of it.
+_SKIP_IN_PARAGRAPH = {"pPr", "rPr", "instrText", "delText", "delInstrText", "Fallback", "fldData", "del", "moveFrom"}
 
 
 def paragraph_text(p: Element) -> str:
