@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timezone
 
 from sqlalchemy import (
-    JSON, DateTime, Enum, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, Uuid,
+    JSON, DateTime, Enum, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator, UniqueConstraint, Uuid,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -18,6 +18,19 @@ JsonType = JSON().with_variant(JSONB(), "postgresql")
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class UtcDateTime(TypeDecorator):
+    """A timestamp that always reads back as aware UTC: SQLite keeps no time zone and returns naive
+    values, PostgreSQL's timestamptz aware ones; every timestamp here is written in UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
 
 
 class DocumentStatus(str, enum.Enum):
@@ -47,7 +60,7 @@ class Collection(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     profile: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Document(Base):
@@ -79,13 +92,13 @@ class Document(Base):
     # A replacement bumps `generation`; searches show chunks of `indexed_generation` until the new one is indexed.
     generation: Mapped[int] = mapped_column(Integer, default=1)
     indexed_generation: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
-    indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    indexed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # The embed task (Celery task id) whose batch holds this waiting generation, so that embed
     # workers on several GPUs never embed the same document twice; free again after the lease.
     embed_claim: Mapped[str | None] = mapped_column(String(64))
-    embed_claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    embed_claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     collection: Mapped[Collection] = relationship(lazy="joined")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -140,18 +140,24 @@ def submit_document(session: Session, *, collection_name: str, profile: str, upl
             Document.collection_id == collection.id, Document.sha256 == sha,
             Document.external_id.is_(None)).limit(1))
 
-    if existing is not None and existing.sha256 == sha and existing.status != DocumentStatus.failed:
+    if (existing is not None and existing.sha256 == sha and existing.status != DocumentStatus.failed
+            and existing.title == _title(upload) and (existing.metadata_ or {}) == metadata):
         return SubmitResult(existing, created=False, generation=existing.generation)
 
     if existing is not None:
-        # A replacement (or a retry of a failed document): the old generation stays searchable until the new one is indexed.
-        existing.generation += 1
+        # A replacement (new content, title or metadata; or a retry of a failed document): the old
+        # generation stays searchable until the new one is indexed. The generation is counted up in
+        # SQL, which waits for a concurrent upload's row lock: each upload gets its own number.
+        existing.generation = session.execute(
+            update(Document).where(Document.id == existing.id)
+            .values(generation=Document.generation + 1).returning(Document.generation)).scalar_one()
         _reset_for_generation(existing, upload, sha, metadata)
         document = existing
     else:
+        now = utcnow()
         document = Document(collection_id=collection.id, collection=collection, external_id=upload.external_id,
-                            generation=1)
-        _reset_for_generation(document, upload, sha, metadata)
+                            generation=1, created_at=now)
+        _reset_for_generation(document, upload, sha, metadata, now=now)
         session.add(document)
     try:
         session.flush()
@@ -169,10 +175,15 @@ def submit_document(session: Session, *, collection_name: str, profile: str, upl
     return SubmitResult(document, created=True, generation=document.generation)
 
 
-def _reset_for_generation(document: Document, upload: Upload, sha: str, metadata: dict) -> None:
+def _title(upload: Upload) -> str | None:
+    return upload.title or upload.filename or None
+
+
+def _reset_for_generation(document: Document, upload: Upload, sha: str, metadata: dict,
+                          now: datetime | None = None) -> None:
     document.sha256 = sha
     document.text_sha256 = None
-    document.title = upload.title or (upload.filename if upload.filename else None)
+    document.title = _title(upload)
     document.filename = upload.filename
     document.media_type = upload.media_type
     document.metadata_ = metadata
@@ -182,7 +193,7 @@ def _reset_for_generation(document: Document, upload: Upload, sha: str, metadata
     document.chunk_count = 0
     document.embedded_count = 0
     document.char_count = None
-    document.updated_at = utcnow()
+    document.updated_at = now or utcnow()
 
 
 def get_document(session: Session, *, collection_name: str, document_id: uuid.UUID) -> Document:

@@ -69,6 +69,56 @@ def test_same_content_again_answers_200_with_the_existing_document(app_client):
     assert len(listing["items"]) == 1
 
 
+def test_same_content_with_a_new_title_or_metadata_is_a_new_version(app_client):
+    col = unique_collection()
+    first = upload_text(app_client, col, BUSAN, external_id="busan", title="부산", metadata={"v": 1})
+    wait_for_status(app_client, col, first.json()["id"])
+    assert upload_text(app_client, col, BUSAN, external_id="busan", title="부산", metadata={"v": 1}).status_code == 200
+    second = upload_text(app_client, col, BUSAN, external_id="busan", title="부산광역시", metadata={"v": 2})
+    assert second.status_code == 202 and second.json()["generation"] == 2
+    doc = wait_for_status(app_client, col, first.json()["id"])
+    assert doc["status"] == "indexed" and doc["indexed_generation"] == 2
+    assert doc["title"] == "부산광역시" and doc["metadata"] == {"v": 2}
+    # The index holds the new metadata too: filters find the document by it, not by the old one.
+    search = lambda v: app_client.post(f"/v1/collections/{col}/search", json={
+        "query": "해운대", "mode": "sparse", "filter": {"metadata": {"v": v}}}).json()["results"]
+    assert [h["title"] for h in search(2)] == ["부산광역시"] and search(1) == []
+
+
+def test_concurrent_uploads_of_one_document_get_distinct_versions(app_client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.db import session_scope
+    from services.documents import service
+
+    col = unique_collection()
+    rt = app_client.runtime
+
+    def replace(i: int) -> int:
+        with session_scope(rt.session_factory) as session:
+            upload = service.Upload(data=f"{i}번째 판의 내용이다.".encode(), media_type="text/plain", external_id="x")
+            return service.submit_document(session, collection_name=col, profile=rt.settings.embedding_profile,
+                                           upload=upload).generation
+
+    replace(0)
+    with ThreadPoolExecutor(8) as pool:
+        generations = list(pool.map(replace, range(1, 17)))
+    assert sorted(generations) == list(range(2, 18))
+    [doc] = app_client.get(f"/v1/collections/{col}/documents").json()["items"]
+    assert doc["generation"] == 17
+
+
+def test_timestamps_are_utc_everywhere(app_client):
+    col = unique_collection()
+    posted = upload_text(app_client, col, "시각 표기를 확인하는 문서이다.").json()
+    fetched = wait_for_status(app_client, col, posted["id"])
+    listed = app_client.get(f"/v1/collections/{col}/documents").json()["items"][0]
+    for doc in (posted, fetched, listed):
+        assert doc["created_at"].endswith(("Z", "+00:00")), doc
+        assert doc["updated_at"] >= doc["created_at"]
+    assert fetched["created_at"] == posted["created_at"] == listed["created_at"]
+
+
 def test_known_external_id_with_new_content_replaces_the_document(app_client):
     col = unique_collection()
     first = upload_text(app_client, col, SEOUL, external_id="city")
