@@ -30,6 +30,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's and Starlette's body parsers (bytes that are not UTF-8, broken multipart, too
+            # many parts): invalid input like any other, 422 as documented.
+            return JSONResponse(error_body("malformed_body", f"the request body could not be read: {exc.detail}"),
+                                status_code=422)
         code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))

@@ -63,6 +63,17 @@ def test_collection_names_differing_only_in_dash_and_underscore(app_client, seed
     assert seeded in r.json()["error"]["message"]
 
 
+def test_bodies_that_cannot_be_parsed(app_client, seeded):
+    search = f"/v1/collections/{seeded}/search"
+    r = app_client.post(search, content=b'{"query": "\xff\xfe"}', headers={"content-type": "application/json"})
+    assert_error(r, 422, "malformed_body")
+    upload = f"/v1/collections/{seeded}/documents"
+    r = app_client.post(upload, files=[("file", ("a.txt", b"a", "text/plain")), ("file", ("b.txt", b"b", "text/plain"))])
+    assert_error(r, 422, "malformed_body")
+    r = app_client.post(upload, content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data"})
+    assert r.status_code == 422 and r.json()["error"]["message"]
+
+
 def test_metadata_that_is_not_json(app_client, seeded):
     r = app_client.post(f"/v1/collections/{seeded}/documents", files={"file": ("a.txt", io.BytesIO("문서".encode()), "text/plain")},
                         data={"metadata": "{not json"})

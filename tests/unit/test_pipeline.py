@@ -295,3 +295,17 @@ def test_headings_are_normalized_like_the_text(rt):
     prepare_document(rt, item)
     [chunk] = chunks_of(rt, item)
     assert chunk.heading == "서울시 공고" and chunk.text.startswith("서울시 공고")
+
+
+def test_a_long_text_shows_the_chunking_stage_while_it_is_analysed(rt, monkeypatch):
+    item = submit(rt, "긴 문서의 문장이 계속 이어진다. " * 3000)  # 54,000 characters: seconds of Kiwi
+    analyze_many, seen = rt.analyzer.analyze_many, []
+
+    def watching(texts):
+        with session_scope(rt.session_factory) as session:
+            seen.append(session.get(Document, item.document_id).stage)
+        return analyze_many(texts)
+
+    monkeypatch.setattr(rt.analyzer, "analyze_many", watching)
+    prepare_document(rt, item)
+    assert seen == [DocumentStage.chunking]
