@@ -72,6 +72,24 @@ def test_utf16_without_bom(tmp_path):
     assert doc.sections[0].text == KOREAN
 
 
+@pytest.mark.parametrize("encoding,damage", [
+    ("utf-8", "stray byte"), ("cp949", "stray byte"),  # a stray byte in UTF-16 shifts all that follows
+    ("utf-8", "cut mid-character"), ("cp949", "cut mid-character"), ("utf-16-le", "cut mid-character"),
+])
+def test_a_stray_byte_costs_a_character_not_the_document(tmp_path, encoding, damage):
+    text = f"{KOREAN}\n둘째 줄: 서울특별시 강남구 학동로 426\n" * 3
+    data = text.encode(encoding)
+    if damage == "stray byte":
+        data = data[:40] + b"\xff" + data[40:]
+    else:
+        data = data[:-1] if encoding == "utf-16-le" else text.encode(encoding)[:-3] + "한".encode(encoding)[:1]
+    path = write(tmp_path, "damaged.txt", data)
+    doc = extract_file(path, filename=path.name)  # detected as text, decoded with the right encoding
+    decoded = doc.sections[0].text
+    assert 1 <= decoded.count("\ufffd") <= 4
+    assert decoded.replace("\ufffd", "").count("서울특별시 강남구") >= 2
+
+
 def test_decomposed_hangul_kept_as_found(tmp_path):
     import unicodedata
     nfd = unicodedata.normalize("NFD", KOREAN)

@@ -145,15 +145,15 @@ def _looks_like_text(head: bytes) -> bool:
         from .textfmt import plausible_utf16  # UTF-16 without a byte order mark
 
         return plausible_utf16(head, "utf-16-le") or plausible_utf16(head, "utf-16-be")
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    try:
-        text = decoder.decode(head, final=False)  # a multibyte character cut at the end is fine
-    except UnicodeDecodeError:
-        try:
-            text = codecs.getincrementaldecoder("cp949")().decode(head, final=False)
-        except UnicodeDecodeError:
-            return _charset_normalizer_says_text(head)
-    return _few_controls(text)
+    for errors in ("strict", "replace"):  # then a stray byte or two, each counted by _few_controls
+        for codec in ("utf-8", "cp949"):
+            try:  # incremental: a multibyte character cut at the end of head is fine
+                text = codecs.getincrementaldecoder(codec)(errors=errors).decode(head, final=False)
+            except UnicodeDecodeError:
+                continue
+            if errors == "strict" or _few_controls(text):
+                return _few_controls(text)
+    return _charset_normalizer_says_text(head)
 
 
 def _few_controls(text: str) -> bool:

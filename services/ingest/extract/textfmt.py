@@ -55,10 +55,9 @@ def _decode(data: bytes, hint: str | None) -> str:
         pass
     utf16 = _guess_utf16_without_bom(data)
     if utf16:
-        try:
-            return data.decode(utf16)
-        except UnicodeDecodeError:
-            pass
+        text = data.decode(utf16, errors="replace")  # a file cut after an odd byte ends in U+FFFD
+        if _few_replacements(text):
+            return text
     try:
         text = data.decode("cp949")
     except UnicodeDecodeError:
@@ -66,10 +65,21 @@ def _decode(data: bytes, hint: str | None) -> str:
     else:
         if _looks_korean(text):
             return text
+    # A stray byte or two (a file cut mid-character, a mis-pasted character) costs a U+FFFD each,
+    # not the document. UTF-8 first: read as CP949, UTF-8 Korean gives plausible Hangul, while
+    # CP949 Korean read as UTF-8 is almost all U+FFFD.
     mostly_utf8 = data.decode("utf-8", errors="replace")
-    if mostly_utf8.count("\ufffd") <= len(mostly_utf8) // 1000:
-        return mostly_utf8  # UTF-8 with a stray byte or two (a cut or mis-pasted character)
+    if _few_replacements(mostly_utf8):
+        return mostly_utf8
+    mostly_cp949 = data.decode("cp949", errors="replace")
+    if _few_replacements(mostly_cp949) and _looks_korean(mostly_cp949):
+        return mostly_cp949
     return _charset_normalizer_guess(data)
+
+
+def _few_replacements(text: str) -> bool:
+    # One stray byte inside a multibyte character makes up to four U+FFFD.
+    return text.count("\ufffd") <= max(8, len(text) // 200)
 
 
 def _decode_lenient(data: bytes, codec: str) -> str:
