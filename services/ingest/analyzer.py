@@ -100,6 +100,10 @@ _PARTICLE_FORMS = frozenset(
     "은 는 을 를 의 에 와 과 로 으로 에서 에게 께서 부터 까지 처럼 보다 이나 이며 에는 에도 와의 과의".split()
 )
 _LOWERCASE_CLASSES = frozenset({"SL", "W"})
+# Full-width ASCII (Ｋ, ＴＸ, １２３，０００; common in Korean documents) and the ideographic space, as
+# ASCII. Kiwi reads the copy folded with this table: one character for one, so offsets into the
+# original text stay valid, and ＫＴＸ meets KTX (Kiwi tags full-width letters SW and drops them).
+_FOLD_WIDTH = {0xFF01 + i: 0x21 + i for i in range(94)} | {0x3000: 0x20}
 _SENTENCE_END = re.compile(r"[.?!。？！]\s")
 _THOUSANDS = re.compile(r"^\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 
@@ -190,7 +194,7 @@ class KoreanAnalyzer:
         for index, text in enumerate(texts):
             if text and not text.isspace():
                 jobs.extend((index, a, b) for a, b in _blocks(text, self.max_block_chars))
-        pieces = [texts[i][a:b] for i, a, b in jobs]
+        pieces = [texts[i][a:b].translate(_FOLD_WIDTH) for i, a, b in jobs]
         if self.num_workers > 0 and len(pieces) > 1:
             results = self._kiwi.tokenize(pieces, split_sents=True)
         else:
@@ -340,7 +344,7 @@ class KoreanAnalyzer:
         for index, (text, stored) in enumerate(zip(texts, stems)):
             if not text or text.isspace():
                 continue
-            spans[index] = _surface_spans(text, surface)
+            spans[index] = _surface_spans(text.translate(_FOLD_WIDTH), surface)
             if not verbs:
                 continue
             if stored is not None:

@@ -389,3 +389,14 @@ def test_highlights_in_long_text_analyze_only_candidate_windows(analyzer):
     # a query term that is everywhere: the whole text is analyzed, same kind of answer
     everywhere = recording.highlights(text, "날씨")
     assert len(everywhere) == 60 and all(text[a:b] == "날씨" for a, b in everywhere)
+
+
+def test_full_width_letters_and_digits_meet_their_ascii_spelling(analyzer):
+    text = "ＫＴＸ 열차 운임은 １２３，０００원이다."
+    terms = [t for t in analyzer.terms(text) if "+" not in t.tag]
+    assert {("ktx", "SL"), ("123000", "SN"), ("열차", "N")} <= {(t.form, tag_class(t.tag)) for t in terms}
+    for term in terms:  # offsets point into the text as written
+        assert unicodedata.normalize("NFKC", text[term.start:term.end]).lower().replace(",", "") == term.form
+    query = {(t.form, tag_class(t.tag)) for t in analyzer.query_terms("KTX 운임 123000원") if "+" not in t.tag}
+    assert query == {("ktx", "SL"), ("운임", "N"), ("123000", "SN")}
+    assert [text[a:b] for a, b in analyzer.highlights_many([text], "KTX 123,000")[0]] == ["ＫＴＸ", "１２３，０００"]
