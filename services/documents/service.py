@@ -5,8 +5,9 @@ import base64
 import hashlib
 import json
 import re
+import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -128,6 +129,9 @@ def submit_document(session: Session, *, collection_name: str, profile: str, upl
     """Store an upload: new document, existing one (same content), or a new generation (same external_id)."""
     if not upload.data:
         raise InvalidInput("the document is empty", code="empty_document")
+    # Names are compared as NFC, the form the text is indexed in: a macOS client sends 서울 decomposed.
+    upload = replace(upload, external_id=nfc(upload.external_id), title=nfc(upload.title),
+                     filename=nfc(upload.filename))
     metadata = validate_metadata(upload.metadata or {})
     collection = get_or_create_collection(session, name=collection_name, profile=profile)
     sha = upload.sha256
@@ -173,6 +177,10 @@ def submit_document(session: Session, *, collection_name: str, profile: str, upl
         source.generation, source.data, source.size = document.generation, upload.data, len(upload.data)
     session.flush()
     return SubmitResult(document, created=True, generation=document.generation)
+
+
+def nfc(value: str | None) -> str | None:
+    return unicodedata.normalize("NFC", value) if value is not None else None
 
 
 def _title(upload: Upload) -> str | None:

@@ -8,7 +8,7 @@ from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from services.documents.models import Chunk, Document, collection_index_name
-from services.documents.service import get_collection_key
+from services.documents.service import get_collection_key, nfc
 from services.errors import Conflict
 from services.index.base import IndexFilter, IndexHit
 from services.runtime import Runtime
@@ -79,7 +79,8 @@ def _index_filter(request: SearchRequest) -> IndexFilter | None:
         return None
     metadata = {k: v if isinstance(v, list) else [v] for k, v in (f.metadata or {}).items()} or None
     return IndexFilter(document_ids=[str(d) for d in f.document_ids] if f.document_ids is not None else None,
-                       external_ids=f.external_ids, metadata=metadata)
+                       external_ids=[nfc(e) for e in f.external_ids] if f.external_ids is not None else None,
+                       metadata=metadata)
 
 
 def _explain(rt: Runtime, name: str, dense, sparse: SparseVector, flt: IndexFilter | None, limit: int,

@@ -188,3 +188,18 @@ def test_health_and_readiness(app_client):
     ready = app_client.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"]["database"] == "ok"
+
+
+def test_decomposed_hangul_names_are_the_same_document(app_client):
+    import unicodedata
+
+    col = unique_collection()
+    nfd = lambda s: unicodedata.normalize("NFD", s)
+    first = upload_text(app_client, col, BUSAN, external_id=nfd("부산-소개"), title=nfd("부산 소개"))
+    assert first.status_code == 202 and first.json()["external_id"] == "부산-소개" and first.json()["title"] == "부산 소개"
+    wait_for_status(app_client, col, first.json()["id"])
+    again = upload_text(app_client, col, BUSAN, external_id="부산-소개", title="부산 소개")
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    hits = app_client.post(f"/v1/collections/{col}/search", json={
+        "query": "해운대", "mode": "sparse", "filter": {"external_ids": [nfd("부산-소개")]}}).json()["results"]
+    assert [h["document_id"] for h in hits] == [first.json()["id"]]
