@@ -92,6 +92,10 @@ class Document(Base):
     # A replacement bumps `generation`; searches show chunks of `indexed_generation` until the new one is indexed.
     generation: Mapped[int] = mapped_column(Integer, default=1)
     indexed_generation: Mapped[int | None] = mapped_column(Integer)
+    # Title and metadata of indexed_generation, which search shows with its passages: title and
+    # metadata above are the latest upload's, not yet searchable while it is processed (or failed).
+    indexed_title: Mapped[str | None] = mapped_column(String(512))
+    indexed_metadata: Mapped[dict | None] = mapped_column(JsonType)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
     indexed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -260,7 +260,8 @@ def _publish(rt: Runtime, items: Sequence[WorkItem], names: dict[uuid.UUID, str]
         published = set(conn.scalars(
             update(_documents).where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in items]))
             .values(status=DocumentStatus.indexed, stage=DocumentStage.done, error=None,
-                    indexed_generation=d.generation, indexed_at=now, updated_at=now,
+                    indexed_generation=d.generation, indexed_title=d.title, indexed_metadata=d["metadata"],
+                    indexed_at=now, updated_at=now,
                     embed_claim=None, embed_claimed_until=None,
                     embedded_count=select(func.count()).where(c.document_id == d.id, c.generation == d.generation)
                     .scalar_subquery())

@@ -98,7 +98,8 @@ _chunks, _documents = Chunk.__table__, Document.__table__
 _PASSAGES = (
     select(_chunks.c.id, _chunks.c.generation, _chunks.c.text, _chunks.c.page, _chunks.c.heading,
            _chunks.c.char_start, _chunks.c.char_end, _chunks.c.stem_spans, _chunks.c.document_id,
-           _documents.c.external_id, _documents.c.title, _documents.c["metadata"], _documents.c.indexed_generation)
+           _documents.c.external_id, _documents.c.indexed_title.label("title"),
+           _documents.c.indexed_metadata.label("metadata"), _documents.c.indexed_generation)
     .join_from(_chunks, _documents, _chunks.c.document_id == _documents.c.id)
     .where(_chunks.c.id.in_(bindparam("ids", expanding=True)),
            # The index holds one collection's points; checked here too, so no other collection's

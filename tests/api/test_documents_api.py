@@ -203,3 +203,23 @@ def test_decomposed_hangul_names_are_the_same_document(app_client):
     hits = app_client.post(f"/v1/collections/{col}/search", json={
         "query": "해운대", "mode": "sparse", "filter": {"external_ids": [nfd("부산-소개")]}}).json()["results"]
     assert [h["document_id"] for h in hits] == [first.json()["id"]]
+
+
+def test_search_shows_the_searchable_versions_title_and_metadata(app_client):
+    col = unique_collection()
+    first = upload_text(app_client, col, SEOUL, external_id="law", title="서울 소개", metadata={"kind": "law"})
+    wait_for_status(app_client, col, first.json()["id"])
+    # A replacement that fails: the first version stays searchable, as it was labelled.
+    broken = app_client.post(f"/v1/collections/{col}/documents", files={"file": ("new.pdf", b"%PDF-1.7 broken", "application/pdf")},
+                             data={"external_id": "law", "title": "깨진 판", "metadata": '{"kind": "broken"}'})
+    assert broken.status_code == 202, broken.text
+    doc = wait_for_status(app_client, col, first.json()["id"])
+    assert doc["status"] == "failed" and doc["indexed_generation"] == 1 and doc["title"] == "깨진 판"
+
+    def search(kind):
+        return app_client.post(f"/v1/collections/{col}/search", json={
+            "query": "서울 지하철", "mode": "sparse", "filter": {"metadata": {"kind": kind}}}).json()["results"]
+
+    hits = search("law")
+    assert hits and {(h["title"], h["metadata"]["kind"]) for h in hits} == {("서울 소개", "law")}
+    assert search("broken") == []

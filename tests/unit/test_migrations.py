@@ -43,3 +43,24 @@ def test_postgres_up_down_up(postgres_server_url):
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_indexed_documents_keep_their_title_and_metadata_through_0005(tmp_path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    command.upgrade(alembic_config(url), "0004")
+    engine = create_engine(url)
+    collection, indexed, waiting = (uuid.uuid4().hex for _ in range(3))
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO collections (id, name, profile, created_at) "
+                          "VALUES (:id, 'c', 'bge-m3-ko', '2026-11-23 00:00:00')"), {"id": collection})
+        for doc, generation in ((indexed, 1), (waiting, None)):
+            conn.execute(text(
+                "INSERT INTO documents (id, collection_id, title, sha256, metadata, status, chunk_count, embedded_count,"
+                " generation, indexed_generation, created_at, updated_at) VALUES (:id, :c, '제목', 'x', '{\"k\": 1}',"
+                " 'indexed', 0, 0, 1, :g, '2026-11-23 00:00:00', '2026-11-23 00:00:00')"),
+                {"id": doc, "c": collection, "g": generation})
+    upgrade_database(url)
+    with engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT id, indexed_title || ' ' || indexed_metadata FROM documents")).all())
+    assert rows == {indexed: '제목 {"k": 1}', waiting: None}
+    engine.dispose()
