@@ -34,6 +34,9 @@ def test_pdf_assembly_bill_pages_and_korean_text():
     assert "- 1 -" in pages[1] and "- 2 -" in pages[2] and "- 10 -" in pages[10]
     assert "부 칙" in pages[5]
     assert "신ㆍ구조문대비표" in pages[7]
+    # Justified lines wrap inside words (탄소중 / 립기본계획): joined again; the short title lines keep their breaks.
+    assert "하고, 탄소중립기본계획 및 주요 정책" in pages[1] and "국민의 민주적 참여를" in pages[1]
+    assert "녹색성장 기본법\n일부개정법률안\n(이수진의원 대표발의)" in pages[1]
 
 
 def test_euc_kr_text_decodes():

@@ -224,6 +224,17 @@ def test_pdf_page_limit(tmp_path):
         extract_file(write(tmp_path, "l.pdf", build_pdf(["a", "b", "c"])), limits=ExtractLimits(max_pages=2))
 
 
+def test_pdf_lines_wrapped_inside_korean_words_are_joined():
+    from services.ingest.extract.pdf import _join_wrapped_words
+
+    lines = ["보고서 제목", "본문은 양쪽 정렬로 조판되어 줄이 단어 중", "간에서도 바뀐다. 그래서 탄소중",
+             "립 같은 낱말이 두 줄로 나뉘며 검색이 어렵", "다.", "1. 목록 항목", "2. 다음 항목"]
+    assert _join_wrapped_words(lines) == [
+        "보고서 제목", "본문은 양쪽 정렬로 조판되어 줄이 단어 중간에서도 바뀐다. 그래서 탄소중립 같은 낱말이 두 줄로 나뉘며 검색이 어렵다.",
+        "1. 목록 항목", "2. 다음 항목"]
+    assert _join_wrapped_words(lines[:3]) == lines[:3]  # too few lines to tell a full one
+
+
 # ---------------------------------------------------------------- DOCX
 
 def docx_sample() -> bytes:

@@ -80,7 +80,32 @@ def _page_text(doc, index: int) -> str:
     text = raw.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROLS.sub("", text)
     lines = [line.rstrip() for line in text.split("\n")]
-    return "\n".join(lines).strip("\n")
+    return "\n".join(_join_wrapped_words(lines)).strip("\n")
+
+
+def _join_wrapped_words(lines: list[str]) -> list[str]:
+    """Justified Korean text wraps anywhere, inside words too (탄소중 / 립기본계획, 민주 / 적 참여).
+    A full line that ends in a Hangul syllable is joined to a next line that starts with one:
+    Kiwi reads a missing space far better than a break inside a word, and a reader (or an LLM)
+    the same. Shorter lines (titles, list items, the ends of paragraphs) keep their break.
+    "Full": at least 80 % of the page's usual long line (its 75th percentile), in characters."""
+    lengths = sorted(len(line) for line in lines if line.strip())
+    if len(lengths) < 4:
+        return lines
+    full = 0.8 * lengths[(len(lengths) - 1) * 3 // 4]
+    out: list[str] = []
+    previous = ""  # the previous line as extracted, before any join
+    for line in lines:
+        if out and len(previous) >= full and _is_hangul(previous[-1:]) and _is_hangul(line[:1]):
+            out[-1] += line
+        else:
+            out.append(line)
+        previous = line
+    return out
+
+
+def _is_hangul(ch: str) -> bool:
+    return bool(ch) and "\uac00" <= ch <= "\ud7a3"
 
 
 def _title(doc) -> str | None:
