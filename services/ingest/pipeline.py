@@ -169,9 +169,11 @@ def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -
         terms = sorted((t for sent in sentences for t in sent.terms), key=lambda t: t.start)
         starts = [t.start for t in terms]
         for chunk in chunks:
+            # Terms that start in the chunk; one cut by the chunk's end (a bigram across the split of
+            # a long sentence) still counts here, or it would be in no chunk's sparse vector.
             window = terms[bisect_left(starts, chunk.char_start):bisect_left(starts, chunk.char_end)]
             chunk_terms = [t for t in window if t.end <= chunk.char_end]
-            sparse = rt.analyzer.document_vector(chunk_terms, k1=s.bm25_k1, b=s.bm25_b,
+            sparse = rt.analyzer.document_vector(window, k1=s.bm25_k1, b=s.bm25_b,
                                                  avg_doc_len=s.effective_bm25_avg_terms)
             rows.append(dict(
                 id=chunk_point_id(item.document_id, item.generation, chunk.ordinal),

@@ -309,3 +309,14 @@ def test_a_long_text_shows_the_chunking_stage_while_it_is_analysed(rt, monkeypat
     monkeypatch.setattr(rt.analyzer, "analyze_many", watching)
     prepare_document(rt, item)
     assert seen == [DocumentStage.chunking]
+
+
+def test_every_term_of_a_long_sentence_is_in_some_chunks_sparse_vector(rt):
+    # One sentence far over the 48-token budget: cut between words, where bigrams span the cut.
+    text = " ".join(f"{i}번째 지방자치단체 탄소중립 이행계획 점검 결과" for i in range(12)) + "이다."
+    item = submit(rt, text)
+    prepare_document(rt, item)
+    chunks = chunks_of(rt, item)
+    assert len(chunks) > 3
+    in_chunks = {i for chunk in chunks for i in chunk.sparse["indices"]}
+    assert set(rt.analyzer.document_vector(rt.analyzer.terms(text)).indices) <= in_chunks
