@@ -346,6 +346,24 @@ def test_hwpx_2024_owpml_namespace(tmp_path):
     assert doc.text == "표준 문서"
 
 
+@pytest.mark.parametrize("member", ["META-INF/container.xml", "Contents/content.hpf", "META-INF/manifest.xml"])
+def test_hwpx_with_a_damaged_guiding_member_is_still_read(tmp_path, member):
+    import io
+    import struct
+    import zipfile
+
+    manifest = '<?xml version="1.0"?><odf:manifest xmlns:odf="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0"/>'
+    data = bytearray(build_hwpx([hwpx_section_xml(hwpx_paragraph(f"구역 {i}")) for i in range(2)],
+                                extra={"META-INF/manifest.xml": manifest}))
+    info = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo(member)
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    for i in range(start, start + info.compress_size):  # every byte damaged: a CRC or inflate error
+        data[i] ^= 0x5A
+    doc = extract_file(write(tmp_path, "d.hwpx", bytes(data)))
+    assert [s.text for s in doc.sections] == ["구역 0", "구역 1"]
+
+
 def test_hwpx_encrypted_manifest(tmp_path):
     manifest = ('<?xml version="1.0"?><odf:manifest xmlns:odf="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0">'
                 '<odf:file-entry odf:full-path="Contents/section0.xml"><odf:encryption-data/></odf:file-entry>'

@@ -57,17 +57,27 @@ def extract_hwpx(path: Path, budget: Budget) -> ExtractedDocument:
     return ExtractedDocument(media_type=HWPX, sections=sections, title=title)
 
 
+def _optional_xml(zf: SafeZip, name: str, budget: Budget, what: str) -> Element | None:
+    """A package member that only guides reading (manifest, container, content.hpf): None when it
+    is missing or damaged, so that intact body sections are still read."""
+    if not zf.has(name):
+        return None
+    try:
+        return parse_xml(zf.read(name), budget, what)
+    except ExtractionError:
+        return None
+
+
 def _refuse_encrypted(zf: SafeZip, budget: Budget) -> None:
-    if not zf.has("META-INF/manifest.xml"):
-        return
-    manifest = parse_xml(zf.read("META-INF/manifest.xml"), budget, "HWPX manifest")
-    if any(local(el.tag) in ("encryption-data", "EncryptionData") for el in manifest.iter()):
+    # Only an explicit marker refuses the document; encrypted sections fail on their own anyway.
+    manifest = _optional_xml(zf, "META-INF/manifest.xml", budget, "HWPX manifest")
+    if manifest is not None and any(local(el.tag) in ("encryption-data", "EncryptionData") for el in manifest.iter()):
         raise ExtractionError("encrypted HWPX: the document is password-protected")
 
 
 def _rootfile(zf: SafeZip, budget: Budget) -> str | None:
-    if zf.has("META-INF/container.xml"):
-        container = parse_xml(zf.read("META-INF/container.xml"), budget, "HWPX container")
+    container = _optional_xml(zf, "META-INF/container.xml", budget, "HWPX container")
+    if container is not None:
         for el in container.iter():
             if local(el.tag) == "rootfile" and (el.get("full-path") or "").endswith(".hpf"):
                 name = el.get("full-path", "").lstrip("/")
@@ -80,8 +90,8 @@ def _package_info(zf: SafeZip, hpf_name: str | None, budget: Budget) -> tuple[st
     """(title, section part names in reading order): spine order of content.hpf, else numeric name order."""
     title: str | None = None
     ordered: list[str] = []
-    if hpf_name is not None:
-        hpf = parse_xml(zf.read(hpf_name), budget, "HWPX content.hpf")
+    hpf = _optional_xml(zf, hpf_name, budget, "HWPX content.hpf") if hpf_name is not None else None
+    if hpf is not None:
         hrefs: dict[str, str] = {}
         spine: list[str] = []
         for el in hpf.iter():
