@@ -104,6 +104,12 @@ _LOWERCASE_CLASSES = frozenset({"SL", "W"})
 # ASCII. Kiwi reads the copy folded with this table: one character for one, so offsets into the
 # original text stay valid, and ＫＴＸ meets KTX (Kiwi tags full-width letters SW and drops them).
 _FOLD_WIDTH = {0xFF01 + i: 0x21 + i for i in range(94)} | {0x3000: 0x20}
+_WIDE = re.compile("[\uff01-\uff5e\u3000]")
+
+
+def _fold_width(text: str) -> str:
+    # The search first: translate costs ~75 ns a character, and most texts have nothing to fold.
+    return text.translate(_FOLD_WIDTH) if _WIDE.search(text) else text
 _SENTENCE_END = re.compile(r"[.?!。？！]\s")
 _THOUSANDS = re.compile(r"^\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 
@@ -194,7 +200,7 @@ class KoreanAnalyzer:
         for index, text in enumerate(texts):
             if text and not text.isspace():
                 jobs.extend((index, a, b) for a, b in _blocks(text, self.max_block_chars))
-        pieces = [texts[i][a:b].translate(_FOLD_WIDTH) for i, a, b in jobs]
+        pieces = [_fold_width(texts[i][a:b]) for i, a, b in jobs]
         if self.num_workers > 0 and len(pieces) > 1:
             results = self._kiwi.tokenize(pieces, split_sents=True)
         else:
@@ -344,7 +350,7 @@ class KoreanAnalyzer:
         for index, (text, stored) in enumerate(zip(texts, stems)):
             if not text or text.isspace():
                 continue
-            spans[index] = _surface_spans(text.translate(_FOLD_WIDTH), surface)
+            spans[index] = _surface_spans(_fold_width(text), surface)
             if not verbs:
                 continue
             if stored is not None:
