@@ -17,6 +17,8 @@ from services.vectors import SparseVector
 
 # Hits of a replaced generation are dropped after the index query; ask the index for a few extra to fill top_k.
 OVERFETCH = 10
+# ...and when even those are not enough, once more this many times as deep.
+DEEPER = 10
 
 
 def search(session: Session, *, rt: Runtime, collection_name: str, request: SearchRequest) -> SearchResponse:
@@ -44,17 +46,31 @@ def search(session: Session, *, rt: Runtime, collection_name: str, request: Sear
         return SearchResponse(results=[], mode=mode, took_ms=_ms(started), note=note)
     flt = _index_filter(request)
     limit = request.top_k + OVERFETCH
-    hits = rt.index.query(name, dense=dense, sparse=sparse if mode != "dense" else None, limit=limit, filter=flt,
-                          fusion=request.fusion, prefetch_limit=max(request.prefetch, limit), with_payload=False)
+
+    def ask_index(limit: int) -> list[IndexHit]:
+        return rt.index.query(name, dense=dense, sparse=sparse if mode != "dense" else None, limit=limit, filter=flt,
+                              fusion=request.fusion, prefetch_limit=max(request.prefetch, limit), with_payload=False)
+
+    hits = ask_index(limit)
     legs = _explain(rt, name, dense, sparse, flt, limit, request) if request.explain and mode == "hybrid" else None
 
     # Rows for the first top_k hits; only when some are skipped (a document deleted meanwhile, or
     # an older or not yet published generation) are the next hits' rows loaded.
     passages = []
     position = 0
-    while len(passages) < request.top_k and position < len(hits):
+    seen: set[str] = set()
+    while len(passages) < request.top_k:
+        if position == len(hits):
+            # Every hit read and top_k not reached: a large document being replaced can put more
+            # unpublished chunks in the way than OVERFETCH. Ask once more, much deeper.
+            if len(hits) < limit or limit > request.top_k + OVERFETCH:
+                break
+            limit = (request.top_k + OVERFETCH) * DEEPER
+            hits, position = [h for h in ask_index(limit) if h.id not in seen], 0
+            continue
         batch = hits[position:position + request.top_k - len(passages)]
         position += len(batch)
+        seen.update(h.id for h in batch)
         rows = _load_passages(session, collection_id, [uuid.UUID(h.id) for h in batch])
         for hit in batch:
             row = rows.get(hit.id)

@@ -320,3 +320,28 @@ def test_every_term_of_a_long_sentence_is_in_some_chunks_sparse_vector(rt):
     assert len(chunks) > 3
     in_chunks = {i for chunk in chunks for i in chunk.sparse["indices"]}
     assert set(rt.analyzer.document_vector(rt.analyzer.terms(text)).indices) <= in_chunks
+
+
+def test_search_looks_deeper_when_unpublished_chunks_fill_the_first_hits(rt, monkeypatch):
+    from services.ingest import pipeline
+    from services.search.schemas import SearchRequest
+    from services.search.service import OVERFETCH, search
+
+    def page(word: str, n: int) -> str:
+        return "\n\n".join(f"{i}번 농가는 {word}을 수확했다. {word} 값이 올랐다." for i in range(n))
+
+    first = submit(rt, page("감귤", 40), external_id="big")
+    process_now(rt, [first])
+    # The replacement mentions 감귤 more often in every chunk, so all its chunks rank first; it is
+    # embedded but not yet published.
+    second = submit(rt, page("감귤 감귤 감귤", 40), external_id="big")
+    prepare_document(rt, second)
+    monkeypatch.setattr(pipeline, "_publish", lambda *args: None)
+    embed_documents(rt, [second])
+    assert len(chunks_of(rt, second)) > OVERFETCH + 5
+
+    with session_scope(rt.session_factory) as session:
+        response = search(session, rt=rt, collection_name="c",
+                          request=SearchRequest(query="감귤", mode="sparse", top_k=5, highlight=False))
+    assert len(response.results) == 5
+    assert all("감귤 감귤" not in hit.text for hit in response.results)  # the searchable generation's text
