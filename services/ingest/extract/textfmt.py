@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import codecs
 import re
-import unicodedata
 from pathlib import Path
 
 from services.errors import ExtractionError
@@ -11,8 +10,10 @@ from services.errors import ExtractionError
 from ._budget import Budget
 from ._types import TEXT_MARKDOWN, TEXT_PLAIN, ExtractedDocument, Section
 
-# Controls that never occur in real text files (everything below 0x20 except tab, LF, VT, FF, CR, ESC).
-_BAD_CONTROLS = frozenset(chr(c) for c in range(32) if c not in (9, 10, 11, 12, 13, 27)) | {"\x7f"}
+# Characters that betray binary data: controls that never occur in real text files (everything
+# below 0x20 except tab, LF, VT, FF, CR, ESC; DEL), U+FFFD and the private-use planes (category Co).
+_NOT_TEXT = re.compile("[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f\ufffd\ue000-\uf8ff"
+                       "\U000f0000-\U000ffffd\U00100000-\U0010fffd]")
 
 
 def read_limited(path: Path, budget: Budget, what: str) -> bytes:
@@ -175,7 +176,7 @@ def _ensure_textual(text: str) -> None:
     sample = text[: 2**20]
     if not sample:
         return
-    bad = sum(1 for ch in sample if ch in _BAD_CONTROLS or ch == "\ufffd" or unicodedata.category(ch) == "Co")
+    bad = sum(1 for _ in _NOT_TEXT.finditer(sample))
     if bad > max(2, len(sample) // 50):
         raise ExtractionError("binary data, not text (too many control characters)")
 
