@@ -81,6 +81,12 @@ def _collection_not_found(name: str) -> NotFound:
     return NotFound(f"collection {name!r} does not exist", code="collection_not_found")
 
 
+def profile_mismatch(name: str, collection_profile: str, service_profile: str) -> Conflict:
+    """A collection's vectors come from one model: another profile's would be wrong without a word."""
+    return Conflict(f"collection {name!r} was indexed with profile {collection_profile!r}, "
+                    f"but this service runs {service_profile!r}", code="profile_mismatch")
+
+
 def get_or_create_collection(session: Session, *, name: str, profile: str) -> Collection:
     """The collection called `name`, created with `profile` on first use."""
     validate_collection_name(name)
@@ -134,6 +140,8 @@ def submit_document(session: Session, *, collection_name: str, profile: str, upl
                      filename=nfc(upload.filename))
     metadata = validate_metadata(upload.metadata or {})
     collection = get_or_create_collection(session, name=collection_name, profile=profile)
+    if collection.profile != profile:
+        raise profile_mismatch(collection.name, collection.profile, profile)
     sha = upload.sha256
 
     if upload.external_id is not None:

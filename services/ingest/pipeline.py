@@ -27,6 +27,7 @@ from services.documents.models import (
     Chunk, Collection, Document, DocumentSource, DocumentStage, DocumentStatus, chunk_point_id, collection_index_name,
     utcnow,
 )
+from services.documents.service import profile_mismatch
 from services.errors import SaekinError
 from services.index.base import IndexPoint, storable_metadata
 from services.ingest.analyzer import stem_spans
@@ -206,6 +207,9 @@ def embed_documents(rt: Runtime, items: Sequence[WorkItem]) -> None:
             .where(c.document_id.in_(documents)).order_by(c.document_id, c.ordinal))
             if row.generation == documents[row.document_id].generation]
 
+    for doc in documents.values():  # queued by a service running another profile than this worker
+        if doc.profile != rt.settings.embedding_profile:
+            raise profile_mismatch(doc.collection, doc.profile, rt.settings.embedding_profile)
     live = [item for item in items if item.document_id in documents]
     names = {doc_id: collection_index_name(doc.collection, doc.profile) for doc_id, doc in documents.items()}
     vectors = rt.encoder.encode_documents([chunk.text for chunk in chunks]) if chunks else []

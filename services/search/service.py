@@ -8,8 +8,7 @@ from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from services.documents.models import Chunk, Document, collection_index_name
-from services.documents.service import get_collection_key, nfc
-from services.errors import Conflict
+from services.documents.service import get_collection_key, nfc, profile_mismatch
 from services.index.base import IndexFilter, IndexHit
 from services.runtime import Runtime
 from services.search.schemas import LegScore, SearchHit, SearchRequest, SearchResponse
@@ -26,8 +25,7 @@ def search(session: Session, *, rt: Runtime, collection_name: str, request: Sear
     started = time.perf_counter()
     collection_id, profile = get_collection_key(session, name=collection_name)
     if profile != rt.settings.embedding_profile and request.mode != "sparse":
-        raise Conflict(f"collection {collection_name!r} was indexed with profile {profile!r}, "
-                       f"but this service runs {rt.settings.embedding_profile!r}", code="profile_mismatch")
+        raise profile_mismatch(collection_name, profile, rt.settings.embedding_profile)
     name = collection_index_name(collection_name, profile)
     mode, note = request.mode, None
 

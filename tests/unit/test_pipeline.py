@@ -345,3 +345,25 @@ def test_search_looks_deeper_when_unpublished_chunks_fill_the_first_hits(rt, mon
                           request=SearchRequest(query="감귤", mode="sparse", top_k=5, highlight=False))
     assert len(response.results) == 5
     assert all("감귤 감귤" not in hit.text for hit in response.results)  # the searchable generation's text
+
+
+def test_documents_of_another_profiles_collection_are_refused_at_upload_and_at_embedding(rt):
+    from services.errors import Conflict
+
+    with session_scope(rt.session_factory) as session:  # queued by a service running another profile
+        result = service.submit_document(session, collection_name="sroberta", profile="ko-sroberta-multitask",
+                                         upload=service.Upload(data="다른 모델의 문서이다.".encode(), media_type="text/plain"))
+        foreign = WorkItem(result.document.id, result.generation)
+    own = submit(rt, "이 작업자의 모델로 색인되는 문서이다.")
+    for item in (foreign, own):
+        prepare_document(rt, item)
+
+    failures = embed_each_on_failure(rt, [foreign, own])
+
+    assert [(item, exc.code) for item, exc in failures] == [(foreign, "profile_mismatch")]
+    assert "ko-sroberta-multitask" in str(failures[0][1])
+    with session_scope(rt.session_factory) as session:
+        assert session.get(Document, own.document_id).status == DocumentStatus.indexed
+        with pytest.raises(Conflict, match="profile_mismatch|was indexed with profile"):
+            service.submit_document(session, collection_name="c", profile="ko-sroberta-multitask",
+                                    upload=service.Upload(data="모델이 다른 업로드".encode(), media_type="text/plain"))
