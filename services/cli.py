@@ -22,6 +22,24 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _settings() -> Settings:
+    """The settings, or a one-line error naming the bad SAEKIN_* value (not a traceback)."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        _fail("invalid settings: " + _describe(exc))
+    except SettingsError as exc:
+        _fail(f"invalid settings: {exc}")
+
+
+def _describe(exc) -> str:
+    """A pydantic ValidationError as `field: message; ...`."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+
+
 def _embedded_runtime(settings: Settings):
     """Lock the data directory, migrate SQLite and return (lock, runtime) for embedded mode."""
     from services.datadir import DataDirLock
@@ -40,7 +58,7 @@ def serve(host: Annotated[Optional[str], typer.Option(help="Bind address (defaul
     """Run the HTTP API. Embedded (no URLs set): SQLite, Qdrant Edge and ingestion in this process."""
     import uvicorn
 
-    settings = get_settings()
+    settings = _settings()
     host, port = host or settings.host, port or settings.port
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.mode == "production":
@@ -66,7 +84,7 @@ def migrate() -> None:
     """Apply database migrations (production: run before starting the API)."""
     from services.db import upgrade_database
 
-    upgrade_database(get_settings().sqlalchemy_url)
+    upgrade_database(_settings().sqlalchemy_url)
     typer.echo("database is at the latest revision")
 
 
@@ -81,7 +99,7 @@ def worker(queue: Annotated[str, typer.Option(help="ingest (CPU stages) or embed
     if queue not in (INGEST_QUEUE, EMBED_QUEUE):
         _fail(f"--queue must be {INGEST_QUEUE} or {EMBED_QUEUE}")
     try:
-        celery = create_celery(get_settings())
+        celery = create_celery(_settings())
     except RuntimeError as exc:
         _fail(str(exc))
     argv = ["worker", f"--queues={queue}", f"--loglevel={loglevel}", f"--hostname={queue}@%h"]
@@ -105,7 +123,9 @@ def _iter_files(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            # Hidden files and everything in hidden folders (.git, .venv) are not documents.
+            files += sorted(p for p in path.rglob("*") if p.is_file()
+                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
         elif path.is_file():
             files.append(path)
         else:
@@ -126,7 +146,11 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders t
     from services.ingest.extract import detect_media_type_path
     from services.ingest.pipeline import WorkItem, process_now
 
-    settings = get_settings()
+    settings = _settings()
+    try:
+        service.validate_collection_name(collection)
+    except SaekinError as exc:
+        _fail(exc.message)
     files = _iter_files(paths)
     if not files:
         _fail("no files to ingest")
@@ -151,7 +175,9 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders t
                 with session_scope(rt.session_factory) as session:
                     result = service.submit_document(session, collection_name=collection,
                                                      profile=settings.embedding_profile, upload=service.Upload(
-                                                         data=path.read_bytes(), filename=path.name, external_id=str(path)))
+                                                         data=path.read_bytes(), filename=path.name,
+                                                         # the same file whatever the path was typed as
+                                                         external_id=str(path.resolve())))
                 if result.created:
                     submitted.append(WorkItem(result.document.id, result.generation))
                     counts["new"] += 1
@@ -180,8 +206,10 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders t
                 while done < len(ids):
                     time.sleep(1)
                     with session_scope(rt.session_factory) as session:
-                        done = session.scalar(select(func.count()).select_from(Document).where(
-                            Document.id.in_(ids), Document.status.in_([DocumentStatus.indexed, DocumentStatus.failed])))
+                        # Finished, or deleted meanwhile (no row left to finish).
+                        waiting = session.scalar(select(func.count()).select_from(Document).where(
+                            Document.id.in_(ids), Document.status.not_in([DocumentStatus.indexed, DocumentStatus.failed])))
+                    done = len(ids) - waiting
                     bar.update(done - bar.n)
 
     with session_scope(rt.session_factory) as session:
@@ -196,6 +224,8 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders t
     rt.close()
     if lock:
         lock.release()
+    if counts["rejected"] or failed:
+        raise typer.Exit(1)  # like cp: some files were not indexed
 
 
 @app.command()
@@ -209,7 +239,13 @@ def search(query: Annotated[str, typer.Argument(help="The question, e.g. \"íƒ„ì†
     from services.search.schemas import SearchRequest
     from services.search.service import search as run_search
 
-    settings = get_settings()
+    from pydantic import ValidationError
+
+    try:
+        request = SearchRequest(query=query, top_k=top_k, mode=mode)
+    except ValidationError as exc:
+        _fail(_describe(exc))
+    settings = _settings()
     try:
         if settings.mode == "embedded":
             lock, rt = _embedded_runtime(settings)
@@ -218,8 +254,7 @@ def search(query: Annotated[str, typer.Argument(help="The question, e.g. \"íƒ„ì†
 
             lock, rt = None, Runtime(settings)
         with session_scope(rt.session_factory) as session:
-            response = run_search(session, rt=rt, collection_name=collection,
-                                  request=SearchRequest(query=query, top_k=top_k, mode=mode))
+            response = run_search(session, rt=rt, collection_name=collection, request=request)
     except SaekinError as exc:
         _fail(exc.message)
     if as_json:
@@ -249,7 +284,7 @@ def optimize() -> None:
     from services.db import session_scope
     from services.documents.models import Collection, index_name
 
-    settings = get_settings()
+    settings = _settings()
     if settings.mode != "embedded":
         _fail("optimize is for embedded mode (Qdrant Edge); a Qdrant server optimizes its collections itself")
     try:
@@ -289,6 +324,11 @@ def eval_command(dataset: Annotated[Path, typer.Option(help="AutoRAG folder (qa*
 
     if mode not in ("dense", "sparse", "hybrid"):
         _fail("--mode must be dense, sparse or hybrid")
+    if output_json is not None:  # checked before the run, which can take an hour
+        try:
+            output_json.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _fail(f"cannot write {output_json}: {exc.strerror}")
     try:
         ks = sorted({int(x) for x in k.split(",") if x.strip()})
     except ValueError:
@@ -299,7 +339,7 @@ def eval_command(dataset: Annotated[Path, typer.Option(help="AutoRAG folder (qa*
         ds = load_dataset(dataset)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
-    settings = get_settings()
+    settings = _settings()
     tmp = None
     lock = None
     if settings.mode == "embedded":

@@ -20,15 +20,24 @@ def test_ingest_a_folder_then_search(tmp_path, small_twin):
     (docs / "a.txt").write_text("우리 회사의 연차 휴가는 매년 15일이다. 입사 첫해에는 월 1일씩 생긴다.", encoding="utf-8")
     (docs / "sub" / "b.md").write_text("# 출장비\n\n국내 출장 숙박비는 하루 10만 원까지 지급한다.", encoding="utf-8")
     (docs / "sub" / "c.bin").write_bytes(bytes(range(256)) * 4)
+    (docs / ".git").mkdir()
+    (docs / ".git" / "HEAD").write_text("ref: refs/heads/main\n", encoding="utf-8")  # not a document
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAEKIN_")}
     env.update(SAEKIN_DATA_DIR=str(tmp_path / "data"), SAEKIN_EMBEDDING_MODEL=str(small_twin))
 
     first = run(env, "ingest", str(docs), "--collection", "hr")
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 1, first.stderr  # one file was not indexed: like cp, a non-zero exit
     assert "2 new, 0 unchanged, 1 rejected, 0 failed" in first.stdout
     assert "c.bin" in first.stderr  # the rejected file is named with its reason
-    again = run(env, "ingest", str(docs), "--collection", "hr")
+    again = run(env, "ingest", str(docs / "sub" / ".."), "--collection", "hr")  # the same files, spelled otherwise
     assert "0 new, 2 unchanged" in again.stdout
+    only_good = run(env, "ingest", str(docs / "a.txt"), "--collection", "hr")
+    assert only_good.returncode == 0 and "0 new, 1 unchanged, 0 rejected, 0 failed" in only_good.stdout
+
+    bad_name = run(env, "ingest", str(docs), "--collection", "bad name!")
+    assert bad_name.returncode == 1 and bad_name.stderr.count("invalid collection name") == 1
+    bad_mode = run(env, "search", "휴가", "--collection", "hr", "--mode", "fuzzy")
+    assert bad_mode.returncode == 1 and bad_mode.stderr.startswith("error: mode:") and "Traceback" not in bad_mode.stderr
 
     found = run(env, "search", "출장 숙박비", "--collection", "hr", "--mode", "sparse", "--json")
     assert found.returncode == 0, found.stderr
