@@ -27,7 +27,7 @@ test: $(STAMP)
 
 # A small architecture twin of the default profile, for trying the service without the real model.
 twin: $(STAMP)
-	$(BIN)/saekin make-twin --profile bge-m3-ko --small --out $(TWIN)
+	$(BIN)/saekin make-twin --profile bge-m3-ko --small --out $(TWIN) --overwrite
 
 bench: $(STAMP)
 	$(BIN)/python bench/analyzer_throughput.py

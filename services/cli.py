@@ -370,17 +370,24 @@ def make_twin(profile: Annotated[str, typer.Option(help=f"One of {', '.join(PROF
               out: Annotated[Path, typer.Option(help="Directory to write the sentence-transformers model to.")] = Path("twin"),
               small: Annotated[bool, typer.Option(help="A tiny twin (2 layers, hidden 64) for tests.")] = False,
               corpus: Annotated[Optional[list[Path]], typer.Option(help="Extra Korean text files for the tokenizer.")] = None,
-              seed: int = 0) -> None:
+              seed: int = 0,
+              overwrite: Annotated[bool, typer.Option(help="Replace an existing twin in --out.")] = False) -> None:
     """Build an architecture twin of a profile: same config, random weights, Korean-trained tokenizer."""
     from config.profiles import get_profile
-    from services.embedding.twin import build_twin
+    from services.embedding.twin import build_twin, read_corpus_files
 
     try:
         prof = get_profile(profile)
     except ValueError as exc:
         _fail(str(exc))
-    texts = [p.read_text(encoding="utf-8") for p in corpus or []] or None
-    path = build_twin(prof, out, small=small, corpus=texts, seed=seed)
+    for path in corpus or []:
+        if not path.is_file():
+            _fail(f"--corpus {path}: no such file")
+    texts = list(read_corpus_files(corpus)) if corpus else None
+    try:
+        path = build_twin(prof, out, small=small, corpus=texts, seed=seed, overwrite=overwrite)
+    except FileExistsError:
+        _fail(f"{out} already exists: pass --overwrite to replace it")
     typer.echo(f"twin of {prof.hub_id} written to {path}; use it with SAEKIN_EMBEDDING_PROFILE={prof.name} "
                f"SAEKIN_EMBEDDING_MODEL={path.resolve()}")
 

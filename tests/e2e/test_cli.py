@@ -61,3 +61,17 @@ def test_optimize_refuses_production_mode(tmp_path):
                SAEKIN_BROKER_URL="redis://127.0.0.1:1/0", SAEKIN_QDRANT_URL="http://127.0.0.1:1")
     refused = run(env, "optimize")
     assert refused.returncode == 1 and "embedded mode" in refused.stderr
+
+
+def test_make_twin_refuses_to_overwrite_unless_asked(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAEKIN_")}
+    out = tmp_path / "twin"
+    euc_kr = tmp_path / "corpus.txt"
+    euc_kr.write_bytes("말뭉치에 한국어 문장을 더한다.\n".encode("cp949"))  # not UTF-8: read with replacements
+    args = ("make-twin", "--profile", "ko-sroberta-multitask", "--small", "--out", str(out), "--corpus", str(euc_kr))
+    assert run(env, *args).returncode == 0
+    again = run(env, *args)
+    assert again.returncode == 1 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+    assert run(env, *args, "--overwrite").returncode == 0
+    missing = run(env, "make-twin", "--small", "--out", str(tmp_path / "t2"), "--corpus", str(tmp_path / "nope.txt"))
+    assert missing.returncode == 1 and "no such file" in missing.stderr
