@@ -6,6 +6,7 @@ worker never loads Kiwi, the ingest worker never loads the model.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from services.embedding.encoder import Encoder, QueryEncoder
     from services.index.base import VectorIndex
     from services.ingest.analyzer import KoreanAnalyzer
+
+log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -49,6 +52,23 @@ class Runtime:
         from services.embedding.encoder import load_tokenizer
 
         return self._once("_tokenizer", lambda: load_tokenizer(self.settings.model_name_or_path))
+
+    @property
+    def chunk_tokens(self) -> int:
+        """The chunk budget: the profile's (or SAEKIN_CHUNK_TOKENS), but never more than the model
+        reads: a model of another family than the profile (say a 128-token one under bge-m3-ko's
+        510) would otherwise silently drop the end of every long chunk."""
+        return self._once("_chunk_tokens", self._chunk_tokens)
+
+    def _chunk_tokens(self) -> int:
+        budget = self.settings.effective_chunk_tokens
+        readable = self.tokenizer.model_max_length - self.tokenizer.num_special_tokens_to_add()
+        if readable < budget:
+            log.warning("the model reads at most %d tokens, fewer than the chunk budget of %d (profile %s): "
+                        "chunks are cut at %d; check SAEKIN_EMBEDDING_PROFILE against the model",
+                        readable, budget, self.settings.embedding_profile, readable)
+            return readable
+        return budget
 
     @property
     def encoder(self) -> "Encoder":

@@ -164,8 +164,8 @@ def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -
     offset = 0
     for section, sentences in zip(sections, analyses):
         spans = [(sent.start, sent.end) for sent in sentences]
-        chunks = chunk_sentences(section.text, spans, rt.tokenizer, max_tokens=s.effective_chunk_tokens,
-                                 overlap_tokens=min(s.chunk_overlap_tokens, s.effective_chunk_tokens // 2),
+        chunks = chunk_sentences(section.text, spans, rt.tokenizer, max_tokens=rt.chunk_tokens,
+                                 overlap_tokens=min(s.chunk_overlap_tokens, rt.chunk_tokens // 2),
                                  first_ordinal=len(rows))
         terms = sorted((t for sent in sentences for t in sent.terms), key=lambda t: t.start)
         starts = [t.start for t in terms]

@@ -367,3 +367,25 @@ def test_documents_of_another_profiles_collection_are_refused_at_upload_and_at_e
         with pytest.raises(Conflict, match="profile_mismatch|was indexed with profile"):
             service.submit_document(session, collection_name="c", profile="ko-sroberta-multitask",
                                     upload=service.Upload(data="모델이 다른 업로드".encode(), media_type="text/plain"))
+
+
+def test_the_chunk_budget_never_exceeds_what_the_model_reads(make_settings, tmp_path, caplog):
+    # The bge-m3-ko profile (510-token chunks) with a 128-token model of the ko-sroberta family.
+    from config.profiles import get_profile
+    from services.db import upgrade_database
+    from services.embedding.twin import build_twin
+    from services.runtime import Runtime
+
+    model = build_twin(get_profile("ko-sroberta-multitask"), tmp_path / "sroberta", small=True)
+    settings = make_settings(embedding_model=str(model))
+    upgrade_database(settings.sqlalchemy_url)
+    rt = Runtime(settings)
+    try:
+        readable = rt.tokenizer.model_max_length - rt.tokenizer.num_special_tokens_to_add()
+        assert settings.effective_chunk_tokens > readable
+        assert rt.chunk_tokens == readable and "fewer than the chunk budget" in caplog.text
+        item = submit(rt, TEXT)
+        prepare_document(rt, item)
+        assert max(chunk.token_count for chunk in chunks_of(rt, item)) <= readable
+    finally:
+        rt.close()
