@@ -12,7 +12,7 @@ import typer
 
 from config.profiles import DEFAULT_PROFILE, PROFILES
 from config.settings import Settings, get_settings
-from services.errors import SaekinError
+from services.errors import SaekinError, describe_validation_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Saekin (색인): Korean document retrieval service.")
 
@@ -30,14 +30,9 @@ def _settings() -> Settings:
     try:
         return get_settings()
     except ValidationError as exc:
-        _fail("invalid settings: " + _describe(exc))
+        _fail("invalid settings: " + describe_validation_errors(exc.errors()))
     except SettingsError as exc:
         _fail(f"invalid settings: {exc}")
-
-
-def _describe(exc) -> str:
-    """A pydantic ValidationError as `field: message; ...`."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
 
 
 def _embedded_runtime(settings: Settings):
@@ -235,16 +230,16 @@ def search(query: Annotated[str, typer.Argument(help="The question, e.g. \"탄�
            mode: Annotated[str, typer.Option(help="dense, sparse or hybrid.")] = "hybrid",
            as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")] = False) -> None:
     """Search a collection from the command line."""
+    from pydantic import ValidationError
+
     from services.db import session_scope
     from services.search.schemas import SearchRequest
     from services.search.service import search as run_search
 
-    from pydantic import ValidationError
-
     try:
         request = SearchRequest(query=query, top_k=top_k, mode=mode)
     except ValidationError as exc:
-        _fail(_describe(exc))
+        _fail(describe_validation_errors(exc.errors()))
     settings = _settings()
     try:
         if settings.mode == "embedded":

@@ -1,6 +1,8 @@
 """One exception hierarchy for domain errors; services/api/errors.py maps each to an HTTP answer."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 
 class SaekinError(Exception):
     """Base of every domain error. `code` is the stable machine-readable name clients see."""
@@ -57,3 +59,8 @@ class DataDirLocked(SaekinError):
 
     code = "data_dir_locked"
     http_status = 503
+
+
+def describe_validation_errors(errors: Iterable[Mapping]) -> str:
+    """Pydantic's errors as one line, `field.path: message; ...` (the API's message, the CLI's error)."""
+    return "; ".join(f"{'.'.join(map(str, e.get('loc', ()))) or 'value'}: {e.get('msg', '')}" for e in errors)

@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.errors import SaekinError
+from services.errors import SaekinError, describe_validation_errors
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [{"loc": list(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()]
-        message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['message']}" for d in details) or "invalid request"
+        errors = exc.errors()
+        details = [{"loc": list(e.get("loc", ())), "message": e.get("msg", "")} for e in errors]
+        message = describe_validation_errors(errors) or "invalid request"
         return JSONResponse(error_body("invalid_request", message, details=details), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

@@ -187,7 +187,7 @@ def storable_metadata(value: Any) -> Any:
         return {k: storable_metadata(v) for k, v in value.items()}
     if isinstance(value, list):
         return [storable_metadata(v) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+    if isinstance(value, int) and unstorable_number(value):
         return float(value)
     return value
 

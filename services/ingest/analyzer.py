@@ -105,13 +105,13 @@ _LOWERCASE_CLASSES = frozenset({"SL", "W"})
 # original text stay valid, and ＫＴＸ meets KTX (Kiwi tags full-width letters SW and drops them).
 _FOLD_WIDTH = {0xFF01 + i: 0x21 + i for i in range(94)} | {0x3000: 0x20}
 _WIDE = re.compile("[\uff01-\uff5e\u3000]")
+_SENTENCE_END = re.compile(r"[.?!。？！]\s")
+_THOUSANDS = re.compile(r"^\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 
 
 def _fold_width(text: str) -> str:
     # The search first: translate costs ~75 ns a character, and most texts have nothing to fold.
     return text.translate(_FOLD_WIDTH) if _WIDE.search(text) else text
-_SENTENCE_END = re.compile(r"[.?!。？！]\s")
-_THOUSANDS = re.compile(r"^\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 
 
 @lru_cache(maxsize=4096)  # a few dozen tags and their pairs; called for every term of every chunk

@@ -202,14 +202,14 @@ def embed_documents(rt: Runtime, items: Sequence[WorkItem]) -> None:
             if wanted[row.id] == row.generation}
         if not documents:
             return
+        for doc in documents.values():  # queued by a service running another profile than this worker
+            if doc.profile != rt.settings.embedding_profile:
+                raise profile_mismatch(doc.collection, doc.profile, rt.settings.embedding_profile)
         chunks = [row for row in conn.execute(
             select(c.id, c.document_id, c.generation, c.ordinal, c.page, c.text, c.sparse)
             .where(c.document_id.in_(documents)).order_by(c.document_id, c.ordinal))
             if row.generation == documents[row.document_id].generation]
 
-    for doc in documents.values():  # queued by a service running another profile than this worker
-        if doc.profile != rt.settings.embedding_profile:
-            raise profile_mismatch(doc.collection, doc.profile, rt.settings.embedding_profile)
     live = [item for item in items if item.document_id in documents]
     names = {doc_id: collection_index_name(doc.collection, doc.profile) for doc_id, doc in documents.items()}
     vectors = rt.encoder.encode_documents([chunk.text for chunk in chunks]) if chunks else []
@@ -363,8 +363,8 @@ def mark_claim_failed(rt: Runtime, claim: str, reason: str) -> int:
     """Fail every generation still waiting in the batch `claim` took (its task gave up); how many.
 
     Without this they would wait, claimed, until the lease ends and a later task takes them
-    (only to fail the same way, if the batch itself is the cause). Embedded mode fails a whole
-    batch the same way (process_now).
+    (only to fail the same way, if the batch itself is the cause). The task only gives up when
+    every document failed on its own too (embed_each_on_failure); process_now does the same.
     """
     d = _documents.c
     log.warning("embed batch %s failed: %s", claim, reason)

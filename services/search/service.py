@@ -57,13 +57,15 @@ def search(session: Session, *, rt: Runtime, collection_name: str, request: Sear
     passages = []
     position = 0
     seen: set[str] = set()
+    asked_deeper = False
     while len(passages) < request.top_k:
         if position == len(hits):
             # Every hit read and top_k not reached: a large document being replaced can put more
-            # unpublished chunks in the way than OVERFETCH. Ask once more, much deeper.
-            if len(hits) < limit or limit > request.top_k + OVERFETCH:
+            # unpublished chunks in the way than OVERFETCH. Unless the index had no more, ask once
+            # more, much deeper.
+            if asked_deeper or len(hits) < limit:
                 break
-            limit = (request.top_k + OVERFETCH) * DEEPER
+            asked_deeper, limit = True, limit * DEEPER
             hits, position = [h for h in ask_index(limit) if h.id not in seen], 0
             continue
         batch = hits[position:position + request.top_k - len(passages)]

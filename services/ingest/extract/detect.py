@@ -145,14 +145,15 @@ def _looks_like_text(head: bytes) -> bool:
         from .textfmt import plausible_utf16  # UTF-16 without a byte order mark
 
         return plausible_utf16(head, "utf-16-le") or plausible_utf16(head, "utf-16-be")
-    for errors in ("strict", "replace"):  # then a stray byte or two, each counted by _few_controls
-        for codec in ("utf-8", "cp949"):
-            try:  # incremental: a multibyte character cut at the end of head is fine
-                text = codecs.getincrementaldecoder(codec)(errors=errors).decode(head, final=False)
-            except UnicodeDecodeError:
-                continue
-            if errors == "strict" or _few_controls(text):
-                return _few_controls(text)
+    # Incremental decoders: a multibyte character cut at the end of head is fine.
+    for codec in ("utf-8", "cp949"):
+        try:
+            return _few_controls(codecs.getincrementaldecoder(codec)().decode(head, final=False))
+        except UnicodeDecodeError:
+            pass
+    for codec in ("utf-8", "cp949"):  # a stray byte or two: each U+FFFD counts in _few_controls
+        if _few_controls(codecs.getincrementaldecoder(codec)(errors="replace").decode(head, final=False)):
+            return True
     return _charset_normalizer_says_text(head)
 
 
