@@ -3,10 +3,10 @@
 Every benchmark prints one JSON object on stdout (progress goes to stderr), so runs can be
 compared across machines and commits.
 """
+
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import tempfile
@@ -93,12 +93,18 @@ def load_pages(corpus_dir: Path) -> list[str]:
 
 def token_windows(pages: Sequence[str], tokenizer: Any, max_tokens: int) -> list[str]:
     """Cut each page into consecutive windows of at most `max_tokens` tokens (by offsets)."""
-    enc = tokenizer(list(pages), add_special_tokens=False, return_offsets_mapping=True,
-                    return_attention_mask=False, truncation=False, verbose=False)
+    enc = tokenizer(
+        list(pages),
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+        return_attention_mask=False,
+        truncation=False,
+        verbose=False,
+    )
     out = []
     for text, offsets in zip(pages, enc["offset_mapping"]):
         for i in range(0, len(offsets), max_tokens):
-            window = offsets[i:i + max_tokens]
+            window = offsets[i : i + max_tokens]
             start = 0 if i == 0 else window[0][0]
             end = offsets[i + max_tokens][0] if i + max_tokens < len(offsets) else len(text)
             piece = text[start:end]
@@ -107,8 +113,9 @@ def token_windows(pages: Sequence[str], tokenizer: Any, max_tokens: int) -> list
     return out
 
 
-def korean_chunks(pages: Sequence[str], tokenizer: Any, *, max_tokens: int,
-                  overlap_tokens: int = 64) -> tuple[list[str], str]:
+def korean_chunks(
+    pages: Sequence[str], tokenizer: Any, *, max_tokens: int, overlap_tokens: int = 64
+) -> tuple[list[str], str]:
     """Chunks as Saekin's ingestion makes them (normalize, Kiwi sentences, chunker).
 
     Falls back to plain token windows when the ingest modules are unavailable; the second
@@ -127,7 +134,7 @@ def korean_chunks(pages: Sequence[str], tokenizer: Any, *, max_tokens: int,
             for c in chunk_sentences(text, sents, tokenizer, max_tokens=max_tokens, overlap_tokens=overlap_tokens)
         ]
         return chunks, "services.ingest.chunker"
-    except Exception as exc:  # noqa: BLE001 - the ingest package is optional for this bench
+    except Exception as exc:
         log(f"Saekin's chunker unavailable ({type(exc).__name__}: {exc}); using {max_tokens}-token windows")
         return token_windows(pages, tokenizer, max_tokens), "token-windows"
 
@@ -176,5 +183,3 @@ def bf16_peak_flops(device: str) -> float | None:
         if fragment in name:
             return peak
     return None
-
-

@@ -4,6 +4,7 @@ time and peak memory (read from /proc, Linux only), loopback ports and latency p
 Used by bench/query_latency.py (the embedded API over HTTP) and bench/pipeline_capacity.py
 (Celery workers in production mode).
 """
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,17 @@ from bench._common import REPO, log
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Variables that switch Saekin between embedded and production mode, or point it at data:
 # a benchmark sets the ones it needs and never inherits the others from the caller's shell.
-MODE_VARS = ("SAEKIN_DATA_DIR", "SAEKIN_DATABASE_URL", "SAEKIN_BROKER_URL", "SAEKIN_QDRANT_URL",
-             "SAEKIN_QDRANT_API_KEY", "SAEKIN_QDRANT_PATH", "SAEKIN_EMBEDDING_MODEL", "SAEKIN_EMBEDDING_PROFILE",
-             "SAEKIN_API_KEYS")
+MODE_VARS = (
+    "SAEKIN_DATA_DIR",
+    "SAEKIN_DATABASE_URL",
+    "SAEKIN_BROKER_URL",
+    "SAEKIN_QDRANT_URL",
+    "SAEKIN_QDRANT_API_KEY",
+    "SAEKIN_QDRANT_PATH",
+    "SAEKIN_EMBEDDING_MODEL",
+    "SAEKIN_EMBEDDING_PROFILE",
+    "SAEKIN_API_KEYS",
+)
 
 
 def service_env(values: Mapping[str, str | None]) -> dict[str, str]:
@@ -43,15 +52,22 @@ class ServiceProcess:
     read) in its own process group; stop() sends SIGTERM to the group, waits, then SIGKILL.
     """
 
-    def __init__(self, name: str, args: Sequence[str], *, env: Mapping[str, str], log_path: Path,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self, name: str, args: Sequence[str], *, env: Mapping[str, str], log_path: Path, cwd: Path | None = None
+    ) -> None:
         self.name = name
         self.log_path = Path(log_path)
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
         cmd = [sys.executable, "-m", "services.cli", *args]
-        self.proc = subprocess.Popen(cmd, cwd=str(cwd or self.log_path.parent), env=dict(env),
-                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=str(cwd or self.log_path.parent),
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log(f"started {name} (pid {self.proc.pid}): {' '.join(cmd[1:])}")
 
     @property
@@ -109,7 +125,7 @@ def _stat_fields(pid: int) -> list[str] | None:
     except OSError:
         return None
     # The command name (field 2) is in parentheses and may contain spaces.
-    return raw[raw.rfind(")") + 2:].split()
+    return raw[raw.rfind(")") + 2 :].split()
 
 
 def _children(pid: int) -> list[int]:
@@ -189,8 +205,7 @@ def percentiles(seconds: Sequence[float], qs: Sequence[int] = (50, 95, 99)) -> d
     return {f"p{q}_ms": round(float(np.percentile(ms, q)), 2) for q in qs}
 
 
-def wait_until(predicate, *, timeout: float, interval: float = 0.5, what: str = "condition",
-               check=None) -> None:
+def wait_until(predicate, *, timeout: float, interval: float = 0.5, what: str = "condition", check=None) -> None:
     """Poll `predicate()` until true; TimeoutError after `timeout` s; `check()` may raise earlier."""
     deadline = time.monotonic() + timeout
     while True:
@@ -208,8 +223,11 @@ def model_dim(model: str) -> int | None:
     import json
 
     path = Path(model)
-    for rel, key in (("twin_info.json", "dim"), ("1_Pooling/config.json", "word_embedding_dimension"),
-                     ("config.json", "hidden_size")):
+    for rel, key in (
+        ("twin_info.json", "dim"),
+        ("1_Pooling/config.json", "word_embedding_dimension"),
+        ("config.json", "hidden_size"),
+    ):
         try:
             value = json.loads((path / rel).read_text(encoding="utf-8")).get(key)
         except (OSError, ValueError):

@@ -7,6 +7,7 @@ Kiwi's worker threads. Prints one JSON object:
 
     .venv/bin/python bench/analyzer_throughput.py [--data ../shared/data/autorag-ko] [--workers N]
 """
+
 from __future__ import annotations
 
 import argparse

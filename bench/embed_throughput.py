@@ -25,6 +25,7 @@ utilisation of the best half-precision run against the device's bf16 dense peak.
 
 Without --model a full-size twin is built once under ./.twins/ (about 2.2 GB for bge-m3-ko).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import (  # noqa: E402
+from bench._common import (
     DEFAULT_CORPUS,
     bf16_peak_flops,
     device_name,
@@ -56,13 +57,23 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--profile", default="bge-m3-ko")
     ap.add_argument("--model", default=None, help="model directory or hub id (default: full-size twin under ./.twins/)")
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="directory holding ocr_corpus_v3.parquet")
-    ap.add_argument("--texts", type=int, default=None, help="random subset of N chunks (default: all on CUDA, 48 on CPU)")
-    ap.add_argument("--precisions", default=None,
-                    help="comma list (default: bf16,fp16 on CUDA; fp32,int8 on CPU, plus bf16 where the CPU has native bf16)")
+    ap.add_argument(
+        "--texts", type=int, default=None, help="random subset of N chunks (default: all on CUDA, 48 on CPU)"
+    )
+    ap.add_argument(
+        "--precisions",
+        default=None,
+        help="comma list (default: bf16,fp16 on CUDA; fp32,int8 on CPU, plus bf16 where the CPU has native bf16)",
+    )
     ap.add_argument("--max-batch-tokens", type=int, default=None, help="engine padded-token budget (default: settings)")
     ap.add_argument("--baseline-batch-size", type=int, default=32)
     ap.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
-    ap.add_argument("--repeat", type=int, default=None, help="timed runs per configuration, median kept (default: 3 on CUDA, 1 on CPU)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="timed runs per configuration, median kept (default: 3 on CUDA, 1 on CPU)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args()
 
@@ -126,7 +137,9 @@ def main() -> None:
         precisions = ["fp32", "int8"] + (["bf16"] if cpu_supports_bf16() else [])
     skipped = []
     if not on_cuda and not args.precisions and not cpu_supports_bf16():
-        skipped.append({"precision": "bf16", "reason": "CPU has no native bf16 (avx512_bf16/amx): emulated, far slower than fp32"})
+        skipped.append(
+            {"precision": "bf16", "reason": "CPU has no native bf16 (avx512_bf16/amx): emulated, far slower than fp32"}
+        )
 
     model = resolve_model(args.profile, args.model)
     tokenizer = load_tokenizer(model)
@@ -135,13 +148,17 @@ def main() -> None:
 
     log(f"loading pages from {args.corpus}")
     pages = load_pages(args.corpus)
-    chunks, method = korean_chunks(pages, tokenizer, max_tokens=chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens)
+    chunks, method = korean_chunks(
+        pages, tokenizer, max_tokens=chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens
+    )
     n = args.texts or (len(chunks) if on_cuda else 48)
     texts = random.Random(args.seed).sample(chunks, min(n, len(chunks)))
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_seq)["input_ids"]]
     tokens = sum(lengths)
-    log(f"{len(pages)} pages -> {len(chunks)} chunks ({method}, {chunk_tokens} tokens max); "
-        f"timing {len(texts)} texts, {tokens} tokens (mean {tokens / len(texts):.0f}) on {device}")
+    log(
+        f"{len(pages)} pages -> {len(chunks)} chunks ({method}, {chunk_tokens} tokens max); "
+        f"timing {len(texts)} texts, {tokens} tokens (mean {tokens / len(texts):.0f}) on {device}"
+    )
 
     # Everything is loaded first and the timed runs are interleaved round by round, so that a
     # noisy neighbour on a shared machine affects the baseline and the engine alike.
@@ -218,9 +235,12 @@ def main() -> None:
         "chunker": method,
         "max_batch_tokens_setting": max_batch_tokens,
         "repeat": repeat,
-        "baseline": {"tokens_per_s": round(base_tps, 1), "seconds": round(base_s, 3),
-                     "cpu_seconds": round(statistics.median(cpu_seconds["baseline"]), 3),
-                     "batch_size": args.baseline_batch_size},
+        "baseline": {
+            "tokens_per_s": round(base_tps, 1),
+            "seconds": round(base_s, 3),
+            "cpu_seconds": round(statistics.median(cpu_seconds["baseline"]), 3),
+            "batch_size": args.baseline_batch_size,
+        },
         "load_average": _loadavg(),
         "engine": engine,
         "mfu": max(r["mfu"] for r in half) if half else None,

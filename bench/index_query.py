@@ -1,7 +1,8 @@
 """Benchmark the vector-index adapters: upsert time and hybrid (RRF) query latency, as JSON.
 
-    .venv/bin/python bench/index_query.py --n 10000 --dim 1024
+.venv/bin/python bench/index_query.py --n 10000 --dim 1024
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,10 +18,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.index import IndexFilter, IndexPoint, VectorIndex  # noqa: E402
-from services.index.edge import EdgeIndex  # noqa: E402
-from services.index.server import ServerIndex  # noqa: E402
-from services.vectors import SparseVector  # noqa: E402
+from services.index import IndexFilter, IndexPoint, VectorIndex
+from services.index.edge import EdgeIndex
+from services.index.server import ServerIndex
+from services.vectors import SparseVector
 
 COLLECTION = "bench"
 VOCAB = 50_000
@@ -35,13 +36,19 @@ def make_points(n: int, dim: int, seed: int) -> list[IndexPoint]:
     points = []
     for i in range(n):
         ranks = np.unique(rng.zipf(1.2, size=40) % VOCAB)
-        points.append(IndexPoint(
-            id=str(uuid.UUID(int=i + 1)),
-            dense=dense[i],
-            sparse=SparseVector(term_ids[ranks].tolist(), rng.uniform(0.5, 3.0, size=len(ranks)).tolist()),
-            payload={"document_id": f"doc-{i // 10}", "external_id": f"ext-{i // 10}", "generation": 1,
-                     "metadata": {"lang": ["ko", "en"][i % 2]}},
-        ))
+        points.append(
+            IndexPoint(
+                id=str(uuid.UUID(int=i + 1)),
+                dense=dense[i],
+                sparse=SparseVector(term_ids[ranks].tolist(), rng.uniform(0.5, 3.0, size=len(ranks)).tolist()),
+                payload={
+                    "document_id": f"doc-{i // 10}",
+                    "external_id": f"ext-{i // 10}",
+                    "generation": 1,
+                    "metadata": {"lang": ["ko", "en"][i % 2]},
+                },
+            )
+        )
     return points
 
 
@@ -68,8 +75,11 @@ def run(index: VectorIndex, points: list[IndexPoint], queries, dim: int) -> dict
     broad = IndexFilter(metadata={"lang": ["ko"]})  # half of the points
     narrow = IndexFilter(external_ids=[f"ext-{i}" for i in range(0, 200, 10)])  # 20 documents
     result: dict = {"upsert_s": round(upsert_s, 3)}
-    variants = (("hybrid_rrf", {}), ("hybrid_rrf_metadata_filter", {"filter": broad}),
-                ("hybrid_rrf_20_documents", {"filter": narrow}))
+    variants = (
+        ("hybrid_rrf", {}),
+        ("hybrid_rrf_metadata_filter", {"filter": broad}),
+        ("hybrid_rrf_20_documents", {"filter": narrow}),
+    )
     for label, kwargs in variants:
         index.query(COLLECTION, dense=queries[0][0], sparse=queries[0][1], **kwargs)  # warm-up
         samples = []
@@ -92,12 +102,20 @@ def main() -> None:
 
     points = make_points(args.n, args.dim, args.seed)
     queries = make_queries(args.queries, args.dim, args.seed + 1)
-    report: dict = {"n": args.n, "dim": args.dim, "queries": args.queries, "machine": platform.machine(),
-                    "python": platform.python_version(), "adapters": {}}
+    report: dict = {
+        "n": args.n,
+        "dim": args.dim,
+        "queries": args.queries,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "adapters": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.adapters.split(","):
-            factory = {"edge": lambda: EdgeIndex(Path(tmp) / "edge"),
-                       "local": lambda: ServerIndex.local(Path(tmp) / "local")}[name]
+            factory = {
+                "edge": lambda: EdgeIndex(Path(tmp) / "edge"),
+                "local": lambda: ServerIndex.local(Path(tmp) / "local"),
+            }[name]
             with factory() as index:
                 report["adapters"][name] = run(index, points, queries, args.dim)
     print(json.dumps(report, indent=2))

@@ -11,6 +11,7 @@ Target: embed_worker_rss_mb <= model_weight_mb + 1024. The GPU worker loads no K
 
 (The API-process side, "api_rss_mb", is measured by the API benchmark.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import REPO, current_rss_mb, emit, log, model_weight_mb, peak_rss_mb, resolve_model  # noqa: E402
+from bench._common import REPO, current_rss_mb, emit, log, model_weight_mb, peak_rss_mb, resolve_model
 
 
 def _worker_texts(tokenizer, n: int, max_tokens: int) -> list[str]:
@@ -31,7 +32,7 @@ def _worker_texts(tokenizer, n: int, max_tokens: int) -> list[str]:
     from services.embedding.twin import builtin_corpus
 
     text = " ".join(builtin_corpus())
-    windows = [w for w in token_windows([text], tokenizer, max_tokens)]
+    windows = list(token_windows([text], tokenizer, max_tokens))
     full = windows[:-1] or windows  # the last window is short
     return [full[i % len(full)] for i in range(n)]
 
@@ -43,8 +44,9 @@ def embed_worker_child(args: argparse.Namespace) -> dict:
 
     profile = get_profile(args.profile)
     baseline_mb = peak_rss_mb()
-    enc = Encoder(args.model, profile, device=args.device, precision=args.precision,
-                  max_batch_tokens=args.max_batch_tokens)
+    enc = Encoder(
+        args.model, profile, device=args.device, precision=args.precision, max_batch_tokens=args.max_batch_tokens
+    )
     loaded_mb = peak_rss_mb()
     if not args.lazy_weights:
         # Weights are memory-mapped from safetensors and count in RSS only once touched; a twin's
@@ -79,12 +81,28 @@ def embed_worker_child(args: argparse.Namespace) -> dict:
     return out
 
 
-def measure_embed_worker(model: str, profile: str, *, device: str | None = None, precision: str | None = None,
-                         max_batch_tokens: int = 16384, texts: int | None = None,
-                         lazy_weights: bool = False) -> dict:
+def measure_embed_worker(
+    model: str,
+    profile: str,
+    *,
+    device: str | None = None,
+    precision: str | None = None,
+    max_batch_tokens: int = 16384,
+    texts: int | None = None,
+    lazy_weights: bool = False,
+) -> dict:
     """Peak RSS of a fresh embed-worker process (run as a child so nothing else is counted)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--model", model, "--profile", profile,
-           "--max-batch-tokens", str(max_batch_tokens)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        "--model",
+        model,
+        "--profile",
+        profile,
+        "--max-batch-tokens",
+        str(max_batch_tokens),
+    ]
     if device:
         cmd += ["--device", device]
     if precision:
@@ -106,10 +124,15 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="model directory or hub id (default: full-size twin under ./.twins/)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--precision", default=None)
-    ap.add_argument("--max-batch-tokens", type=int, default=None, help="default: settings (SAEKIN_EMBED_MAX_BATCH_TOKENS)")
+    ap.add_argument(
+        "--max-batch-tokens", type=int, default=None, help="default: settings (SAEKIN_EMBED_MAX_BATCH_TOKENS)"
+    )
     ap.add_argument("--texts", type=int, default=None, help="chunks to embed (default: one token budget's worth)")
-    ap.add_argument("--lazy-weights", action="store_true",
-                    help="do not touch every weight first (RSS then counts only the pages the texts touch)")
+    ap.add_argument(
+        "--lazy-weights",
+        action="store_true",
+        help="do not touch every weight first (RSS then counts only the pages the texts touch)",
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.max_batch_tokens is None:
@@ -123,9 +146,15 @@ def main() -> None:
 
     model = resolve_model(args.profile, args.model)
     log(f"measuring an embed worker with {model}")
-    worker = measure_embed_worker(model, args.profile, device=args.device, precision=args.precision,
-                                  max_batch_tokens=args.max_batch_tokens, texts=args.texts,
-                                  lazy_weights=args.lazy_weights)
+    worker = measure_embed_worker(
+        model,
+        args.profile,
+        device=args.device,
+        precision=args.precision,
+        max_batch_tokens=args.max_batch_tokens,
+        texts=args.texts,
+        lazy_weights=args.lazy_weights,
+    )
     weights = model_weight_mb(model)
     result = {
         "embed_worker_rss_mb": worker.pop("embed_worker_rss_mb"),

@@ -39,6 +39,7 @@ Progress goes to stderr; stdout gets one JSON document:
 {"chunks", "seconds", "cores", "chunks_per_s_per_core", "cores_to_feed_one_gpu",
  "gpu_chunks_per_s_assumed", "stages": {...}, ...}
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,9 +54,16 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import DEFAULT_CORPUS, emit, log, make_work_dir, resolve_model  # noqa: E402
-from bench._service import (  # noqa: E402
-    CLK_TCK, ServiceProcess, cpu_seconds, process_tree, service_env, tree_cpu_seconds, usable_cores, wait_until,
+from bench._common import DEFAULT_CORPUS, emit, log, make_work_dir, resolve_model
+from bench._service import (
+    CLK_TCK,
+    ServiceProcess,
+    cpu_seconds,
+    process_tree,
+    service_env,
+    tree_cpu_seconds,
+    usable_cores,
+    wait_until,
 )
 
 COLLECTION = "bench"
@@ -83,8 +91,14 @@ class Postgres:
         import psycopg
 
         u = self.base
-        return psycopg.connect(host=u.host or "127.0.0.1", port=u.port or 5432, user=u.username,
-                               password=u.password, dbname=self.admin_db, autocommit=True)
+        return psycopg.connect(
+            host=u.host or "127.0.0.1",
+            port=u.port or 5432,
+            user=u.username,
+            password=u.password,
+            dbname=self.admin_db,
+            autocommit=True,
+        )
 
     def url(self, **query: str) -> str:
         return self.base.set(database=self.name, query=query).render_as_string(hide_password=False)
@@ -106,9 +120,13 @@ class Postgres:
     def backend_cpu(self) -> dict[int, float]:
         """CPU seconds so far of each server process serving the workers' connections to our database."""
         with self._connect() as conn:
-            pids = [r[0] for r in conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name <> %s",
-                (self.name, BENCH_APP))]
+            pids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name <> %s",
+                    (self.name, BENCH_APP),
+                )
+            ]
         out = {}
         for pid in pids:
             cpu = cpu_seconds(pid)  # readable when the server runs on this machine and we may read /proc
@@ -141,6 +159,7 @@ class _Clock:
             finally:
                 self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - c0
                 self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - w0
+
         return timed
 
 
@@ -151,26 +170,37 @@ def stage_breakdown(settings, pages: list[tuple[str, str]], *, torch_threads: in
     (analyze_many), the chunker, sparse vectors; the rest of prepare_document is the database.
     Embed: the model, the Qdrant upsert, publication (database + the delete of older points).
     """
+    import torch
+
     from services.db import session_scope
     from services.documents import service as documents
     from services.ingest import pipeline
     from services.runtime import Runtime
 
-    import torch
-
     torch.set_num_threads(torch_threads)  # as in the embed worker
     rt = Runtime(settings)
     clock = _Clock()
-    saved = {"_extract_sections": pipeline._extract_sections, "chunk_sentences": pipeline.chunk_sentences,
-             "_publish": pipeline._publish}
+    saved = {
+        "_extract_sections": pipeline._extract_sections,
+        "chunk_sentences": pipeline.chunk_sentences,
+        "_publish": pipeline._publish,
+    }
     try:
         items = []
         with session_scope(rt.session_factory) as session:
             for doc_id, text in pages:
                 result = documents.submit_document(
-                    session, collection_name=STAGES_COLLECTION, profile=settings.embedding_profile,
-                    upload=documents.Upload(data=text.encode("utf-8"), media_type="text/plain",
-                                            filename=f"{doc_id}.txt", external_id=doc_id, title=doc_id))
+                    session,
+                    collection_name=STAGES_COLLECTION,
+                    profile=settings.embedding_profile,
+                    upload=documents.Upload(
+                        data=text.encode("utf-8"),
+                        media_type="text/plain",
+                        filename=f"{doc_id}.txt",
+                        external_id=doc_id,
+                        title=doc_id,
+                    ),
+                )
                 items.append(pipeline.WorkItem(result.document.id, result.generation))
         analyzer, _ = rt.analyzer, rt.tokenizer  # loaded before timing (Kiwi: ~3 s once per process)
         encoder, index = rt.encoder, rt.index
@@ -191,8 +221,10 @@ def stage_breakdown(settings, pages: list[tuple[str, str]], *, torch_threads: in
         rt.close()
 
     def part(name: str) -> dict:
-        return {"cpu_ms_per_chunk": round(clock.cpu.get(name, 0.0) * 1000 / chunks, 3),
-                "wall_ms_per_chunk": round(clock.wall.get(name, 0.0) * 1000 / chunks, 3)}
+        return {
+            "cpu_ms_per_chunk": round(clock.cpu.get(name, 0.0) * 1000 / chunks, 3),
+            "wall_ms_per_chunk": round(clock.wall.get(name, 0.0) * 1000 / chunks, 3),
+        }
 
     named = ("extract", "kiwi", "chunk", "sparse_vectors")
     out = {"documents": len(items), "chunks": chunks}
@@ -200,17 +232,22 @@ def stage_breakdown(settings, pages: list[tuple[str, str]], *, torch_threads: in
     # What prepare_document spends outside the parts above: SQL (status updates, chunk rows), Python glue.
     rest_cpu = clock.cpu.get("prepare_total", 0.0) - sum(clock.cpu.get(n, 0.0) for n in named)
     rest_wall = clock.wall.get("prepare_total", 0.0) - sum(clock.wall.get(n, 0.0) for n in named)
-    out["prepare_database_and_rest"] = {"cpu_ms_per_chunk": round(rest_cpu * 1000 / chunks, 3),
-                                        "wall_ms_per_chunk": round(rest_wall * 1000 / chunks, 3)}
+    out["prepare_database_and_rest"] = {
+        "cpu_ms_per_chunk": round(rest_cpu * 1000 / chunks, 3),
+        "wall_ms_per_chunk": round(rest_wall * 1000 / chunks, 3),
+    }
     out["prepare_total"] = part("prepare_total")
     for n in ("embed_model", "qdrant_upsert", "publish"):
         out[n] = part(n)
     embed_named = ("embed_model", "qdrant_upsert", "publish")
     out["embed_database_and_rest"] = {
-        "cpu_ms_per_chunk": round((clock.cpu.get("embed_total", 0.0) - sum(clock.cpu.get(n, 0.0) for n in embed_named))
-                                  * 1000 / chunks, 3),
-        "wall_ms_per_chunk": round((clock.wall.get("embed_total", 0.0) - sum(clock.wall.get(n, 0.0) for n in embed_named))
-                                   * 1000 / chunks, 3)}
+        "cpu_ms_per_chunk": round(
+            (clock.cpu.get("embed_total", 0.0) - sum(clock.cpu.get(n, 0.0) for n in embed_named)) * 1000 / chunks, 3
+        ),
+        "wall_ms_per_chunk": round(
+            (clock.wall.get("embed_total", 0.0) - sum(clock.wall.get(n, 0.0) for n in embed_named)) * 1000 / chunks, 3
+        ),
+    }
     out["embed_total"] = part("embed_total")
     total_cpu = clock.cpu.get("prepare_total", 0.0) + clock.cpu.get("embed_total", 0.0)
     out["chunks_per_cpu_s_in_process"] = round(chunks / total_cpu, 1) if total_cpu else None
@@ -230,9 +267,17 @@ def _submit(rt, settings, collection: str, pages: list[tuple[str, str]]) -> list
     for doc_id, text in pages:
         with session_scope(rt.session_factory) as session:
             result = documents.submit_document(
-                session, collection_name=collection, profile=settings.embedding_profile,
-                upload=documents.Upload(data=text.encode("utf-8"), media_type="text/plain",
-                                        filename=f"{doc_id}.txt", external_id=doc_id, title=doc_id))
+                session,
+                collection_name=collection,
+                profile=settings.embedding_profile,
+                upload=documents.Upload(
+                    data=text.encode("utf-8"),
+                    media_type="text/plain",
+                    filename=f"{doc_id}.txt",
+                    external_id=doc_id,
+                    title=doc_id,
+                ),
+            )
             items.append(WorkItem(result.document.id, result.generation))
     return items
 
@@ -245,17 +290,27 @@ def _progress(rt, ids) -> tuple[int, int, int]:
     from services.documents.models import Document, DocumentStage, DocumentStatus
 
     with session_scope(rt.session_factory) as session:
-        rows = dict(session.execute(select(Document.status, func.count()).where(Document.id.in_(ids))
-                                    .group_by(Document.status)).all())
-        embedding = session.scalar(select(func.count()).select_from(Document).where(
-            Document.id.in_(ids), Document.status == DocumentStatus.processing,
-            Document.stage == DocumentStage.embedding))
+        rows = dict(
+            session.execute(
+                select(Document.status, func.count()).where(Document.id.in_(ids)).group_by(Document.status)
+            ).all()
+        )
+        embedding = session.scalar(
+            select(func.count())
+            .select_from(Document)
+            .where(
+                Document.id.in_(ids),
+                Document.status == DocumentStatus.processing,
+                Document.stage == DocumentStage.embedding,
+            )
+        )
     indexed, failed = rows.get(DocumentStatus.indexed, 0), rows.get(DocumentStatus.failed, 0)
     return indexed, failed, indexed + failed + embedding
 
 
-def _wait_indexed(rt, items, *, timeout: float, workers: list[ServiceProcess], label: str,
-                  on_poll=None) -> tuple[int, int, float]:
+def _wait_indexed(
+    rt, items, *, timeout: float, workers: list[ServiceProcess], label: str, on_poll=None
+) -> tuple[int, int, float]:
     """Poll until every document is indexed or failed: (indexed, failed, seconds until all were prepared)."""
     from tqdm import tqdm
 
@@ -286,6 +341,7 @@ def _ping_workers(broker_url: str, names: list[str], timeout: float, workers: li
     app = Celery(BENCH_APP, broker=broker_url)
     app.conf.broker_connection_retry_on_startup = True
     try:
+
         def all_up() -> bool:
             replies = app.control.ping(timeout=1.0) or []
             up = {name for reply in replies for name in reply}
@@ -301,25 +357,49 @@ def _ping_workers(broker_url: str, names: list[str], timeout: float, workers: li
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--docs", type=int, default=None, help="AutoRAG pages to ingest (default: all 720)")
     ap.add_argument("--concurrency", type=int, default=None, help="ingest worker processes (default: usable cores)")
-    ap.add_argument("--gpu-chunks-per-s", type=float, default=1500.0,
-                    help="chunks/s one GPU embeds (benchmark 1's figure; default 1,500 as issue 5 says)")
+    ap.add_argument(
+        "--gpu-chunks-per-s",
+        type=float,
+        default=1500.0,
+        help="chunks/s one GPU embeds (benchmark 1's figure; default 1,500 as issue 5 says)",
+    )
     ap.add_argument("--profile", default="bge-m3-ko")
     ap.add_argument("--model", default=None, help="model directory (default: the profile's SMALL twin under ./.twins/)")
-    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="AutoRAG folder (qa*.parquet, *corpus*.parquet)")
-    ap.add_argument("--pg-url", default="postgresql+psycopg://root@127.0.0.1:5432/test",
-                    help="a PostgreSQL server; its database is used only to create and drop the bench's own")
+    ap.add_argument(
+        "--corpus", type=Path, default=DEFAULT_CORPUS, help="AutoRAG folder (qa*.parquet, *corpus*.parquet)"
+    )
+    ap.add_argument(
+        "--pg-url",
+        default="postgresql+psycopg://root@127.0.0.1:5432/test",
+        help="a PostgreSQL server; its database is used only to create and drop the bench's own",
+    )
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379", help="Redis server (no database number)")
     ap.add_argument("--redis-db", type=int, default=14, help="Redis database for the broker; FLUSHED before and after")
-    ap.add_argument("--embed-threads", type=int, default=1,
-                    help="torch CPU threads of the embed worker (OMP_NUM_THREADS; default 1: the model stands in "
-                         "for a GPU, and idle OpenMP threads would otherwise spin on cores the ingest workers need)")
-    ap.add_argument("--warmup-docs", type=int, default=None, help="documents to warm the workers up (default 4 x concurrency)")
-    ap.add_argument("--stage-docs", type=int, default=100, help="pages for the in-process stage breakdown, which also measures the model's CPU cost")
+    ap.add_argument(
+        "--embed-threads",
+        type=int,
+        default=1,
+        help="torch CPU threads of the embed worker (OMP_NUM_THREADS; default 1: the model stands in "
+        "for a GPU, and idle OpenMP threads would otherwise spin on cores the ingest workers need)",
+    )
+    ap.add_argument(
+        "--warmup-docs", type=int, default=None, help="documents to warm the workers up (default 4 x concurrency)"
+    )
+    ap.add_argument(
+        "--stage-docs",
+        type=int,
+        default=100,
+        help="pages for the in-process stage breakdown, which also measures the model's CPU cost",
+    )
     ap.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the corpus to be indexed")
-    ap.add_argument("--work-dir", type=Path, default=None, help="where to put Qdrant's local files and logs (default: temp)")
+    ap.add_argument(
+        "--work-dir", type=Path, default=None, help="where to put Qdrant's local files and logs (default: temp)"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the database, Redis keys and work dir")
     args = ap.parse_args()
     if args.stage_docs < 1:
@@ -340,11 +420,13 @@ def main() -> None:
 
     model = resolve_model(args.profile, args.model, small=True)
     corpus = list(load_dataset(args.corpus).corpus.items())
-    pages = corpus[:args.docs] if args.docs else corpus
+    pages = corpus[: args.docs] if args.docs else corpus
     warm_pages = corpus[::-1][:warmup_docs]
-    stage_pages = corpus[:args.stage_docs]
-    log(f"{len(pages)} pages, {len(warm_pages)} warm-up pages; model {model}; {cores} usable cores, "
-        f"ingest concurrency {concurrency}")
+    stage_pages = corpus[: args.stage_docs]
+    log(
+        f"{len(pages)} pages, {len(warm_pages)} warm-up pages; model {model}; {cores} usable cores, "
+        f"ingest concurrency {concurrency}"
+    )
 
     work_dir = make_work_dir("saekin-bench-pc-", args.work_dir)
     pg = Postgres(args.pg_url, make_url(args.pg_url).database or "postgres")
@@ -357,25 +439,43 @@ def main() -> None:
         redis.flushdb()
         pg.create()
         upgrade_database(pg.url())
-        values = {"SAEKIN_DATABASE_URL": pg.url(), "SAEKIN_BROKER_URL": broker_url,
-                  "SAEKIN_QDRANT_PATH": str(work_dir / "qdrant"), "SAEKIN_EMBEDDING_MODEL": model,
-                  "SAEKIN_EMBEDDING_PROFILE": args.profile, "SAEKIN_DATA_DIR": str(work_dir / "data")}
-        settings = Settings(_env_file=None, **{k.removeprefix("SAEKIN_").lower(): v for k, v in values.items()},
-                            qdrant_url=None)
+        values = {
+            "SAEKIN_DATABASE_URL": pg.url(),
+            "SAEKIN_BROKER_URL": broker_url,
+            "SAEKIN_QDRANT_PATH": str(work_dir / "qdrant"),
+            "SAEKIN_EMBEDDING_MODEL": model,
+            "SAEKIN_EMBEDDING_PROFILE": args.profile,
+            "SAEKIN_DATA_DIR": str(work_dir / "data"),
+        }
+        settings = Settings(
+            _env_file=None, **{k.removeprefix("SAEKIN_").lower(): v for k, v in values.items()}, qdrant_url=None
+        )
         # This process only stores documents and polls their status: it never opens Qdrant.
         rt = Runtime(settings.model_copy(update={"database_url": pg.url(application_name=BENCH_APP)}))
         env = service_env(values)
-        ingest = ServiceProcess("ingest worker", ["worker", "--queue", "ingest", "--concurrency", str(concurrency)],
-                                env=env, log_path=work_dir / "ingest-worker.log", cwd=work_dir)
+        ingest = ServiceProcess(
+            "ingest worker",
+            ["worker", "--queue", "ingest", "--concurrency", str(concurrency)],
+            env=env,
+            log_path=work_dir / "ingest-worker.log",
+            cwd=work_dir,
+        )
         workers.append(ingest)
         embed_env = {**env, "OMP_NUM_THREADS": str(args.embed_threads), "MKL_NUM_THREADS": str(args.embed_threads)}
-        embed = ServiceProcess("embed worker", ["worker", "--queue", "embed"], env=embed_env,
-                               log_path=work_dir / "embed-worker.log", cwd=work_dir)
+        embed = ServiceProcess(
+            "embed worker",
+            ["worker", "--queue", "embed"],
+            env=embed_env,
+            log_path=work_dir / "embed-worker.log",
+            cwd=work_dir,
+        )
         workers.append(embed)
         host = socket.gethostname()
         _ping_workers(broker_url, [f"ingest@{host}", f"embed@{host}"], timeout=300, workers=workers)
-        log(f"workers up: ingest pid {ingest.pid} with {len(process_tree(ingest.pid)) - 1} pool processes, "
-            f"embed pid {embed.pid}")
+        log(
+            f"workers up: ingest pid {ingest.pid} with {len(process_tree(ingest.pid)) - 1} pool processes, "
+            f"embed pid {embed.pid}"
+        )
 
         dispatcher = CeleryDispatcher(broker_url)
         try:
@@ -386,8 +486,10 @@ def main() -> None:
                     dispatcher.submit(item)
                 _wait_indexed(rt, warm, timeout=args.timeout, workers=workers, label="warm-up")
                 pool = process_tree(ingest.pid)[1:]
-                log("ingest pool after warm-up (pid: CPU s): " + ", ".join(
-                    f"{p}: {cpu_seconds(p) or 0:.1f}" for p in pool))
+                log(
+                    "ingest pool after warm-up (pid: CPU s): "
+                    + ", ".join(f"{p}: {cpu_seconds(p) or 0:.1f}" for p in pool)
+                )
 
             t_upload = time.perf_counter()
             items = _submit(rt, settings, COLLECTION, pages)
@@ -405,8 +507,9 @@ def main() -> None:
             t0 = time.perf_counter()
             for item in items:
                 dispatcher.submit(item)
-            indexed, failed, prepared_s = _wait_indexed(rt, items, timeout=args.timeout, workers=workers, label="ingest",
-                                            on_poll=poll_postgres)
+            indexed, failed, prepared_s = _wait_indexed(
+                rt, items, timeout=args.timeout, workers=workers, label="ingest", on_poll=poll_postgres
+            )
             seconds = time.perf_counter() - t0
             cpu1 = {"ingest": tree_cpu_seconds(ingest.pid), "embed": tree_cpu_seconds(embed.pid)}
             ingest_main_cpu = (cpu_seconds(ingest.pid) or 0.0) - ingest_main0
@@ -421,10 +524,18 @@ def main() -> None:
 
         with session_scope(rt.session_factory) as session:
             ids = [i.document_id for i in items]
-            chunks = int(session.scalar(select(func.coalesce(func.sum(Document.chunk_count), 0))
-                                        .where(Document.id.in_(ids), Document.status == DocumentStatus.indexed)))
-            errors = session.execute(select(Document.external_id, Document.error).where(
-                Document.id.in_(ids), Document.status == DocumentStatus.failed).limit(5)).all()
+            chunks = int(
+                session.scalar(
+                    select(func.coalesce(func.sum(Document.chunk_count), 0)).where(
+                        Document.id.in_(ids), Document.status == DocumentStatus.indexed
+                    )
+                )
+            )
+            errors = session.execute(
+                select(Document.external_id, Document.error)
+                .where(Document.id.in_(ids), Document.status == DocumentStatus.failed)
+                .limit(5)
+            ).all()
             collection = session.scalar(select(Collection).where(Collection.name == COLLECTION))
             qdrant_collection = index_name(collection)
         for external_id, error in errors:
@@ -447,8 +558,10 @@ def main() -> None:
         cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
         worker_cpu = sum(cpu.values())
         pg_cpu = sum(v - pg_base.get(pid, 0.0) for pid, v in pg_seen.items())
-        log(f"{chunks} chunks of {indexed} documents in {seconds:.1f}s; worker CPU {worker_cpu:.1f}s "
-            f"(ingest {cpu['ingest']:.1f}, embed {cpu['embed']:.1f}); PostgreSQL backends {pg_cpu:.1f}s")
+        log(
+            f"{chunks} chunks of {indexed} documents in {seconds:.1f}s; worker CPU {worker_cpu:.1f}s "
+            f"(ingest {cpu['ingest']:.1f}, embed {cpu['embed']:.1f}); PostgreSQL backends {pg_cpu:.1f}s"
+        )
 
         log(f"stage breakdown in this process on {len(stage_pages)} pages")
         stages = stage_breakdown(settings, stage_pages, torch_threads=args.embed_threads)
@@ -475,7 +588,9 @@ def main() -> None:
             "ingest_consumer_cpu_s": round(ingest_main_cpu, 2),
             "cpu_utilisation": round(worker_cpu / (seconds * cores), 3),
             "postgres_cpu_s": round(pg_cpu, 2),
-            "chunks_per_s_per_core_incl_postgres": round(chunks / (non_model_cpu + pg_cpu), 1) if non_model_cpu else None,
+            "chunks_per_s_per_core_incl_postgres": round(chunks / (non_model_cpu + pg_cpu), 1)
+            if non_model_cpu
+            else None,
             # The small twin's own CPU time, estimated from the stage breakdown, taken out of the worker CPU.
             "model_cpu_s_estimate": round(model_cpu, 2),
             "chunks_per_s_per_core_incl_model": round(chunks / worker_cpu, 1) if worker_cpu else None,

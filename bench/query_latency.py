@@ -33,6 +33,7 @@ Progress goes to stderr; stdout gets one JSON document:
 {"chunks_indexed", "bare_encode_p50_ms", "modes": {"dense"|"sparse"|"hybrid": {"p50_ms", "p95_ms",
 "p99_ms"}}, "sequential_qps", "concurrent_qps", "api_rss_mb", "model", "precision", "queries", ...}
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,9 +50,15 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import DEFAULT_CORPUS, emit, log, make_work_dir, model_weight_mb, resolve_model  # noqa: E402
-from bench._service import (  # noqa: E402
-    ServiceProcess, free_port, model_dim, peak_rss_mb_of, percentiles, service_env, wait_until,
+from bench._common import DEFAULT_CORPUS, emit, log, make_work_dir, model_weight_mb, resolve_model
+from bench._service import (
+    ServiceProcess,
+    free_port,
+    model_dim,
+    peak_rss_mb_of,
+    percentiles,
+    service_env,
+    wait_until,
 )
 
 COLLECTION = "bench"
@@ -100,7 +107,14 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
     from services.db import session_scope, upgrade_database
     from services.documents import service as documents
     from services.documents.models import (
-        Chunk, Collection, Document, DocumentStage, DocumentStatus, chunk_point_id, index_name, utcnow,
+        Chunk,
+        Collection,
+        Document,
+        DocumentStage,
+        DocumentStatus,
+        chunk_point_id,
+        index_name,
+        utcnow,
     )
     from services.ingest.pipeline import WorkItem, embed_documents, prepare_document
 
@@ -116,9 +130,17 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
         with session_scope(rt.session_factory) as session:
             for doc_id, text in corpus.items():
                 result = documents.submit_document(
-                    session, collection_name=COLLECTION, profile=settings.embedding_profile,
-                    upload=documents.Upload(data=text.encode("utf-8"), media_type="text/plain",
-                                            filename=f"{doc_id}.txt", external_id=doc_id, title=doc_id))
+                    session,
+                    collection_name=COLLECTION,
+                    profile=settings.embedding_profile,
+                    upload=documents.Upload(
+                        data=text.encode("utf-8"),
+                        media_type="text/plain",
+                        filename=f"{doc_id}.txt",
+                        external_id=doc_id,
+                        title=doc_id,
+                    ),
+                )
                 items.append(WorkItem(result.document.id, result.generation))
         log(f"submitted {len(items)} pages; preparing them (Kiwi, chunker, sparse vectors)")
         prepared: list[tuple[WorkItem, int]] = []
@@ -132,8 +154,10 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
         corpus_chunks = sum(n for _, n in prepared)
         if not corpus_chunks:
             raise RuntimeError("the prepare stage produced no chunks")
-        log(f"prepared {len(prepared)} documents into {corpus_chunks} chunks in {prepare_s:.1f}s "
-            f"({corpus_chunks / prepare_s:.0f} chunks/s)")
+        log(
+            f"prepared {len(prepared)} documents into {corpus_chunks} chunks in {prepare_s:.1f}s "
+            f"({corpus_chunks / prepare_s:.0f} chunks/s)"
+        )
         info.update(corpus_documents=len(prepared), corpus_chunks=corpus_chunks, prepare_s=round(prepare_s, 1))
 
         # 2. Plan: the prepared pages first, then copies of them, until exactly `chunks` chunks.
@@ -158,37 +182,69 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
             for item, n in prepared:
                 take = kept.get(item.document_id)
                 if take is not None and take < n:
-                    session.execute(delete(Chunk).where(Chunk.document_id == item.document_id,
-                                                        Chunk.ordinal >= take))
+                    session.execute(delete(Chunk).where(Chunk.document_id == item.document_id, Chunk.ordinal >= take))
                     session.get(Document, item.document_id).chunk_count = take
         work: list[WorkItem] = [item for c, item, _ in plan if c == 0]
         copies = [(c, item, take) for c, item, take in plan if c > 0]
         originals: dict[uuid.UUID, tuple[dict, list[dict]]] = {}
         with session_scope(rt.session_factory) as session:
-            for document in session.scalars(select(Document).where(Document.id.in_([i.document_id for _, i, _ in copies]))):
-                originals[document.id] = ({
-                    "collection_id": document.collection_id, "external_id": document.external_id,
-                    "title": document.title, "filename": document.filename, "media_type": document.media_type,
-                    "sha256": document.sha256, "text_sha256": document.text_sha256,
-                    "metadata_": document.metadata_, "char_count": document.char_count}, [])
-            for chunk in session.scalars(select(Chunk).where(Chunk.document_id.in_(list(originals)))
-                                         .order_by(Chunk.document_id, Chunk.ordinal)):
-                originals[chunk.document_id][1].append({
-                    "ordinal": chunk.ordinal, "text": chunk.text, "char_start": chunk.char_start,
-                    "char_end": chunk.char_end, "page": chunk.page, "heading": chunk.heading,
-                    "token_count": chunk.token_count, "sparse": chunk.sparse, "stem_spans": chunk.stem_spans})
+            for document in session.scalars(
+                select(Document).where(Document.id.in_([i.document_id for _, i, _ in copies]))
+            ):
+                originals[document.id] = (
+                    {
+                        "collection_id": document.collection_id,
+                        "external_id": document.external_id,
+                        "title": document.title,
+                        "filename": document.filename,
+                        "media_type": document.media_type,
+                        "sha256": document.sha256,
+                        "text_sha256": document.text_sha256,
+                        "metadata_": document.metadata_,
+                        "char_count": document.char_count,
+                    },
+                    [],
+                )
+            for chunk in session.scalars(
+                select(Chunk).where(Chunk.document_id.in_(list(originals))).order_by(Chunk.document_id, Chunk.ordinal)
+            ):
+                originals[chunk.document_id][1].append(
+                    {
+                        "ordinal": chunk.ordinal,
+                        "text": chunk.text,
+                        "char_start": chunk.char_start,
+                        "char_end": chunk.char_end,
+                        "page": chunk.page,
+                        "heading": chunk.heading,
+                        "token_count": chunk.token_count,
+                        "sparse": chunk.sparse,
+                        "stem_spans": chunk.stem_spans,
+                    }
+                )
         for start in tqdm(range(0, len(copies), batch_docs), desc="copy", unit="batch", file=sys.stderr):
             doc_rows, chunk_rows = [], []
             now = utcnow()
-            for c, item, take in copies[start:start + batch_docs]:
+            for c, item, take in copies[start : start + batch_docs]:
                 doc, source_chunks = originals[item.document_id]
                 new_id = uuid.uuid5(item.document_id, f"bench-copy-{c}")
-                doc_rows.append({**doc, "id": new_id, "external_id": f"{doc['external_id']}#copy{c}",
-                                 "status": DocumentStatus.processing, "stage": DocumentStage.embedding,
-                                 "chunk_count": take, "embedded_count": 0, "generation": 1,
-                                 "created_at": now, "updated_at": now})
-                chunk_rows += [{**row, "id": chunk_point_id(new_id, 1, row["ordinal"]), "document_id": new_id,
-                                "generation": 1} for row in source_chunks[:take]]
+                doc_rows.append(
+                    {
+                        **doc,
+                        "id": new_id,
+                        "external_id": f"{doc['external_id']}#copy{c}",
+                        "status": DocumentStatus.processing,
+                        "stage": DocumentStage.embedding,
+                        "chunk_count": take,
+                        "embedded_count": 0,
+                        "generation": 1,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+                chunk_rows += [
+                    {**row, "id": chunk_point_id(new_id, 1, row["ordinal"]), "document_id": new_id, "generation": 1}
+                    for row in source_chunks[:take]
+                ]
                 work.append(WorkItem(new_id, 1))
             with session_scope(rt.session_factory) as session:
                 session.execute(insert(Document), doc_rows)
@@ -200,7 +256,7 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
         t3 = time.perf_counter()
         with tqdm(total=len(work), desc="index", unit="doc", file=sys.stderr) as bar:
             for start in range(0, len(work), batch_docs):
-                batch = work[start:start + batch_docs]
+                batch = work[start : start + batch_docs]
                 embed_documents(rt, batch)
                 bar.update(len(batch))
         index_s = time.perf_counter() - t3
@@ -208,18 +264,29 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
         with session_scope(rt.session_factory) as session:
             collection = session.scalar(select(Collection).where(Collection.name == COLLECTION))
             name = index_name(collection)
-            published = session.scalar(select(func.count()).select_from(Chunk).join(
-                Document, Chunk.document_id == Document.id).where(
-                Document.status == DocumentStatus.indexed, Chunk.generation == Document.indexed_generation))
-            documents_indexed = session.scalar(select(func.count()).select_from(Document).where(
-                Document.status == DocumentStatus.indexed))
+            published = session.scalar(
+                select(func.count())
+                .select_from(Chunk)
+                .join(Document, Chunk.document_id == Document.id)
+                .where(Document.status == DocumentStatus.indexed, Chunk.generation == Document.indexed_generation)
+            )
+            documents_indexed = session.scalar(
+                select(func.count()).select_from(Document).where(Document.status == DocumentStatus.indexed)
+            )
         points = rt.index.count(name)
-        log(f"indexed {points} points of {documents_indexed} documents in {index_s:.1f}s "
-            f"({points / index_s:.0f} points/s, {documents_indexed / index_s:.0f} documents/s)")
+        log(
+            f"indexed {points} points of {documents_indexed} documents in {index_s:.1f}s "
+            f"({points / index_s:.0f} points/s, {documents_indexed / index_s:.0f} documents/s)"
+        )
         if points != chunks or published != chunks:
             raise RuntimeError(f"expected {chunks} chunks, found {points} points and {published} published chunk rows")
-        info.update(documents_indexed=documents_indexed, corpus_copies=copy, copy_s=round(copy_s, 1),
-                    index_s=round(index_s, 1), index_points_per_s=round(points / index_s, 1))
+        info.update(
+            documents_indexed=documents_indexed,
+            corpus_copies=copy,
+            copy_s=round(copy_s, 1),
+            index_s=round(index_s, 1),
+            index_points_per_s=round(points / index_s, 1),
+        )
         return info
     finally:
         if rt is not None:
@@ -232,16 +299,18 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
 
 def _search(client, query: str, mode: str, top_k: int, **extra) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    response = client.post(f"/v1/collections/{COLLECTION}/search",
-                           json={"query": query, "top_k": top_k, "mode": mode, **extra})
+    response = client.post(
+        f"/v1/collections/{COLLECTION}/search", json={"query": query, "top_k": top_k, "mode": mode, **extra}
+    )
     elapsed = time.perf_counter() - t0
     if response.status_code != 200:
         raise RuntimeError(f"{mode} search for {query!r} answered {response.status_code}: {response.text[:500]}")
     return elapsed, response.json()
 
 
-def run_sequential(base_url: str, queries: Sequence[str], mode: str, *, top_k: int, warmup: int,
-                   timeout: float, **extra) -> dict:
+def run_sequential(
+    base_url: str, queries: Sequence[str], mode: str, *, top_k: int, warmup: int, timeout: float, **extra
+) -> dict:
     """One keep-alive client, one request at a time; latency per request at the client."""
     import httpx
     from tqdm import tqdm
@@ -257,13 +326,18 @@ def run_sequential(base_url: str, queries: Sequence[str], mode: str, *, top_k: i
             server_ms.append(body["took_ms"])
             hits.append(len(body["results"]))
         wall = time.perf_counter() - started
-    return {**percentiles(latencies), "mean_ms": round(float(np.mean(latencies)) * 1000, 2),
-            "server_took_p50_ms": round(float(np.median(server_ms)), 2),
-            "qps": round(len(queries) / wall, 2), "mean_results": round(float(np.mean(hits)), 2)}
+    return {
+        **percentiles(latencies),
+        "mean_ms": round(float(np.mean(latencies)) * 1000, 2),
+        "server_took_p50_ms": round(float(np.median(server_ms)), 2),
+        "qps": round(len(queries) / wall, 2),
+        "mean_results": round(float(np.mean(hits)), 2),
+    }
 
 
-def run_concurrent(base_url: str, queries: Sequence[str], mode: str, *, top_k: int, clients: int,
-                   timeout: float) -> dict:
+def run_concurrent(
+    base_url: str, queries: Sequence[str], mode: str, *, top_k: int, clients: int, timeout: float
+) -> dict:
     """`clients` threads, each with its own keep-alive client, sharing the questions."""
     import httpx
 
@@ -304,8 +378,11 @@ def run_concurrent(base_url: str, queries: Sequence[str], mode: str, *, top_k: i
     try:
         barrier.wait(timeout=timeout)
     except threading.BrokenBarrierError:
-        raise RuntimeError(f"concurrent {mode} clients could not start: {errors[0]!r}" if errors
-                           else f"concurrent {mode} clients did not connect within {timeout:.0f}s") from None
+        raise RuntimeError(
+            f"concurrent {mode} clients could not start: {errors[0]!r}"
+            if errors
+            else f"concurrent {mode} clients did not connect within {timeout:.0f}s"
+        ) from None
     started = time.perf_counter()
     deadline = started + timeout * len(queries)
     for t in threads:
@@ -329,8 +406,13 @@ def bare_encode(settings, queries: Sequence[str]) -> dict:
     from services.embedding.encoder import Encoder
 
     s = settings
-    encoder = Encoder(s.model_name_or_path, s.profile, device=s.embedding_device, precision=s.embedding_precision,
-                      max_batch_tokens=s.embed_max_batch_tokens)
+    encoder = Encoder(
+        s.model_name_or_path,
+        s.profile,
+        device=s.embedding_device,
+        precision=s.embedding_precision,
+        max_batch_tokens=s.embed_max_batch_tokens,
+    )
     encoder.warmup()
     latencies = []
     for q in tqdm(queries, desc="  bare", unit="q", file=sys.stderr):
@@ -360,18 +442,28 @@ def bare_query_vector(queries: Sequence[str]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--profile", default="bge-m3-ko")
     ap.add_argument("--model", default=None, help="model directory (default: the profile's twin under ./.twins/)")
     ap.add_argument("--small", action="store_true", help="use the small twin (quick check; latencies meaningless)")
-    ap.add_argument("--precision", default=None, help="fp32, bf16, int8 (CPU) or fp16/bf16 (CUDA); default: the service's")
-    ap.add_argument("--device", default=None, help="torch device for the service and the bare model (default: the service's)")
+    ap.add_argument(
+        "--precision", default=None, help="fp32, bf16, int8 (CPU) or fp16/bf16 (CUDA); default: the service's"
+    )
+    ap.add_argument(
+        "--device", default=None, help="torch device for the service and the bare model (default: the service's)"
+    )
     ap.add_argument("--chunks", type=int, default=10_000, help="chunks to index (default 10,000)")
-    ap.add_argument("--queries", type=int, default=300, help="questions per run, the AutoRAG ones repeated (default 300)")
+    ap.add_argument(
+        "--queries", type=int, default=300, help="questions per run, the AutoRAG ones repeated (default 300)"
+    )
     ap.add_argument("--concurrency", type=int, default=8, help="clients of the concurrent run (default 8)")
     ap.add_argument("--top-k", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=5, help="untimed requests per mode before timing")
-    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="AutoRAG folder (qa*.parquet, *corpus*.parquet)")
+    ap.add_argument(
+        "--corpus", type=Path, default=DEFAULT_CORPUS, help="AutoRAG folder (qa*.parquet, *corpus*.parquet)"
+    )
     ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 for the service (default: a free one)")
     ap.add_argument("--work-dir", type=Path, default=None, help="where to put the data directory (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the data directory and server log")
@@ -396,9 +488,18 @@ def main() -> None:
 
     work_dir = make_work_dir("saekin-bench-ql-", args.work_dir)
     data_dir = work_dir / "data"
-    settings = Settings(_env_file=None, data_dir=data_dir, database_url=None, broker_url=None, qdrant_url=None,
-                        qdrant_path=None, embedding_profile=args.profile, embedding_model=model,
-                        embedding_precision=args.precision, embedding_device=args.device)
+    settings = Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        database_url=None,
+        broker_url=None,
+        qdrant_url=None,
+        qdrant_path=None,
+        embedding_profile=args.profile,
+        embedding_model=model,
+        embedding_precision=args.precision,
+        embedding_device=args.device,
+    )
     result: dict = {}
     server: ServiceProcess | None = None
     try:
@@ -408,12 +509,23 @@ def main() -> None:
 
         port = args.port or free_port()
         base_url = f"http://127.0.0.1:{port}"
-        env = service_env({"SAEKIN_DATA_DIR": str(data_dir), "SAEKIN_EMBEDDING_MODEL": model,
-                           "SAEKIN_EMBEDDING_PROFILE": args.profile, "SAEKIN_EMBEDDING_PRECISION": args.precision,
-                           "SAEKIN_EMBEDDING_DEVICE": args.device})
+        env = service_env(
+            {
+                "SAEKIN_DATA_DIR": str(data_dir),
+                "SAEKIN_EMBEDDING_MODEL": model,
+                "SAEKIN_EMBEDDING_PROFILE": args.profile,
+                "SAEKIN_EMBEDDING_PRECISION": args.precision,
+                "SAEKIN_EMBEDDING_DEVICE": args.device,
+            }
+        )
         t1 = time.perf_counter()
-        server = ServiceProcess("api", ["serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                                log_path=work_dir / "server.log", cwd=work_dir)
+        server = ServiceProcess(
+            "api",
+            ["serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            log_path=work_dir / "server.log",
+            cwd=work_dir,
+        )
         import httpx
 
         def ready() -> bool:
@@ -428,15 +540,24 @@ def main() -> None:
 
         modes = {}
         for mode in MODES:
-            modes[mode] = run_sequential(base_url, queries, mode, top_k=args.top_k, warmup=args.warmup,
-                                         timeout=args.request_timeout)
+            modes[mode] = run_sequential(
+                base_url, queries, mode, top_k=args.top_k, warmup=args.warmup, timeout=args.request_timeout
+            )
             log(f"{mode}: {modes[mode]}")
         # The same sparse run without highlighting (the API's `highlight` flag): what the highlights cost.
-        sparse_plain = run_sequential(base_url, queries, "sparse", top_k=args.top_k, warmup=args.warmup,
-                                      timeout=args.request_timeout, highlight=False)
+        sparse_plain = run_sequential(
+            base_url,
+            queries,
+            "sparse",
+            top_k=args.top_k,
+            warmup=args.warmup,
+            timeout=args.request_timeout,
+            highlight=False,
+        )
         log(f"sparse without highlights: {sparse_plain}")
-        concurrent = run_concurrent(base_url, queries, "hybrid", top_k=args.top_k, clients=args.concurrency,
-                                    timeout=args.request_timeout)
+        concurrent = run_concurrent(
+            base_url, queries, "hybrid", top_k=args.top_k, clients=args.concurrency, timeout=args.request_timeout
+        )
         server.check_alive()
         api_rss = peak_rss_mb_of(server.pid)
         code = server.stop()

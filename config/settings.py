@@ -4,6 +4,7 @@ Obtain them through `get_settings()`; nothing here is created at import time. Le
 database, broker and Qdrant URLs empty selects the embedded mode: SQLite, Qdrant Edge and
 in-process ingestion under `data_dir`.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -23,44 +24,76 @@ class Settings(BaseSettings):
 
     # --- where things live -------------------------------------------------------------
     data_dir: Path = Field(Path("./data"), description="Embedded mode: SQLite file, Qdrant Edge shards, uploads.")
-    database_url: str | None = Field(None, description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db. Empty: SQLite in data_dir.")
-    broker_url: str | None = Field(None, description="Celery broker (Redis), e.g. redis://localhost:6379/0. Empty: in-process ingestion.")
-    qdrant_url: str | None = Field(None, description="Qdrant server URL, e.g. http://localhost:6333. Empty: Qdrant Edge in data_dir.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db. Empty: SQLite in data_dir."
+    )
+    broker_url: str | None = Field(
+        None, description="Celery broker (Redis), e.g. redis://localhost:6379/0. Empty: in-process ingestion."
+    )
+    qdrant_url: str | None = Field(
+        None, description="Qdrant server URL, e.g. http://localhost:6333. Empty: Qdrant Edge in data_dir."
+    )
     qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server, if it requires one.")
-    qdrant_path: Path | None = Field(None, description="Tests only: qdrant-client local mode at this path (brute force, one process).")
+    qdrant_path: Path | None = Field(
+        None, description="Tests only: qdrant-client local mode at this path (brute force, one process)."
+    )
 
     # --- HTTP ----------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address `saekin serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `saekin serve` listens on.")
     # NoDecode: the environment gives "k1,k2", not JSON; _split_keys splits it.
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated bearer tokens; when set every /v1 route requires one.")
-    max_upload_mb: float = Field(50.0, gt=0, description="Largest accepted upload; bigger ones get 413 while streaming.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated bearer tokens; when set every /v1 route requires one."
+    )
+    max_upload_mb: float = Field(
+        50.0, gt=0, description="Largest accepted upload; bigger ones get 413 while streaming."
+    )
 
     # --- embedding -------------------------------------------------------------------------
     embedding_profile: str = Field(DEFAULT_PROFILE, description=f"One of: {', '.join(PROFILES)}.")
     embedding_model: str | None = Field(None, description="Hub id or local directory overriding the profile's hub id.")
-    embedding_device: str | None = Field(None, description="torch device (cuda, cuda:1, cpu). Empty: cuda when available.")
+    embedding_device: str | None = Field(
+        None, description="torch device (cuda, cuda:1, cpu). Empty: cuda when available."
+    )
     embedding_precision: Literal["fp32", "fp16", "bf16", "int8"] | None = Field(
-        None, description="Empty: bf16 on CUDA, fp32 on CPU. bf16/int8 on CPU trade accuracy for speed; check with `saekin eval`.")
-    embed_max_batch_tokens: int = Field(16384, ge=512, description="Padded tokens per model forward pass (embed worker).")
+        None,
+        description="Empty: bf16 on CUDA, fp32 on CPU. bf16/int8 on CPU trade accuracy for speed; check with `saekin eval`.",
+    )
+    embed_max_batch_tokens: int = Field(
+        16384, ge=512, description="Padded tokens per model forward pass (embed worker)."
+    )
     embed_task_max_chunks: int | None = Field(
-        None, ge=1, description="Chunks one embed task takes, from as many waiting documents as fit; the rest go "
+        None,
+        ge=1,
+        description="Chunks one embed task takes, from as many waiting documents as fit; the rest go "
         "to the next task, which another GPU's worker can start meanwhile. Empty: 2048 on a GPU, 128 on CPU "
-        "(so that a task on CPU stays well inside the task time limit).")
+        "(so that a task on CPU stays well inside the task time limit).",
+    )
     query_batch_wait_ms: float = Field(
-        0.0, ge=0, le=100, description="How long an idle query encoder waits for more questions before encoding. "
-        "Questions that arrive while the model works share the next pass anyway, so 0 adds no latency.")
+        0.0,
+        ge=0,
+        le=100,
+        description="How long an idle query encoder waits for more questions before encoding. "
+        "Questions that arrive while the model works share the next pass anyway, so 0 adds no latency.",
+    )
 
     # --- chunking --------------------------------------------------------------------------
-    chunk_tokens: int | None = Field(None, ge=16, description="Chunk budget in model tokens; capped by the profile's max length.")
-    chunk_overlap_tokens: int = Field(64, ge=0, description="Whole sentences of overlap between neighbouring chunks, in tokens.")
+    chunk_tokens: int | None = Field(
+        None, ge=16, description="Chunk budget in model tokens; capped by the profile's max length."
+    )
+    chunk_overlap_tokens: int = Field(
+        64, ge=0, description="Whole sentences of overlap between neighbouring chunks, in tokens."
+    )
 
     # --- keyword (sparse) scoring ------------------------------------------------------
     bm25_k1: float = Field(1.2, ge=0, le=10, description="BM25 term-frequency saturation.")
     bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation.")
     bm25_avg_terms: float | None = Field(
-        None, gt=0, description="Average terms per chunk for BM25; default 0.65 x the chunk token budget "
-                                "(Kiwi content morphemes plus bigrams per model token, measured on Korean text).")
+        None,
+        gt=0,
+        description="Average terms per chunk for BM25; default 0.65 x the chunk token budget "
+        "(Kiwi content morphemes plus bigrams per model token, measured on Korean text).",
+    )
 
     # --- workers -----------------------------------------------------------------------------
     task_time_limit_s: int = Field(1800, ge=10, description="Hard limit for one ingest or embed task.")
@@ -80,11 +113,15 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _production_needs_all_three(self) -> "Settings":
+    def _production_needs_all_three(self) -> Settings:
         if self.broker_url and not self.database_url:
-            raise ValueError("SAEKIN_BROKER_URL needs SAEKIN_DATABASE_URL: workers on other hosts cannot share a SQLite file")
+            raise ValueError(
+                "SAEKIN_BROKER_URL needs SAEKIN_DATABASE_URL: workers on other hosts cannot share a SQLite file"
+            )
         if self.broker_url and not (self.qdrant_url or self.qdrant_path):
-            raise ValueError("SAEKIN_BROKER_URL needs SAEKIN_QDRANT_URL: Qdrant Edge cannot be shared between processes")
+            raise ValueError(
+                "SAEKIN_BROKER_URL needs SAEKIN_QDRANT_URL: Qdrant Edge cannot be shared between processes"
+            )
         return self
 
     @property

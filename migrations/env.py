@@ -1,4 +1,5 @@
 """Alembic environment: the URL comes from the caller's config or from Saekin's settings."""
+
 from __future__ import annotations
 
 from alembic import context
@@ -19,8 +20,9 @@ def _url() -> str:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=_url(), target_metadata=Base.metadata, literal_binds=True, compare_type=True,
-                      render_as_batch=True)
+    context.configure(
+        url=_url(), target_metadata=Base.metadata, literal_binds=True, compare_type=True, render_as_batch=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -29,8 +31,12 @@ def run_migrations_online() -> None:
     engine = make_engine(_url())
     with engine.connect() as connection:
         # render_as_batch: SQLite can only ALTER tables by copying them.
-        context.configure(connection=connection, target_metadata=Base.metadata, compare_type=True,
-                          render_as_batch=connection.dialect.name == "sqlite")
+        context.configure(
+            connection=connection,
+            target_metadata=Base.metadata,
+            compare_type=True,
+            render_as_batch=connection.dialect.name == "sqlite",
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

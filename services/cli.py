@@ -1,4 +1,5 @@
 """The `saekin` command: serve, worker, ingest, search, optimize, eval, make-twin, migrate."""
+
 from __future__ import annotations
 
 import logging
@@ -6,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -47,9 +48,11 @@ def _embedded_runtime(settings: Settings):
 
 
 @app.command()
-def serve(host: Annotated[Optional[str], typer.Option(help="Bind address (default SAEKIN_HOST, 127.0.0.1).")] = None,
-          port: Annotated[Optional[int], typer.Option(help="Port (default SAEKIN_PORT, 8000).")] = None,
-          workers: Annotated[int, typer.Option(help="Uvicorn worker processes (production mode only).")] = 1) -> None:
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default SAEKIN_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default SAEKIN_PORT, 8000).")] = None,
+    workers: Annotated[int, typer.Option(help="Uvicorn worker processes (production mode only).")] = 1,
+) -> None:
     """Run the HTTP API. Embedded (no URLs set): SQLite, Qdrant Edge and ingestion in this process."""
     import uvicorn
 
@@ -65,8 +68,10 @@ def serve(host: Annotated[Optional[str], typer.Option(help="Bind address (defaul
         lock, rt = _embedded_runtime(settings)
     except SaekinError as exc:
         _fail(exc.message)
-    typer.echo(f"Saekin embedded mode: data in {settings.data_dir.resolve()}, model {settings.model_name_or_path} "
-               f"({settings.embedding_profile}); http://{host}:{port}/docs")
+    typer.echo(
+        f"Saekin embedded mode: data in {settings.data_dir.resolve()}, model {settings.model_name_or_path} "
+        f"({settings.embedding_profile}); http://{host}:{port}/docs"
+    )
     try:
         uvicorn.run(create_app(settings, runtime=rt), host=host, port=port)
     finally:
@@ -84,9 +89,11 @@ def migrate() -> None:
 
 
 @app.command()
-def worker(queue: Annotated[str, typer.Option(help="ingest (CPU stages) or embed (the model; GPU).")] = "ingest",
-           concurrency: Annotated[Optional[int], typer.Option(help="Ingest worker processes (default: CPU cores).")] = None,
-           loglevel: str = "INFO") -> None:
+def worker(
+    queue: Annotated[str, typer.Option(help="ingest (CPU stages) or embed (the model; GPU).")] = "ingest",
+    concurrency: Annotated[int | None, typer.Option(help="Ingest worker processes (default: CPU cores).")] = None,
+    loglevel: str = "INFO",
+) -> None:
     """Run a Celery worker for one queue (production mode)."""
     from services.dispatch import EMBED_QUEUE, INGEST_QUEUE
     from workers.celery_app import create_celery
@@ -101,8 +108,9 @@ def worker(queue: Annotated[str, typer.Option(help="ingest (CPU stages) or embed
     if queue == EMBED_QUEUE:
         # One process per GPU, model loaded once in it; CUDA cannot be used across fork.
         argv += ["--pool=solo"]
-        from workers.tasks import warm_embed_worker
         from celery.signals import worker_ready
+
+        from workers.tasks import warm_embed_worker
 
         worker_ready.connect(lambda **_: warm_embed_worker(), weak=False)
     else:
@@ -119,8 +127,11 @@ def _iter_files(paths: list[Path]) -> list[Path]:
     for path in paths:
         if path.is_dir():
             # Hidden files and everything in hidden folders (.git, .venv) are not documents.
-            files += sorted(p for p in path.rglob("*") if p.is_file()
-                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            files += sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         elif path.is_file():
             files.append(path)
         else:
@@ -129,9 +140,11 @@ def _iter_files(paths: list[Path]) -> list[Path]:
 
 
 @app.command()
-def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders to index.")],
-           collection: Annotated[str, typer.Option("--collection", "-c")] = "default",
-           wait: Annotated[bool, typer.Option(help="Production mode: wait until all documents are indexed.")] = True) -> None:
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders to index.")],
+    collection: Annotated[str, typer.Option("--collection", "-c")] = "default",
+    wait: Annotated[bool, typer.Option(help="Production mode: wait until all documents are indexed.")] = True,
+) -> None:
     """Upload files and folders into a collection, with a progress bar."""
     from tqdm import tqdm
 
@@ -168,11 +181,17 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders t
             try:
                 detect_media_type_path(path, filename=path.name)  # refuse unknown types before storing
                 with session_scope(rt.session_factory) as session:
-                    result = service.submit_document(session, collection_name=collection,
-                                                     profile=settings.embedding_profile, upload=service.Upload(
-                                                         data=path.read_bytes(), filename=path.name,
-                                                         # the same file whatever the path was typed as
-                                                         external_id=str(path.resolve())))
+                    result = service.submit_document(
+                        session,
+                        collection_name=collection,
+                        profile=settings.embedding_profile,
+                        upload=service.Upload(
+                            data=path.read_bytes(),
+                            filename=path.name,
+                            # the same file whatever the path was typed as
+                            external_id=str(path.resolve()),
+                        ),
+                    )
                 if result.created:
                     submitted.append(WorkItem(result.document.id, result.generation))
                     counts["new"] += 1
@@ -187,8 +206,8 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders t
         batch = 16
         with tqdm(total=len(submitted), unit="doc", desc="index") as bar:
             for i in range(0, len(submitted), batch):
-                process_now(rt, submitted[i:i + batch])
-                bar.update(len(submitted[i:i + batch]))
+                process_now(rt, submitted[i : i + batch])
+                bar.update(len(submitted[i : i + batch]))
     else:
         for item in submitted:
             dispatcher.submit(item)
@@ -202,20 +221,30 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders t
                     time.sleep(1)
                     with session_scope(rt.session_factory) as session:
                         # Finished, or deleted meanwhile (no row left to finish).
-                        waiting = session.scalar(select(func.count()).select_from(Document).where(
-                            Document.id.in_(ids), Document.status.not_in([DocumentStatus.indexed, DocumentStatus.failed])))
+                        waiting = session.scalar(
+                            select(func.count())
+                            .select_from(Document)
+                            .where(
+                                Document.id.in_(ids),
+                                Document.status.not_in([DocumentStatus.indexed, DocumentStatus.failed]),
+                            )
+                        )
                     done = len(ids) - waiting
                     bar.update(done - bar.n)
 
     with session_scope(rt.session_factory) as session:
         from sqlalchemy import select
 
-        failed = session.execute(select(Document.filename, Document.error).where(
-            Document.id.in_([i.document_id for i in submitted]), Document.status == DocumentStatus.failed)).all()
+        failed = session.execute(
+            select(Document.filename, Document.error).where(
+                Document.id.in_([i.document_id for i in submitted]), Document.status == DocumentStatus.failed
+            )
+        ).all()
     for filename, error in failed:
         typer.secho(f"failed: {filename}: {error}", fg=typer.colors.YELLOW, err=True)
-    typer.echo(f"{counts['new']} new, {counts['unchanged']} unchanged, {counts['rejected']} rejected, "
-               f"{len(failed)} failed")
+    typer.echo(
+        f"{counts['new']} new, {counts['unchanged']} unchanged, {counts['rejected']} rejected, {len(failed)} failed"
+    )
     rt.close()
     if lock:
         lock.release()
@@ -224,11 +253,13 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders t
 
 
 @app.command()
-def search(query: Annotated[str, typer.Argument(help="The question, e.g. \"탄소중립 기본법 개정 이유\".")],
-           collection: Annotated[str, typer.Option("--collection", "-c")] = "default",
-           top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
-           mode: Annotated[str, typer.Option(help="dense, sparse or hybrid.")] = "hybrid",
-           as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")] = False) -> None:
+def search(
+    query: Annotated[str, typer.Argument(help='The question, e.g. "탄소중립 기본법 개정 이유".')],
+    collection: Annotated[str, typer.Option("--collection", "-c")] = "default",
+    top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
+    mode: Annotated[str, typer.Option(help="dense, sparse or hybrid.")] = "hybrid",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")] = False,
+) -> None:
     """Search a collection from the command line."""
     from pydantic import ValidationError
 
@@ -257,10 +288,13 @@ def search(query: Annotated[str, typer.Argument(help="The question, e.g. \"탄�
     else:
         for hit in response.results:
             where = f" p.{hit.page}" if hit.page else ""
-            typer.secho(f"{hit.rank}. [{hit.score:.4f}] {hit.title or hit.external_id or hit.document_id}{where}",
-                        bold=True)
+            typer.secho(
+                f"{hit.rank}. [{hit.score:.4f}] {hit.title or hit.external_id or hit.document_id}{where}", bold=True
+            )
             typer.echo("   " + hit.text[:300].replace("\n", " "))
-        typer.echo(f"({len(response.results)} results, {response.took_ms} ms{'; ' + response.note if response.note else ''})")
+        typer.echo(
+            f"({len(response.results)} results, {response.took_ms} ms{'; ' + response.note if response.note else ''})"
+        )
     rt.close()
     if lock:
         lock.release()
@@ -295,20 +329,26 @@ def optimize() -> None:
         for name in tqdm(names, desc="optimize", unit="collection", file=sys.stderr):
             started = time.perf_counter()
             changed = rt.index.optimize(name)
-            typer.echo(f"{name}: {rt.index.count(name)} points, "
-                       f"{'optimized' if changed else 'already optimal'} in {time.perf_counter() - started:.1f}s")
+            typer.echo(
+                f"{name}: {rt.index.count(name)} points, "
+                f"{'optimized' if changed else 'already optimal'} in {time.perf_counter() - started:.1f}s"
+            )
     finally:
         rt.close()
         lock.release()
 
 
 @app.command("eval")
-def eval_command(dataset: Annotated[Path, typer.Option(help="AutoRAG folder (qa*.parquet + *corpus*.parquet) or BEIR-like folder.")],
-                 mode: Annotated[str, typer.Option(help="dense, sparse or hybrid.")] = "hybrid",
-                 k: Annotated[str, typer.Option(help="Cut-offs, comma-separated.")] = "1,3,5,10",
-                 output_json: Annotated[Optional[Path], typer.Option(help="Write the result JSON here.")] = None,
-                 data_dir: Annotated[Optional[Path], typer.Option(help="Embedded mode: where to build the throwaway index (default: a temporary folder).")] = None,
-                 ) -> None:
+def eval_command(
+    dataset: Annotated[Path, typer.Option(help="AutoRAG folder (qa*.parquet + *corpus*.parquet) or BEIR-like folder.")],
+    mode: Annotated[str, typer.Option(help="dense, sparse or hybrid.")] = "hybrid",
+    k: Annotated[str, typer.Option(help="Cut-offs, comma-separated.")] = "1,3,5,10",
+    output_json: Annotated[Path | None, typer.Option(help="Write the result JSON here.")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Embedded mode: where to build the throwaway index (default: a temporary folder)."),
+    ] = None,
+) -> None:
     """Ingest a benchmark corpus through the real pipeline and report recall, precision, F1, MRR, MAP, NDCG."""
     import json
     import tempfile
@@ -361,12 +401,14 @@ def eval_command(dataset: Annotated[Path, typer.Option(help="AutoRAG folder (qa*
 
 
 @app.command("make-twin")
-def make_twin(profile: Annotated[str, typer.Option(help=f"One of {', '.join(PROFILES)}.")] = DEFAULT_PROFILE,
-              out: Annotated[Path, typer.Option(help="Directory to write the sentence-transformers model to.")] = Path("twin"),
-              small: Annotated[bool, typer.Option(help="A tiny twin (2 layers, hidden 64) for tests.")] = False,
-              corpus: Annotated[Optional[list[Path]], typer.Option(help="Extra Korean text files for the tokenizer.")] = None,
-              seed: int = 0,
-              overwrite: Annotated[bool, typer.Option(help="Replace an existing twin in --out.")] = False) -> None:
+def make_twin(
+    profile: Annotated[str, typer.Option(help=f"One of {', '.join(PROFILES)}.")] = DEFAULT_PROFILE,
+    out: Annotated[Path, typer.Option(help="Directory to write the sentence-transformers model to.")] = Path("twin"),
+    small: Annotated[bool, typer.Option(help="A tiny twin (2 layers, hidden 64) for tests.")] = False,
+    corpus: Annotated[list[Path] | None, typer.Option(help="Extra Korean text files for the tokenizer.")] = None,
+    seed: int = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing twin in --out.")] = False,
+) -> None:
     """Build an architecture twin of a profile: same config, random weights, Korean-trained tokenizer."""
     from config.profiles import get_profile
     from services.embedding.twin import build_twin, read_corpus_files
@@ -383,8 +425,10 @@ def make_twin(profile: Annotated[str, typer.Option(help=f"One of {', '.join(PROF
         path = build_twin(prof, out, small=small, corpus=texts, seed=seed, overwrite=overwrite)
     except FileExistsError:
         _fail(f"{out} already exists: pass --overwrite to replace it")
-    typer.echo(f"twin of {prof.hub_id} written to {path}; use it with SAEKIN_EMBEDDING_PROFILE={prof.name} "
-               f"SAEKIN_EMBEDDING_MODEL={path.resolve()}")
+    typer.echo(
+        f"twin of {prof.hub_id} written to {path}; use it with SAEKIN_EMBEDDING_PROFILE={prof.name} "
+        f"SAEKIN_EMBEDDING_MODEL={path.resolve()}"
+    )
 
 
 def main() -> None:

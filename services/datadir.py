@@ -1,4 +1,5 @@
 """Embedded mode owns its data directory exclusively: one process at a time."""
+
 from __future__ import annotations
 
 import fcntl
@@ -15,7 +16,7 @@ class DataDirLock:
         self.path = Path(data_dir) / ".lock"
         self._fd: int | None = None
 
-    def acquire(self) -> "DataDirLock":
+    def acquire(self) -> DataDirLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -25,7 +26,8 @@ class DataDirLock:
             os.close(fd)
             raise DataDirLocked(
                 f"data directory {self.path.parent.resolve()} is in use by Saekin process {holder}; "
-                "stop it, use its HTTP API, or choose another SAEKIN_DATA_DIR") from None
+                "stop it, use its HTTP API, or choose another SAEKIN_DATA_DIR"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
@@ -37,7 +39,7 @@ class DataDirLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "DataDirLock":
+    def __enter__(self) -> DataDirLock:
         return self.acquire()
 
     def __exit__(self, *_) -> None:

@@ -1,4 +1,5 @@
 """Database engine and sessions (PostgreSQL in production, SQLite in embedded mode)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -3,6 +3,7 @@
 The documents service only stores; the API layer gives each new generation to a Dispatcher.
 Task names are the contract with workers/tasks.py (services never import workers).
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """One exception hierarchy for domain errors; services/api/errors.py maps each to an HTTP answer."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping

@@ -4,6 +4,7 @@ The API process, each Celery worker process and the CLI hold one `Runtime`. Heav
 (Kiwi ~0.5 GB, the model) load lazily so a process only pays for what it uses: the embed
 worker never loads Kiwi, the ingest worker never loads the model.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,13 +37,13 @@ class Runtime:
             return self.__dict__[name]
 
     @property
-    def index(self) -> "VectorIndex":
+    def index(self) -> VectorIndex:
         from services.index import open_index
 
         return self._once("_index", lambda: open_index(self.settings))
 
     @property
-    def analyzer(self) -> "KoreanAnalyzer":
+    def analyzer(self) -> KoreanAnalyzer:
         from services.ingest.analyzer import get_analyzer
 
         return self._once("_analyzer", get_analyzer)
@@ -64,27 +65,40 @@ class Runtime:
         budget = self.settings.effective_chunk_tokens
         readable = self.tokenizer.model_max_length - self.tokenizer.num_special_tokens_to_add()
         if readable < budget:
-            log.warning("the model reads at most %d tokens, fewer than the chunk budget of %d (profile %s): "
-                        "chunks are cut at %d; check SAEKIN_EMBEDDING_PROFILE against the model",
-                        readable, budget, self.settings.embedding_profile, readable)
+            log.warning(
+                "the model reads at most %d tokens, fewer than the chunk budget of %d (profile %s): "
+                "chunks are cut at %d; check SAEKIN_EMBEDDING_PROFILE against the model",
+                readable,
+                budget,
+                self.settings.embedding_profile,
+                readable,
+            )
             return readable
         return budget
 
     @property
-    def encoder(self) -> "Encoder":
+    def encoder(self) -> Encoder:
         from services.embedding.encoder import Encoder
 
         s = self.settings
-        return self._once("_encoder", lambda: Encoder(
-            s.model_name_or_path, s.profile, device=s.embedding_device, precision=s.embedding_precision,
-            max_batch_tokens=s.embed_max_batch_tokens))
+        return self._once(
+            "_encoder",
+            lambda: Encoder(
+                s.model_name_or_path,
+                s.profile,
+                device=s.embedding_device,
+                precision=s.embedding_precision,
+                max_batch_tokens=s.embed_max_batch_tokens,
+            ),
+        )
 
     @property
-    def query_encoder(self) -> "QueryEncoder":
+    def query_encoder(self) -> QueryEncoder:
         from services.embedding.encoder import QueryEncoder
 
-        return self._once("_query_encoder", lambda: QueryEncoder(
-            self.encoder, max_wait_ms=self.settings.query_batch_wait_ms))
+        return self._once(
+            "_query_encoder", lambda: QueryEncoder(self.encoder, max_wait_ms=self.settings.query_batch_wait_ms)
+        )
 
     def loaded(self, name: str) -> bool:
         return f"_{name}" in self.__dict__
@@ -95,5 +109,3 @@ class Runtime:
         if self.loaded("index"):
             self.__dict__["_index"].close()
         self.engine.dispose()
-
-

@@ -1,4 +1,5 @@
 """Vector value types shared by the analyzer, the encoder and the index adapters."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ class SparseVector:
         return {"indices": list(self.indices), "values": list(self.values)}
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "SparseVector":
+    def from_dict(cls, data: dict | None) -> SparseVector:
         if not data:
             return cls()
         return cls(indices=[int(i) for i in data["indices"]], values=[float(v) for v in data["values"]])

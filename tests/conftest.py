@@ -1,4 +1,5 @@
 """Shared fixtures: a small model twin, real PostgreSQL and Redis (or a clear skip), embedded apps."""
+
 from __future__ import annotations
 
 import getpass
@@ -10,8 +11,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+    from services.ingest.pipeline import WorkItem
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -41,6 +47,7 @@ def _tcp_open(host: str, port: int) -> bool:
 
 # --- model twin -----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def small_twin(tmp_path_factory) -> Path:
     """A tiny bge-m3-ko twin (XLM-R architecture, hidden 64, Korean-trained Unigram tokenizer)."""
@@ -51,6 +58,7 @@ def small_twin(tmp_path_factory) -> Path:
 
 
 # --- PostgreSQL and Redis: given URL, else the local server, else testcontainers, else skip --------
+
 
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
@@ -65,8 +73,10 @@ def postgres_server_url() -> Iterator[str]:
             container = PostgresContainer("postgres:16-alpine", driver="psycopg").start()
             url = container.get_connection_url()
         else:
-            pytest.skip("no PostgreSQL: set SAEKIN_TEST_DATABASE_URL, run one on 127.0.0.1:5432, "
-                        "or start Docker so testcontainers can")
+            pytest.skip(
+                "no PostgreSQL: set SAEKIN_TEST_DATABASE_URL, run one on 127.0.0.1:5432, "
+                "or start Docker so testcontainers can"
+            )
     yield url
     if container is not None:
         container.stop()
@@ -121,8 +131,9 @@ def redis_url() -> Iterator[str]:
             container = RedisContainer("redis:7-alpine").start()
             url = f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
         else:
-            pytest.skip("no Redis: set SAEKIN_TEST_REDIS_URL, run one on 127.0.0.1:6379, "
-                        "or start Docker so testcontainers can")
+            pytest.skip(
+                "no Redis: set SAEKIN_TEST_REDIS_URL, run one on 127.0.0.1:6379, or start Docker so testcontainers can"
+            )
     yield url
     if container is not None:
         container.stop()
@@ -130,14 +141,16 @@ def redis_url() -> Iterator[str]:
 
 # --- settings and apps -------------------------------------------------------------------------
 
+
 @pytest.fixture
-def make_settings(tmp_path: Path, small_twin: Path) -> Callable[..., "Settings"]:
+def make_settings(tmp_path: Path, small_twin: Path) -> Callable[..., Settings]:
     """Settings isolated from the environment: a tmp data dir and the small twin."""
     from config.settings import Settings
 
     def factory(**overrides) -> Settings:
-        values = dict(data_dir=tmp_path / "data", embedding_model=str(small_twin), chunk_overlap_tokens=16,
-                      max_upload_mb=8)
+        values = dict(
+            data_dir=tmp_path / "data", embedding_model=str(small_twin), chunk_overlap_tokens=16, max_upload_mb=8
+        )
         values.update(overrides)
         return Settings(_env_file=None, **values)
 
@@ -183,16 +196,19 @@ def wait_for_status(client, collection: str, document_id: str, timeout: float = 
         time.sleep(0.05)
 
 
-def submit_text(rt, text: str, external_id: str | None = None, collection: str = "c") -> "WorkItem":
+def submit_text(rt, text: str, external_id: str | None = None, collection: str = "c") -> WorkItem:
     """Store `text` as a new document generation through the documents service; its work item."""
     from services.db import session_scope
     from services.documents import service
     from services.ingest.pipeline import WorkItem
 
     with session_scope(rt.session_factory) as session:
-        result = service.submit_document(session, collection_name=collection, profile=rt.settings.embedding_profile,
-                                         upload=service.Upload(data=text.encode(), media_type="text/plain",
-                                                               external_id=external_id))
+        result = service.submit_document(
+            session,
+            collection_name=collection,
+            profile=rt.settings.embedding_profile,
+            upload=service.Upload(data=text.encode(), media_type="text/plain", external_id=external_id),
+        )
         return WorkItem(result.document.id, result.generation)
 
 

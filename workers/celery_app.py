@@ -4,6 +4,7 @@ Queues: `ingest` (CPU: extract, normalize, Kiwi, chunk) and `embed` (GPU: the mo
 embed worker process per GPU with the solo pool (CUDA does not survive fork), e.g.
 `saekin worker --queue embed`; scale ingest workers by CPU cores.
 """
+
 from __future__ import annotations
 
 from celery import Celery
@@ -16,7 +17,9 @@ from services.dispatch import EMBED_QUEUE, INGEST_QUEUE
 def create_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     if not settings.broker_url:
-        raise RuntimeError("SAEKIN_BROKER_URL is not set: workers are for production mode (embedded mode ingests in-process)")
+        raise RuntimeError(
+            "SAEKIN_BROKER_URL is not set: workers are for production mode (embedded mode ingests in-process)"
+        )
     app = Celery("saekin", broker=settings.broker_url, include=["workers.tasks"])
     app.conf.update(
         task_queues=[Queue(INGEST_QUEUE), Queue(EMBED_QUEUE)],

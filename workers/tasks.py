@@ -1,4 +1,5 @@
 """Thin Celery tasks: ids in, domain code does the work, failures reach Celery's retry."""
+
 from __future__ import annotations
 
 import logging
@@ -13,7 +14,12 @@ from celery.signals import worker_process_shutdown
 from config.settings import get_settings
 from services.dispatch import EMBED_QUEUE, EMBED_TASK, INGEST_TASK
 from services.ingest.pipeline import (
-    WorkItem, embed_each_on_failure, embedding_batch, mark_claim_failed, mark_failed, prepare_document,
+    WorkItem,
+    embed_each_on_failure,
+    embedding_batch,
+    mark_claim_failed,
+    mark_failed,
+    prepare_document,
 )
 from services.runtime import Runtime
 
@@ -117,8 +123,12 @@ def embed(self, *_args) -> None:
     if (flags := _request_flags(self.app.conf.broker_url)) is not None:
         flags.delete(EMBED_REQUESTED_KEY)
     # The task id names the claim: this task, redelivered or retried, takes its batch back.
-    batch = embedding_batch(rt, claim=self.request.id or str(uuid.uuid4()), lease_s=rt.settings.task_time_limit_s,
-                            max_chunks=embed_task_max_chunks(rt))
+    batch = embedding_batch(
+        rt,
+        claim=self.request.id or str(uuid.uuid4()),
+        lease_s=rt.settings.task_time_limit_s,
+        max_chunks=embed_task_max_chunks(rt),
+    )
     if batch.more_waiting:
         request_embedding(self.app)  # the next batch can start on another GPU meanwhile
     for item, exc in embed_each_on_failure(rt, batch.items):

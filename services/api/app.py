@@ -1,4 +1,5 @@
 """The FastAPI application factory."""
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,13 @@ from services.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
-               dispatcher: Dispatcher | None = None, warm_up: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    dispatcher: Dispatcher | None = None,
+    warm_up: bool = True,
+) -> FastAPI:
     """The API; embedded mode runs ingestion in-process, production mode only enqueues."""
     settings = settings or get_settings()
 
@@ -27,7 +33,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         rt = runtime or Runtime(settings)
         app.state.runtime = rt
         app.state.dispatcher = dispatcher or (
-            CeleryDispatcher(settings.broker_url) if settings.mode == "production" else InProcessDispatcher(rt))
+            CeleryDispatcher(settings.broker_url) if settings.mode == "production" else InProcessDispatcher(rt)
+        )
         app.state.model_ready = threading.Event()
         if warm_up:
             # Load the index, Kiwi and the query model in the background; /readyz says when done.
@@ -39,8 +46,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if runtime is None:
             rt.close()
 
-    app = FastAPI(title="Saekin", version="0.1.0", lifespan=lifespan,
-                  description="Korean document retrieval: upload documents, search them with morpheme + dense hybrid search.")
+    app = FastAPI(
+        title="Saekin",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Korean document retrieval: upload documents, search them with morpheme + dense hybrid search.",
+    )
     install_error_handlers(app)
     app.include_router(health.router)
     for router in (documents.router, search.router):
@@ -50,7 +61,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
 def _warm_up(rt: Runtime, ready: threading.Event) -> None:
     try:
-        rt.index
+        rt.index.collection_exists("saekin_readiness_probe")
         rt.analyzer.query_vector("워밍업")
         rt.query_encoder.encode("워밍업 질의")
         ready.set()

@@ -1,4 +1,5 @@
 """Typed dependencies shared by the routers."""
+
 from __future__ import annotations
 
 import secrets
@@ -12,7 +13,6 @@ from config.settings import Settings
 from services.db import session_scope
 from services.dispatch import Dispatcher
 from services.runtime import Runtime
-
 
 # Dependencies that do no I/O are `async def`: FastAPI runs plain `def` ones in its thread
 # pool, a hand-off that costs more than they do.
@@ -49,6 +49,9 @@ async def require_api_key(settings: SettingsDep, authorization: Annotated[str | 
     if not settings.api_keys:
         return
     scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not any(secrets.compare_digest(token.encode(), k.encode()) for k in settings.api_keys):
-        raise HTTPException(401, "missing or invalid API key: send Authorization: Bearer <key>",
-                            headers={"WWW-Authenticate": "Bearer"})
+    if scheme.lower() != "bearer" or not any(
+        secrets.compare_digest(token.encode(), k.encode()) for k in settings.api_keys
+    ):
+        raise HTTPException(
+            401, "missing or invalid API key: send Authorization: Bearer <key>", headers={"WWW-Authenticate": "Bearer"}
+        )

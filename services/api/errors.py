@@ -1,4 +1,5 @@
 """One place that turns errors into `{"error": {"code", "message"}}` answers."""
+
 from __future__ import annotations
 
 import logging
@@ -34,11 +35,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 400:
             # FastAPI's and Starlette's body parsers (bytes that are not UTF-8, broken multipart, too
             # many parts): invalid input like any other, 422 as documented.
-            return JSONResponse(error_body("malformed_body", f"the request body could not be read: {exc.detail}"),
-                                status_code=422)
+            return JSONResponse(
+                error_body("malformed_body", f"the request body could not be read: {exc.detail}"), status_code=422
+            )
         code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -1,4 +1,5 @@
 """Request and response bodies of the documents API."""
+
 from __future__ import annotations
 
 import uuid
@@ -14,7 +15,12 @@ class TextDocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(..., min_length=1, description="The document's text (UTF-8).")
-    external_id: str | None = Field(None, min_length=1, max_length=256, description="Your id; unique per collection. A known id with new content replaces that document.")
+    external_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="Your id; unique per collection. A known id with new content replaces that document.",
+    )
     title: str | None = Field(None, max_length=512)
     metadata: dict[str, Any] = Field(default_factory=dict, description="Returned with every hit; filterable in search.")
 
@@ -43,15 +49,27 @@ class DocumentOut(BaseModel):
     indexed_at: datetime | None
 
     @classmethod
-    def of(cls, document) -> "DocumentOut":
+    def of(cls, document) -> DocumentOut:
         return cls(
-            id=document.id, collection=document.collection.name, external_id=document.external_id,
-            title=document.title, filename=document.filename, media_type=document.media_type,
-            sha256=document.sha256, metadata=document.metadata_ or {}, status=document.status,
-            stage=document.stage, error=document.error, chunk_count=document.chunk_count,
-            embedded_count=document.embedded_count, char_count=document.char_count,
-            generation=document.generation, indexed_generation=document.indexed_generation,
-            created_at=document.created_at, updated_at=document.updated_at, indexed_at=document.indexed_at,
+            id=document.id,
+            collection=document.collection.name,
+            external_id=document.external_id,
+            title=document.title,
+            filename=document.filename,
+            media_type=document.media_type,
+            sha256=document.sha256,
+            metadata=document.metadata_ or {},
+            status=document.status,
+            stage=document.stage,
+            error=document.error,
+            chunk_count=document.chunk_count,
+            embedded_count=document.embedded_count,
+            char_count=document.char_count,
+            generation=document.generation,
+            indexed_generation=document.indexed_generation,
+            created_at=document.created_at,
+            updated_at=document.updated_at,
+            indexed_at=document.indexed_at,
         )
 
 

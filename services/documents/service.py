@@ -1,4 +1,5 @@
 """Documents: store uploads, deduplicate, replace, list, delete. Dispatching work is the caller's job."""
+
 from __future__ import annotations
 
 import base64
@@ -16,7 +17,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.documents.models import (
-    Collection, Document, DocumentSource, DocumentStatus, index_name, utcnow,
+    Collection,
+    Document,
+    DocumentSource,
+    DocumentStatus,
+    index_name,
+    utcnow,
 )
 from services.errors import Conflict, InvalidInput, NotFound
 from services.index.base import unstorable_number
@@ -46,7 +52,9 @@ def validate_metadata(metadata: Any) -> dict[str, Any]:
         value, where, depth = stack.pop()
         if isinstance(value, (dict, list)):
             if depth > MAX_METADATA_DEPTH:
-                raise InvalidInput(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels", code="invalid_metadata")
+                raise InvalidInput(
+                    f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels", code="invalid_metadata"
+                )
             items = value.items() if isinstance(value, dict) else enumerate(value)
             stack.extend((v, f"{where}[{k!r}]", depth + 1) for k, v in items)
         elif problem := unstorable_number(value):
@@ -70,8 +78,9 @@ def get_collection(session: Session, *, name: str) -> Collection:
 def get_collection_key(session: Session, *, name: str) -> tuple[uuid.UUID, str]:
     """Id and profile of the collection called `name`, or NotFound (two columns: the search path)."""
     table = Collection.__table__
-    row = session.execute(select(table.c.id, table.c.profile)
-                          .where(table.c.name == validate_collection_name(name))).first()
+    row = session.execute(
+        select(table.c.id, table.c.profile).where(table.c.name == validate_collection_name(name))
+    ).first()
     if row is None:
         raise _collection_not_found(name)
     return row.id, row.profile
@@ -83,8 +92,11 @@ def _collection_not_found(name: str) -> NotFound:
 
 def profile_mismatch(name: str, collection_profile: str, service_profile: str) -> Conflict:
     """A collection's vectors come from one model: another profile's would be wrong without a word."""
-    return Conflict(f"collection {name!r} was indexed with profile {collection_profile!r}, "
-                    f"but this service runs {service_profile!r}", code="profile_mismatch")
+    return Conflict(
+        f"collection {name!r} was indexed with profile {collection_profile!r}, "
+        f"but this service runs {service_profile!r}",
+        code="profile_mismatch",
+    )
 
 
 def get_or_create_collection(session: Session, *, name: str, profile: str) -> Collection:
@@ -94,11 +106,15 @@ def get_or_create_collection(session: Session, *, name: str, profile: str) -> Co
     if collection is not None:
         return collection
     # Index names spell '-' as '_' (collection_index_name): a-b and a_b would share one index.
-    twin = session.scalar(select(Collection.name).where(
-        func.replace(Collection.name, "-", "_") == name.replace("-", "_")))
+    twin = session.scalar(
+        select(Collection.name).where(func.replace(Collection.name, "-", "_") == name.replace("-", "_"))
+    )
     if twin is not None:
-        raise Conflict(f"collection name {name!r} is too close to the existing collection {twin!r}: names that "
-                       "differ only in '-' and '_' are not allowed", code="collection_name_conflict")
+        raise Conflict(
+            f"collection name {name!r} is too close to the existing collection {twin!r}: names that "
+            "differ only in '-' and '_' are not allowed",
+            code="collection_name_conflict",
+        )
     try:
         with session.begin_nested():
             collection = Collection(name=name, profile=profile)
@@ -136,8 +152,9 @@ def submit_document(session: Session, *, collection_name: str, profile: str, upl
     if not upload.data:
         raise InvalidInput("the document is empty", code="empty_document")
     # Names are compared as NFC, the form the text is indexed in: a macOS client sends 서울 decomposed.
-    upload = replace(upload, external_id=nfc(upload.external_id), title=nfc(upload.title),
-                     filename=nfc(upload.filename))
+    upload = replace(
+        upload, external_id=nfc(upload.external_id), title=nfc(upload.title), filename=nfc(upload.filename)
+    )
     metadata = validate_metadata(upload.metadata or {})
     collection = get_or_create_collection(session, name=collection_name, profile=profile)
     if collection.profile != profile:
@@ -145,15 +162,23 @@ def submit_document(session: Session, *, collection_name: str, profile: str, upl
     sha = upload.sha256
 
     if upload.external_id is not None:
-        existing = session.scalar(select(Document).where(
-            Document.collection_id == collection.id, Document.external_id == upload.external_id))
+        existing = session.scalar(
+            select(Document).where(Document.collection_id == collection.id, Document.external_id == upload.external_id)
+        )
     else:
-        existing = session.scalar(select(Document).where(
-            Document.collection_id == collection.id, Document.sha256 == sha,
-            Document.external_id.is_(None)).limit(1))
+        existing = session.scalar(
+            select(Document)
+            .where(Document.collection_id == collection.id, Document.sha256 == sha, Document.external_id.is_(None))
+            .limit(1)
+        )
 
-    if (existing is not None and existing.sha256 == sha and existing.status != DocumentStatus.failed
-            and existing.title == _title(upload) and (existing.metadata_ or {}) == metadata):
+    if (
+        existing is not None
+        and existing.sha256 == sha
+        and existing.status != DocumentStatus.failed
+        and existing.title == _title(upload)
+        and (existing.metadata_ or {}) == metadata
+    ):
         return SubmitResult(existing, created=False, generation=existing.generation)
 
     if existing is not None:
@@ -161,26 +186,39 @@ def submit_document(session: Session, *, collection_name: str, profile: str, upl
         # generation stays searchable until the new one is indexed. The generation is counted up in
         # SQL, which waits for a concurrent upload's row lock: each upload gets its own number.
         existing.generation = session.execute(
-            update(Document).where(Document.id == existing.id)
-            .values(generation=Document.generation + 1).returning(Document.generation)).scalar_one()
+            update(Document)
+            .where(Document.id == existing.id)
+            .values(generation=Document.generation + 1)
+            .returning(Document.generation)
+        ).scalar_one()
         _reset_for_generation(existing, upload, sha, metadata)
         document = existing
     else:
         now = utcnow()
-        document = Document(collection_id=collection.id, collection=collection, external_id=upload.external_id,
-                            generation=1, created_at=now)
+        document = Document(
+            collection_id=collection.id,
+            collection=collection,
+            external_id=upload.external_id,
+            generation=1,
+            created_at=now,
+        )
         _reset_for_generation(document, upload, sha, metadata, now=now)
         session.add(document)
     try:
         session.flush()
     except IntegrityError:
-        raise Conflict(f"document with external_id {upload.external_id!r} is being uploaded concurrently; retry",
-                       code="concurrent_upload") from None
+        raise Conflict(
+            f"document with external_id {upload.external_id!r} is being uploaded concurrently; retry",
+            code="concurrent_upload",
+        ) from None
 
     source = session.get(DocumentSource, document.id)
     if source is None:
-        session.add(DocumentSource(document_id=document.id, generation=document.generation,
-                                   data=upload.data, size=len(upload.data)))
+        session.add(
+            DocumentSource(
+                document_id=document.id, generation=document.generation, data=upload.data, size=len(upload.data)
+            )
+        )
     else:
         source.generation, source.data, source.size = document.generation, upload.data, len(upload.data)
     session.flush()
@@ -195,8 +233,9 @@ def _title(upload: Upload) -> str | None:
     return upload.title or upload.filename or None
 
 
-def _reset_for_generation(document: Document, upload: Upload, sha: str, metadata: dict,
-                          now: datetime | None = None) -> None:
+def _reset_for_generation(
+    document: Document, upload: Upload, sha: str, metadata: dict, now: datetime | None = None
+) -> None:
     document.sha256 = sha
     document.text_sha256 = None
     document.title = _title(upload)
@@ -217,13 +256,18 @@ def get_document(session: Session, *, collection_name: str, document_id: uuid.UU
     collection = get_collection(session, name=collection_name)
     document = session.get(Document, document_id)
     if document is None or document.collection_id != collection.id:
-        raise NotFound(f"document {document_id} not found in collection {collection_name!r}",
-                       code="document_not_found")
+        raise NotFound(f"document {document_id} not found in collection {collection_name!r}", code="document_not_found")
     return document
 
 
-def list_documents(session: Session, *, collection_name: str, status: DocumentStatus | None = None,
-                   cursor: str | None = None, limit: int = 50) -> tuple[list[Document], str | None]:
+def list_documents(
+    session: Session,
+    *,
+    collection_name: str,
+    status: DocumentStatus | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[list[Document], str | None]:
     """A page of documents, newest first, and the cursor of the next page."""
     collection = get_collection(session, name=collection_name)
     query = select(Document).where(Document.collection_id == collection.id)

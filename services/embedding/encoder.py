@@ -21,6 +21,7 @@ then runs its own forward pass, equal to `SentenceTransformer.encode` within flo
 works share the next forward pass (short ones packed without padding), and each caller gets its
 own vector.
 """
+
 from __future__ import annotations
 
 import json
@@ -88,6 +89,7 @@ _PACKABLE_MODEL_TYPES = {"xlm-roberta": True, "roberta": True, "bert": False}
 # Tokenizer (CPU ingest workers count chunk tokens with it without loading the model)
 # --------------------------------------------------------------------------------------------
 
+
 def _st_max_seq_length(model_name_or_path: str) -> int | None:
     path = Path(model_name_or_path)
     for name in ("sentence_bert_config.json", "sentence_xlm-roberta_config.json", "sentence_roberta_config.json"):
@@ -101,7 +103,7 @@ def _st_max_seq_length(model_name_or_path: str) -> int | None:
 
 
 @lru_cache(maxsize=8)
-def load_tokenizer(model_name_or_path: str) -> "PreTrainedTokenizerFast":
+def load_tokenizer(model_name_or_path: str) -> PreTrainedTokenizerFast:
     """The model's fast tokenizer (offsets supported), loaded once per path and process.
 
     Its `model_max_length` is the sentence-transformers max_seq_length when the model directory
@@ -123,6 +125,7 @@ def load_tokenizer(model_name_or_path: str) -> "PreTrainedTokenizerFast":
 # --------------------------------------------------------------------------------------------
 # Batch planning (pure)
 # --------------------------------------------------------------------------------------------
+
 
 def plan_batches(
     lengths: Sequence[int], max_batch_tokens: int, *, max_batch_size: int | None = None, min_fill: float = 0.0
@@ -164,6 +167,7 @@ def plan_batches(
 # Encoder
 # --------------------------------------------------------------------------------------------
 
+
 def default_device() -> str:
     import torch
 
@@ -204,7 +208,7 @@ def _supports_sdpa(model_name_or_path: str) -> bool:
         return False
 
 
-def _unpack(hidden: "torch.Tensor", ids: "torch.Tensor", lengths: list[int], pad_token_id: int) -> dict[str, Any]:
+def _unpack(hidden: torch.Tensor, ids: torch.Tensor, lengths: list[int], pad_token_id: int) -> dict[str, Any]:
     """A packed sequence's outputs as padded rows, the features the model's pooling modules take."""
     import torch
 
@@ -223,10 +227,18 @@ def _unpack(hidden: "torch.Tensor", ids: "torch.Tensor", lengths: list[int], pad
 class _Batch:
     """Model inputs for some texts: padded rows, or (``lengths`` set) all texts packed into one row."""
 
-    __slots__ = ("indices", "input_ids", "attention_mask", "padded", "tokens", "lengths", "position_ids")
+    __slots__ = ("attention_mask", "indices", "input_ids", "lengths", "padded", "position_ids", "tokens")
 
-    def __init__(self, indices: np.ndarray, input_ids: Any, attention_mask: Any, padded: bool, tokens: int,
-                 lengths: list[int] | None = None, position_ids: Any = None):
+    def __init__(
+        self,
+        indices: np.ndarray,
+        input_ids: Any,
+        attention_mask: Any,
+        padded: bool,
+        tokens: int,
+        lengths: list[int] | None = None,
+        position_ids: Any = None,
+    ):
         self.indices = indices
         self.input_ids = input_ids
         self.attention_mask = attention_mask  # packed: (1, 1, T, T) bool, True where a token may attend
@@ -271,12 +283,15 @@ class Encoder:
         if self.is_cuda and self._half_dtype is not None:
             model_kwargs["dtype"] = self._half_dtype  # load straight into half precision: half the host RAM
         self.model = SentenceTransformer(
-            self.model_name_or_path, device=self.device, trust_remote_code=False, model_kwargs=model_kwargs)
+            self.model_name_or_path, device=self.device, trust_remote_code=False, model_kwargs=model_kwargs
+        )
         self.model.eval()
 
         first = self.model[0]
         if not hasattr(first, "auto_model"):
-            raise TypeError(f"{model_name_or_path}: the first module is not a transformers model ({type(first).__name__})")
+            raise TypeError(
+                f"{model_name_or_path}: the first module is not a transformers model ({type(first).__name__})"
+            )
         self._transformer = first.auto_model
         hidden = int(getattr(self._transformer.config, "hidden_size", 0) or 0)
         if not self.is_cuda and cpu_max_batch_tokens and hidden >= CPU_CAP_MIN_HIDDEN:
@@ -309,8 +324,11 @@ class Encoder:
                 # Per-channel weight scales: closer to fp32 than per-tensor at the same speed
                 # (bge-m3 twin, 12 chunks: centred cosine to fp32 0.83 against 0.79).
                 self._transformer = torch.ao.quantization.quantize_dynamic(
-                    self._transformer, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
-                    dtype=torch.qint8, inplace=True)
+                    self._transformer,
+                    {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
+                    dtype=torch.qint8,
+                    inplace=True,
+                )
         elif self.is_cuda and self._half_dtype is not None:
             self._transformer.to(self._half_dtype)
         self._autocast = (not self.is_cuda) and self.precision == "bf16"
@@ -329,8 +347,15 @@ class Encoder:
                 break
         self.dim = int(dim or self._transformer.config.hidden_size)
         self._lock = threading.Lock()
-        log.info("encoder %s on %s (%s, attention=%s, dim=%d, max_seq_length=%d)", self.model_name_or_path,
-                 self.device, self.precision, self.attn_implementation, self.dim, self.max_seq_length)
+        log.info(
+            "encoder %s on %s (%s, attention=%s, dim=%d, max_seq_length=%d)",
+            self.model_name_or_path,
+            self.device,
+            self.precision,
+            self.attn_implementation,
+            self.dim,
+            self.max_seq_length,
+        )
 
     # -- setup helpers -------------------------------------------------------------------------
 
@@ -350,9 +375,15 @@ class Encoder:
             elif name == "Normalize":
                 normalized = True
         if pooling != self.profile.pooling or normalized != self.profile.normalize:
-            log.warning("%s: model pools %s (normalize=%s) but profile %s says %s (normalize=%s); using the model's modules",
-                        self.model_name_or_path, pooling, normalized, self.profile.name,
-                        self.profile.pooling, self.profile.normalize)
+            log.warning(
+                "%s: model pools %s (normalize=%s) but profile %s says %s (normalize=%s); using the model's modules",
+                self.model_name_or_path,
+                pooling,
+                normalized,
+                self.profile.name,
+                self.profile.pooling,
+                self.profile.normalize,
+            )
 
     def _make_backend(self, max_length: int):
         from tokenizers import Tokenizer
@@ -374,9 +405,7 @@ class Encoder:
             self._backend_untruncated = backend
         return [len(e.ids) for e in self._backend_untruncated.encode_batch(list(texts))]
 
-    def encode_documents(
-        self, texts: Sequence[str], *, progress: Callable[[int], None] | None = None
-    ) -> np.ndarray:
+    def encode_documents(self, texts: Sequence[str], *, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """float32 (len(texts), dim) embeddings in input order. `progress(n)` is called with the
         number of texts finished after each batch. Texts over max_seq_length are truncated (the
         chunker guarantees that never happens for documents; it is logged)."""
@@ -412,8 +441,9 @@ class Encoder:
         t_ids, t_mask = torch.from_numpy(input_ids), torch.from_numpy(mask)
         if self.is_cuda:
             t_ids, t_mask = t_ids.pin_memory(), t_mask.pin_memory()
-        return _Batch(np.asarray(indices, dtype=np.int64) + offset, t_ids, t_mask,
-                      padded=min(lens) != width, tokens=sum(lens))
+        return _Batch(
+            np.asarray(indices, dtype=np.int64) + offset, t_ids, t_mask, padded=min(lens) != width, tokens=sum(lens)
+        )
 
     def _build_packed(self, ids: list[list[int]], indices: list[int], offset: int) -> _Batch:
         import torch
@@ -423,9 +453,15 @@ class Encoder:
         text_of_token = np.repeat(np.arange(len(lens)), lens)
         positions = np.concatenate([np.arange(n, dtype=np.int64) for n in lens]) + self.pack_position_offset
         same_text = text_of_token[:, None] == text_of_token[None, :]
-        return _Batch(np.asarray(indices, dtype=np.int64) + offset, torch.from_numpy(flat)[None],
-                      torch.from_numpy(same_text)[None, None], padded=False, tokens=len(flat), lengths=lens,
-                      position_ids=torch.from_numpy(positions)[None])
+        return _Batch(
+            np.asarray(indices, dtype=np.int64) + offset,
+            torch.from_numpy(flat)[None],
+            torch.from_numpy(same_text)[None, None],
+            padded=False,
+            tokens=len(flat),
+            lengths=lens,
+            position_ids=torch.from_numpy(positions)[None],
+        )
 
     def _plan(self, lengths: list[int]) -> list[tuple[bool, list[int]]]:
         """(packed?, text indices) of each batch: short texts packed where the model allows it,
@@ -448,14 +484,16 @@ class Encoder:
         if group:
             plan.append((True, group))
         min_fill = 0.0 if self.is_cuda else CPU_MIN_FILL
-        plan += [(False, [rest[j] for j in batch])
-                 for batch in plan_batches([lengths[i] for i in rest], self.max_batch_tokens, min_fill=min_fill)]
+        plan += [
+            (False, [rest[j] for j in batch])
+            for batch in plan_batches([lengths[i] for i in rest], self.max_batch_tokens, min_fill=min_fill)
+        ]
         return plan
 
     def _batches(self, texts: Sequence[str], warn_truncation: bool) -> Iterator[_Batch]:
         """Tokenize window by window, sort, pack and pad: the producer side of the engine."""
         for offset in range(0, len(texts), _WINDOW_TEXTS):
-            window = texts[offset:offset + _WINDOW_TEXTS]
+            window = texts[offset : offset + _WINDOW_TEXTS]
             ids = self._tokenize(window)
             lengths = [len(x) for x in ids]
             if warn_truncation:
@@ -464,11 +502,13 @@ class Encoder:
                     full = self.count_tokens([window[i] for i, n in enumerate(lengths) if n >= self.max_seq_length])
                     over = sum(1 for n in full if n > self.max_seq_length)
                     if over:
-                        log.warning("%d text(s) longer than max_seq_length=%d were truncated", over, self.max_seq_length)
+                        log.warning(
+                            "%d text(s) longer than max_seq_length=%d were truncated", over, self.max_seq_length
+                        )
             for packed, batch in self._plan(lengths):
                 yield self._build_packed(ids, batch, offset) if packed else self._build_batch(ids, batch, offset)
 
-    def _forward(self, batch: _Batch) -> "torch.Tensor":
+    def _forward(self, batch: _Batch) -> torch.Tensor:
         import torch
 
         ids = batch.input_ids.to(self.device, non_blocking=True)
@@ -477,19 +517,22 @@ class Encoder:
         with torch.inference_mode(), autocast:
             if batch.lengths is not None:
                 # One text needs no mask (SDPA's fastest kernel); several need the block-diagonal one.
-                out = self._transformer(input_ids=ids, attention_mask=mask if len(batch.lengths) > 1 else None,
-                                        position_ids=batch.position_ids, return_dict=True)
+                out = self._transformer(
+                    input_ids=ids,
+                    attention_mask=mask if len(batch.lengths) > 1 else None,
+                    position_ids=batch.position_ids,
+                    return_dict=True,
+                )
                 features = _unpack(out.last_hidden_state[0], ids[0], batch.lengths, self.pad_token_id)
             else:
                 # Without padding the mask changes nothing: leaving it out lets SDPA pick its fastest kernel.
-                out = self._transformer(input_ids=ids, attention_mask=mask if batch.padded else None,
-                                        return_dict=True)
+                out = self._transformer(input_ids=ids, attention_mask=mask if batch.padded else None, return_dict=True)
                 features = {"input_ids": ids, "attention_mask": mask, "token_embeddings": out.last_hidden_state}
             for module in self._post_modules:
                 features = module(features)
             return features["sentence_embedding"].float()
 
-    def _forward_safe(self, batch: _Batch) -> "torch.Tensor":
+    def _forward_safe(self, batch: _Batch) -> torch.Tensor:
         """Forward, splitting the batch in halves when the GPU runs out of memory."""
         import torch
 
@@ -500,21 +543,32 @@ class Encoder:
                 raise
             torch.cuda.empty_cache()
             half = len(batch.indices) // 2
-            log.warning("CUDA out of memory on a batch of %d x %d tokens; splitting it (lower max_batch_tokens)",
-                        len(batch.indices), batch.input_ids.shape[1])
+            log.warning(
+                "CUDA out of memory on a batch of %d x %d tokens; splitting it (lower max_batch_tokens)",
+                len(batch.indices),
+                batch.input_ids.shape[1],
+            )
             parts = []
             for sl in (slice(0, half), slice(half, None)):
                 ids, mask = batch.input_ids[sl], batch.attention_mask[sl]
                 lens = mask.sum(dim=1)
                 width = int(lens.max())
-                parts.append(self._forward_safe(_Batch(
-                    batch.indices[sl], ids[:, :width], mask[:, :width],
-                    padded=bool((lens != width).any()), tokens=int(lens.sum()))))
+                parts.append(
+                    self._forward_safe(
+                        _Batch(
+                            batch.indices[sl],
+                            ids[:, :width],
+                            mask[:, :width],
+                            padded=bool((lens != width).any()),
+                            tokens=int(lens.sum()),
+                        )
+                    )
+                )
             return torch.cat(parts)
 
-    def _encode(self, texts: Sequence[str], *, progress: Callable[[int], None] | None,
-                warn_truncation: bool) -> np.ndarray:
-        import torch
+    def _encode(
+        self, texts: Sequence[str], *, progress: Callable[[int], None] | None, warn_truncation: bool
+    ) -> np.ndarray:
 
         if isinstance(texts, str):
             raise TypeError("pass a sequence of texts, not a single string")
@@ -658,7 +712,7 @@ class QueryEncoder:
             self._queue.put(_STOP)
         self._thread.join()
 
-    def __enter__(self) -> "QueryEncoder":
+    def __enter__(self) -> QueryEncoder:
         return self
 
     def __exit__(self, *exc: object) -> None:

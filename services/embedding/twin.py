@@ -13,6 +13,7 @@ quality is meaningless. `small=True` gives a tiny one (2 layers, hidden 64) for 
 its vectors are 64-dimensional, so always take the dimension from the loaded model
 (`Encoder.dim`), never from the profile.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -90,31 +91,41 @@ def _train_tokenizer_json(kind: str, specials: tuple[str, ...], texts: tuple[str
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
         tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
         trainer = trainers.UnigramTrainer(
-            vocab_size=TOKENIZER_VOCAB_TARGET, special_tokens=list(specials), unk_token="<unk>",
-            initial_alphabet=alphabet, max_piece_length=8, show_progress=False,
+            vocab_size=TOKENIZER_VOCAB_TARGET,
+            special_tokens=list(specials),
+            unk_token="<unk>",
+            initial_alphabet=alphabet,
+            max_piece_length=8,
+            show_progress=False,
         )
         tok.train_from_iterator(list(texts), trainer)
         tok.add_special_tokens(["<mask>"])  # last id, as in XLM-R
         bos, eos = "<s>", "</s>"
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
+            single=f"{bos} $A {eos}",
+            pair=f"{bos} $A {eos} {eos} $B {eos}",
             special_tokens=[(bos, tok.token_to_id(bos)), (eos, tok.token_to_id(eos))],
         )
     elif kind == "wordpiece":
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
         # strip_accents must stay off: accent stripping decomposes Hangul syllables (NFD).
         tok.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False)
+            clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
+        )
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece(prefix="##")
         trainer = trainers.WordPieceTrainer(
-            vocab_size=TOKENIZER_VOCAB_TARGET, special_tokens=list(specials), initial_alphabet=alphabet,
-            min_frequency=2, show_progress=False,
+            vocab_size=TOKENIZER_VOCAB_TARGET,
+            special_tokens=list(specials),
+            initial_alphabet=alphabet,
+            min_frequency=2,
+            show_progress=False,
         )
         tok.train_from_iterator(list(texts), trainer)
         cls, sep = "[CLS]", "[SEP]"
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
+            single=f"{cls} $A {sep}",
+            pair=f"{cls} $A {sep} $B:1 {sep}:1",
             special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
         )
     else:
@@ -138,13 +149,27 @@ def _save_tokenizer(profile: ModelProfile, tokenizer_json: str, out_dir: Path, m
     backend = Tokenizer.from_str(tokenizer_json)
     if profile.tokenizer_kind == "unigram":
         fast = PreTrainedTokenizerFast(
-            tokenizer_object=backend, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
-            unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=max_seq_length)
+            tokenizer_object=backend,
+            bos_token="<s>",
+            eos_token="</s>",
+            sep_token="</s>",
+            cls_token="<s>",
+            unk_token="<unk>",
+            pad_token="<pad>",
+            mask_token="<mask>",
+            model_max_length=max_seq_length,
+        )
         tokenizer_class, extra = "XLMRobertaTokenizer", {}
     else:
         fast = PreTrainedTokenizerFast(
-            tokenizer_object=backend, cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]",
-            pad_token="[PAD]", mask_token="[MASK]", model_max_length=max_seq_length)
+            tokenizer_object=backend,
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            mask_token="[MASK]",
+            model_max_length=max_seq_length,
+        )
         # KLUE RoBERTa and KF-DeBERTa ship BertTokenizer-style WordPiece vocabularies.
         tokenizer_class, extra = "BertTokenizer", {"do_lower_case": False, "strip_accents": False}
     fast.save_pretrained(str(out_dir))
@@ -156,7 +181,8 @@ def _save_tokenizer(profile: ModelProfile, tokenizer_json: str, out_dir: Path, m
     if profile.tokenizer_kind == "wordpiece":
         vocab = backend.get_vocab()
         (out_dir / "vocab.txt").write_text(
-            "".join(t + "\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])), encoding="utf-8")
+            "".join(t + "\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])), encoding="utf-8"
+        )
     return backend.get_vocab_size()
 
 
@@ -164,11 +190,16 @@ def twin_config(profile: ModelProfile, *, small: bool, tokenizer_vocab: int) -> 
     """The transformers config dict of the twin: the profile's, or the small variant of it."""
     cfg = dict(profile.config)
     if tokenizer_vocab > cfg["vocab_size"]:
-        raise ValueError(f"trained tokenizer has {tokenizer_vocab} tokens, more than {profile.name}'s {cfg['vocab_size']}")
+        raise ValueError(
+            f"trained tokenizer has {tokenizer_vocab} tokens, more than {profile.name}'s {cfg['vocab_size']}"
+        )
     if small:
         cfg.update(
-            hidden_size=SMALL_HIDDEN, num_hidden_layers=SMALL_LAYERS, num_attention_heads=SMALL_HEADS,
-            intermediate_size=SMALL_FFN, vocab_size=tokenizer_vocab,
+            hidden_size=SMALL_HIDDEN,
+            num_hidden_layers=SMALL_LAYERS,
+            num_attention_heads=SMALL_HEADS,
+            intermediate_size=SMALL_FFN,
+            vocab_size=tokenizer_vocab,
             max_position_embeddings=min(cfg["max_position_embeddings"], SMALL_MAX_POSITIONS),
         )
     cfg["architectures"] = [profile.architecture]
@@ -194,28 +225,36 @@ def _write_st_layout(profile: ModelProfile, out_dir: Path, *, hidden: int, max_s
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
     (out_dir / "modules.json").write_text(json.dumps(modules, indent=2), encoding="utf-8")
     (out_dir / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2), encoding="utf-8")
+        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2), encoding="utf-8"
+    )
     (out_dir / "config_sentence_transformers.json").write_text(
         json.dumps({"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2),
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     pooling = out_dir / "1_Pooling"
     pooling.mkdir()
-    (pooling / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": hidden,
-        "pooling_mode_cls_token": profile.pooling == "cls",
-        "pooling_mode_mean_tokens": profile.pooling == "mean",
-        "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False,
-        "pooling_mode_weightedmean_tokens": False,
-        "pooling_mode_lasttoken": False,
-        "include_prompt": True,
-    }, indent=2), encoding="utf-8")
+    (pooling / "config.json").write_text(
+        json.dumps(
+            {
+                "word_embedding_dimension": hidden,
+                "pooling_mode_cls_token": profile.pooling == "cls",
+                "pooling_mode_mean_tokens": profile.pooling == "mean",
+                "pooling_mode_max_tokens": False,
+                "pooling_mode_mean_sqrt_len_tokens": False,
+                "pooling_mode_weightedmean_tokens": False,
+                "pooling_mode_lasttoken": False,
+                "include_prompt": True,
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
     if profile.normalize:
         (out_dir / "2_Normalize").mkdir()
 
 
 def _make_readable(root: Path) -> None:
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         os.chmod(dirpath, 0o755)
         for name in filenames:
             os.chmod(os.path.join(dirpath, name), 0o644)
@@ -297,8 +336,13 @@ def ensure_twin(profile: ModelProfile, root: Path = Path(".twins"), *, small: bo
     """A cached twin under `root` (built on first use; benchmarks keep full-size ones in ./.twins/)."""
     path = Path(root) / f"{profile.name}{'-small' if small else ''}-seed{seed}"
     info = read_twin_info(path)
-    if info and info.get("format") == TWIN_FORMAT and info.get("profile") == profile.name \
-            and info.get("small") == small and info.get("seed") == seed:
+    if (
+        info
+        and info.get("format") == TWIN_FORMAT
+        and info.get("profile") == profile.name
+        and info.get("small") == small
+        and info.get("seed") == seed
+    ):
         return path
     try:
         return build_twin(profile, path, small=small, seed=seed, overwrite=True)

@@ -1,4 +1,5 @@
 """Retrieval evaluation: standard metrics and loaders for AutoRAG and BEIR-like datasets."""
+
 from services.evaluation.datasets import EvalDataset, load_dataset
 from services.evaluation.metrics import (
     METRIC_NAMES,
@@ -13,13 +14,13 @@ from services.evaluation.metrics import (
 )
 
 __all__ = [
-    "EvalDataset",
-    "load_dataset",
     "METRIC_NAMES",
+    "EvalDataset",
     "average_precision_at_k",
     "dedupe_first",
     "evaluate",
     "f1_at_k",
+    "load_dataset",
     "mrr_at_k",
     "ndcg_at_k",
     "precision_at_k",

@@ -16,6 +16,7 @@ ingestion pipeline normalizes them. Metadata values are made JSON-safe (datetime
 ISO 8601 strings). Judgments that name an unknown query or document are dropped and
 reported in ``EvalDataset.warnings``.
 """
+
 from __future__ import annotations
 
 import base64

@@ -21,21 +21,22 @@ Definitions (rel = set of relevant documents, hits@k = relevant documents in the
 * ndcg@k = DCG@k / IDCG@k with DCG@k = Σ_{i ≤ k} gain_i / log2(i + 1), gain = the graded
   relevance (1 for binary), IDCG@k the DCG of the ideal ordering; 0 when nothing is relevant.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 __all__ = [
-    "recall_at_k",
-    "precision_at_k",
+    "METRIC_NAMES",
+    "average_precision_at_k",
+    "dedupe_first",
+    "evaluate",
     "f1_at_k",
     "mrr_at_k",
-    "average_precision_at_k",
     "ndcg_at_k",
-    "evaluate",
-    "dedupe_first",
-    "METRIC_NAMES",
+    "precision_at_k",
+    "recall_at_k",
 ]
 
 METRIC_NAMES = ("recall", "precision", "f1", "mrr", "map", "ndcg")
@@ -113,7 +114,7 @@ def ndcg_at_k(retrieved: Sequence[str], relevance: Mapping[str, float] | Collect
     """Normalized DCG with linear gains (the relevance grade) and a log2(rank + 1) discount."""
     _check_k(k)
     if not isinstance(relevance, Mapping):
-        relevance = {doc: 1.0 for doc in relevance}
+        relevance = dict.fromkeys(relevance, 1.0)
     grades = {doc: float(g) for doc, g in relevance.items() if g > 0}
     if not grades:
         return 0.0
@@ -135,7 +136,7 @@ def evaluate(
     Keys: ``"recall@1"``, ``"precision@1"``, ``"f1@1"``, ``"mrr@1"``, ``"map@1"``,
     ``"ndcg@1"``, ... for each k in ``ks``. Empty ``qrels`` give all zeros.
     """
-    ks = sorted(set(int(k) for k in ks))
+    ks = sorted({int(k) for k in ks})
     for k in ks:
         _check_k(k)
     judged = [qid for qid, grades in qrels.items() if any(g > 0 for g in grades.values())]

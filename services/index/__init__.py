@@ -1,4 +1,5 @@
 """The vector index: one interface (base.VectorIndex), a Qdrant Edge adapter and a qdrant-client adapter."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-def open_index(settings: "Settings") -> VectorIndex:
+def open_index(settings: Settings) -> VectorIndex:
     """The index the settings select: Qdrant server (qdrant_url), local mode (qdrant_path) or Edge (data_dir)."""
     # Adapters are imported here so that a process loads only the engine it uses.
     if settings.qdrant_url:

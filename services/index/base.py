@@ -1,4 +1,5 @@
 """The vector-index interface: collections of points with a dense and a sparse named vector."""
+
 from __future__ import annotations
 
 import math
@@ -82,8 +83,9 @@ class VectorIndex(ABC):
         """Insert or overwrite points (same id overwrites), in batches."""
 
     @abstractmethod
-    def delete_document(self, name: str, document_id: str, *, generation: int | None = None,
-                        below_generation: int | None = None) -> None:
+    def delete_document(
+        self, name: str, document_id: str, *, generation: int | None = None, below_generation: int | None = None
+    ) -> None:
         """Delete a document's points: all of them, or only those of one payload generation, or
         those of the generations below one. Never more than asked: another worker may be writing
         a newer generation's points meanwhile."""
@@ -115,7 +117,7 @@ class VectorIndex(ABC):
     def close(self) -> None:
         """Release the engine (files, locks, connections); the object is unusable afterwards."""
 
-    def __enter__(self) -> "VectorIndex":
+    def __enter__(self) -> VectorIndex:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,6 +3,7 @@
 Layout under the root directory: `<collection>/` is an Edge shard (edge_config.json, wal/, segments/);
 `.saekin-index.lock` is held (flock) by the process that owns the directory.
 """
+
 from __future__ import annotations
 
 import json
@@ -137,8 +138,9 @@ class EdgeIndex(VectorIndex):
                     shard.shard.update(qe.UpdateOperation.upsert_points(batch))
                 shard.shard.flush()
 
-    def delete_document(self, name: str, document_id: str, *, generation: int | None = None,
-                        below_generation: int | None = None) -> None:
+    def delete_document(
+        self, name: str, document_id: str, *, generation: int | None = None, below_generation: int | None = None
+    ) -> None:
         """Delete by payload filter; a collection that does not exist has nothing to delete."""
         must: list[Any] = [qe.FieldCondition("document_id", match=qe.MatchAny([document_id]))]
         if generation is not None:

@@ -1,4 +1,5 @@
 """VectorIndex on qdrant-client: a Qdrant server in production, local mode (`path=`) in tests."""
+
 from __future__ import annotations
 
 import contextlib
@@ -55,14 +56,14 @@ class ServerIndex(VectorIndex):
         self._lock: contextlib.AbstractContextManager[Any] = threading.RLock() if local else contextlib.nullcontext()
 
     @classmethod
-    def connect(cls, url: str, *, api_key: str | None = None, timeout: int = 30) -> "ServerIndex":
+    def connect(cls, url: str, *, api_key: str | None = None, timeout: int = 30) -> ServerIndex:
         """A client for a Qdrant server; nothing is contacted until the first call."""
         # check_compatibility would call the server here and only warn on failure.
         client = QdrantClient(url=url, api_key=api_key, timeout=timeout, check_compatibility=False)
         return cls(client)
 
     @classmethod
-    def local(cls, path: Path | str) -> "ServerIndex":
+    def local(cls, path: Path | str) -> ServerIndex:
         """qdrant-client local mode under path (brute force; tests only)."""
         Path(path).mkdir(parents=True, exist_ok=True)
         try:
@@ -127,8 +128,9 @@ class ServerIndex(VectorIndex):
             for i in range(0, len(structs), batch_size):
                 self._client.upsert(name, points=structs[i : i + batch_size], wait=True)
 
-    def delete_document(self, name: str, document_id: str, *, generation: int | None = None,
-                        below_generation: int | None = None) -> None:
+    def delete_document(
+        self, name: str, document_id: str, *, generation: int | None = None, below_generation: int | None = None
+    ) -> None:
         """Delete by payload filter; a collection that does not exist has nothing to delete."""
         check_collection_name(name)
         must = [qm.FieldCondition(key="document_id", match=qm.MatchAny(any=[document_id]))]
@@ -184,8 +186,9 @@ class ServerIndex(VectorIndex):
             kwargs = dict(query=sparse_q, using=SPARSE, query_filter=flt, search_params=_LIVE_IDF)
         with self._calls(name):
             self._require(name)
-            response = self._client.query_points(name, limit=fetch, with_payload=with_payload, with_vectors=False,
-                                                 **kwargs)
+            response = self._client.query_points(
+                name, limit=fetch, with_payload=with_payload, with_vectors=False, **kwargs
+            )
         hits = [IndexHit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in response.points]
         return order_hits(hits, limit)
 

@@ -28,31 +28,33 @@ noun-noun bigram is hashed in the noun class ``N`` so that all three spellings m
 pairs (noun + verb stem etc.) go to class ``B``, where they act as phrase evidence.
 Bigram terms have tag ``"<tag1>+<tag2>"`` and span both parts.
 """
+
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import threading
 import unicodedata
 import warnings
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Sequence
 
 from services.ingest.normalize import normalize_text
 from services.vectors import SparseVector
 
 __all__ = [
-    "Term",
-    "Sentence",
     "KoreanAnalyzer",
-    "term_id",
-    "tag_class",
-    "terms_in_span",
-    "stem_spans",
+    "Sentence",
+    "Term",
     "get_analyzer",
+    "stem_spans",
+    "tag_class",
+    "term_id",
+    "terms_in_span",
 ]
 
 
@@ -97,7 +99,31 @@ _TAG_CLASS: dict[str, str] = {
 # Homographs that are also common standalone nouns (도 province, 가 edge, 이 tooth, 만 bay)
 # are not listed.
 _PARTICLE_FORMS = frozenset(
-    "은 는 을 를 의 에 와 과 로 으로 에서 에게 께서 부터 까지 처럼 보다 이나 이며 에는 에도 와의 과의".split()
+    [
+        "은",
+        "는",
+        "을",
+        "를",
+        "의",
+        "에",
+        "와",
+        "과",
+        "로",
+        "으로",
+        "에서",
+        "에게",
+        "께서",
+        "부터",
+        "까지",
+        "처럼",
+        "보다",
+        "이나",
+        "이며",
+        "에는",
+        "에도",
+        "와의",
+        "과의",
+    ]
 )
 _LOWERCASE_CLASSES = frozenset({"SL", "W"})
 # Full-width ASCII (Ｋ, ＴＸ, １２３，０００; common in Korean documents) and the ideographic space, as
@@ -125,7 +151,7 @@ def tag_class(tag: str) -> str | None:
 
 def term_id(form: str, tag_class: str) -> int:
     """Stable unsigned 32-bit id of a term: the first 4 bytes of blake2b("class:form")."""
-    digest = hashlib.blake2b(f"{tag_class}:{form}".encode("utf-8"), digest_size=4).digest()
+    digest = hashlib.blake2b(f"{tag_class}:{form}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big")
 
 
@@ -237,13 +263,12 @@ class KoreanAnalyzer:
         # before it (the first one when it precedes every sentence).
         first_non_space = len(text) - len(text.lstrip())
         spans[0][0] = min(spans[0][0], first_non_space)
-        for current, following in zip(spans, spans[1:]):
+        for current, following in itertools.pairwise(spans):
             gap = text[current[1] : following[0]]
             current[1] += len(gap.rstrip())
         spans[-1][1] = max(spans[-1][1], len(text.rstrip()))
         return [
-            Sentence(start, end, self._sentence_terms(text, offset, tokens))
-            for start, end, offset, tokens in spans
+            Sentence(start, end, self._sentence_terms(text, offset, tokens)) for start, end, offset, tokens in spans
         ]
 
     @staticmethod
@@ -273,16 +298,20 @@ class KoreanAnalyzer:
             term = Term(_term_form(token.form, cls), tag, start, start + token.len)
             out.append(term)
             if self.bigrams and previous is not None:
-                out.append(
-                    Term(previous.form + term.form, f"{previous.tag}+{tag}", previous.start, term.end)
-                )
+                out.append(Term(previous.form + term.form, f"{previous.tag}+{tag}", previous.start, term.end))
             previous = term
         return tuple(out)
 
     # -- sparse vectors ---------------------------------------------------------------
 
-    def document_vector(self, terms: Sequence[Term], *, k1: float | None = None, b: float | None = None,
-                        avg_doc_len: float | None = None) -> SparseVector:
+    def document_vector(
+        self,
+        terms: Sequence[Term],
+        *,
+        k1: float | None = None,
+        b: float | None = None,
+        avg_doc_len: float | None = None,
+    ) -> SparseVector:
         """BM25 term-frequency weights of a document's terms; Qdrant applies the IDF.
 
         k1, b and avg_doc_len default to the analyzer's; the pipeline passes the configured ones.
@@ -313,8 +342,9 @@ class KoreanAnalyzer:
 
     # -- highlights -------------------------------------------------------------------
 
-    def highlights(self, text: str, query: str | Sequence[Term],
-                   stems: Sequence[Sequence[int]] | None = None) -> list[tuple[int, int]]:
+    def highlights(
+        self, text: str, query: str | Sequence[Term], stems: Sequence[Sequence[int]] | None = None
+    ) -> list[tuple[int, int]]:
         """Merged, sorted char spans of ``text`` where the query's content morphemes occur.
 
         Morpheme-aware (query 서울 highlights the 서울 of 서울에서; 만나다 highlights 만났).
@@ -323,8 +353,12 @@ class KoreanAnalyzer:
         """
         return self.highlights_many([text], query, [stems])[0]
 
-    def highlights_many(self, texts: Sequence[str], query: str | Sequence[Term],
-                        stems: Sequence[Sequence[Sequence[int]] | None] | None = None) -> list[list[tuple[int, int]]]:
+    def highlights_many(
+        self,
+        texts: Sequence[str],
+        query: str | Sequence[Term],
+        stems: Sequence[Sequence[Sequence[int]] | None] | None = None,
+    ) -> list[list[tuple[int, int]]]:
         """:meth:`highlights` of each text, for one query (a page of search results).
 
         Nouns, numbers and foreign words keep their surface inside an eojeol (서울 in
@@ -361,8 +395,12 @@ class KoreanAnalyzer:
         if pieces:
             analyzed = self.analyze_many([texts[i][a:b] for i, a, b in pieces])
             for (index, a, _), sentences in zip(pieces, analyzed):
-                spans[index] += [(t.start + a, t.end + a) for sentence in sentences for t in sentence.terms
-                                 if "+" not in t.tag and t.end > t.start and _key(t) in verbs]
+                spans[index] += [
+                    (t.start + a, t.end + a)
+                    for sentence in sentences
+                    for t in sentence.terms
+                    if "+" not in t.tag and t.end > t.start and _key(t) in verbs
+                ]
         return [_merge_spans(s) for s in spans]
 
 
@@ -370,8 +408,11 @@ def stem_spans(terms: Iterable[Term], *, offset: int = 0) -> list[list[int]]:
     """[term id, start - offset, end - offset] of each verb or adjective stem among ``terms``:
     stored with a chunk (offset = the chunk's start) so :meth:`KoreanAnalyzer.highlights`
     finds conjugated stems without analyzing the chunk again."""
-    return [[_cached_term_id(t.form, "V"), t.start - offset, t.end - offset]
-            for t in terms if tag_class(t.tag) == "V" and t.end > t.start]  # bigrams are class N or B
+    return [
+        [_cached_term_id(t.form, "V"), t.start - offset, t.end - offset]
+        for t in terms
+        if tag_class(t.tag) == "V" and t.end > t.start
+    ]  # bigrams are class N or B
 
 
 def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -401,8 +442,9 @@ def _surface_spans(text: str, pattern: re.Pattern | None) -> list[tuple[int, int
     for match in pattern.finditer(text):
         start, end = match.span()
         if match.group().isascii() and (
-                (start > 0 and text[start - 1].isascii() and text[start - 1].isalnum())
-                or (end < len(text) and text[end].isascii() and text[end].isalnum())):
+            (start > 0 and text[start - 1].isascii() and text[start - 1].isalnum())
+            or (end < len(text) and text[end].isascii() and text[end].isalnum())
+        ):
             continue  # "ai" inside "maintain"
         spans.append((start, end))
     return spans

@@ -21,11 +21,14 @@ Guarantees of :func:`chunk_sentences` (the property tests check each):
 Cost: the units of one text are tokenized in one batched call, the candidate chunks in a
 second one; only the rare chunk whose re-count exceeds the budget is repaired locally.
 """
+
 from __future__ import annotations
 
 import bisect
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["Chunk", "chunk_sentences", "count_tokens"]
 
@@ -58,7 +61,9 @@ def _backend(tokenizer: Any) -> Any:
 
 def _token_starts(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     """Start offset (character) of each token of each text, special tokens excluded."""
-    return [[start for start, _ in e.offsets] for e in _backend(tokenizer).encode_batch(texts, add_special_tokens=False)]
+    return [
+        [start for start, _ in e.offsets] for e in _backend(tokenizer).encode_batch(texts, add_special_tokens=False)
+    ]
 
 
 def count_tokens(tokenizer: Any, texts: Sequence[str]) -> list[int]:
@@ -137,9 +142,7 @@ def _shrink_chars(text: str, start: int, end: int, tokenizer: Any, max_tokens: i
         else:
             hi = mid - 1
     if best is None:
-        raise ValueError(
-            f"max_tokens={max_tokens} is too small: {text[start:start + 1]!r} alone needs more tokens"
-        )
+        raise ValueError(f"max_tokens={max_tokens} is too small: {text[start : start + 1]!r} alone needs more tokens")
     return best
 
 
@@ -167,7 +170,7 @@ def chunk_sentences(
 
     # 1. Units: sentences with their trailing gap; sentences over the budget are cut.
     bounds = _unit_bounds(text, sentences)
-    seg_texts = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    seg_texts = [text[a:b] for a, b in itertools.pairwise(bounds)]
     seg_counts = count_tokens(tokenizer, seg_texts)
     long_ids = [i for i, c in enumerate(seg_counts) if c > max_tokens]
     long_starts: dict[int, list[int]] = {}
@@ -176,7 +179,7 @@ def chunk_sentences(
     unit_start: list[int] = []
     unit_end: list[int] = []
     unit_count: list[int] = []
-    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
         if i in long_starts:
             token_starts: list[int] = []
             running = a
@@ -239,10 +242,7 @@ def chunk_sentences(
     for (o, a, b), (total, overlap) in zip(plans, first_counts):
         if out and o < a and o <= out[-1][1]:
             o = out[-1][1] + 1  # the previous chunk was split: stay inside its last part
-        elif o < a and total <= max_tokens and overlap <= overlap_tokens:
-            out.append((o, a, b, total))
-            continue
-        elif o == a and total <= max_tokens:
+        elif (o < a and total <= max_tokens and overlap <= overlap_tokens) or (o == a and total <= max_tokens):
             out.append((o, a, b, total))
             continue
         while o < a:

@@ -20,6 +20,7 @@ Rules (all idempotent, nothing else in the content is changed):
   that macOS file names and some macOS editors produce. NFC, not NFKC: compatibility
   characters (full-width Latin, circled numbers, ㈜) are content and stay as they are.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,7 +31,7 @@ __all__ = ["normalize_text"]
 
 def _build_table() -> dict[int, str | None]:
     table: dict[int, str | None] = {}
-    for cp in range(0x00, 0x20):
+    for cp in range(0x20):
         table[cp] = None
     del table[ord("\t")]
     del table[ord("\n")]

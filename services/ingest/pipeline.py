@@ -8,14 +8,15 @@ Both stages are idempotent per (document, generation): rows and point ids are de
 so a redelivered task overwrites what a killed one left. Status goes through the document
 rows (models), never through the documents service, so arrows keep pointing one way.
 """
+
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_left
 import logging
 import tempfile
 import time
 import uuid
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,7 +25,14 @@ from pathlib import Path
 from sqlalchemy import delete, func, insert, or_, select, tuple_, update
 
 from services.documents.models import (
-    Chunk, Collection, Document, DocumentSource, DocumentStage, DocumentStatus, chunk_point_id, collection_index_name,
+    Chunk,
+    Collection,
+    Document,
+    DocumentSource,
+    DocumentStage,
+    DocumentStatus,
+    chunk_point_id,
+    collection_index_name,
     utcnow,
 )
 from services.documents.service import profile_mismatch
@@ -66,8 +74,11 @@ _WAITING_FOR_EMBED = (_documents.c.status == DocumentStatus.processing, _documen
 def _update_generation(item: WorkItem, **values):
     """UPDATE of the document row while `item` is still its generation (no row otherwise)."""
     d = _documents.c
-    return (update(_documents).where(d.id == item.document_id, d.generation == item.generation)
-            .values(updated_at=utcnow(), **values))
+    return (
+        update(_documents)
+        .where(d.id == item.document_id, d.generation == item.generation)
+        .values(updated_at=utcnow(), **values)
+    )
 
 
 def _set_state(rt: Runtime, item: WorkItem, **values) -> None:
@@ -78,8 +89,15 @@ def _set_state(rt: Runtime, item: WorkItem, **values) -> None:
 def mark_failed(rt: Runtime, item: WorkItem, reason: str) -> None:
     """Record why a generation failed; an older indexed generation stays searchable."""
     log.warning("document %s generation %s failed: %s", item.document_id, item.generation, reason)
-    _set_state(rt, item, status=DocumentStatus.failed, error=reason[:2000], stage=None,
-               embed_claim=None, embed_claimed_until=None)
+    _set_state(
+        rt,
+        item,
+        status=DocumentStatus.failed,
+        error=reason[:2000],
+        stage=None,
+        embed_claim=None,
+        embed_claimed_until=None,
+    )
 
 
 def prepare_document(rt: Runtime, item: WorkItem) -> int | None:
@@ -89,12 +107,17 @@ def prepare_document(rt: Runtime, item: WorkItem) -> int | None:
     statement), then write the chunk rows; nothing is held open while the text is analysed.
     """
     source = _sources.c
-    uploaded = (select(source.data).where(source.document_id == item.document_id,
-                                          source.generation == item.generation).scalar_subquery())
+    uploaded = (
+        select(source.data)
+        .where(source.document_id == item.document_id, source.generation == item.generation)
+        .scalar_subquery()
+    )
     with rt.engine.connect() as conn:
         claimed = conn.execute(
-            _update_generation(item, status=DocumentStatus.processing, stage=DocumentStage.extracting, error=None)
-            .returning(_documents.c.filename, _documents.c.media_type, uploaded)).first()
+            _update_generation(
+                item, status=DocumentStatus.processing, stage=DocumentStage.extracting, error=None
+            ).returning(_documents.c.filename, _documents.c.media_type, uploaded)
+        ).first()
         if claimed is None or claimed[2] is None:  # deleted or replaced since it was queued
             conn.rollback()
             return None
@@ -104,8 +127,10 @@ def prepare_document(rt: Runtime, item: WorkItem) -> int | None:
         try:
             started = time.monotonic()
             detected_type, sections = _extract_sections(rt, data, filename=filename, media_type=media_type)
-            if (time.monotonic() - started > STAGE_REPORT_AFTER_S
-                    or sum(len(sec.text) for sec in sections) > STAGE_REPORT_MIN_CHARS):
+            if (
+                time.monotonic() - started > STAGE_REPORT_AFTER_S
+                or sum(len(sec.text) for sec in sections) > STAGE_REPORT_MIN_CHARS
+            ):
                 conn.execute(_update_generation(item, stage=DocumentStage.chunking))
                 conn.commit()
             full_text, rows = _chunk_sections(rt, item, sections)
@@ -113,16 +138,26 @@ def prepare_document(rt: Runtime, item: WorkItem) -> int | None:
             mark_failed(rt, item, exc.message)
             return None
 
-        written = conn.execute(_update_generation(
-            item, chunk_count=len(rows), embedded_count=0, char_count=len(full_text),
-            text_sha256=hashlib.sha256(full_text.encode()).hexdigest(),
-            stage=DocumentStage.embedding, media_type=detected_type, embed_claim=None, embed_claimed_until=None))
+        written = conn.execute(
+            _update_generation(
+                item,
+                chunk_count=len(rows),
+                embedded_count=0,
+                char_count=len(full_text),
+                text_sha256=hashlib.sha256(full_text.encode()).hexdigest(),
+                stage=DocumentStage.embedding,
+                media_type=detected_type,
+                embed_claim=None,
+                embed_claimed_until=None,
+            )
+        )
         if written.rowcount == 0:  # deleted or replaced while we worked
             conn.rollback()
             return None
         # A redelivered task replaces what an interrupted one wrote for this generation.
-        conn.execute(delete(_chunks).where(_chunks.c.document_id == item.document_id,
-                                           _chunks.c.generation == item.generation))
+        conn.execute(
+            delete(_chunks).where(_chunks.c.document_id == item.document_id, _chunks.c.generation == item.generation)
+        )
         if rows:
             conn.execute(insert(_chunks), rows)
         conn.commit()
@@ -136,8 +171,9 @@ class _Section:
     heading: str | None
 
 
-def _extract_sections(rt: Runtime, data: bytes, *, filename: str | None,
-                      media_type: str | None) -> tuple[str, list[_Section]]:
+def _extract_sections(
+    rt: Runtime, data: bytes, *, filename: str | None, media_type: str | None
+) -> tuple[str, list[_Section]]:
     """The detected media type and the document's non-empty sections, NFC-normalized."""
     s = rt.settings
     limits = ExtractLimits(time_limit_s=s.extract_time_limit_s)
@@ -148,9 +184,11 @@ def _extract_sections(rt: Runtime, data: bytes, *, filename: str | None,
         # with a time and memory limit, so a hostile file cannot hang or exhaust this worker.
         extract = extract_file if media_type == TEXT_PLAIN else extract_file_with_timeout
         extracted = extract(Path(tmp.name), media_type=media_type, filename=filename, limits=limits)
-    sections = [_Section(text, sec.page, sec.heading and normalize_text(sec.heading).strip())
-                for sec in extracted.sections
-                if (text := normalize_text(sec.text)).strip()]
+    sections = [
+        _Section(text, sec.page, sec.heading and normalize_text(sec.heading).strip())
+        for sec in extracted.sections
+        if (text := normalize_text(sec.text)).strip()
+    ]
     if not sections:
         raise SaekinError("the document contains no text", code="no_text")
     return extracted.media_type, sections
@@ -164,25 +202,40 @@ def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -
     offset = 0
     for section, sentences in zip(sections, analyses):
         spans = [(sent.start, sent.end) for sent in sentences]
-        chunks = chunk_sentences(section.text, spans, rt.tokenizer, max_tokens=rt.chunk_tokens,
-                                 overlap_tokens=min(s.chunk_overlap_tokens, rt.chunk_tokens // 2),
-                                 first_ordinal=len(rows))
+        chunks = chunk_sentences(
+            section.text,
+            spans,
+            rt.tokenizer,
+            max_tokens=rt.chunk_tokens,
+            overlap_tokens=min(s.chunk_overlap_tokens, rt.chunk_tokens // 2),
+            first_ordinal=len(rows),
+        )
         terms = sorted((t for sent in sentences for t in sent.terms), key=lambda t: t.start)
         starts = [t.start for t in terms]
         for chunk in chunks:
             # Terms that start in the chunk; one cut by the chunk's end (a bigram across the split of
             # a long sentence) still counts here, or it would be in no chunk's sparse vector.
-            window = terms[bisect_left(starts, chunk.char_start):bisect_left(starts, chunk.char_end)]
+            window = terms[bisect_left(starts, chunk.char_start) : bisect_left(starts, chunk.char_end)]
             chunk_terms = [t for t in window if t.end <= chunk.char_end]
-            sparse = rt.analyzer.document_vector(window, k1=s.bm25_k1, b=s.bm25_b,
-                                                 avg_doc_len=s.effective_bm25_avg_terms)
-            rows.append(dict(
-                id=chunk_point_id(item.document_id, item.generation, chunk.ordinal),
-                document_id=item.document_id, generation=item.generation, ordinal=chunk.ordinal,
-                text=chunk.text, char_start=offset + chunk.char_start, char_end=offset + chunk.char_end,
-                page=section.page, heading=(section.heading or None) and section.heading[:512],
-                token_count=chunk.token_count, sparse=sparse.to_dict(),
-                stem_spans=stem_spans(chunk_terms, offset=chunk.char_start)))
+            sparse = rt.analyzer.document_vector(
+                window, k1=s.bm25_k1, b=s.bm25_b, avg_doc_len=s.effective_bm25_avg_terms
+            )
+            rows.append(
+                dict(
+                    id=chunk_point_id(item.document_id, item.generation, chunk.ordinal),
+                    document_id=item.document_id,
+                    generation=item.generation,
+                    ordinal=chunk.ordinal,
+                    text=chunk.text,
+                    char_start=offset + chunk.char_start,
+                    char_end=offset + chunk.char_end,
+                    page=section.page,
+                    heading=(section.heading or None) and section.heading[:512],
+                    token_count=chunk.token_count,
+                    sparse=sparse.to_dict(),
+                    stem_spans=stem_spans(chunk_terms, offset=chunk.char_start),
+                )
+            )
         offset += len(section.text) + len(SECTION_SEPARATOR)
     full_text = SECTION_SEPARATOR.join(sec.text for sec in sections)
     return full_text, rows
@@ -195,20 +248,29 @@ def embed_documents(rt: Runtime, items: Sequence[WorkItem]) -> None:
     d, c, coll = _documents.c, _chunks.c, _collections.c
     wanted = {item.document_id: item.generation for item in items}
     with rt.engine.connect() as conn:
-        documents = {row.id: row for row in conn.execute(
-            select(d.id, d.generation, d.external_id, d["metadata"], coll.name.label("collection"), coll.profile)
-            .join_from(_documents, _collections, d.collection_id == coll.id)
-            .where(d.id.in_(wanted), d.stage == DocumentStage.embedding))
-            if wanted[row.id] == row.generation}
+        documents = {
+            row.id: row
+            for row in conn.execute(
+                select(d.id, d.generation, d.external_id, d["metadata"], coll.name.label("collection"), coll.profile)
+                .join_from(_documents, _collections, d.collection_id == coll.id)
+                .where(d.id.in_(wanted), d.stage == DocumentStage.embedding)
+            )
+            if wanted[row.id] == row.generation
+        }
         if not documents:
             return
         for doc in documents.values():  # queued by a service running another profile than this worker
             if doc.profile != rt.settings.embedding_profile:
                 raise profile_mismatch(doc.collection, doc.profile, rt.settings.embedding_profile)
-        chunks = [row for row in conn.execute(
-            select(c.id, c.document_id, c.generation, c.ordinal, c.page, c.text, c.sparse)
-            .where(c.document_id.in_(documents)).order_by(c.document_id, c.ordinal))
-            if row.generation == documents[row.document_id].generation]
+        chunks = [
+            row
+            for row in conn.execute(
+                select(c.id, c.document_id, c.generation, c.ordinal, c.page, c.text, c.sparse)
+                .where(c.document_id.in_(documents))
+                .order_by(c.document_id, c.ordinal)
+            )
+            if row.generation == documents[row.document_id].generation
+        ]
 
     live = [item for item in items if item.document_id in documents]
     names = {doc_id: collection_index_name(doc.collection, doc.profile) for doc_id, doc in documents.items()}
@@ -216,13 +278,21 @@ def embed_documents(rt: Runtime, items: Sequence[WorkItem]) -> None:
     points: dict[str, list[IndexPoint]] = {}  # per Qdrant collection: one upsert (one flush) for the batch
     for chunk, vector in zip(chunks, vectors):
         document = documents[chunk.document_id]
-        points.setdefault(names[chunk.document_id], []).append(IndexPoint(
-            id=str(chunk.id), dense=vector, sparse=SparseVector.from_dict(chunk.sparse),
-            payload={
-                "document_id": str(document.id), "external_id": document.external_id,
-                "generation": chunk.generation, "ordinal": chunk.ordinal, "page": chunk.page,
-                "metadata": storable_metadata(document.metadata or {}),
-            }))
+        points.setdefault(names[chunk.document_id], []).append(
+            IndexPoint(
+                id=str(chunk.id),
+                dense=vector,
+                sparse=SparseVector.from_dict(chunk.sparse),
+                payload={
+                    "document_id": str(document.id),
+                    "external_id": document.external_id,
+                    "generation": chunk.generation,
+                    "ordinal": chunk.ordinal,
+                    "page": chunk.page,
+                    "metadata": storable_metadata(document.metadata or {}),
+                },
+            )
+        )
     for name in set(names.values()):
         rt.index.ensure_collection(name, dim=rt.encoder.dim)
         if points.get(name):
@@ -263,34 +333,53 @@ def _publish(rt: Runtime, items: Sequence[WorkItem], names: dict[uuid.UUID, str]
     now = utcnow()
     with rt.engine.begin() as conn:
         # One statement for the batch; a generation deleted or replaced meanwhile matches no row.
-        published = set(conn.scalars(
-            update(_documents).where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in items]))
-            .values(status=DocumentStatus.indexed, stage=DocumentStage.done, error=None,
-                    indexed_generation=d.generation, indexed_title=d.title, indexed_metadata=d["metadata"],
-                    indexed_at=now, updated_at=now,
-                    embed_claim=None, embed_claimed_until=None,
-                    embedded_count=select(func.count()).where(c.document_id == d.id, c.generation == d.generation)
-                    .scalar_subquery())
-            .returning(d.id)))
+        published = set(
+            conn.scalars(
+                update(_documents)
+                .where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in items]))
+                .values(
+                    status=DocumentStatus.indexed,
+                    stage=DocumentStage.done,
+                    error=None,
+                    indexed_generation=d.generation,
+                    indexed_title=d.title,
+                    indexed_metadata=d["metadata"],
+                    indexed_at=now,
+                    updated_at=now,
+                    embed_claim=None,
+                    embed_claimed_until=None,
+                    embedded_count=select(func.count())
+                    .where(c.document_id == d.id, c.generation == d.generation)
+                    .scalar_subquery(),
+                )
+                .returning(d.id)
+            )
+        )
         # Points to delete, each (item, {"below_generation" | "generation": n} or {} for all). Only
         # what is certainly dead: another worker may be writing a newer generation meanwhile.
         stale: list[tuple[WorkItem, dict[str, int]]] = []
         for item in items:
             if item.document_id in published and item.generation > 1:  # only replacements and retries
-                conn.execute(delete(_chunks).where(c.document_id == item.document_id,  # have older rows and points
-                                                   c.generation < item.generation))
+                conn.execute(
+                    delete(_chunks).where(
+                        c.document_id == item.document_id,  # have older rows and points
+                        c.generation < item.generation,
+                    )
+                )
                 stale.append((item, {"below_generation": item.generation}))
         gone = [item for item in items if item.document_id not in published]
         if gone:
             # Deleted or replaced while we embedded: our points must not linger.
-            indexed = dict(conn.execute(select(d.id, d.indexed_generation)
-                                        .where(d.id.in_([i.document_id for i in gone]))).all())
+            indexed = dict(
+                conn.execute(select(d.id, d.indexed_generation).where(d.id.in_([i.document_id for i in gone]))).all()
+            )
             for item in gone:
                 if item.document_id not in indexed:  # deleted: whatever is left of it goes
                     stale.append((item, {}))
                 elif indexed[item.document_id] != item.generation:  # replaced (unless another worker published it)
-                    conn.execute(delete(_chunks).where(c.document_id == item.document_id,
-                                                       c.generation == item.generation))
+                    conn.execute(
+                        delete(_chunks).where(c.document_id == item.document_id, c.generation == item.generation)
+                    )
                     stale.append((item, {"generation": item.generation}))
     for item, which in stale:
         rt.index.delete_document(names[item.document_id], str(item.document_id), **which)
@@ -323,8 +412,9 @@ class EmbedBatch:
     more_waiting: bool  # the limits left claimable generations behind
 
 
-def embedding_batch(rt: Runtime, *, claim: str, lease_s: float,
-                    max_chunks: int = 2048, max_documents: int = 64) -> EmbedBatch:
+def embedding_batch(
+    rt: Runtime, *, claim: str, lease_s: float, max_chunks: int = 2048, max_documents: int = 64
+) -> EmbedBatch:
     """The oldest generations waiting for the embed stage, up to `max_chunks` chunks, claimed for `claim`.
 
     One embed task takes many documents so that small ones fill the GPU's batches as well as
@@ -336,13 +426,16 @@ def embedding_batch(rt: Runtime, *, claim: str, lease_s: float,
     """
     d = _documents.c
     now = utcnow()
-    claimable = (*_WAITING_FOR_EMBED,
-                 or_(d.embed_claim.is_(None), d.embed_claim == claim, d.embed_claimed_until < now))
+    claimable = (*_WAITING_FOR_EMBED, or_(d.embed_claim.is_(None), d.embed_claim == claim, d.embed_claimed_until < now))
     with rt.engine.begin() as conn:
         # FOR UPDATE SKIP LOCKED (PostgreSQL): rows another worker is claiming right now are not ours.
         rows = conn.execute(
-            select(d.id, d.generation, d.chunk_count).where(*claimable)
-            .order_by(d.updated_at).limit(max_documents + 1).with_for_update(skip_locked=True)).all()
+            select(d.id, d.generation, d.chunk_count)
+            .where(*claimable)
+            .order_by(d.updated_at)
+            .limit(max_documents + 1)
+            .with_for_update(skip_locked=True)
+        ).all()
         items: list[WorkItem] = []
         total = 0
         for doc_id, generation, chunk_count in rows[:max_documents]:
@@ -352,10 +445,13 @@ def embedding_batch(rt: Runtime, *, claim: str, lease_s: float,
             total += chunk_count
         if items:
             # updated_at stays: claiming is bookkeeping, and a retried task finds its batch first.
-            conn.execute(update(_documents)
-                         .where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in items]))
-                         .values(embed_claim=claim, embed_claimed_until=now + timedelta(seconds=lease_s),
-                                 updated_at=d.updated_at))
+            conn.execute(
+                update(_documents)
+                .where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in items]))
+                .values(
+                    embed_claim=claim, embed_claimed_until=now + timedelta(seconds=lease_s), updated_at=d.updated_at
+                )
+            )
     return EmbedBatch(items, more_waiting=len(rows) > len(items))
 
 
@@ -372,14 +468,24 @@ def mark_claim_failed(rt: Runtime, claim: str, reason: str) -> int:
         return conn.execute(
             update(_documents)
             .where(d.embed_claim == claim, *_WAITING_FOR_EMBED)
-            .values(status=DocumentStatus.failed, error=reason[:2000], stage=None, embed_claim=None,
-                    embed_claimed_until=None, updated_at=utcnow())).rowcount
+            .values(
+                status=DocumentStatus.failed,
+                error=reason[:2000],
+                stage=None,
+                embed_claim=None,
+                embed_claimed_until=None,
+                updated_at=utcnow(),
+            )
+        ).rowcount
 
 
 def pending_work(rt: Runtime) -> list[WorkItem]:
     """Generations that were queued or in progress when the process stopped (embedded recovery)."""
     d = _documents.c
     with rt.engine.connect() as conn:
-        rows = conn.execute(select(d.id, d.generation).where(
-            d.status.in_([DocumentStatus.queued, DocumentStatus.processing])).order_by(d.created_at))
+        rows = conn.execute(
+            select(d.id, d.generation)
+            .where(d.status.in_([DocumentStatus.queued, DocumentStatus.processing]))
+            .order_by(d.created_at)
+        )
         return [WorkItem(doc_id, gen) for doc_id, gen in rows]

@@ -1,4 +1,5 @@
 """Request and response bodies of the search API."""
+
 from __future__ import annotations
 
 import uuid
@@ -15,7 +16,8 @@ class SearchFilter(BaseModel):
     document_ids: list[uuid.UUID] | None = Field(None, max_length=1000)
     external_ids: list[str] | None = Field(None, max_length=1000)
     metadata: dict[str, MetadataValue | list[MetadataValue]] | None = Field(
-        None, description="key → value or list of accepted values; all keys must match.")
+        None, description="key → value or list of accepted values; all keys must match."
+    )
 
 
 class SearchRequest(BaseModel):
@@ -24,7 +26,8 @@ class SearchRequest(BaseModel):
     query: str = Field(..., min_length=1, max_length=4000)
     top_k: int = Field(10, ge=1, le=100)
     mode: Literal["dense", "sparse", "hybrid"] = Field(
-        "hybrid", description="dense: model only; sparse: Korean morpheme BM25; hybrid: both fused in one Qdrant query.")
+        "hybrid", description="dense: model only; sparse: Korean morpheme BM25; hybrid: both fused in one Qdrant query."
+    )
     fusion: Literal["rrf", "dbsf"] = Field("rrf", description="How hybrid combines the two legs.")
     prefetch: int = Field(100, ge=1, le=1000, description="Candidates each leg contributes to hybrid fusion.")
     explain: bool = Field(False, description="Add each hit's rank and score in each leg.")
@@ -57,7 +60,9 @@ class SearchHit(BaseModel):
     char_start: int
     char_end: int
     metadata: dict[str, Any]
-    highlights: list[tuple[int, int]] = Field(default_factory=list, description="[start, end) spans of query terms in `text`.")
+    highlights: list[tuple[int, int]] = Field(
+        default_factory=list, description="[start, end) spans of query terms in `text`."
+    )
     explain: dict[str, LegScore] | None = None
 
 
@@ -65,4 +70,6 @@ class SearchResponse(BaseModel):
     results: list[SearchHit]
     mode: Literal["dense", "sparse", "hybrid"]
     took_ms: float
-    note: str | None = Field(None, description="Set when the service changed the mode, e.g. a query with no searchable terms.")
+    note: str | None = Field(
+        None, description="Set when the service changed the mode, e.g. a query with no searchable terms."
+    )

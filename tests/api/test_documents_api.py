@@ -1,4 +1,5 @@
 """The documents and search API on SQLite and PostgreSQL, with real in-process ingestion."""
+
 from __future__ import annotations
 
 import io
@@ -20,7 +21,9 @@ def upload_text(client, collection, text, **fields):
 
 def test_upload_json_is_queued_then_indexed_and_searchable(app_client):
     col = unique_collection()
-    response = upload_text(app_client, col, SEOUL, external_id="seoul", title="서울", metadata={"lang": "ko", "year": 2024})
+    response = upload_text(
+        app_client, col, SEOUL, external_id="seoul", title="서울", metadata={"lang": "ko", "year": 2024}
+    )
     assert response.status_code == 202, response.text
     body = response.json()
     assert body["status"] in ("queued", "processing", "indexed")
@@ -38,16 +41,18 @@ def test_upload_json_is_queued_then_indexed_and_searchable(app_client):
     assert top["external_id"] == "seoul" and top["title"] == "서울"
     assert top["metadata"] == {"lang": "ko", "year": 2024}
     assert "지하철" in top["text"]
-    assert SEOUL[top["char_start"]:top["char_end"]] == top["text"]
+    assert SEOUL[top["char_start"] : top["char_end"]] == top["text"]
     assert top["rank"] == 1 and isinstance(top["score"], float) and hits["took_ms"] >= 0
 
 
 def test_multipart_upload_with_metadata_and_euc_kr_text(app_client):
     col = unique_collection()
     data = "한국어 문서는 예전에 EUC-KR로 저장되곤 했다. 이 파일은 완성형 인코딩으로 저장되었다.".encode("cp949")
-    response = app_client.post(f"/v1/collections/{col}/documents",
-                               files={"file": ("legacy.txt", io.BytesIO(data), "text/plain")},
-                               data={"external_id": "legacy", "metadata": json.dumps({"source": "test"})})
+    response = app_client.post(
+        f"/v1/collections/{col}/documents",
+        files={"file": ("legacy.txt", io.BytesIO(data), "text/plain")},
+        data={"external_id": "legacy", "metadata": json.dumps({"source": "test"})},
+    )
     assert response.status_code == 202, response.text
     doc = wait_for_status(app_client, col, response.json()["id"])
     assert doc["status"] == "indexed", doc
@@ -79,9 +84,14 @@ def test_same_content_with_a_new_title_or_metadata_is_a_new_version(app_client):
     doc = wait_for_status(app_client, col, first.json()["id"])
     assert doc["status"] == "indexed" and doc["indexed_generation"] == 2
     assert doc["title"] == "부산광역시" and doc["metadata"] == {"v": 2}
+
     # The index holds the new metadata too: filters find the document by it, not by the old one.
-    search = lambda v: app_client.post(f"/v1/collections/{col}/search", json={
-        "query": "해운대", "mode": "sparse", "filter": {"metadata": {"v": v}}}).json()["results"]
+    def search(v):
+        return app_client.post(
+            f"/v1/collections/{col}/search",
+            json={"query": "해운대", "mode": "sparse", "filter": {"metadata": {"v": v}}},
+        ).json()["results"]
+
     assert [h["title"] for h in search(2)] == ["부산광역시"] and search(1) == []
 
 
@@ -97,8 +107,9 @@ def test_concurrent_uploads_of_one_document_get_distinct_versions(app_client):
     def replace(i: int) -> int:
         with session_scope(rt.session_factory) as session:
             upload = service.Upload(data=f"{i}번째 판의 내용이다.".encode(), media_type="text/plain", external_id="x")
-            return service.submit_document(session, collection_name=col, profile=rt.settings.embedding_profile,
-                                           upload=upload).generation
+            return service.submit_document(
+                session, collection_name=col, profile=rt.settings.embedding_profile, upload=upload
+            ).generation
 
     replace(0)
     with ThreadPoolExecutor(8) as pool:
@@ -129,7 +140,9 @@ def test_known_external_id_with_new_content_replaces_the_document(app_client):
     doc = wait_for_status(app_client, col, first.json()["id"])
     assert doc["status"] == "indexed" and doc["generation"] == 2 and doc["indexed_generation"] == 2
 
-    sparse = lambda q: app_client.post(f"/v1/collections/{col}/search", json={"query": q, "mode": "sparse"}).json()["results"]
+    def sparse(q):
+        return app_client.post(f"/v1/collections/{col}/search", json={"query": q, "mode": "sparse"}).json()["results"]
+
     assert [h["external_id"] for h in sparse("해운대 해수욕장")] == ["city"]
     assert sparse("한강 한양") == []  # the old generation's chunks are gone
     name = f"saekin_{col.replace('-', '_')}_bge_m3_ko"
@@ -144,7 +157,9 @@ def test_delete_removes_document_rows_and_points(app_client):
     wait_for_status(app_client, col, gone["id"])
     assert app_client.delete(f"/v1/collections/{col}/documents/{gone['id']}").status_code == 204
     assert app_client.get(f"/v1/collections/{col}/documents/{gone['id']}").status_code == 404
-    results = app_client.post(f"/v1/collections/{col}/search", json={"query": "서울 지하철 부산", "top_k": 10}).json()["results"]
+    results = app_client.post(f"/v1/collections/{col}/search", json={"query": "서울 지하철 부산", "top_k": 10}).json()[
+        "results"
+    ]
     assert {h["external_id"] for h in results} == {"keep"}
     name = f"saekin_{col.replace('-', '_')}_bge_m3_ko"
     keep_doc = app_client.get(f"/v1/collections/{col}/documents/{keep['id']}").json()
@@ -157,8 +172,12 @@ def test_search_filters_by_metadata_and_external_id(app_client):
     b = upload_text(app_client, col, BUSAN, external_id="b", metadata={"region": "south"}).json()
     wait_for_status(app_client, col, a["id"])
     wait_for_status(app_client, col, b["id"])
-    search = lambda flt: app_client.post(f"/v1/collections/{col}/search",
-                                         json={"query": "대한민국 도시", "filter": flt}).json()["results"]
+
+    def search(flt):
+        return app_client.post(f"/v1/collections/{col}/search", json={"query": "대한민국 도시", "filter": flt}).json()[
+            "results"
+        ]
+
     assert {h["external_id"] for h in search({"metadata": {"region": "south"}})} == {"b"}
     assert {h["external_id"] for h in search({"metadata": {"region": ["south", "capital"]}})} == {"a", "b"}
     assert {h["external_id"] for h in search({"external_ids": ["a"]})} == {"a"}
@@ -167,12 +186,16 @@ def test_search_filters_by_metadata_and_external_id(app_client):
 
 def test_listing_pages_with_a_cursor_and_filters_by_status(app_client):
     col = unique_collection()
-    ids = [upload_text(app_client, col, f"{i}번째 문서입니다. 내용이 조금씩 다릅니다 {i}.").json()["id"] for i in range(5)]
+    ids = [
+        upload_text(app_client, col, f"{i}번째 문서입니다. 내용이 조금씩 다릅니다 {i}.").json()["id"] for i in range(5)
+    ]
     for doc_id in ids:
         wait_for_status(app_client, col, doc_id)
     seen, cursor = [], None
     while True:
-        page = app_client.get(f"/v1/collections/{col}/documents", params={"limit": 2, **({"cursor": cursor} if cursor else {})}).json()
+        page = app_client.get(
+            f"/v1/collections/{col}/documents", params={"limit": 2, **({"cursor": cursor} if cursor else {})}
+        ).json()
         seen += [d["id"] for d in page["items"]]
         cursor = page["next_cursor"]
         if not cursor:
@@ -194,14 +217,21 @@ def test_decomposed_hangul_names_are_the_same_document(app_client):
     import unicodedata
 
     col = unique_collection()
-    nfd = lambda s: unicodedata.normalize("NFD", s)
+
+    def nfd(s):
+        return unicodedata.normalize("NFD", s)
+
     first = upload_text(app_client, col, BUSAN, external_id=nfd("부산-소개"), title=nfd("부산 소개"))
-    assert first.status_code == 202 and first.json()["external_id"] == "부산-소개" and first.json()["title"] == "부산 소개"
+    assert (
+        first.status_code == 202 and first.json()["external_id"] == "부산-소개" and first.json()["title"] == "부산 소개"
+    )
     wait_for_status(app_client, col, first.json()["id"])
     again = upload_text(app_client, col, BUSAN, external_id="부산-소개", title="부산 소개")
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
-    hits = app_client.post(f"/v1/collections/{col}/search", json={
-        "query": "해운대", "mode": "sparse", "filter": {"external_ids": [nfd("부산-소개")]}}).json()["results"]
+    hits = app_client.post(
+        f"/v1/collections/{col}/search",
+        json={"query": "해운대", "mode": "sparse", "filter": {"external_ids": [nfd("부산-소개")]}},
+    ).json()["results"]
     assert [h["document_id"] for h in hits] == [first.json()["id"]]
 
 
@@ -210,15 +240,20 @@ def test_search_shows_the_searchable_versions_title_and_metadata(app_client):
     first = upload_text(app_client, col, SEOUL, external_id="law", title="서울 소개", metadata={"kind": "law"})
     wait_for_status(app_client, col, first.json()["id"])
     # A replacement that fails: the first version stays searchable, as it was labelled.
-    broken = app_client.post(f"/v1/collections/{col}/documents", files={"file": ("new.pdf", b"%PDF-1.7 broken", "application/pdf")},
-                             data={"external_id": "law", "title": "깨진 판", "metadata": '{"kind": "broken"}'})
+    broken = app_client.post(
+        f"/v1/collections/{col}/documents",
+        files={"file": ("new.pdf", b"%PDF-1.7 broken", "application/pdf")},
+        data={"external_id": "law", "title": "깨진 판", "metadata": '{"kind": "broken"}'},
+    )
     assert broken.status_code == 202, broken.text
     doc = wait_for_status(app_client, col, first.json()["id"])
     assert doc["status"] == "failed" and doc["indexed_generation"] == 1 and doc["title"] == "깨진 판"
 
     def search(kind):
-        return app_client.post(f"/v1/collections/{col}/search", json={
-            "query": "서울 지하철", "mode": "sparse", "filter": {"metadata": {"kind": kind}}}).json()["results"]
+        return app_client.post(
+            f"/v1/collections/{col}/search",
+            json={"query": "서울 지하철", "mode": "sparse", "filter": {"metadata": {"kind": kind}}},
+        ).json()["results"]
 
     hits = search("law")
     assert hits and {(h["title"], h["metadata"]["kind"]) for h in hits} == {("서울 소개", "law")}

@@ -1,5 +1,6 @@
 """Every supported format uploads through the API, reaches `indexed`, and comes back from search
 with its page or section; hostile files fail with a clear reason while the service keeps serving."""
+
 from __future__ import annotations
 
 import io
@@ -29,8 +30,11 @@ def fixture_bytes(name: str) -> bytes:
 
 
 def upload(client, col, filename, data, **form):
-    r = client.post(f"/v1/collections/{col}/documents", files={"file": (filename, io.BytesIO(data), "application/octet-stream")},
-                    data=form)
+    r = client.post(
+        f"/v1/collections/{col}/documents",
+        files={"file": (filename, io.BytesIO(data), "application/octet-stream")},
+        data=form,
+    )
     assert r.status_code == 202, r.text
     return wait_for_status(client, col, r.json()["id"])
 
@@ -53,11 +57,14 @@ def test_real_pdf_search_returns_the_right_pages(app_client):
     assert all(h["page"] in range(1, 11) for h in sparse(app_client, col, "탄소중립 위원회", top_k=50))
 
 
-@pytest.mark.parametrize("name,query,phrase", [
-    ("gangnam_notice_2023-745.hwpx", "공무직 관리 규정 채용 절차", "서류전형"),
-    ("pyhwp_sample-5017.hwp", "예제 파일", "예제 파일입니다"),
-    ("chardet_euc-kr_ude_euc2.txt", "북조선 사람들 공화국", "북조선"),
-])
+@pytest.mark.parametrize(
+    "name,query,phrase",
+    [
+        ("gangnam_notice_2023-745.hwpx", "공무직 관리 규정 채용 절차", "서류전형"),
+        ("pyhwp_sample-5017.hwp", "예제 파일", "예제 파일입니다"),
+        ("chardet_euc-kr_ude_euc2.txt", "북조선 사람들 공화국", "북조선"),
+    ],
+)
 def test_real_korean_documents_are_indexed_and_found(app_client, name, query, phrase):
     col = unique_collection()
     doc = upload(app_client, col, name, fixture_bytes(name))
@@ -74,10 +81,14 @@ def test_misleading_extension_is_read_by_content(app_client):
 
 def test_built_docx_hwpx_hwp_html_markdown(app_client):
     col = unique_collection()
-    docx = samples.build_docx(samples.docx_paragraph("제1장 총칙", style="1")
-                              + samples.docx_paragraph("이 규정은 도서관 이용 시간을 정한다.")
-                              + samples.docx_table([["요일", "시간"], ["토요일", "10시부터 17시"]]))
-    hwpx = samples.build_hwpx([samples.hwpx_section_xml(samples.hwpx_paragraph("주민센터는 평일 오전 9시에 문을 연다."))])
+    docx = samples.build_docx(
+        samples.docx_paragraph("제1장 총칙", style="1")
+        + samples.docx_paragraph("이 규정은 도서관 이용 시간을 정한다.")
+        + samples.docx_table([["요일", "시간"], ["토요일", "10시부터 17시"]])
+    )
+    hwpx = samples.build_hwpx(
+        [samples.hwpx_section_xml(samples.hwpx_paragraph("주민센터는 평일 오전 9시에 문을 연다."))]
+    )
     hwp = samples.build_hwp([samples.para_records("한글 문서의 본문에는 철도 요금 안내가 있다.")])
     html = "<html><head><title>공지</title><script>var x='스크립트';</script></head><body><nav>메뉴</nav><h1>안내</h1><p>수영장은 월요일에 쉰다.</p></body></html>"
     markdown = "# 소개\n\n박물관 관람료는 무료이다.\n\n## 위치\n\n박물관은 광화문 근처에 있다.\n"
@@ -107,12 +118,15 @@ def _zip_bomb() -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("filename,make,reason", [
-    ("scan.pdf", lambda: samples.build_pdf([None, None]), "no text layer"),
-    ("locked.pdf", lambda: samples.build_pdf(["secret"], encrypt_user_password="pw"), "encrypted"),
-    ("cut.pdf", lambda: fixture_bytes("assembly_bill_2125318_hancompdf.pdf")[:5000], "pdf"),
-    ("bomb.hwpx", _zip_bomb, ""),
-])
+@pytest.mark.parametrize(
+    "filename,make,reason",
+    [
+        ("scan.pdf", lambda: samples.build_pdf([None, None]), "no text layer"),
+        ("locked.pdf", lambda: samples.build_pdf(["secret"], encrypt_user_password="pw"), "encrypted"),
+        ("cut.pdf", lambda: fixture_bytes("assembly_bill_2125318_hancompdf.pdf")[:5000], "pdf"),
+        ("bomb.hwpx", _zip_bomb, ""),
+    ],
+)
 def test_hostile_files_fail_with_a_reason_and_the_service_keeps_serving(app_client, filename, make, reason):
     col = unique_collection()
     good = upload(app_client, col, "good.txt", "정상 문서는 계속 검색되어야 한다.".encode(), external_id="good")

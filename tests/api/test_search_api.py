@@ -1,8 +1,9 @@
 """Korean hybrid search through the API: morpheme matching, modes, explain, highlights."""
+
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -109,7 +110,10 @@ def test_search_shows_only_its_own_collections_passages(app_client, corpus):
 
     twin = corpus.replace("-", "_")
     with app_client.runtime.engine.begin() as conn:
-        conn.execute(insert(Collection.__table__).values(id=uuid.uuid4(), name=twin, profile="bge-m3-ko",
-                                                         created_at=datetime.now(timezone.utc)))
+        conn.execute(
+            insert(Collection.__table__).values(
+                id=uuid.uuid4(), name=twin, profile="bge-m3-ko", created_at=datetime.now(UTC)
+            )
+        )
     assert search(app_client, corpus, query="감귤", mode="sparse")["results"]
     assert search(app_client, twin, query="감귤", mode="sparse")["results"] == []

@@ -1,4 +1,5 @@
 """`saekin ingest` and `saekin search` in embedded mode, as a user runs them."""
+
 from __future__ import annotations
 
 import json
@@ -10,14 +11,17 @@ from tests.conftest import REPO
 
 
 def run(env, *args):
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_ingest_a_folder_then_search(tmp_path, small_twin):
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)
-    (docs / "a.txt").write_text("우리 회사의 연차 휴가는 매년 15일이다. 입사 첫해에는 월 1일씩 생긴다.", encoding="utf-8")
+    (docs / "a.txt").write_text(
+        "우리 회사의 연차 휴가는 매년 15일이다. 입사 첫해에는 월 1일씩 생긴다.", encoding="utf-8"
+    )
     (docs / "sub" / "b.md").write_text("# 출장비\n\n국내 출장 숙박비는 하루 10만 원까지 지급한다.", encoding="utf-8")
     (docs / "sub" / "c.bin").write_bytes(bytes(range(256)) * 4)
     (docs / ".git").mkdir()
@@ -37,7 +41,9 @@ def test_ingest_a_folder_then_search(tmp_path, small_twin):
     bad_name = run(env, "ingest", str(docs), "--collection", "bad name!")
     assert bad_name.returncode == 1 and bad_name.stderr.count("invalid collection name") == 1
     bad_mode = run(env, "search", "휴가", "--collection", "hr", "--mode", "fuzzy")
-    assert bad_mode.returncode == 1 and bad_mode.stderr.startswith("error: mode:") and "Traceback" not in bad_mode.stderr
+    assert (
+        bad_mode.returncode == 1 and bad_mode.stderr.startswith("error: mode:") and "Traceback" not in bad_mode.stderr
+    )
 
     found = run(env, "search", "출장 숙박비", "--collection", "hr", "--mode", "sparse", "--json")
     assert found.returncode == 0, found.stderr
@@ -57,8 +63,12 @@ def test_ingest_a_folder_then_search(tmp_path, small_twin):
 
 def test_optimize_refuses_production_mode(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAEKIN_")}
-    env.update(SAEKIN_DATA_DIR=str(tmp_path / "data"), SAEKIN_DATABASE_URL="postgresql+psycopg://x@127.0.0.1:1/x",
-               SAEKIN_BROKER_URL="redis://127.0.0.1:1/0", SAEKIN_QDRANT_URL="http://127.0.0.1:1")
+    env.update(
+        SAEKIN_DATA_DIR=str(tmp_path / "data"),
+        SAEKIN_DATABASE_URL="postgresql+psycopg://x@127.0.0.1:1/x",
+        SAEKIN_BROKER_URL="redis://127.0.0.1:1/0",
+        SAEKIN_QDRANT_URL="http://127.0.0.1:1",
+    )
     refused = run(env, "optimize")
     assert refused.returncode == 1 and "embedded mode" in refused.stderr
 

@@ -1,4 +1,5 @@
 """`saekin serve` as a user runs it: one process, SQLite + Qdrant Edge + in-process ingestion."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,10 @@ import pytest
 
 from tests.conftest import REPO
 
-TEXT = ("탄소중립 기본법은 기후위기에 대응하기 위한 법률이다. 정부는 2050년까지 온실가스 순배출량을 영으로 줄이는 "
-        "목표를 세웠다.\n\n지방자치단체는 지역 실정에 맞는 탄소중립 이행계획을 5년마다 수립해야 한다.")
+TEXT = (
+    "탄소중립 기본법은 기후위기에 대응하기 위한 법률이다. 정부는 2050년까지 온실가스 순배출량을 영으로 줄이는 "
+    "목표를 세웠다.\n\n지방자치단체는 지역 실정에 맞는 탄소중립 이행계획을 5년마다 수립해야 한다."
+)
 
 
 def _free_port() -> int:
@@ -24,8 +27,15 @@ def _free_port() -> int:
 
 
 def _saekin(env: dict, *args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "services.cli", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
 
 
 @pytest.fixture
@@ -55,12 +65,17 @@ def served(tmp_path: Path, small_twin: Path):
 
 def test_upload_index_and_search_over_http(served):
     base, _ = served
-    r = httpx.post(f"{base}/v1/collections/laws/documents",
-                   json={"text": TEXT, "external_id": "carbon-act", "title": "탄소중립 기본법", "metadata": {"kind": "law"}})
+    r = httpx.post(
+        f"{base}/v1/collections/laws/documents",
+        json={"text": TEXT, "external_id": "carbon-act", "title": "탄소중립 기본법", "metadata": {"kind": "law"}},
+    )
     assert r.status_code == 202, r.text
     doc_id = r.json()["id"]
     deadline = time.monotonic() + 60
-    while (doc := httpx.get(f"{base}/v1/collections/laws/documents/{doc_id}").json())["status"] not in ("indexed", "failed"):
+    while (doc := httpx.get(f"{base}/v1/collections/laws/documents/{doc_id}").json())["status"] not in (
+        "indexed",
+        "failed",
+    ):
         assert time.monotonic() < deadline, doc
         time.sleep(0.1)
     assert doc["status"] == "indexed", doc

@@ -1,10 +1,8 @@
 """Production mode: the API only enqueues; a real Celery worker on the real Redis broker and
 PostgreSQL does the work. Qdrant runs in qdrant-client local mode shared by the worker thread
 (no Qdrant server binary exists here; local mode serves one process)."""
-from __future__ import annotations
 
-import time
-import uuid
+from __future__ import annotations
 
 import pytest
 import redis
@@ -31,11 +29,20 @@ def production(make_settings, own_postgres_url, redis_url, tmp_path):
     celery = create_celery(settings)
     celery.conf.task_default_queue = INGEST_QUEUE
     app = create_app(settings, runtime=rt, warm_up=False)
-    with start_worker(celery, pool="solo", concurrency=1, perform_ping_check=False, loglevel="WARNING",
-                      queues=[INGEST_QUEUE, EMBED_QUEUE], shutdown_timeout=30):
-        with TestClient(app) as client:
-            client.runtime = rt
-            yield client, celery
+    with (
+        start_worker(
+            celery,
+            pool="solo",
+            concurrency=1,
+            perform_ping_check=False,
+            loglevel="WARNING",
+            queues=[INGEST_QUEUE, EMBED_QUEUE],
+            shutdown_timeout=30,
+        ),
+        TestClient(app) as client,
+    ):
+        client.runtime = rt
+        yield client, celery
     tasks.use_runtime(None)
     rt.close()
 
@@ -43,9 +50,14 @@ def production(make_settings, own_postgres_url, redis_url, tmp_path):
 def test_upload_goes_through_celery_and_is_searchable(production):
     client, _ = production
     col = unique_collection("prod")
-    r = client.post(f"/v1/collections/{col}/documents",
-                    json={"text": "제주도는 화산섬이다. 한라산은 제주도의 중앙에 있으며 높이는 1,947미터이다.",
-                          "external_id": "jeju", "metadata": {"island": True}})
+    r = client.post(
+        f"/v1/collections/{col}/documents",
+        json={
+            "text": "제주도는 화산섬이다. 한라산은 제주도의 중앙에 있으며 높이는 1,947미터이다.",
+            "external_id": "jeju",
+            "metadata": {"island": True},
+        },
+    )
     assert r.status_code == 202
     doc = wait_for_status(client, col, r.json()["id"], timeout=120)
     assert doc["status"] == "indexed", doc
@@ -57,23 +69,27 @@ def test_upload_goes_through_celery_and_is_searchable(production):
 def test_a_redelivered_task_after_a_crash_leaves_no_duplicates(production):
     """A worker killed in the middle of embedding: some points written, the document not published.
     With acks_late the broker redelivers the task; the rerun overwrites the same deterministic ids."""
-    from services.documents.models import index_name, Collection
-    from services.ingest.pipeline import WorkItem, embed_documents, prepare_document
-    from services.db import session_scope
-    from services.dispatch import EMBED_TASK, EMBED_QUEUE
-    from services.documents import service
-    from services.index.base import IndexPoint
-    from services.vectors import SparseVector
-    from services.documents.models import Chunk
     from sqlalchemy import select
+
+    from services.db import session_scope
+    from services.dispatch import EMBED_QUEUE, EMBED_TASK
+    from services.documents import service
+    from services.documents.models import Chunk, Collection, index_name
+    from services.index.base import IndexPoint
+    from services.ingest.pipeline import WorkItem, embed_documents, prepare_document
+    from services.vectors import SparseVector
 
     client, celery = production
     rt = client.runtime
     col = unique_collection("crash")
     text = " ".join(f"{i}번 조항은 시행령의 세부 내용을 정한다." for i in range(200))
     with session_scope(rt.session_factory) as session:
-        result = service.submit_document(session, collection_name=col, profile=rt.settings.embedding_profile,
-                                         upload=service.Upload(data=text.encode(), media_type="text/plain"))
+        result = service.submit_document(
+            session,
+            collection_name=col,
+            profile=rt.settings.embedding_profile,
+            upload=service.Upload(data=text.encode(), media_type="text/plain"),
+        )
         item = WorkItem(result.document.id, result.generation)
         collection = session.scalar(select(Collection).where(Collection.name == col))
         name = index_name(collection)
@@ -81,13 +97,24 @@ def test_a_redelivered_task_after_a_crash_leaves_no_duplicates(production):
 
     # The crashed worker got half the points into Qdrant before it died.
     with session_scope(rt.session_factory) as session:
-        chunks = list(session.scalars(select(Chunk).where(Chunk.document_id == item.document_id).order_by(Chunk.ordinal)))
+        chunks = list(
+            session.scalars(select(Chunk).where(Chunk.document_id == item.document_id).order_by(Chunk.ordinal))
+        )
     half = chunks[: len(chunks) // 2]
     vectors = rt.encoder.encode_documents([c.text for c in half])
     rt.index.ensure_collection(name, dim=rt.encoder.dim)
-    rt.index.upsert(name, [IndexPoint(id=str(c.id), dense=v, sparse=SparseVector.from_dict(c.sparse),
-                                      payload={"document_id": str(item.document_id), "generation": item.generation})
-                           for c, v in zip(half, vectors)])
+    rt.index.upsert(
+        name,
+        [
+            IndexPoint(
+                id=str(c.id),
+                dense=v,
+                sparse=SparseVector.from_dict(c.sparse),
+                payload={"document_id": str(item.document_id), "generation": item.generation},
+            )
+            for c, v in zip(half, vectors)
+        ],
+    )
     assert rt.index.count(name) == len(half)
 
     # Redelivery: the real worker runs the embed task again.
@@ -103,8 +130,12 @@ def test_a_redelivered_task_after_a_crash_leaves_no_duplicates(production):
 def test_celery_is_configured_for_long_gpu_tasks(make_settings, redis_url):
     from workers.celery_app import create_celery
 
-    settings = make_settings(database_url="postgresql+psycopg://x@127.0.0.1/x", broker_url=redis_url,
-                             qdrant_url="http://127.0.0.1:6333", task_time_limit_s=1800)
+    settings = make_settings(
+        database_url="postgresql+psycopg://x@127.0.0.1/x",
+        broker_url=redis_url,
+        qdrant_url="http://127.0.0.1:6333",
+        task_time_limit_s=1800,
+    )
     conf = create_celery(settings).conf
     assert conf.task_acks_late and conf.worker_prefetch_multiplier == 1
     assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit

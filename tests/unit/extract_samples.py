@@ -1,10 +1,12 @@
 """Builders of small sample documents for the extractor tests (DOCX, HWPX, HWP 5, PDF), written by hand
 from the public format specifications so the tests need no office software and no third-party files.
 """
+
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import struct
 import zipfile
 import zlib
@@ -51,19 +53,29 @@ def docx_table(rows: list[list[str]]) -> str:
 
 
 def docx_document_xml(body: str) -> str:
-    return (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-            f'<w:document xmlns:w="{W_NS}" '
-            f'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006">'
-            f"<w:body>{body}<w:sectPr/></w:body></w:document>")
+    return (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        f'<w:document xmlns:w="{W_NS}" '
+        f'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006">'
+        f"<w:body>{body}<w:sectPr/></w:body></w:document>"
+    )
 
 
-def build_docx(body: str, *, title: str | None = "시험 문서", document_xml: bytes | None = None,
-               extra: dict[str, bytes] | None = None) -> bytes:
+def build_docx(
+    body: str,
+    *,
+    title: str | None = "시험 문서",
+    document_xml: bytes | None = None,
+    extra: dict[str, bytes] | None = None,
+) -> bytes:
     """A minimal DOCX package whose word/document.xml body is `body` (raw WordprocessingML)."""
-    core = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-            '<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/core-properties"'
-            ' xmlns:dc="http://purl.org/dc/elements/1.1/">'
-            + (f"<dc:title>{escape(title)}</dc:title>" if title else "") + "</cp:coreProperties>")
+    core = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/core-properties"'
+        ' xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        + (f"<dc:title>{escape(title)}</dc:title>" if title else "")
+        + "</cp:coreProperties>"
+    )
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("[Content_Types].xml", _CONTENT_TYPES)
@@ -100,37 +112,54 @@ def hwpx_table(rows: list[list[str]]) -> str:
 
 
 def hwpx_section_xml(body: str) -> str:
-    return (f'<?xml version="1.0" encoding="UTF-8" standalone="yes" ?>'
-            f'<hs:sec xmlns:hs="{HS_NS}" xmlns:hp="{HP_NS}">{body}</hs:sec>')
+    return (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes" ?>'
+        f'<hs:sec xmlns:hs="{HS_NS}" xmlns:hp="{HP_NS}">{body}</hs:sec>'
+    )
 
 
-def build_hwpx(sections: list[str | bytes], *, title: str = "시험", spine_order: list[int] | None = None,
-               section_names: list[str] | None = None, extra: dict[str, bytes] | None = None,
-               with_hpf: bool = True) -> bytes:
+def build_hwpx(
+    sections: list[str | bytes],
+    *,
+    title: str = "시험",
+    spine_order: list[int] | None = None,
+    section_names: list[str] | None = None,
+    extra: dict[str, bytes] | None = None,
+    with_hpf: bool = True,
+) -> bytes:
     """An HWPX package: mimetype first (stored), container.xml, content.hpf with a spine, section XML."""
     names = section_names or [f"Contents/section{i}.xml" for i in range(len(sections))]
     order = spine_order if spine_order is not None else list(range(len(sections)))
     items = "".join(f'<opf:item id="s{i}" href="{n}" media-type="application/xml"/>' for i, n in enumerate(names))
     spine = "".join(f'<opf:itemref idref="s{i}"/>' for i in order)
-    hpf = ('<?xml version="1.0" encoding="UTF-8" standalone="yes" ?>'
-           '<opf:package xmlns:opf="http://www.idpf.org/2007/opf/"><opf:metadata>'
-           f"<opf:title>{escape(title)}</opf:title></opf:metadata>"
-           f'<opf:manifest><opf:item id="header" href="Contents/header.xml" media-type="application/xml"/>{items}'
-           f'</opf:manifest><opf:spine><opf:itemref idref="header"/>{spine}</opf:spine></opf:package>')
-    container = ('<?xml version="1.0" encoding="UTF-8" standalone="yes" ?>'
-                 '<ocf:container xmlns:ocf="urn:oasis:names:tc:opendocument:xmlns:container"><ocf:rootfiles>'
-                 '<ocf:rootfile full-path="Contents/content.hpf" media-type="application/hwpml-package+xml"/>'
-                 "</ocf:rootfiles></ocf:container>")
+    hpf = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes" ?>'
+        '<opf:package xmlns:opf="http://www.idpf.org/2007/opf/"><opf:metadata>'
+        f"<opf:title>{escape(title)}</opf:title></opf:metadata>"
+        f'<opf:manifest><opf:item id="header" href="Contents/header.xml" media-type="application/xml"/>{items}'
+        f'</opf:manifest><opf:spine><opf:itemref idref="header"/>{spine}</opf:spine></opf:package>'
+    )
+    container = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes" ?>'
+        '<ocf:container xmlns:ocf="urn:oasis:names:tc:opendocument:xmlns:container"><ocf:rootfiles>'
+        '<ocf:rootfile full-path="Contents/content.hpf" media-type="application/hwpml-package+xml"/>'
+        "</ocf:rootfiles></ocf:container>"
+    )
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(zipfile.ZipInfo("mimetype"), "application/hwp+zip", compress_type=zipfile.ZIP_STORED)
-        zf.writestr("version.xml", '<?xml version="1.0" encoding="UTF-8"?><hv:HCFVersion '
-                    'xmlns:hv="http://www.hancom.co.kr/hwpml/2011/version" major="5"/>')
+        zf.writestr(
+            "version.xml",
+            '<?xml version="1.0" encoding="UTF-8"?><hv:HCFVersion '
+            'xmlns:hv="http://www.hancom.co.kr/hwpml/2011/version" major="5"/>',
+        )
         zf.writestr("META-INF/container.xml", container)
         if with_hpf:
             zf.writestr("Contents/content.hpf", hpf)
-        zf.writestr("Contents/header.xml", '<?xml version="1.0" encoding="UTF-8"?><hh:head '
-                    'xmlns:hh="http://www.hancom.co.kr/hwpml/2011/head"/>')
+        zf.writestr(
+            "Contents/header.xml",
+            '<?xml version="1.0" encoding="UTF-8"?><hh:head xmlns:hh="http://www.hancom.co.kr/hwpml/2011/head"/>',
+        )
         for name, sec in zip(names, sections, strict=True):
             zf.writestr(name, sec)
         zf.writestr("Scripts/sourceScripts.js", "throw new Error('never run');")
@@ -236,7 +265,7 @@ def build_cfb(streams: dict[str, bytes]) -> bytes:
         if not children:
             return
         entries[parent]["child"] = children[0]
-        for a, b in zip(children, children[1:], strict=False):
+        for a, b in itertools.pairwise(children):
             entries[a]["right"] = b
 
     root_children = []
@@ -266,13 +295,25 @@ def build_cfb(streams: dict[str, bytes]) -> bytes:
     for e in entries:
         name = e["name"].encode("utf-16-le") + b"\x00\x00"
         dir_bytes += struct.pack(
-            "<64sHBBIII16sIQQIQ", name, len(name), e["type"], 1, e.get("left", _NOSTREAM),
-            e.get("right", _NOSTREAM), e.get("child", _NOSTREAM), b"\x00" * 16, 0, 0, 0,
-            e.get("start", _END if e["type"] != 1 else 0), e.get("size", 0),
+            "<64sHBBIII16sIQQIQ",
+            name,
+            len(name),
+            e["type"],
+            1,
+            e.get("left", _NOSTREAM),
+            e.get("right", _NOSTREAM),
+            e.get("child", _NOSTREAM),
+            b"\x00" * 16,
+            0,
+            0,
+            0,
+            e.get("start", _END if e["type"] != 1 else 0),
+            e.get("size", 0),
         )
     while len(dir_bytes) % sector:
-        dir_bytes += struct.pack("<64sHBBIII16sIQQIQ", b"", 0, 0, 0, _NOSTREAM, _NOSTREAM, _NOSTREAM,
-                                 b"\x00" * 16, 0, 0, 0, 0, 0)
+        dir_bytes += struct.pack(
+            "<64sHBBIII16sIQQIQ", b"", 0, 0, 0, _NOSTREAM, _NOSTREAM, _NOSTREAM, b"\x00" * 16, 0, 0, 0, 0, 0
+        )
     first_dir = alloc(bytes(dir_bytes))
 
     n_fat = 1
@@ -289,8 +330,24 @@ def build_cfb(streams: dict[str, bytes]) -> bytes:
 
     difat = fat_ids + [_FREE] * (109 - n_fat)
     header = struct.pack(
-        "<8s16sHHHHH6sIIIIIIIII109I", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", b"\x00" * 16, 0x3E, 3, 0xFFFE, 9, 6,
-        b"\x00" * 6, 0, n_fat, first_dir, 0, 4096, first_minifat if n_minifat else _END, n_minifat, _END, 0,
+        "<8s16sHHHHH6sIIIIIIIII109I",
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+        b"\x00" * 16,
+        0x3E,
+        3,
+        0xFFFE,
+        9,
+        6,
+        b"\x00" * 6,
+        0,
+        n_fat,
+        first_dir,
+        0,
+        4096,
+        first_minifat if n_minifat else _END,
+        n_minifat,
+        _END,
+        0,
         *difat,
     )
     return header + b"".join(sectors)
@@ -301,17 +358,21 @@ def deflate_raw(data: bytes) -> bytes:
     return c.compress(data) + c.flush()
 
 
-def build_hwp(section_streams: list[bytes], *, flags: int = 1, version: int = 0x05000300,
-              title: str | None = None, raw_sections: list[bytes] | None = None,
-              body_storage: str = "BodyText") -> bytes:
+def build_hwp(
+    section_streams: list[bytes],
+    *,
+    flags: int = 1,
+    version: int = 0x05000300,
+    title: str | None = None,
+    raw_sections: list[bytes] | None = None,
+    body_storage: str = "BodyText",
+) -> bytes:
     """An HWP 5 file: FileHeader, DocInfo, BodyText/SectionN (deflated when flags bit 0 is set)."""
     header = b"HWP Document File".ljust(32, b"\x00") + struct.pack("<II", version, flags)
     header = header.ljust(256, b"\x00")
     compress = bool(flags & 1)
     streams = {"FileHeader": header, "DocInfo": deflate_raw(b"") if compress else b""}
-    bodies = raw_sections if raw_sections is not None else [
-        deflate_raw(s) if compress else s for s in section_streams
-    ]
+    bodies = raw_sections if raw_sections is not None else [deflate_raw(s) if compress else s for s in section_streams]
     for i, body in enumerate(bodies):
         streams[f"{body_storage}/Section{i}"] = body
     if title is not None:
@@ -331,8 +392,14 @@ def _summary_info(title: str) -> bytes:
 # --------------------------------------------------------------------------- PDF
 
 
-def build_pdf(pages: list[str | None], *, korean: bool = False, encrypt_user_password: str | None = None,
-              encrypt_owner_password: str | None = None, title: str | None = None) -> bytes:
+def build_pdf(
+    pages: list[str | None],
+    *,
+    korean: bool = False,
+    encrypt_user_password: str | None = None,
+    encrypt_owner_password: str | None = None,
+    title: str | None = None,
+) -> bytes:
     """A PDF with one text line per page (None: a page with only a drawn rectangle, no text).
 
     korean=True writes the text with a Type0 CID font (Adobe-Korea1, UniKS-UCS2-H, not embedded) and a
@@ -355,13 +422,19 @@ def build_pdf(pages: list[str | None], *, korean: bool = False, encrypt_user_pas
 1 beginbfrange <0000> <FFFF> <0000> endbfrange
 endcmap CMapName currentdict /CMap defineresource pop end end"""
         tu = add(b"<< /Length %d >>\nstream\n" % len(tounicode) + tounicode + b"\nendstream")
-        desc = add(b"<< /Type /FontDescriptor /FontName /HYSMyeongJo-Medium /Flags 6 /FontBBox [0 -148 1001 880]"
-                   b" /ItalicAngle 0 /Ascent 880 /Descent -120 /CapHeight 880 /StemV 60 >>")
-        cid = add(b"<< /Type /Font /Subtype /CIDFontType0 /BaseFont /HYSMyeongJo-Medium"
-                  b" /CIDSystemInfo << /Registry (Adobe) /Ordering (Korea1) /Supplement 1 >>"
-                  b" /FontDescriptor %d 0 R /DW 1000 >>" % desc)
-        font = add(b"<< /Type /Font /Subtype /Type0 /BaseFont /HYSMyeongJo-Medium /Encoding /UniKS-UCS2-H"
-                   b" /DescendantFonts [%d 0 R] /ToUnicode %d 0 R >>" % (cid, tu))
+        desc = add(
+            b"<< /Type /FontDescriptor /FontName /HYSMyeongJo-Medium /Flags 6 /FontBBox [0 -148 1001 880]"
+            b" /ItalicAngle 0 /Ascent 880 /Descent -120 /CapHeight 880 /StemV 60 >>"
+        )
+        cid = add(
+            b"<< /Type /Font /Subtype /CIDFontType0 /BaseFont /HYSMyeongJo-Medium"
+            b" /CIDSystemInfo << /Registry (Adobe) /Ordering (Korea1) /Supplement 1 >>"
+            b" /FontDescriptor %d 0 R /DW 1000 >>" % desc
+        )
+        font = add(
+            b"<< /Type /Font /Subtype /Type0 /BaseFont /HYSMyeongJo-Medium /Encoding /UniKS-UCS2-H"
+            b" /DescendantFonts [%d 0 R] /ToUnicode %d 0 R >>" % (cid, tu)
+        )
     else:
         font = add(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     page_ids = []
@@ -376,8 +449,12 @@ endcmap CMapName currentdict /CMap defineresource pop end end"""
             content = b"BT /F1 18 Tf 72 720 Td (" + safe + b") Tj ET"
         cobj = add(content)  # stream wrapper added at serialisation (so it can be encrypted)
         contents.append(cobj)
-        page_ids.append(add(b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 612 792] /Contents %d 0 R"
-                            b" /Resources << /Font << /F1 %d 0 R >> >> >>" % (pages_obj, cobj, font)))
+        page_ids.append(
+            add(
+                b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 612 792] /Contents %d 0 R"
+                b" /Resources << /Font << /F1 %d 0 R >> >> >>" % (pages_obj, cobj, font)
+            )
+        )
     objects[catalog - 1] = b"<< /Type /Catalog /Pages %d 0 R >>" % pages_obj
     kids = b" ".join(b"%d 0 R" % p for p in page_ids)
     objects[pages_obj - 1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, len(page_ids))
@@ -393,8 +470,13 @@ endcmap CMapName currentdict /CMap defineresource pop end end"""
         o_entry = _rc4(hashlib.md5(_pad(owner)).digest()[:5], _pad(user))
         key = hashlib.md5(_pad(user) + o_entry + struct.pack("<i", p_value) + file_id).digest()[:5]
         u_entry = _rc4(key, _PDF_PAD)
-        encrypt_obj = add(b"<< /Filter /Standard /V 1 /R 2 /O <" + o_entry.hex().encode() + b"> /U <"
-                          + u_entry.hex().encode() + b"> /P %d >>" % p_value)
+        encrypt_obj = add(
+            b"<< /Filter /Standard /V 1 /R 2 /O <"
+            + o_entry.hex().encode()
+            + b"> /U <"
+            + u_entry.hex().encode()
+            + b"> /P %d >>" % p_value
+        )
 
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
@@ -413,8 +495,12 @@ endcmap CMapName currentdict /CMap defineresource pop end end"""
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     for off in offsets:
         out += b"%010d 00000 n \n" % off
-    trailer = b"<< /Size %d /Root %d 0 R /ID [<%s> <%s>]" % (len(objects) + 1, catalog, file_id.hex().encode(),
-                                                          file_id.hex().encode())
+    trailer = b"<< /Size %d /Root %d 0 R /ID [<%s> <%s>]" % (
+        len(objects) + 1,
+        catalog,
+        file_id.hex().encode(),
+        file_id.hex().encode(),
+    )
     if info:
         trailer += b" /Info %d 0 R" % info
     if encrypt_obj:

@@ -1,5 +1,6 @@
 import copy
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -157,7 +158,9 @@ def test_term_ids_stable_across_processes(analyzer):
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [term_id(w, c) for w in words for c in ("N", "V", "SL")]
     # and fixed forever: ids stored in Qdrant must not change between releases
-    assert term_id("서울", "N") == int.from_bytes(hashlib.blake2b(b"N:\xec\x84\x9c\xec\x9a\xb8", digest_size=4).digest(), "big")
+    assert term_id("서울", "N") == int.from_bytes(
+        hashlib.blake2b(b"N:\xec\x84\x9c\xec\x9a\xb8", digest_size=4).digest(), "big"
+    )
 
 
 # -- vectors ----------------------------------------------------------------------------
@@ -368,7 +371,7 @@ def test_blocks_cover_the_text_and_respect_the_size():
     def check(text, size):
         blocks = _blocks(text, size)
         assert blocks[0][0] == 0 and blocks[-1][1] == len(text)
-        for (a, b), (c, _) in zip(blocks, blocks[1:]):
+        for (_, b), (c, _) in itertools.pairwise(blocks):
             assert b == c
         for a, b in blocks:
             assert b - a <= size and (b > a or len(text) == 0)
@@ -396,7 +399,7 @@ def test_full_width_letters_and_digits_meet_their_ascii_spelling(analyzer):
     terms = [t for t in analyzer.terms(text) if "+" not in t.tag]
     assert {("ktx", "SL"), ("123000", "SN"), ("열차", "N")} <= {(t.form, tag_class(t.tag)) for t in terms}
     for term in terms:  # offsets point into the text as written
-        assert unicodedata.normalize("NFKC", text[term.start:term.end]).lower().replace(",", "") == term.form
+        assert unicodedata.normalize("NFKC", text[term.start : term.end]).lower().replace(",", "") == term.form
     query = {(t.form, tag_class(t.tag)) for t in analyzer.query_terms("KTX 운임 123000원") if "+" not in t.tag}
     assert query == {("ktx", "SL"), ("운임", "N"), ("123000", "SN")}
     assert [text[a:b] for a, b in analyzer.highlights_many([text], "KTX 123,000")[0]] == ["ＫＴＸ", "１２３，０００"]

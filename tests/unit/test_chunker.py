@@ -1,4 +1,6 @@
 """Chunker properties with tokenizers trained here (WordPiece as in KLUE, Unigram as in XLM-R)."""
+
+import itertools
 from types import SimpleNamespace
 
 import pytest
@@ -22,11 +24,46 @@ The quick brown fox jumps over the lazy dog. Retrieval augmented generation need
 Korean text mixes 한글 and English words, numbers like 3.14 and 1,000억원, and symbols (※ ①).
 """
 
-WORDS = (
-    "서울 서울에서 부산으로 탄소중립 정책은 은행이 대출을 국민의 권리와 의무 인공지능 모델이 "
-    "한국어 형태소 분석기는 검색 품질을 높인다 디지털 커머스 고객 경험 날씨가 맑다 "
-    "GPU server retrieval Korean text 2050년 1,000억원 3.14 B2B e커머스 ① ※ 😀 漢字"
-).split()
+WORDS = [
+    "서울",
+    "서울에서",
+    "부산으로",
+    "탄소중립",
+    "정책은",
+    "은행이",
+    "대출을",
+    "국민의",
+    "권리와",
+    "의무",
+    "인공지능",
+    "모델이",
+    "한국어",
+    "형태소",
+    "분석기는",
+    "검색",
+    "품질을",
+    "높인다",
+    "디지털",
+    "커머스",
+    "고객",
+    "경험",
+    "날씨가",
+    "맑다",
+    "GPU",
+    "server",
+    "retrieval",
+    "Korean",
+    "text",
+    "2050년",
+    "1,000억원",
+    "3.14",
+    "B2B",
+    "e커머스",
+    "①",
+    "※",
+    "😀",
+    "漢字",
+]
 ENDS = [".", "?", "!", "다.", "요?", ""]
 GAPS = [" ", "  ", "\n", "\n\n", " \n ", "\t"]
 
@@ -51,7 +88,9 @@ def _train(kind: str) -> PreTrainedTokenizerFast:
     tok.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(vocab_size=400, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
     tok.train_from_iterator(lines, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    )
 
 
 TOKENIZERS = {kind: _train(kind) for kind in ("wordpiece", "unigram")}
@@ -111,7 +150,7 @@ def check_chunks(text, sentences, tokenizer, chunks, *, max_tokens, overlap_toke
             covered[i] = True
     assert all(covered), "every character must lie in a chunk"
     assert chunks[0].char_start == 0 and chunks[-1].char_end == len(text)
-    for previous, chunk in zip(chunks, chunks[1:]):
+    for previous, chunk in itertools.pairwise(chunks):
         assert previous.char_start < chunk.char_start
         assert previous.char_end < chunk.char_end
         assert chunk.char_start <= previous.char_end  # contiguous or overlapping, no gap
@@ -122,7 +161,7 @@ def check_chunks(text, sentences, tokenizer, chunks, *, max_tokens, overlap_toke
             assert n_tokens(tokenizer, overlap) <= overlap_tokens
     # Boundaries fall on sentence starts whenever every sentence fits the budget.
     bounds = unit_bounds(text, sentences)
-    units = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    units = [text[a:b] for a, b in itertools.pairwise(bounds)]
     if all(n_tokens(tokenizer, u) <= max_tokens for u in units):
         allowed = set(bounds)
         for chunk in chunks:
@@ -168,7 +207,9 @@ def test_properties_on_generated_documents(doc, config, first_ordinal):
     chunks = chunk_sentences(
         text, spans, tokenizer, max_tokens=max_tokens, overlap_tokens=overlap, first_ordinal=first_ordinal
     )
-    check_chunks(text, spans, tokenizer, chunks, max_tokens=max_tokens, overlap_tokens=overlap, first_ordinal=first_ordinal)
+    check_chunks(
+        text, spans, tokenizer, chunks, max_tokens=max_tokens, overlap_tokens=overlap, first_ordinal=first_ordinal
+    )
 
 
 @settings(max_examples=150, deadline=None)
@@ -236,13 +277,15 @@ def test_short_sentences_are_packed_together():
 
 def test_overlap_repeats_trailing_sentences():
     tok = TOKENIZERS["unigram"]
-    sentences = [f"{word} 정책은 중요하다." for word in ["서울", "부산", "탄소중립", "은행", "국민", "고객", "모델", "검색"]]
+    sentences = [
+        f"{word} 정책은 중요하다." for word in ["서울", "부산", "탄소중립", "은행", "국민", "고객", "모델", "검색"]
+    ]
     text, spans = _sentences(*sentences)
     one = max(n_tokens(tok, text[a:b]) for a, b in spans) + 2
     chunks = chunk_sentences(text, spans, tok, max_tokens=one * 3, overlap_tokens=one)
     check_chunks(text, spans, tok, chunks, max_tokens=one * 3, overlap_tokens=one)
     assert len(chunks) > 2
-    for previous, chunk in zip(chunks, chunks[1:]):
+    for previous, chunk in itertools.pairwise(chunks):
         shared = text[chunk.char_start : previous.char_end]
         assert shared.strip() in sentences, "the overlap is exactly the previous chunk's last sentence"
 

@@ -1,6 +1,7 @@
 """Embed requests on the real Redis broker: a burst of uploads queues one embed task, and that
 task takes every document waiting when it starts (no worker runs here: tasks run in-process).
 Another broker than Redis has no flag: every upload queues a task, as before."""
+
 from __future__ import annotations
 
 import pytest
@@ -32,8 +33,14 @@ def worker_env(make_settings, redis_url, broker, tmp_path):
 
     url = f"sqlite:///{tmp_path / 'requests.db'}"
     upgrade_database(url)
-    settings = make_settings(database_url=url, broker_url=redis_url, qdrant_path=tmp_path / "qdrant",
-                             chunk_tokens=48, chunk_overlap_tokens=8, embed_task_max_chunks=1)
+    settings = make_settings(
+        database_url=url,
+        broker_url=redis_url,
+        qdrant_path=tmp_path / "qdrant",
+        chunk_tokens=48,
+        chunk_overlap_tokens=8,
+        embed_task_max_chunks=1,
+    )
     app = create_celery(settings)
     rt = Runtime(settings)
     tasks.use_runtime(rt)
@@ -111,8 +118,9 @@ def test_without_a_redis_broker_every_upload_queues_a_task(make_settings, tmp_pa
     from workers.celery_app import create_celery
     from workers.tasks import request_embedding
 
-    settings = make_settings(database_url=f"sqlite:///{tmp_path / 'memory.db'}", broker_url="memory://",
-                             qdrant_path=tmp_path / "qdrant")
+    settings = make_settings(
+        database_url=f"sqlite:///{tmp_path / 'memory.db'}", broker_url="memory://", qdrant_path=tmp_path / "qdrant"
+    )
     app = create_celery(settings)
     assert [request_embedding(app) for _ in range(3)] == [True] * 3
     with Connection("memory://") as conn:

@@ -1,5 +1,6 @@
 """The embedding engine: batch planning, equality with the plain sentence-transformers path,
 CPU precision options and query micro-batching. Small twins only; no timed assertions."""
+
 from __future__ import annotations
 
 import json
@@ -65,6 +66,7 @@ def test_plan_batches_examples():
 
 # --- twins and the plain path ------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def twin_dirs(tmp_path_factory) -> dict[str, Path]:
     """Small twins of the four profiles plus two pooling/normalize variants."""
@@ -100,7 +102,7 @@ def _texts(n: int, seed: int = 0) -> list[str]:
     for _ in range(n):
         k = rng.choice([1, 1, 1, 2, 3, 6, 12])
         start = rng.randrange(len(lines))
-        out.append(" ".join(lines[start:start + k]) or lines[0])
+        out.append(" ".join(lines[start : start + k]) or lines[0])
     out[n // 2] = out[1]
     out.append("짧다")
     return out
@@ -156,7 +158,12 @@ def test_short_texts_are_packed_without_padding_where_the_model_allows(twin_dirs
     enc = Encoder(str(twin_dirs[variant]), get_profile(variant), device="cpu")
     packable = enc.attn_implementation == "sdpa"
     assert (enc.pack_position_offset is not None) == packable  # DeBERTa-v2 has no SDPA: padded batches
-    texts = ["짧은 질문", "조금 더 긴 두 번째 질문입니다. 서울의 인구는 얼마인가요?", "세 번째", " ".join(builtin_corpus()[:40])]
+    texts = [
+        "짧은 질문",
+        "조금 더 긴 두 번째 질문입니다. 서울의 인구는 얼마인가요?",
+        "세 번째",
+        " ".join(builtin_corpus()[:40]),
+    ]
     shapes: list[tuple[int, ...]] = []
     forward = enc._forward
 
@@ -178,8 +185,10 @@ def test_short_texts_are_packed_without_padding_where_the_model_allows(twin_dirs
 
 
 @settings(max_examples=200, deadline=None)
-@given(lengths=st.lists(st.integers(min_value=1, max_value=600), max_size=80),
-       budget=st.integers(min_value=64, max_value=4096))
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=600), max_size=80),
+    budget=st.integers(min_value=64, max_value=4096),
+)
 def test_batch_plan_with_packing_embeds_every_text_once(twin_dirs, lengths, budget):
     enc = _packing_encoder(twin_dirs)
     enc.max_batch_tokens = budget
@@ -277,6 +286,7 @@ def test_load_tokenizer_is_cached_and_knows_max_length(twin_dirs):
 
 # --- QueryEncoder ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def bge_encoder(twin_dirs) -> Encoder:
     enc = Encoder(str(twin_dirs["bge-m3-ko"]), get_profile("bge-m3-ko"), device="cpu")
@@ -320,7 +330,7 @@ def test_query_encoder_concurrent_callers_get_their_own_vectors(bge_encoder):
 
 @pytest.mark.slow
 def test_query_encoder_many_threads_default_wait(bge_encoder):
-    questions = [line for line in builtin_corpus()[100:160]]
+    questions = list(builtin_corpus()[100:160])
     out: list[tuple[str, np.ndarray]] = []
     lock = threading.Lock()
 
@@ -396,5 +406,7 @@ def test_cpu_budget_is_capped(twin_dirs, monkeypatch):
     assert Encoder(path, profile, device="cpu", max_batch_tokens=16384).max_batch_tokens == 16384
     monkeypatch.setattr(encoder_module, "CPU_CAP_MIN_HIDDEN", 64)
     assert Encoder(path, profile, device="cpu", max_batch_tokens=16384).max_batch_tokens == CPU_MAX_BATCH_TOKENS
-    assert Encoder(path, profile, device="cpu", max_batch_tokens=16384,
-                   cpu_max_batch_tokens=None).max_batch_tokens == 16384
+    assert (
+        Encoder(path, profile, device="cpu", max_batch_tokens=16384, cpu_max_batch_tokens=None).max_batch_tokens
+        == 16384
+    )

@@ -1,4 +1,5 @@
 """Content decides the type; names and declared types only choose between text flavours."""
+
 from __future__ import annotations
 
 import io
@@ -44,7 +45,7 @@ def samples() -> dict[str, bytes]:
 
 
 def test_supported_media_types():
-    assert SUPPORTED_MEDIA_TYPES == {TEXT_PLAIN, TEXT_MARKDOWN, TEXT_HTML, PDF, DOCX, HWPX, HWP}
+    assert {TEXT_PLAIN, TEXT_MARKDOWN, TEXT_HTML, PDF, DOCX, HWPX, HWP} == SUPPORTED_MEDIA_TYPES
 
 
 @pytest.mark.parametrize("kind", [PDF, DOCX, HWPX, HWP])
@@ -87,14 +88,17 @@ def test_text_flavours():
     assert detect_media_type("가나다".encode()[:-1]) == TEXT_PLAIN
 
 
-@pytest.mark.parametrize("data,what", [
-    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "PNG"),
-    (b"\xff\xd8\xff\xe0" + b"\x00" * 100, "JPEG"),
-    (b"\x1f\x8b\x08\x00" + b"\x00" * 100, "gzip"),
-    (b"HWP Document File V3.00 \x1a\x01\x02\x03\x04\x05", "HWP 3.0"),
-    (b"{\\rtf1\\ansi hello}", "RTF"),
-    (bytes(range(256)) * 4, "unrecognised binary"),
-])
+@pytest.mark.parametrize(
+    "data,what",
+    [
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "PNG"),
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 100, "JPEG"),
+        (b"\x1f\x8b\x08\x00" + b"\x00" * 100, "gzip"),
+        (b"HWP Document File V3.00 \x1a\x01\x02\x03\x04\x05", "HWP 3.0"),
+        (b"{\\rtf1\\ansi hello}", "RTF"),
+        (bytes(range(256)) * 4, "unrecognised binary"),
+    ],
+)
 def test_unsupported_binaries(data, what):
     with pytest.raises(UnsupportedMediaType, match=what):
         detect_media_type(data, filename="x.pdf")

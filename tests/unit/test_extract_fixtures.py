@@ -1,4 +1,5 @@
 """Real Korean documents written by others (../shared/fixtures, read in place, never copied)."""
+
 from __future__ import annotations
 
 import pytest
@@ -77,12 +78,15 @@ def test_hwp5_sample():
     assert not any(ord(ch) < 32 and ch not in "\t\n" for ch in doc.text)
 
 
-@pytest.mark.parametrize("name,kind", [
-    ("assembly_bill_2125318_hancompdf.pdf", PDF),
-    ("gangnam_notice_2023-745.hwpx", HWPX),
-    ("pyhwp_sample-5017.hwp", HWP),
-    ("chardet_euc-kr_ude_euc2.txt", TEXT_PLAIN),
-])
+@pytest.mark.parametrize(
+    "name,kind",
+    [
+        ("assembly_bill_2125318_hancompdf.pdf", PDF),
+        ("gangnam_notice_2023-745.hwpx", HWPX),
+        ("pyhwp_sample-5017.hwp", HWP),
+        ("chardet_euc-kr_ude_euc2.txt", TEXT_PLAIN),
+    ],
+)
 def test_detection_by_content_with_misleading_name(name, kind):
     assert detect_media_type_path(fixture(name), filename="upload.docx") == kind
 

@@ -1,4 +1,5 @@
 """Each format on Korean sample files the tests build themselves."""
+
 from __future__ import annotations
 
 import codecs
@@ -45,14 +46,18 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
 
 # ---------------------------------------------------------------- plain text and encodings
 
-@pytest.mark.parametrize("encoding,prefix", [
-    ("utf-8", b""),
-    ("utf-8", codecs.BOM_UTF8),
-    ("utf-16-le", codecs.BOM_UTF16_LE),
-    ("utf-16-be", codecs.BOM_UTF16_BE),
-    ("cp949", b""),
-    ("euc-kr", b""),
-])
+
+@pytest.mark.parametrize(
+    "encoding,prefix",
+    [
+        ("utf-8", b""),
+        ("utf-8", codecs.BOM_UTF8),
+        ("utf-16-le", codecs.BOM_UTF16_LE),
+        ("utf-16-be", codecs.BOM_UTF16_BE),
+        ("cp949", b""),
+        ("euc-kr", b""),
+    ],
+)
 def test_plain_text_encodings(tmp_path, encoding, prefix):
     text = f"{KOREAN}\n둘째 줄: 서울특별시 강남구 학동로 426\n"
     path = write(tmp_path, "note.txt", prefix + text.encode(encoding))
@@ -72,10 +77,16 @@ def test_utf16_without_bom(tmp_path):
     assert doc.sections[0].text == KOREAN
 
 
-@pytest.mark.parametrize("encoding,damage", [
-    ("utf-8", "stray byte"), ("cp949", "stray byte"),  # a stray byte in UTF-16 shifts all that follows
-    ("utf-8", "cut mid-character"), ("cp949", "cut mid-character"), ("utf-16-le", "cut mid-character"),
-])
+@pytest.mark.parametrize(
+    "encoding,damage",
+    [
+        ("utf-8", "stray byte"),
+        ("cp949", "stray byte"),  # a stray byte in UTF-16 shifts all that follows
+        ("utf-8", "cut mid-character"),
+        ("cp949", "cut mid-character"),
+        ("utf-16-le", "cut mid-character"),
+    ],
+)
 def test_a_stray_byte_costs_a_character_not_the_document(tmp_path, encoding, damage):
     text = f"{KOREAN}\n둘째 줄: 서울특별시 강남구 학동로 426\n" * 3
     data = text.encode(encoding)
@@ -92,6 +103,7 @@ def test_a_stray_byte_costs_a_character_not_the_document(tmp_path, encoding, dam
 
 def test_decomposed_hangul_kept_as_found(tmp_path):
     import unicodedata
+
     nfd = unicodedata.normalize("NFD", KOREAN)
     doc = extract_file(write(tmp_path, "mac.txt", nfd.encode("utf-8")))
     assert doc.sections[0].text == nfd  # the pipeline normalizes to NFC later
@@ -111,6 +123,7 @@ def test_whitespace_only_text(tmp_path):
 
 
 # ---------------------------------------------------------------- Markdown
+
 
 def test_markdown_headings(tmp_path):
     md = (
@@ -176,8 +189,10 @@ def test_html_main_text_and_headings(tmp_path):
 
 
 def test_html_without_main_uses_body_and_keeps_article_header(tmp_path):
-    page = ("<html><body><header>사이트 머리</header><article><header><h1>기사 제목</h1></header>"
-            "<p>기사 본문</p></article></body></html>")
+    page = (
+        "<html><body><header>사이트 머리</header><article><header><h1>기사 제목</h1></header>"
+        "<p>기사 본문</p></article></body></html>"
+    )
     doc = extract_file(write(tmp_path, "a.htm", page.encode()))
     assert doc.sections == [Section(text="기사 제목\n기사 본문", heading="기사 제목")]
 
@@ -189,6 +204,7 @@ def test_html_sniffed_from_content(tmp_path):
 
 # ---------------------------------------------------------------- PDF
 
+
 def test_pdf_pages_numbered_and_blank_page_skipped(tmp_path):
     path = write(tmp_path, "p.pdf", build_pdf(["First page text", None, "Third page (3)"], title="Report"))
     doc = extract_file(path)
@@ -197,10 +213,13 @@ def test_pdf_pages_numbered_and_blank_page_skipped(tmp_path):
 
 
 def test_pdf_korean_text_layer(tmp_path):
-    doc = extract_file(write(tmp_path, "k.pdf", build_pdf(["제1조 대한민국은 민주공화국이다.", "제2조 국민"],
-                                                           korean=True)))
+    doc = extract_file(
+        write(tmp_path, "k.pdf", build_pdf(["제1조 대한민국은 민주공화국이다.", "제2조 국민"], korean=True))
+    )
     assert doc.sections == [
-        Section(text="제1조 대한민국은 민주공화국이다.", page=1), Section(text="제2조 국민", page=2)]
+        Section(text="제1조 대한민국은 민주공화국이다.", page=1),
+        Section(text="제2조 국민", page=2),
+    ]
 
 
 def test_pdf_without_text_layer(tmp_path):
@@ -220,6 +239,7 @@ def test_pdf_owner_password_only_is_readable(tmp_path):
 
 def test_pdf_page_limit(tmp_path):
     from services.ingest.extract import ExtractLimits
+
     with pytest.raises(ExtractionError, match="more than the limit of 2"):
         extract_file(write(tmp_path, "l.pdf", build_pdf(["a", "b", "c"])), limits=ExtractLimits(max_pages=2))
 
@@ -227,15 +247,26 @@ def test_pdf_page_limit(tmp_path):
 def test_pdf_lines_wrapped_inside_korean_words_are_joined():
     from services.ingest.extract.pdf import _join_wrapped_words
 
-    lines = ["보고서 제목", "본문은 양쪽 정렬로 조판되어 줄이 단어 중", "간에서도 바뀐다. 그래서 탄소중",
-             "립 같은 낱말이 두 줄로 나뉘며 검색이 어렵", "다.", "1. 목록 항목", "2. 다음 항목"]
+    lines = [
+        "보고서 제목",
+        "본문은 양쪽 정렬로 조판되어 줄이 단어 중",
+        "간에서도 바뀐다. 그래서 탄소중",
+        "립 같은 낱말이 두 줄로 나뉘며 검색이 어렵",
+        "다.",
+        "1. 목록 항목",
+        "2. 다음 항목",
+    ]
     assert _join_wrapped_words(lines) == [
-        "보고서 제목", "본문은 양쪽 정렬로 조판되어 줄이 단어 중간에서도 바뀐다. 그래서 탄소중립 같은 낱말이 두 줄로 나뉘며 검색이 어렵다.",
-        "1. 목록 항목", "2. 다음 항목"]
+        "보고서 제목",
+        "본문은 양쪽 정렬로 조판되어 줄이 단어 중간에서도 바뀐다. 그래서 탄소중립 같은 낱말이 두 줄로 나뉘며 검색이 어렵다.",
+        "1. 목록 항목",
+        "2. 다음 항목",
+    ]
     assert _join_wrapped_words(lines[:3]) == lines[:3]  # too few lines to tell a full one
 
 
 # ---------------------------------------------------------------- DOCX
+
 
 def docx_sample() -> bytes:
     body = (
@@ -244,17 +275,20 @@ def docx_sample() -> bytes:
         + docx_paragraph("이 규정은 강남구 공무직에 적용한다.")
         + docx_table([["구분", "내용"], ["채용", "서류전형 및 면접"]])
         + docx_paragraph("제2장 채용", style="MyHeading")  # heading by inheritance (basedOn heading 2)
-        + '<w:p><w:r><w:t>탭</w:t></w:r><w:r><w:tab/><w:t>뒤</w:t><w:br/><w:t>다음 줄</w:t></w:r>'
-          '<w:del><w:r><w:delText>지운 글</w:delText></w:r></w:del>'
-          '<w:moveFrom><w:r><w:t>옮기기 전 자리</w:t></w:r></w:moveFrom>'
-          '<w:moveTo><w:r><w:t>옮긴 자리</w:t></w:r></w:moveTo>'
-          '<w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText>HYPERLINK "x"</w:instrText></w:r>'
-          '<w:hyperlink><w:r><w:t>링크</w:t></w:r></w:hyperlink>'
-          '<w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:drawing><w:txbxContent>'
-          + docx_paragraph("글상자") + '</w:txbxContent></w:drawing></mc:Choice>'
-          '<mc:Fallback><w:pict><w:txbxContent>' + docx_paragraph("글상자") + '</w:txbxContent></w:pict>'
-          '</mc:Fallback></mc:AlternateContent></w:r></w:p>'
-        + '<w:sdt><w:sdtContent>' + docx_paragraph("콘텐츠 컨트롤 안의 문단") + '</w:sdtContent></w:sdt>'
+        + "<w:p><w:r><w:t>탭</w:t></w:r><w:r><w:tab/><w:t>뒤</w:t><w:br/><w:t>다음 줄</w:t></w:r>"
+        "<w:del><w:r><w:delText>지운 글</w:delText></w:r></w:del>"
+        "<w:moveFrom><w:r><w:t>옮기기 전 자리</w:t></w:r></w:moveFrom>"
+        "<w:moveTo><w:r><w:t>옮긴 자리</w:t></w:r></w:moveTo>"
+        '<w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText>HYPERLINK "x"</w:instrText></w:r>'
+        "<w:hyperlink><w:r><w:t>링크</w:t></w:r></w:hyperlink>"
+        '<w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:drawing><w:txbxContent>'
+        + docx_paragraph("글상자")
+        + "</w:txbxContent></w:drawing></mc:Choice>"
+        "<mc:Fallback><w:pict><w:txbxContent>" + docx_paragraph("글상자") + "</w:txbxContent></w:pict>"
+        "</mc:Fallback></mc:AlternateContent></w:r></w:p>"
+        + "<w:sdt><w:sdtContent>"
+        + docx_paragraph("콘텐츠 컨트롤 안의 문단")
+        + "</w:sdtContent></w:sdt>"
         + '<w:p><w:pPr><w:outlineLvl w:val="1"/></w:pPr><w:r><w:t>직접 개요 수준</w:t></w:r></w:p>'
         + docx_paragraph("끝 문단")
     )
@@ -267,7 +301,11 @@ def test_docx_paragraphs_tables_headings(tmp_path):
     assert [s.heading for s in doc.sections] == [None, "제1장 총칙", "제2장 채용", "직접 개요 수준"]
     assert doc.sections[0].text == "머리말 없는 첫 문단"
     assert doc.sections[1].text.splitlines() == [
-        "제1장 총칙", "이 규정은 강남구 공무직에 적용한다.", "구분 | 내용", "채용 | 서류전형 및 면접"]
+        "제1장 총칙",
+        "이 규정은 강남구 공무직에 적용한다.",
+        "구분 | 내용",
+        "채용 | 서류전형 및 면접",
+    ]
     chapter2 = doc.sections[2].text
     assert "탭\t뒤\n다음 줄" in chapter2
     assert "지운 글" not in chapter2 and "HYPERLINK" not in chapter2
@@ -307,21 +345,32 @@ def test_docx_empty_body(tmp_path):
 
 # ---------------------------------------------------------------- HWPX
 
+
 def test_hwpx_paragraphs_tables_and_spine_order(tmp_path):
     first = hwpx_section_xml(
         hwpx_paragraph("서울특별시 강남구 공고")
         + hwpx_paragraph('<hp:t>항목<hp:tab width="1"/>설명<hp:lineBreak/>다음 줄</hp:t>')
-        + hwpx_paragraph("<hp:t>표 앞</hp:t>", hwpx_table([["구분", "기한"], ["의견 제출", "4월 11일"]]),
-                         "<hp:t>표 뒤</hp:t>")
-        + hwpx_paragraph('<hp:ctrl><hp:hiddenComment><hp:subList>' + hwpx_paragraph("숨은 설명") +
-                         '</hp:subList></hp:hiddenComment></hp:ctrl>', "<hp:t>본문 끝</hp:t>")
-        + hwpx_paragraph('<hp:ctrl><hp:footNote><hp:subList>' + hwpx_paragraph("각주 내용") +
-                         '</hp:subList></hp:footNote></hp:ctrl>')
+        + hwpx_paragraph(
+            "<hp:t>표 앞</hp:t>", hwpx_table([["구분", "기한"], ["의견 제출", "4월 11일"]]), "<hp:t>표 뒤</hp:t>"
+        )
+        + hwpx_paragraph(
+            "<hp:ctrl><hp:hiddenComment><hp:subList>"
+            + hwpx_paragraph("숨은 설명")
+            + "</hp:subList></hp:hiddenComment></hp:ctrl>",
+            "<hp:t>본문 끝</hp:t>",
+        )
+        + hwpx_paragraph(
+            "<hp:ctrl><hp:footNote><hp:subList>" + hwpx_paragraph("각주 내용") + "</hp:subList></hp:footNote></hp:ctrl>"
+        )
     )
     second = hwpx_section_xml(hwpx_paragraph("둘째 구역"))
     # Files named in reverse: the spine of content.hpf decides the order, not the names.
-    data = build_hwpx([second, first], section_names=["Contents/section1.xml", "Contents/section0.xml"],
-                      spine_order=[1, 0], title="공고문")
+    data = build_hwpx(
+        [second, first],
+        section_names=["Contents/section1.xml", "Contents/section0.xml"],
+        spine_order=[1, 0],
+        title="공고문",
+    )
     doc = extract_file(write(tmp_path, "n.hwpx", data))
     assert doc.media_type == HWPX and doc.title == "공고문"
     assert [s.text for s in doc.sections] == [
@@ -339,9 +388,11 @@ def test_hwpx_without_content_hpf_uses_numeric_name_order(tmp_path):
 
 
 def test_hwpx_2024_owpml_namespace(tmp_path):
-    xml = ('<?xml version="1.0" encoding="UTF-8"?><hs:sec xmlns:hs="http://www.owpml.org/owpml/2024/section" '
-           'xmlns:hp="http://www.owpml.org/owpml/2024/paragraph"><hp:p><hp:run><hp:t>표준 문서</hp:t></hp:run>'
-           '</hp:p></hs:sec>')
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?><hs:sec xmlns:hs="http://www.owpml.org/owpml/2024/section" '
+        'xmlns:hp="http://www.owpml.org/owpml/2024/paragraph"><hp:p><hp:run><hp:t>표준 문서</hp:t></hp:run>'
+        "</hp:p></hs:sec>"
+    )
     doc = extract_file(write(tmp_path, "k.hwpx", build_hwpx([xml])))
     assert doc.text == "표준 문서"
 
@@ -353,10 +404,13 @@ def test_hwpx_with_a_damaged_guiding_member_is_still_read(tmp_path, member):
     import zipfile
 
     manifest = '<?xml version="1.0"?><odf:manifest xmlns:odf="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0"/>'
-    data = bytearray(build_hwpx([hwpx_section_xml(hwpx_paragraph(f"구역 {i}")) for i in range(2)],
-                                extra={"META-INF/manifest.xml": manifest}))
+    data = bytearray(
+        build_hwpx(
+            [hwpx_section_xml(hwpx_paragraph(f"구역 {i}")) for i in range(2)], extra={"META-INF/manifest.xml": manifest}
+        )
+    )
     info = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo(member)
-    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
     start = info.header_offset + 30 + name_len + extra_len
     for i in range(start, start + info.compress_size):  # every byte damaged: a CRC or inflate error
         data[i] ^= 0x5A
@@ -365,9 +419,11 @@ def test_hwpx_with_a_damaged_guiding_member_is_still_read(tmp_path, member):
 
 
 def test_hwpx_encrypted_manifest(tmp_path):
-    manifest = ('<?xml version="1.0"?><odf:manifest xmlns:odf="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0">'
-                '<odf:file-entry odf:full-path="Contents/section0.xml"><odf:encryption-data/></odf:file-entry>'
-                '</odf:manifest>')
+    manifest = (
+        '<?xml version="1.0"?><odf:manifest xmlns:odf="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0">'
+        '<odf:file-entry odf:full-path="Contents/section0.xml"><odf:encryption-data/></odf:file-entry>'
+        "</odf:manifest>"
+    )
     data = build_hwpx([hwpx_section_xml(hwpx_paragraph("x"))], extra={"META-INF/manifest.xml": manifest})
     with pytest.raises(ExtractionError, match="encrypted HWPX"):
         extract_file(write(tmp_path, "e.hwpx", data))
@@ -375,10 +431,13 @@ def test_hwpx_encrypted_manifest(tmp_path):
 
 # ---------------------------------------------------------------- HWP 5 (files written with our own CFB writer)
 
+
 def hwp_section() -> bytes:
-    return (para_records("한글 문서 첫 문단입니다.")
-            + table_records([["구분", "내용"], ["채용", "면접"]], before="표 앞", after="표 뒤")
-            + para_records("마지막 문단"))
+    return (
+        para_records("한글 문서 첫 문단입니다.")
+        + table_records([["구분", "내용"], ["채용", "면접"]], before="표 앞", after="표 뒤")
+        + para_records("마지막 문단")
+    )
 
 
 @pytest.mark.parametrize("flags", [0, 1])
@@ -394,6 +453,7 @@ def test_hwp_compressed_and_uncompressed(tmp_path, flags):
 
 def test_hwp_large_section_outside_the_mini_stream(tmp_path):
     import random
+
     rng = random.Random(7)
     lines = ["".join(chr(rng.randint(0xAC00, 0xD7A3)) for _ in range(60)) for _ in range(200)]
     data = build_hwp([b"".join(para_records(line) for line in lines)] * 12)  # sections of 13+ KB compressed
@@ -401,9 +461,16 @@ def test_hwp_large_section_outside_the_mini_stream(tmp_path):
     assert len(doc.sections) == 12 and doc.sections[11].text.splitlines() == lines
 
 
-@pytest.mark.parametrize("flags,message", [
-    (1 | 2, "password"), (1 | 16, "DRM"), (1 | 1024, "DRM"), (1 | 256, "certificate"), (1 | 4, "distribution"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (1 | 2, "password"),
+        (1 | 16, "DRM"),
+        (1 | 1024, "DRM"),
+        (1 | 256, "certificate"),
+        (1 | 4, "distribution"),
+    ],
+)
 def test_hwp_protected_documents(tmp_path, flags, message):
     with pytest.raises(ExtractionError, match=message):
         extract_file(write(tmp_path, "p.hwp", build_hwp([hwp_section()], flags=flags)))

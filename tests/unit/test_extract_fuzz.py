@@ -4,6 +4,7 @@ Mutations work at three levels: raw file bytes (flip, truncate, splice, random),
 packages (re-zipped so the damage reaches the parser, not just the CRC check), and the record stream of
 HWP sections (re-packed into a valid OLE file). Bounded example counts keep the run well under a minute.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,20 +34,29 @@ from .extract_samples import (
 )
 
 LIMITS = ExtractLimits(time_limit_s=20, max_uncompressed_bytes=32 * 2**20)
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 DOCX_XML = docx_document_xml(
-    docx_paragraph("제1장 총칙", style="1") + docx_paragraph("공무직 관리 규정을 개정한다.")
+    docx_paragraph("제1장 총칙", style="1")
+    + docx_paragraph("공무직 관리 규정을 개정한다.")
     + docx_table([["구분", "내용"], ["채용", "면접"]])
 )
 HWPX_XML = hwpx_section_xml(
     hwpx_paragraph("서울특별시 강남구 공고")
     + hwpx_paragraph("<hp:t>표</hp:t>", hwpx_table([["가", "나"], ["다", "라"]]))
-    + hwpx_paragraph('<hp:t>탭<hp:tab/>뒤</hp:t>')
+    + hwpx_paragraph("<hp:t>탭<hp:tab/>뒤</hp:t>")
 )
-HWP_SECTION = para_records("한글 문서 첫 문단") + table_records([["가", "나"], ["다", "라"]], before="표") + \
-    para_records("끝 문단")
+HWP_SECTION = (
+    para_records("한글 문서 첫 문단")
+    + table_records([["가", "나"], ["다", "라"]], before="표")
+    + para_records("끝 문단")
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -56,7 +66,7 @@ def seeds() -> dict[str, bytes]:
         "seed16.txt": "\ufeff대한민국 UTF-16".encode("utf-16-le"),
         "seed.md": "# 제목\n본문\n\n## 둘\n끝".encode(),
         "seed.html": "<html><head><title>제목</title></head><body><h1>머리</h1><p>본문</p><table><tr><td>가</td>"
-                     "<td>나</td></tr></table><script>x()</script></body></html>".encode(),
+        "<td>나</td></tr></table><script>x()</script></body></html>".encode(),
         "seed.pdf": build_pdf(["first page", None, "third page"]),
         "seedk.pdf": build_pdf(["대한민국 헌법"], korean=True),
         "seed.docx": build_docx("", document_xml=DOCX_XML.encode()),
@@ -64,8 +74,12 @@ def seeds() -> dict[str, bytes]:
         "seed.hwp": build_hwp([HWP_SECTION], title="제목"),
         "seedu.hwp": build_hwp([HWP_SECTION], flags=0),
     }
-    for name in ("assembly_bill_2125318_hancompdf.pdf", "gangnam_notice_2023-745.hwpx", "pyhwp_sample-5017.hwp",
-                 "chardet_euc-kr_ude_euc2.txt"):
+    for name in (
+        "assembly_bill_2125318_hancompdf.pdf",
+        "gangnam_notice_2023-745.hwpx",
+        "pyhwp_sample-5017.hwp",
+        "chardet_euc-kr_ude_euc2.txt",
+    ):
         path = FIXTURES / name
         if path.is_file() and path.stat().st_size < 2**20:
             samples[name] = path.read_bytes()
@@ -100,7 +114,7 @@ def mutated_bytes(draw, seed_names: list[str]) -> tuple[str, bytes]:
             pos = draw(st.integers(0, len(data) - 1))
             data[pos] = draw(st.integers(0, 255))
     elif op == "truncate":
-        del data[draw(st.integers(0, len(data))):]
+        del data[draw(st.integers(0, len(data))) :]
     elif op == "splice":
         pos = draw(st.integers(0, len(data)))
         data[pos:pos] = draw(st.binary(min_size=1, max_size=64))
@@ -110,8 +124,24 @@ def mutated_bytes(draw, seed_names: list[str]) -> tuple[str, bytes]:
 
 
 @FUZZ
-@given(mutated_bytes(sorted(["seed.txt", "seed16.txt", "seed.md", "seed.html", "seed.pdf", "seedk.pdf",
-                             "seed.docx", "seed.hwpx", "seed.hwp", "seedu.hwp"])))
+@given(
+    mutated_bytes(
+        sorted(
+            [
+                "seed.txt",
+                "seed16.txt",
+                "seed.md",
+                "seed.html",
+                "seed.pdf",
+                "seedk.pdf",
+                "seed.docx",
+                "seed.hwpx",
+                "seed.hwp",
+                "seedu.hwp",
+            ]
+        )
+    )
+)
 def test_mutated_generated_samples(case):
     name, data = case
     check(name, data)
@@ -128,9 +158,19 @@ def test_mutated_real_fixtures(data):
 
 
 @FUZZ
-@given(st.sampled_from(["application/pdf", "application/hwp+zip", "application/x-hwp", "text/html", "text/plain",
-                        "application/vnd.openxmlformats-officedocument.wordprocessingml.document"]),
-       st.binary(max_size=2048))
+@given(
+    st.sampled_from(
+        [
+            "application/pdf",
+            "application/hwp+zip",
+            "application/x-hwp",
+            "text/html",
+            "text/plain",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        ]
+    ),
+    st.binary(max_size=2048),
+)
 def test_random_bytes_as_each_declared_type(media_type, blob):
     check("random", blob or b"\x00", media_type=media_type)
 
@@ -140,8 +180,29 @@ def _mutate_text(draw, text: str) -> str:
     for _ in range(draw(st.integers(1, 8))):
         op = draw(st.sampled_from(["delete", "insert", "replace"]))
         pos = draw(st.integers(0, max(0, len(chars) - 1)))
-        token = draw(st.sampled_from(["<", ">", "/", "&", "&amp;", '"', "<hp:p>", "</hp:t>", "<w:p>", "</w:tbl>",
-                                      "<!DOCTYPE x>", "<![CDATA[", "\x00", "\udc80", "가", "<hp:tbl>", "<w:tr>"]))
+        token = draw(
+            st.sampled_from(
+                [
+                    "<",
+                    ">",
+                    "/",
+                    "&",
+                    "&amp;",
+                    '"',
+                    "<hp:p>",
+                    "</hp:t>",
+                    "<w:p>",
+                    "</w:tbl>",
+                    "<!DOCTYPE x>",
+                    "<![CDATA[",
+                    "\x00",
+                    "\udc80",
+                    "가",
+                    "<hp:tbl>",
+                    "<w:tr>",
+                ]
+            )
+        )
         if op == "delete" and chars:
             del chars[pos : pos + draw(st.integers(1, 40))]
         elif op == "insert":
@@ -169,6 +230,6 @@ def test_mutated_hwp_records(data):
         pos = data.draw(st.integers(0, len(section) - 1))
         section[pos] = data.draw(st.integers(0, 255))
     if data.draw(st.booleans()):
-        del section[data.draw(st.integers(0, len(section))):]
+        del section[data.draw(st.integers(0, len(section))) :]
     flags = data.draw(st.sampled_from([0, 1]))
     check("m.hwp", build_hwp([bytes(section)], flags=flags))

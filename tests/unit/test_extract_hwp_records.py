@@ -1,4 +1,5 @@
 """The HWP 5 record reader on bytes built in the test: headers, nesting, control characters, tables."""
+
 from __future__ import annotations
 
 import struct
@@ -60,7 +61,7 @@ def test_boundary_size_4095_uses_extended_header():
 
 def test_truncated_records_raise():
     data = record(TAG_PARA_HEADER, 0, b"\x00" * 12) + record(TAG_PARA_TEXT, 1, b"\x00" * 6000)
-    for cut in (data[:2], data[:16 + 2], data[:16 + 4 + 2], data[:-1]):  # header, size word, payload
+    for cut in (data[:2], data[: 16 + 2], data[: 16 + 4 + 2], data[:-1]):  # header, size word, payload
         with pytest.raises(ExtractionError, match="corrupt HWP"):
             parse_records(cut)
 
@@ -72,8 +73,25 @@ def test_decode_plain_text_and_surrogates():
 
 def test_decode_control_characters():
     # extended (8 WCHARs): 2 section def, 11 table; inline (8): 9 tab, 4 field end; char (1): 10, 24, 30, 31, 13
-    raw = (control(2, "secd") + "가" + control(9) + "나" + "\n" + "다" + chr(24) + "라" + chr(30) + "마"
-           + chr(31) + "바" + control(3, "%hlk") + "링크" + control(4, "%hlk") + control(11, "tbl ") + "끝\r")
+    raw = (
+        control(2, "secd")
+        + "가"
+        + control(9)
+        + "나"
+        + "\n"
+        + "다"
+        + chr(24)
+        + "라"
+        + chr(30)
+        + "마"
+        + chr(31)
+        + "바"
+        + control(3, "%hlk")
+        + "링크"
+        + control(4, "%hlk")
+        + control(11, "tbl ")
+        + "끝\r"
+    )
     assert decode_para_text(raw.encode("utf-16-le")) == "가\t나\n다-라 마 바링크 끝"
 
 
@@ -93,7 +111,7 @@ def test_tree_by_level_and_control_id():
     root = build_tree(parse_records(data), 256)
     assert [c.tag for c in root.children] == [TAG_PARA_HEADER, TAG_PARA_HEADER]
     table_para = root.children[1]
-    ctrl = [c for c in table_para.children if c.tag == 71][0]
+    ctrl = next(c for c in table_para.children if c.tag == 71)
     assert control_id(ctrl) == "tbl "
 
 
@@ -106,14 +124,13 @@ def test_tree_depth_limit():
 def test_section_lines_with_tables_nested_tables_and_caption_order():
     nested = table_records([["안1", "안2"]], level=2)
     data = (
-        para_records("첫 문단")
-        + table_records([["이름", "값"], ["서울", "1"]], before="표:")
-        + para_records("마지막")
+        para_records("첫 문단") + table_records([["이름", "값"], ["서울", "1"]], before="표:") + para_records("마지막")
     )
     lines = section_text_lines(data, budget())
     assert lines == ["첫 문단", "표:", "이름 | 값", "서울 | 1", "마지막"]
     # A table inside a cell is flattened into that cell.
     from .extract_samples import TAG_CTRL_HEADER, TAG_LIST_HEADER, TAG_TABLE
+
     inner = record(TAG_CTRL_HEADER, 1, b" lbt") + record(TAG_TABLE, 2, struct.pack("<IHH", 0, 1, 2))
     inner += record(TAG_LIST_HEADER, 2, struct.pack("<HHIHH", 1, 0, 0, 0, 0) + b"\x00" * 26)
     inner += para_records("바깥", 2)
@@ -125,6 +142,7 @@ def test_section_lines_with_tables_nested_tables_and_caption_order():
 
 def test_cells_ordered_by_row_and_column_address():
     from .extract_samples import TAG_CTRL_HEADER, TAG_LIST_HEADER, TAG_TABLE
+
     inner = record(TAG_CTRL_HEADER, 1, b" lbt") + record(TAG_TABLE, 2, struct.pack("<IHH", 0, 2, 2))
     for col, row, text in [(1, 1, "라"), (0, 0, "가"), (0, 1, "다"), (1, 0, "나")]:
         inner += record(TAG_LIST_HEADER, 2, struct.pack("<HHIHH", 1, 0, 0, col, row) + b"\x00" * 26)
@@ -134,6 +152,7 @@ def test_cells_ordered_by_row_and_column_address():
 
 def test_hidden_comment_skipped_footnote_kept():
     from .extract_samples import TAG_CTRL_HEADER, TAG_LIST_HEADER
+
     comment = record(TAG_CTRL_HEADER, 1, b"tmct") + record(TAG_LIST_HEADER, 2, b"\x00" * 8) + para_records("숨김", 2)
     footnote = record(TAG_CTRL_HEADER, 1, b"  nf") + record(TAG_LIST_HEADER, 2, b"\x00" * 8) + para_records("각주", 2)
     data = para_records("본문" + control(15, "tcmt") + control(17, "fn  "), 0, comment + footnote)

@@ -1,4 +1,5 @@
 """The engine-independent helpers behind both adapters."""
+
 from __future__ import annotations
 
 import uuid

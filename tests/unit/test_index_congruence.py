@@ -2,6 +2,7 @@
 
 Real engines, no mocks. A Qdrant server joins the comparison when a Docker engine is reachable.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import docker_engine_available
 from services.errors import Conflict, DataDirLocked, InvalidInput, NotFound, ServiceUnavailable
 from services.index import RRF_K, IndexFilter, IndexHit, IndexPoint, VectorIndex, open_index
 from services.index.edge import EdgeIndex
 from services.index.server import ServerIndex
 from services.vectors import SparseVector
+from tests.conftest import docker_engine_available
 
 REPO = Path(__file__).resolve().parents[2]
 NS = uuid.UUID("6f1c1a52-8a0e-4d7b-9a43-5d0f0c3c8e11")
@@ -39,8 +40,13 @@ def doc_id(d: int) -> str:
 
 
 def doc_metadata(d: int) -> dict:
-    return {"lang": LANGS[d % 3], "year": 2020 + d % 4, "public": d % 2 == 0, "저자": f"작가{d % 5}",
-            "rating": [1.5, 2.5][d % 2]}
+    return {
+        "lang": LANGS[d % 3],
+        "year": 2020 + d % 4,
+        "public": d % 2 == 0,
+        "저자": f"작가{d % 5}",
+        "rating": [1.5, 2.5][d % 2],
+    }
 
 
 def make_points(seed: int = 42) -> list[IndexPoint]:
@@ -53,13 +59,20 @@ def make_points(seed: int = 42) -> list[IndexPoint]:
             # Zipf-distributed term ids: low ids are common, high ids rare (IDF matters).
             terms = sorted({int(t) % VOCAB for t in rng.zipf(1.3, size=int(rng.integers(3, 9)))})
             values = rng.uniform(0.5, 3.0, size=len(terms)).round(4).tolist()  # random: no score ties
-            points.append(IndexPoint(
-                id=str(uuid.uuid5(NS, f"{d}:{gen}:{c}")),
-                dense=rng.normal(size=DIM).astype(np.float32),
-                sparse=SparseVector(indices=terms, values=values),
-                payload={"document_id": doc_id(d), "external_id": f"ext-{d}", "generation": gen,
-                         "chunk_index": c, "metadata": doc_metadata(d)},
-            ))
+            points.append(
+                IndexPoint(
+                    id=str(uuid.uuid5(NS, f"{d}:{gen}:{c}")),
+                    dense=rng.normal(size=DIM).astype(np.float32),
+                    sparse=SparseVector(indices=terms, values=values),
+                    payload={
+                        "document_id": doc_id(d),
+                        "external_id": f"ext-{d}",
+                        "generation": gen,
+                        "chunk_index": c,
+                        "metadata": doc_metadata(d),
+                    },
+                )
+            )
     return points
 
 
@@ -232,14 +245,23 @@ def test_idf_ranks_rarer_term_higher(tmp_path: Path) -> None:
     """Same stored weight, but the term in 1 of 10 points outscores the term in all 10."""
     common, rare = 1, 2
     points = [
-        IndexPoint(id=str(uuid.uuid5(NS, f"idf-{i}")), dense=[1.0, float(i), 0.0],
-                   sparse=SparseVector([common, rare], [1.0, 1.0]) if i == 0 else SparseVector([common], [1.0]),
-                   payload={"document_id": "d", "generation": 1})
+        IndexPoint(
+            id=str(uuid.uuid5(NS, f"idf-{i}")),
+            dense=[1.0, float(i), 0.0],
+            sparse=SparseVector([common, rare], [1.0, 1.0]) if i == 0 else SparseVector([common], [1.0]),
+            payload={"document_id": "d", "generation": 1},
+        )
         for i in range(10)
     ]
     # A point without a sparse vector is not part of the IDF corpus (N stays 10).
-    points.append(IndexPoint(id=str(uuid.uuid5(NS, "idf-none")), dense=[0.0, 0.0, 1.0], sparse=SparseVector(),
-                             payload={"document_id": "e", "generation": 1}))
+    points.append(
+        IndexPoint(
+            id=str(uuid.uuid5(NS, "idf-none")),
+            dense=[0.0, 0.0, 1.0],
+            sparse=SparseVector(),
+            payload={"document_id": "e", "generation": 1},
+        )
+    )
     with EdgeIndex(tmp_path / "edge") as edge, ServerIndex.local(tmp_path / "local") as local:
         results = []
         for index in (edge, local):
@@ -261,8 +283,15 @@ def test_idf_ranks_rarer_term_higher(tmp_path: Path) -> None:
 def test_idf_follows_deletes_and_overwrites_at_once(tmp_path: Path) -> None:
     """IDF counts live points only: no stale statistics after a document is replaced."""
     term = 3
-    points = [IndexPoint(id=str(uuid.UUID(int=i + 1)), dense=[1.0, float(i)], sparse=SparseVector([term], [1.0]),
-                         payload={"document_id": f"d{i % 2}", "generation": 1}) for i in range(20)]
+    points = [
+        IndexPoint(
+            id=str(uuid.UUID(int=i + 1)),
+            dense=[1.0, float(i)],
+            sparse=SparseVector([term], [1.0]),
+            payload={"document_id": f"d{i % 2}", "generation": 1},
+        )
+        for i in range(20)
+    ]
     with EdgeIndex(tmp_path / "edge") as edge, ServerIndex.local(tmp_path / "local") as local:
         for index in (edge, local):
             index.ensure_collection("idf", dim=2)
@@ -358,8 +387,12 @@ def test_filters_match(pair, flt: IndexFilter) -> None:
     expected = {p.id for p in POINTS if matches(p, flt)}
     assert edge.count(COLLECTION, flt) == local.count(COLLECTION, flt) == len(expected)
     dense, sparse = random_queries(1, seed=11)[0]
-    for kwargs in (dict(dense=dense), dict(sparse=sparse), dict(dense=dense, sparse=sparse),
-                   dict(dense=dense, sparse=sparse, fusion="dbsf")):
+    for kwargs in (
+        dict(dense=dense),
+        dict(sparse=sparse),
+        dict(dense=dense, sparse=sparse),
+        dict(dense=dense, sparse=sparse, fusion="dbsf"),
+    ):
         a = edge.query(COLLECTION, limit=20, filter=flt, **kwargs)
         b = local.query(COLLECTION, limit=20, filter=flt, **kwargs)
         assert_same_hits(a, b)
@@ -401,7 +434,9 @@ def test_delete_document(fresh_pair) -> None:
         index.delete_document(COLLECTION, str(uuid.uuid4()), generation=1)
     assert edge.count(COLLECTION) == local.count(COLLECTION) == len(POINTS) - 2 * CHUNKS - 3
     for dense, sparse in random_queries(3):
-        assert_same_hits(edge.query(COLLECTION, dense=dense, sparse=sparse), local.query(COLLECTION, dense=dense, sparse=sparse))
+        assert_same_hits(
+            edge.query(COLLECTION, dense=dense, sparse=sparse), local.query(COLLECTION, dense=dense, sparse=sparse)
+        )
 
 
 def test_reupsert_is_idempotent_and_overwrites(fresh_pair) -> None:
@@ -417,7 +452,9 @@ def test_reupsert_is_idempotent_and_overwrites(fresh_pair) -> None:
     # Overwritten points leave no trace in the sparse statistics of either engine.
     for dense, sparse in random_queries(3):
         assert_same_hits(edge.query(COLLECTION, sparse=sparse), local.query(COLLECTION, sparse=sparse))
-        assert_same_hits(edge.query(COLLECTION, dense=dense, sparse=sparse), local.query(COLLECTION, dense=dense, sparse=sparse))
+        assert_same_hits(
+            edge.query(COLLECTION, dense=dense, sparse=sparse), local.query(COLLECTION, dense=dense, sparse=sparse)
+        )
 
 
 def test_upsert_validates_input(pair) -> None:
@@ -541,9 +578,8 @@ def test_unreachable_server_is_service_unavailable() -> None:
 
 
 def test_local_mode_path_is_locked(tmp_path: Path) -> None:
-    with ServerIndex.local(tmp_path / "q"):
-        with pytest.raises(DataDirLocked):
-            ServerIndex.local(tmp_path / "q")
+    with ServerIndex.local(tmp_path / "q"), pytest.raises(DataDirLocked):
+        ServerIndex.local(tmp_path / "q")
 
 
 # --- a real Qdrant server (Docker only) ------------------------------------------------------------------
@@ -560,8 +596,12 @@ def test_server_matches_edge(qdrant_server_url: str, tmp_path: Path) -> None:
             index.delete_document(name, doc_id(5), below_generation=2)
         assert edge.count(name) == server.count(name)
         for dense, sparse in random_queries(5):
-            for kwargs in (dict(dense=dense), dict(sparse=sparse), dict(dense=dense, sparse=sparse),
-                           dict(dense=dense, sparse=sparse, fusion="dbsf")):
+            for kwargs in (
+                dict(dense=dense),
+                dict(sparse=sparse),
+                dict(dense=dense, sparse=sparse),
+                dict(dense=dense, sparse=sparse, fusion="dbsf"),
+            ):
                 for flt in (None, FILTERS[2], FILTERS[4]):
                     assert_same_hits(edge.query(name, filter=flt, **kwargs), server.query(name, filter=flt, **kwargs))
         server.drop_collection(name)

@@ -1,4 +1,5 @@
 """Both adapters take concurrent queries from a thread pool while one thread ingests."""
+
 from __future__ import annotations
 
 import threading
@@ -54,7 +55,7 @@ def test_queries_during_ingestion(tmp_path: Path, adapter: str) -> None:
                     index.delete_document("c", f"doc-{b - 1}")
                 if b == BATCHES // 2:  # a collection created while others are being queried
                     index.ensure_collection("other", dim=DIM)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             done.set()
@@ -65,7 +66,9 @@ def test_queries_during_ingestion(tmp_path: Path, adapter: str) -> None:
         while not done.is_set() or rounds < 3:
             dense = rng.normal(size=DIM)
             sparse = SparseVector([1, 2, 3], [1.0, 1.0, 1.0])
-            hits = index.query("c", dense=dense, sparse=sparse, limit=5, filter=IndexFilter(metadata={"batch": list(range(20))}))
+            hits = index.query(
+                "c", dense=dense, sparse=sparse, limit=5, filter=IndexFilter(metadata={"batch": list(range(20))})
+            )
             assert all(h.payload["generation"] == 1 for h in hits)
             index.count("c")
             index.collection_exists("other")

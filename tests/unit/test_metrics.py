@@ -38,7 +38,7 @@ def test_several_relevant_documents_hand_computed():
     # AP@2: only rank 1 counts, divided by min(3, 2) = 2
     assert average_precision_at_k(RUN, REL, 2) == approx(0.5)
     # NDCG@3 binary: DCG = 1/log2(2) + 1/log2(4) = 1.5; IDCG = 1 + 1/log2(3) + 1/log2(4)
-    assert ndcg_at_k(RUN, {d: 1 for d in REL}, 3) == approx(1.5 / (1 + 1 / math.log2(3) + 0.5))
+    assert ndcg_at_k(RUN, dict.fromkeys(REL, 1), 3) == approx(1.5 / (1 + 1 / math.log2(3) + 0.5))
 
 
 def test_first_relevant_lower_down():

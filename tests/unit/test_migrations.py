@@ -1,4 +1,5 @@
 """Alembic migrations go up, down and up again on SQLite and PostgreSQL, matching the models."""
+
 from __future__ import annotations
 
 import uuid
@@ -51,14 +52,22 @@ def test_indexed_documents_keep_their_title_and_metadata_through_0005(tmp_path):
     engine = create_engine(url)
     collection, indexed, waiting = (uuid.uuid4().hex for _ in range(3))
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO collections (id, name, profile, created_at) "
-                          "VALUES (:id, 'c', 'bge-m3-ko', '2026-11-23 00:00:00')"), {"id": collection})
+        conn.execute(
+            text(
+                "INSERT INTO collections (id, name, profile, created_at) "
+                "VALUES (:id, 'c', 'bge-m3-ko', '2026-11-23 00:00:00')"
+            ),
+            {"id": collection},
+        )
         for doc, generation in ((indexed, 1), (waiting, None)):
-            conn.execute(text(
-                "INSERT INTO documents (id, collection_id, title, sha256, metadata, status, chunk_count, embedded_count,"
-                " generation, indexed_generation, created_at, updated_at) VALUES (:id, :c, '제목', 'x', '{\"k\": 1}',"
-                " 'indexed', 0, 0, 1, :g, '2026-11-23 00:00:00', '2026-11-23 00:00:00')"),
-                {"id": doc, "c": collection, "g": generation})
+            conn.execute(
+                text(
+                    "INSERT INTO documents (id, collection_id, title, sha256, metadata, status, chunk_count, embedded_count,"
+                    " generation, indexed_generation, created_at, updated_at) VALUES (:id, :c, '제목', 'x', '{\"k\": 1}',"
+                    " 'indexed', 0, 0, 1, :g, '2026-11-23 00:00:00', '2026-11-23 00:00:00')"
+                ),
+                {"id": doc, "c": collection, "g": generation},
+            )
     upgrade_database(url)
     with engine.connect() as conn:
         rows = dict(conn.execute(text("SELECT id, indexed_title || ' ' || indexed_metadata FROM documents")).all())

@@ -1,4 +1,5 @@
 """The ingest pipeline's stages on a real SQLite database, Qdrant Edge and the small twin."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,7 +9,13 @@ from services.db import session_scope
 from services.documents import service
 from services.documents.models import Chunk, Collection, Document, DocumentStage, DocumentStatus, index_name
 from services.ingest.pipeline import (
-    EmbedBatch, WorkItem, embed_documents, embed_each_on_failure, embedding_batch, prepare_document, process_now,
+    EmbedBatch,
+    WorkItem,
+    embed_documents,
+    embed_each_on_failure,
+    embedding_batch,
+    prepare_document,
+    process_now,
 )
 from tests.conftest import submit_text as submit
 
@@ -35,8 +42,11 @@ def index_name_of(rt, collection: str = "c") -> str:
         return index_name(session.scalar(select(Collection).where(Collection.name == collection)))
 
 
-TEXT = "\n\n".join(f"제{i}조(목적) 이 법은 국민의 건강을 보호하고 삶의 질을 높이는 것을 목적으로 한다. "
-                   f"국가는 {i}년마다 기본계획을 세워야 한다." for i in range(1, 30))
+TEXT = "\n\n".join(
+    f"제{i}조(목적) 이 법은 국민의 건강을 보호하고 삶의 질을 높이는 것을 목적으로 한다. "
+    f"국가는 {i}년마다 기본계획을 세워야 한다."
+    for i in range(1, 30)
+)
 
 
 def test_chunks_cover_every_character_and_respect_the_budget(rt):
@@ -46,7 +56,7 @@ def test_chunks_cover_every_character_and_respect_the_budget(rt):
     assert n == len(chunks) > 3
     covered = [False] * len(TEXT)
     for chunk in chunks:
-        assert TEXT[chunk.char_start:chunk.char_end] == chunk.text
+        assert TEXT[chunk.char_start : chunk.char_end] == chunk.text
         assert chunk.token_count <= 48
         assert len(rt.tokenizer(chunk.text, add_special_tokens=False)["input_ids"]) <= 48
         assert chunk.sparse["indices"]
@@ -109,8 +119,10 @@ def rt_on_each_database(request, make_settings, tmp_path):
 
 def _claim_state(rt, items) -> set:
     with session_scope(rt.session_factory) as session:
-        return {(d.embed_claim, d.status) for d in session.scalars(
-            select(Document).where(Document.id.in_([i.document_id for i in items])))}
+        return {
+            (d.embed_claim, d.status)
+            for d in session.scalars(select(Document).where(Document.id.in_([i.document_id for i in items])))
+        }
 
 
 def test_embed_workers_never_take_documents_another_holds(rt_on_each_database):
@@ -159,6 +171,7 @@ def test_an_embed_task_that_gives_up_fails_its_whole_batch(rt):
 @pytest.mark.postgres
 def test_concurrent_embed_tasks_claim_disjoint_batches(make_settings, own_postgres_url):
     from concurrent.futures import ThreadPoolExecutor
+
     from services.runtime import Runtime
 
     rt = Runtime(make_settings(database_url=own_postgres_url, chunk_tokens=48, chunk_overlap_tokens=8))
@@ -167,8 +180,9 @@ def test_concurrent_embed_tasks_claim_disjoint_batches(make_settings, own_postgr
         for item in items:
             prepare_document(rt, item)
         with ThreadPoolExecutor(8) as pool:  # eight embed tasks at once
-            batches = list(pool.map(
-                lambda i: embedding_batch(rt, claim=f"task-{i}", lease_s=600, max_documents=3).items, range(8)))
+            batches = list(
+                pool.map(lambda i: embedding_batch(rt, claim=f"task-{i}", lease_s=600, max_documents=3).items, range(8))
+            )
         taken = [item for batch in batches for item in batch]
         assert len(taken) == len(set(taken))  # no document in two batches
         assert set(taken) <= set(items) and taken
@@ -235,8 +249,11 @@ def test_a_document_that_cannot_be_embedded_fails_alone(rt):
         prepare_document(rt, item)
     broken = items[1]
     with rt.engine.begin() as conn:  # a chunk row the index cannot take (say, written by a buggy version)
-        conn.execute(Chunk.__table__.update().where(Chunk.__table__.c.document_id == broken.document_id)
-                     .values(sparse={"indices": ["not a term id"], "values": [1.0]}))
+        conn.execute(
+            Chunk.__table__.update()
+            .where(Chunk.__table__.c.document_id == broken.document_id)
+            .values(sparse={"indices": ["not a term id"], "values": [1.0]})
+        )
 
     failures = embed_each_on_failure(rt, items)
 
@@ -288,9 +305,14 @@ def test_headings_are_normalized_like_the_text(rt):
 
     heading = unicodedata.normalize("NFD", "서울\u200b시 공고")  # decomposed Hangul, a zero-width space
     with session_scope(rt.session_factory) as session:
-        result = service.submit_document(session, collection_name="c", profile=rt.settings.embedding_profile,
-                                         upload=service.Upload(data=f"# {heading}\n\n공고 내용이다.".encode(),
-                                                               filename="notice.md", media_type=None))
+        result = service.submit_document(
+            session,
+            collection_name="c",
+            profile=rt.settings.embedding_profile,
+            upload=service.Upload(
+                data=f"# {heading}\n\n공고 내용이다.".encode(), filename="notice.md", media_type=None
+            ),
+        )
         item = WorkItem(result.document.id, result.generation)
     prepare_document(rt, item)
     [chunk] = chunks_of(rt, item)
@@ -341,8 +363,12 @@ def test_search_looks_deeper_when_unpublished_chunks_fill_the_first_hits(rt, mon
     assert len(chunks_of(rt, second)) > OVERFETCH + 5
 
     with session_scope(rt.session_factory) as session:
-        response = search(session, rt=rt, collection_name="c",
-                          request=SearchRequest(query="감귤", mode="sparse", top_k=5, highlight=False))
+        response = search(
+            session,
+            rt=rt,
+            collection_name="c",
+            request=SearchRequest(query="감귤", mode="sparse", top_k=5, highlight=False),
+        )
     assert len(response.results) == 5
     assert all("감귤 감귤" not in hit.text for hit in response.results)  # the searchable generation's text
 
@@ -351,8 +377,12 @@ def test_documents_of_another_profiles_collection_are_refused_at_upload_and_at_e
     from services.errors import Conflict
 
     with session_scope(rt.session_factory) as session:  # queued by a service running another profile
-        result = service.submit_document(session, collection_name="sroberta", profile="ko-sroberta-multitask",
-                                         upload=service.Upload(data="다른 모델의 문서이다.".encode(), media_type="text/plain"))
+        result = service.submit_document(
+            session,
+            collection_name="sroberta",
+            profile="ko-sroberta-multitask",
+            upload=service.Upload(data="다른 모델의 문서이다.".encode(), media_type="text/plain"),
+        )
         foreign = WorkItem(result.document.id, result.generation)
     own = submit(rt, "이 작업자의 모델로 색인되는 문서이다.")
     for item in (foreign, own):
@@ -364,9 +394,13 @@ def test_documents_of_another_profiles_collection_are_refused_at_upload_and_at_e
     assert "ko-sroberta-multitask" in str(failures[0][1])
     with session_scope(rt.session_factory) as session:
         assert session.get(Document, own.document_id).status == DocumentStatus.indexed
-        with pytest.raises(Conflict, match="profile_mismatch|was indexed with profile"):
-            service.submit_document(session, collection_name="c", profile="ko-sroberta-multitask",
-                                    upload=service.Upload(data="모델이 다른 업로드".encode(), media_type="text/plain"))
+        with pytest.raises(Conflict, match=r"profile_mismatch|was indexed with profile"):
+            service.submit_document(
+                session,
+                collection_name="c",
+                profile="ko-sroberta-multitask",
+                upload=service.Upload(data="모델이 다른 업로드".encode(), media_type="text/plain"),
+            )
 
 
 def test_the_chunk_budget_never_exceeds_what_the_model_reads(make_settings, tmp_path, caplog):

@@ -1,4 +1,5 @@
 """Architecture twins: every profile builds a small twin that the real loading path accepts."""
+
 from __future__ import annotations
 
 import json
@@ -88,13 +89,23 @@ def test_twin_tokenizer_family_specials_and_offsets(twins, name):
     if profile.tokenizer_kind == "unigram":
         assert backend["model"]["type"] == "Unigram"
         assert "Metaspace" in json.dumps(backend["pre_tokenizer"])
-        assert (tok.cls_token, tok.sep_token, tok.pad_token, tok.unk_token, tok.mask_token) == \
-            ("<s>", "</s>", "<pad>", "<unk>", "<mask>")
+        assert (tok.cls_token, tok.sep_token, tok.pad_token, tok.unk_token, tok.mask_token) == (
+            "<s>",
+            "</s>",
+            "<pad>",
+            "<unk>",
+            "<mask>",
+        )
         assert [tok.convert_tokens_to_ids(t) for t in ("<s>", "<pad>", "</s>", "<unk>")] == [0, 1, 2, 3]
     else:
         assert backend["model"]["type"] == "WordPiece"
-        assert (tok.cls_token, tok.sep_token, tok.pad_token, tok.unk_token, tok.mask_token) == \
-            ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]")
+        assert (tok.cls_token, tok.sep_token, tok.pad_token, tok.unk_token, tok.mask_token) == (
+            "[CLS]",
+            "[SEP]",
+            "[PAD]",
+            "[UNK]",
+            "[MASK]",
+        )
 
     text = KOREAN[0]
     enc = tok(text, return_offsets_mapping=True)
@@ -112,8 +123,14 @@ def test_twin_tokenizer_family_specials_and_offsets(twins, name):
 def test_full_size_config_keeps_profile_shapes():
     for profile in PROFILES.values():
         cfg = twin_config(profile, small=False, tokenizer_vocab=5000)
-        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                    "vocab_size", "max_position_embeddings"):
+        for key in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "vocab_size",
+            "max_position_embeddings",
+        ):
             assert cfg[key] == profile.config[key]
         assert cfg["architectures"] == [profile.architecture]
         assert twin_max_seq_length(profile, small=False) == profile.max_seq_length
@@ -151,7 +168,8 @@ def test_extra_corpus_extends_tokenizer(tmp_path):
     extra.write_text("\n".join(f"{word}{word} 문장 {i}" for i in range(50)), encoding="utf-8")
     plain = AutoTokenizer.from_pretrained(str(build_twin(profile, tmp_path / "plain", small=True)))
     grown = AutoTokenizer.from_pretrained(
-        str(build_twin(profile, tmp_path / "grown", small=True, corpus=read_corpus_files([extra]))))
+        str(build_twin(profile, tmp_path / "grown", small=True, corpus=read_corpus_files([extra])))
+    )
     assert plain.unk_token_id in plain(word)["input_ids"]
     assert grown.unk_token_id not in grown(word)["input_ids"]
 

@@ -1,4 +1,5 @@
 """Upload, inspect, list and delete documents."""
+
 from __future__ import annotations
 
 import json
@@ -27,24 +28,38 @@ UPLOAD_OPENAPI = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {"schema": {
-                "type": "object", "required": ["file"],
-                "properties": {
-                    "file": {"type": "string", "format": "binary"},
-                    "external_id": {"type": "string"}, "title": {"type": "string"},
-                    "metadata": {"type": "string", "description": "a JSON object"},
-                }}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "external_id": {"type": "string"},
+                        "title": {"type": "string"},
+                        "metadata": {"type": "string", "description": "a JSON object"},
+                    },
+                }
+            },
             "application/json": {"schema": TextDocumentIn.model_json_schema()},
         },
     }
 }
 
 
-@router.post("", status_code=202, response_model=DocumentOut, openapi_extra=UPLOAD_OPENAPI,
-             responses={200: {"model": DocumentOut, "description": "the same content is already stored"},
-                        413: {"description": "over SAEKIN_MAX_UPLOAD_MB"}, 415: {"description": "unsupported type"}})
-async def upload_document(collection: str, request: Request, response: Response, rt: RuntimeDep,
-                          dispatcher: DispatcherDep) -> DocumentOut:
+@router.post(
+    "",
+    status_code=202,
+    response_model=DocumentOut,
+    openapi_extra=UPLOAD_OPENAPI,
+    responses={
+        200: {"model": DocumentOut, "description": "the same content is already stored"},
+        413: {"description": "over SAEKIN_MAX_UPLOAD_MB"},
+        415: {"description": "unsupported type"},
+    },
+)
+async def upload_document(
+    collection: str, request: Request, response: Response, rt: RuntimeDep, dispatcher: DispatcherDep
+) -> DocumentOut:
     """Store a document (multipart file or JSON text) and queue it for indexing; 200 if already stored."""
     service.validate_collection_name(collection)
     limit = rt.settings.max_upload_bytes
@@ -58,12 +73,14 @@ async def upload_document(collection: str, request: Request, response: Response,
         upload = await _read_json(request, limit)
     else:
         raise UnsupportedMediaType(
-            f"send multipart/form-data with a 'file' field, or application/json with 'text' (got {content_type or 'nothing'})")
+            f"send multipart/form-data with a 'file' field, or application/json with 'text' (got {content_type or 'nothing'})"
+        )
 
     def store():
         with session_scope(rt.session_factory) as session:
-            result = service.submit_document(session, collection_name=collection,
-                                             profile=rt.settings.embedding_profile, upload=upload)
+            result = service.submit_document(
+                session, collection_name=collection, profile=rt.settings.embedding_profile, upload=upload
+            )
             return result, DocumentOut.of(result.document)
 
     result, out = await run_in_threadpool(store)
@@ -86,16 +103,24 @@ async def _read_body_limited(request: Request, limit: int) -> bytes:
 async def _read_json(request: Request, limit: int) -> service.Upload:
     raw = await _read_body_limited(request, limit)
     if not raw.strip():
-        raise InvalidInput("the request body is empty: send {\"text\": ...}", code="empty_body")
+        raise InvalidInput('the request body is empty: send {"text": ...}', code="empty_body")
     try:
         body = TextDocumentIn.model_validate_json(raw)
     except ValidationError as exc:
-        raise InvalidInput("invalid JSON document: " + "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()), code="invalid_request") from None
+        raise InvalidInput(
+            "invalid JSON document: "
+            + "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()),
+            code="invalid_request",
+        ) from None
     if not body.text.strip():
         raise InvalidInput("text is empty", code="empty_document")
-    return service.Upload(data=body.text.encode("utf-8"), media_type="text/plain", external_id=body.external_id,
-                          title=body.title, metadata=body.metadata)
+    return service.Upload(
+        data=body.text.encode("utf-8"),
+        media_type="text/plain",
+        external_id=body.external_id,
+        title=body.title,
+        metadata=body.metadata,
+    )
 
 
 async def _read_multipart(request: Request, limit: int) -> service.Upload:
@@ -121,8 +146,14 @@ async def _read_multipart(request: Request, limit: int) -> service.Upload:
     external_id = _text_field(form.get("external_id"), "external_id", 256)
     title = _text_field(form.get("title"), "title", 512)
     await run_in_threadpool(_check_type, data, file.filename, file.content_type)
-    return service.Upload(data=data, filename=(file.filename or None) and file.filename[:512], media_type=None,
-                          external_id=external_id, title=title, metadata=metadata)
+    return service.Upload(
+        data=data,
+        filename=(file.filename or None) and file.filename[:512],
+        media_type=None,
+        external_id=external_id,
+        title=title,
+        metadata=metadata,
+    )
 
 
 def _check_type(data: bytes, filename: str | None, declared: str | None) -> None:
@@ -165,13 +196,17 @@ def get_document(collection: str, document_id: uuid.UUID, session: SessionDep) -
 
 
 @router.get("", response_model=DocumentPage)
-def list_documents(collection: str, session: SessionDep,
-                   status: Annotated[DocumentStatus | None, Query()] = None,
-                   cursor: Annotated[str | None, Query()] = None,
-                   limit: Annotated[int, Query(ge=1, le=500)] = 50) -> DocumentPage:
+def list_documents(
+    collection: str,
+    session: SessionDep,
+    status: Annotated[DocumentStatus | None, Query()] = None,
+    cursor: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> DocumentPage:
     """Documents newest first, optionally only those with `status`; follow `next_cursor` for more."""
-    rows, next_cursor = service.list_documents(session, collection_name=collection, status=status,
-                                               cursor=cursor, limit=limit)
+    rows, next_cursor = service.list_documents(
+        session, collection_name=collection, status=status, cursor=cursor, limit=limit
+    )
     return DocumentPage(items=[DocumentOut.of(d) for d in rows], next_cursor=next_cursor)
 
 

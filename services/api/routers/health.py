@@ -1,4 +1,5 @@
 """Liveness and readiness."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -37,11 +38,13 @@ def readyz(request: Request, rt: RuntimeDep) -> JSONResponse:
     ping = getattr(request.app.state.dispatcher, "ping", None)
     if ping is not None:
         check("broker", ping)
+
     def model() -> None:
         if not request.app.state.model_ready.is_set():
             raise RuntimeError("query model is still loading")
 
     check("model", model)
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503
+    )

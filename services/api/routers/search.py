@@ -1,4 +1,5 @@
 """Semantic, keyword and hybrid search over one collection."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter

@@ -8,6 +8,7 @@ Ingestion workers call extract_file_with_timeout (child process, time limit, mem
 upload path can call detect_media_type_path (or detect_media_type on the first bytes) to refuse
 unknown types early.
 """
+
 from ._core import extract_file, normalize_media_type
 from ._types import (
     DOCX,
@@ -26,7 +27,20 @@ from .detect import detect_media_type, detect_media_type_path
 from .sandbox import extract_file_with_timeout
 
 __all__ = [
-    "DOCX", "HWP", "HWPX", "PDF", "SUPPORTED_MEDIA_TYPES", "TEXT_HTML", "TEXT_MARKDOWN", "TEXT_PLAIN",
-    "ExtractLimits", "ExtractedDocument", "Section", "detect_media_type", "detect_media_type_path",
-    "extract_file", "extract_file_with_timeout", "normalize_media_type",
+    "DOCX",
+    "HWP",
+    "HWPX",
+    "PDF",
+    "SUPPORTED_MEDIA_TYPES",
+    "TEXT_HTML",
+    "TEXT_MARKDOWN",
+    "TEXT_PLAIN",
+    "ExtractLimits",
+    "ExtractedDocument",
+    "Section",
+    "detect_media_type",
+    "detect_media_type_path",
+    "extract_file",
+    "extract_file_with_timeout",
+    "normalize_media_type",
 ]

@@ -1,4 +1,5 @@
 """A per-document budget: deadline and byte allowance, checked cooperatively by the extractors."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """Child-process entry of extract_file_with_timeout: JSON request on stdin, JSON reply on stdout."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,12 @@ def main() -> int:
         from services.ingest.extract.sandbox import serialize_error
 
         try:
-            doc = extract_file(Path(request["path"]), media_type=request.get("media_type"),
-                               filename=request.get("filename"), limits=ExtractLimits(**limits_args))
+            doc = extract_file(
+                Path(request["path"]),
+                media_type=request.get("media_type"),
+                filename=request.get("filename"),
+                limits=ExtractLimits(**limits_args),
+            )
             reply = {
                 "ok": True,
                 "document": {
@@ -53,8 +58,10 @@ def main() -> int:
             reply = serialize_error(exc)
         payload = json.dumps(reply).encode("ascii")  # \u escapes: any string survives, even lone surrogates
     except MemoryError:
-        payload = b'{"ok": false, "error": "ExtractionError", "message": ' \
-                  b'"the document needs more memory than extraction may use"}'
+        payload = (
+            b'{"ok": false, "error": "ExtractionError", "message": '
+            b'"the document needs more memory than extraction may use"}'
+        )
     real_stdout.write(payload)
     real_stdout.flush()
     return 0

@@ -1,4 +1,5 @@
 """extract_file: detect the type (unless given) and run the matching extractor within the limits."""
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,9 @@ def normalize_media_type(media_type: str) -> str:
     return base
 
 
-def extract_file(path: Path, *, media_type: str | None = None, filename: str | None = None,
-                 limits: ExtractLimits = ExtractLimits()) -> ExtractedDocument:  # noqa: B008 (frozen)
+def extract_file(
+    path: Path, *, media_type: str | None = None, filename: str | None = None, limits: ExtractLimits = ExtractLimits()
+) -> ExtractedDocument:
     """Extract the text of the document at `path`, detecting its type from content when not given.
 
     Every bad input raises ExtractionError (or UnsupportedMediaType for a type we do not read) with a
@@ -48,10 +50,7 @@ def extract_file(path: Path, *, media_type: str | None = None, filename: str | N
         raise ExtractionError(f"the uploaded file cannot be read ({exc.strerror or exc})") from None
     if size == 0:
         raise ExtractionError("empty file (0 bytes)")
-    if media_type is None:
-        media_type = _detect(path, filename or path.name)
-    else:
-        media_type = normalize_media_type(media_type)
+    media_type = _detect(path, filename or path.name) if media_type is None else normalize_media_type(media_type)
     budget = Budget(limits)
     try:
         doc = _dispatch(path, media_type, budget)

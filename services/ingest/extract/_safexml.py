@@ -1,4 +1,5 @@
 """XML parsed with defusedxml (no DTDs, no entity expansion, no external references) and a depth limit."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """ZIP containers (DOCX, HWPX) opened with bomb checks: sizes and ratios are checked before reading."""
+
 from __future__ import annotations
 
 import zipfile
@@ -72,8 +73,10 @@ class SafeZip:
                         break
                     self.budget.take(len(chunk), self.kind)
                     out += chunk
-                    if len(out) > _RATIO_FLOOR and len(out) / max(1, info.compress_size) > \
-                            self.budget.limits.max_compression_ratio:
+                    if (
+                        len(out) > _RATIO_FLOOR
+                        and len(out) / max(1, info.compress_size) > self.budget.limits.max_compression_ratio
+                    ):
                         raise ExtractionError(
                             f"ZIP bomb suspected: member {name!r} of the {self.kind} expands beyond "
                             f"{self.budget.limits.max_compression_ratio:g}x"
@@ -81,10 +84,16 @@ class SafeZip:
                     self.budget.check_time()
         except ExtractionError:
             raise
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
-                RuntimeError) as exc:
-            raise ExtractionError(f"corrupt or truncated {self.kind}: member {name!r} cannot be decompressed") \
-                from exc
+        except (
+            zipfile.BadZipFile,
+            zlib.error,
+            EOFError,
+            OSError,
+            ValueError,
+            NotImplementedError,
+            RuntimeError,
+        ) as exc:
+            raise ExtractionError(f"corrupt or truncated {self.kind}: member {name!r} cannot be decompressed") from exc
         return bytes(out)
 
     def close(self) -> None:

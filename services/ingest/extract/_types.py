@@ -1,4 +1,5 @@
 """Value types shared by every extractor: the extracted document, its sections, and the safety limits."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

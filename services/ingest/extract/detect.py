@@ -1,4 +1,5 @@
 """Media type from content: magic bytes, ZIP members, OLE streams. Names only pick a text flavour."""
+
 from __future__ import annotations
 
 import codecs
@@ -16,24 +17,56 @@ OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 
 EXTENSION_TYPES = {
-    ".txt": TEXT_PLAIN, ".text": TEXT_PLAIN, ".log": TEXT_PLAIN, ".csv": TEXT_PLAIN, ".tsv": TEXT_PLAIN,
-    ".md": TEXT_MARKDOWN, ".markdown": TEXT_MARKDOWN, ".mdown": TEXT_MARKDOWN, ".mkd": TEXT_MARKDOWN,
-    ".htm": TEXT_HTML, ".html": TEXT_HTML, ".xhtml": TEXT_HTML,
-    ".pdf": PDF, ".docx": DOCX, ".hwpx": HWPX, ".hwp": HWP,
+    ".txt": TEXT_PLAIN,
+    ".text": TEXT_PLAIN,
+    ".log": TEXT_PLAIN,
+    ".csv": TEXT_PLAIN,
+    ".tsv": TEXT_PLAIN,
+    ".md": TEXT_MARKDOWN,
+    ".markdown": TEXT_MARKDOWN,
+    ".mdown": TEXT_MARKDOWN,
+    ".mkd": TEXT_MARKDOWN,
+    ".htm": TEXT_HTML,
+    ".html": TEXT_HTML,
+    ".xhtml": TEXT_HTML,
+    ".pdf": PDF,
+    ".docx": DOCX,
+    ".hwpx": HWPX,
+    ".hwp": HWP,
 }
 DECLARED_ALIASES = {
-    "text/x-markdown": TEXT_MARKDOWN, "text/md": TEXT_MARKDOWN, "application/xhtml+xml": TEXT_HTML,
-    "application/haansofthwp": HWP, "application/vnd.hancom.hwp": HWP, "application/x-hwp": HWP,
-    "application/vnd.hancom.hwpx": HWPX, "application/haansofthwpx": HWPX, "application/x-hwpx": HWPX,
+    "text/x-markdown": TEXT_MARKDOWN,
+    "text/md": TEXT_MARKDOWN,
+    "application/xhtml+xml": TEXT_HTML,
+    "application/haansofthwp": HWP,
+    "application/vnd.hancom.hwp": HWP,
+    "application/x-hwp": HWP,
+    "application/vnd.hancom.hwpx": HWPX,
+    "application/haansofthwpx": HWPX,
+    "application/x-hwpx": HWPX,
 }
 # Binary formats recognised only to name them in the refusal.
 _KNOWN_BINARIES: list[tuple[bytes, str]] = [
-    (b"\x89PNG\r\n\x1a\n", "PNG image"), (b"\xff\xd8\xff", "JPEG image"), (b"GIF87a", "GIF image"),
-    (b"GIF89a", "GIF image"), (b"II*\x00", "TIFF image"), (b"MM\x00*", "TIFF image"), (b"BM", "BMP image"),
-    (b"\x1f\x8b", "gzip archive"), (b"7z\xbc\xaf\x27\x1c", "7-Zip archive"), (b"Rar!\x1a\x07", "RAR archive"),
-    (b"BZh", "bzip2 archive"), (b"\xfd7zXZ\x00", "xz archive"), (b"\x7fELF", "ELF executable"),
-    (b"MZ", "Windows executable"), (b"{\\rtf", "RTF document"), (b"%!PS", "PostScript document"),
-    (b"OggS", "Ogg media"), (b"fLaC", "FLAC audio"), (b"ID3", "MP3 audio"), (b"\x00\x00\x01\xba", "MPEG video"),
+    (b"\x89PNG\r\n\x1a\n", "PNG image"),
+    (b"\xff\xd8\xff", "JPEG image"),
+    (b"GIF87a", "GIF image"),
+    (b"GIF89a", "GIF image"),
+    (b"II*\x00", "TIFF image"),
+    (b"MM\x00*", "TIFF image"),
+    (b"BM", "BMP image"),
+    (b"\x1f\x8b", "gzip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "7-Zip archive"),
+    (b"Rar!\x1a\x07", "RAR archive"),
+    (b"BZh", "bzip2 archive"),
+    (b"\xfd7zXZ\x00", "xz archive"),
+    (b"\x7fELF", "ELF executable"),
+    (b"MZ", "Windows executable"),
+    (b"{\\rtf", "RTF document"),
+    (b"%!PS", "PostScript document"),
+    (b"OggS", "Ogg media"),
+    (b"fLaC", "FLAC audio"),
+    (b"ID3", "MP3 audio"),
+    (b"\x00\x00\x01\xba", "MPEG video"),
     (b"SQLite format 3\x00", "SQLite database"),
     (b"HWP Document File V3", "HWP 3.0 document (save it as HWP 5 or HWPX)"),
 ]
@@ -77,13 +110,19 @@ def detect_media_type(head: bytes, *, filename: str | None = None, declared: str
         kind = _zip_kind_from_bytes(head)
         if kind:
             return kind
-        return _container_fallback("ZIP archive", (DOCX, HWPX), filename, declared,
-                                   "use detect_media_type_path to look inside the whole archive")
+        return _container_fallback(
+            "ZIP archive",
+            (DOCX, HWPX),
+            filename,
+            declared,
+            "use detect_media_type_path to look inside the whole archive",
+        )
     if head.startswith(OLE_MAGIC):
         if "FileHeader".encode("utf-16-le") in head or b"HWP Document File" in head:
             return HWP
-        return _container_fallback("OLE compound file", (HWP,), filename, declared,
-                                   "use detect_media_type_path to look inside the whole file")
+        return _container_fallback(
+            "OLE compound file", (HWP,), filename, declared, "use detect_media_type_path to look inside the whole file"
+        )
     return _detect_non_container(head, filename, declared)
 
 
@@ -180,9 +219,8 @@ def _zip_kind_from_bytes(head: bytes) -> str | None:
         name = head[pos + 30 : pos + 30 + name_len].decode("utf-8", errors="replace")
         data_at = pos + 30 + name_len + extra_len
         names.append(name)
-        if name == "mimetype" and method == 0:
-            if head[data_at : data_at + csize].strip() == b"application/hwp+zip":
-                return HWPX
+        if name == "mimetype" and method == 0 and head[data_at : data_at + csize].strip() == b"application/hwp+zip":
+            return HWPX
         if flags & 0x08:  # sizes in a data descriptor: cannot skip reliably
             break
         pos = data_at + csize
@@ -253,8 +291,9 @@ def _ole_kind_from_path(path: Path, head: bytes, filename: str | None, declared:
     raise UnsupportedMediaType(f"unsupported file type: {what} (only HWP among OLE documents is supported)")
 
 
-def _container_fallback(what: str, candidates: tuple[str, ...], filename: str | None, declared: str | None,
-                        why: str) -> str:
+def _container_fallback(
+    what: str, candidates: tuple[str, ...], filename: str | None, declared: str | None, why: str
+) -> str:
     """A container we could not classify: trust the name if it names one of the formats it could be."""
     hint = _hint_from_name_first(filename, declared)
     if hint in candidates:

@@ -1,4 +1,5 @@
 """DOCX (Office Open XML): paragraphs, tables (one line per row) and Heading styles as section headings."""
+
 from __future__ import annotations
 
 import posixpath
@@ -26,8 +27,7 @@ def extract_docx(path: Path, budget: Budget) -> ExtractedDocument:
             raise ExtractionError("corrupt DOCX: it has no main document part (word/document.xml)")
         root = parse_xml(zf.read(main), budget, "DOCX document")
         styles_name = posixpath.join(posixpath.dirname(main), "styles.xml")
-        styles = _heading_styles(parse_xml(zf.read(styles_name), budget, "DOCX styles")) \
-            if zf.has(styles_name) else {}
+        styles = _heading_styles(parse_xml(zf.read(styles_name), budget, "DOCX styles")) if zf.has(styles_name) else {}
         title = _core_title(zf, budget)
     builder = _Builder(styles, budget)
     body = next((c for c in root if local(c.tag) == "body"), None)

@@ -1,4 +1,5 @@
 """HTML: main text without scripts, styles and navigation; h1–h6 become section headings."""
+
 from __future__ import annotations
 
 import re
@@ -14,26 +15,86 @@ _META_CHARSET = re.compile(rb"""<meta[^>]{0,512}?charset\s*=\s*["']?\s*([A-Za-z0
 _WS = re.compile(r"\s+")
 
 # Removed wherever they are.
-_DROP_ALWAYS = "script, style, noscript, template, svg, math, iframe, object, embed, canvas, nav, aside, " \
+_DROP_ALWAYS = (
+    "script, style, noscript, template, svg, math, iframe, object, embed, canvas, nav, aside, "
     "[role=navigation], [role=complementary], [hidden], [aria-hidden=true]"
+)
 # Removed unless they sit inside the main content (an article's own header keeps its title).
 _DROP_OUTSIDE_MAIN = "header, footer, [role=banner], [role=contentinfo]"
 
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]{0,15})\b[^<>]*?(/?)>")
 # Void elements and elements the parser closes implicitly do not deepen the tree.
 _NON_NESTING = {
-    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr",
-    "p", "li", "dt", "dd", "tr", "td", "th", "option", "optgroup", "rt", "rp", "tbody", "thead", "tfoot",
-    "colgroup", "caption", "html", "head", "body",
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "source",
+    "track",
+    "wbr",
+    "p",
+    "li",
+    "dt",
+    "dd",
+    "tr",
+    "td",
+    "th",
+    "option",
+    "optgroup",
+    "rt",
+    "rp",
+    "tbody",
+    "thead",
+    "tfoot",
+    "colgroup",
+    "caption",
+    "html",
+    "head",
+    "body",
 }
 #: HTML allows deeper trees than office XML; lexbor's tree builder slows down quadratically past this.
 HTML_DEPTH_FACTOR = 4
 
 _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 _BLOCKS = {
-    "address", "article", "blockquote", "body", "br", "caption", "dd", "details", "dialog", "div", "dl", "dt",
-    "fieldset", "figcaption", "figure", "form", "hr", "li", "main", "ol", "p", "pre", "section", "summary",
-    "table", "tbody", "thead", "tfoot", "tr", "ul", "legend", "option",
+    "address",
+    "article",
+    "blockquote",
+    "body",
+    "br",
+    "caption",
+    "dd",
+    "details",
+    "dialog",
+    "div",
+    "dl",
+    "dt",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "form",
+    "hr",
+    "li",
+    "main",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "summary",
+    "table",
+    "tbody",
+    "thead",
+    "tfoot",
+    "tr",
+    "ul",
+    "legend",
+    "option",
 }
 
 

@@ -5,6 +5,7 @@ extraction needs is read: FileHeader (signature, version, flags), BodyText/Secti
 deflate when the compressed flag is set), and in them the records PARA_HEADER, PARA_TEXT,
 CTRL_HEADER, LIST_HEADER and TABLE. Nothing in the file is executed (scripts are ignored).
 """
+
 from __future__ import annotations
 
 import re
@@ -273,9 +274,7 @@ def inflate(data: bytes, budget: Budget, what: str) -> bytes:
                 budget.take(len(chunk), what)
                 out += chunk
                 if len(out) > _RATIO_FLOOR and len(out) > limit_ratio * max(1, len(data)):
-                    raise ExtractionError(
-                        f"decompression bomb suspected: {what} expands more than {limit_ratio:g}x"
-                    )
+                    raise ExtractionError(f"decompression bomb suspected: {what} expands more than {limit_ratio:g}x")
                 budget.check_time()
             if d.eof or (not chunk and not pending):
                 break

@@ -3,6 +3,7 @@
 Elements are matched by local name so both the 2011 Hancom namespaces and the 2024 OWPML ones work.
 Scripts in the package are never read, let alone executed.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -112,8 +113,11 @@ def _package_info(zf: SafeZip, hpf_name: str | None, budget: Budget) -> tuple[st
                     ordered.append(candidate)
                     break
     if not ordered:
-        found = [(int(m.group(1)), n) for n in zf.names() if (m := _SECTION_NAME.search(n))
-                 and n.lower().startswith("contents/")]
+        found = [
+            (int(m.group(1)), n)
+            for n in zf.names()
+            if (m := _SECTION_NAME.search(n)) and n.lower().startswith("contents/")
+        ]
         ordered = [n for _, n in sorted(found)]
     return title, ordered
 

@@ -1,4 +1,5 @@
 """PDF via pypdfium2 (PDFium, Apache-2.0/BSD): one section per page with its 1-based page number."""
+
 from __future__ import annotations
 
 import re
@@ -55,8 +56,10 @@ def _extract_pdf(path: Path, budget: Budget) -> ExtractedDocument:
     finally:
         doc.close()
     if not sections:
-        raise ExtractionError(f"no text layer: none of the PDF's {n_pages} page(s) has extractable text"
-                              " (scanned images need OCR, which is not supported)")
+        raise ExtractionError(
+            f"no text layer: none of the PDF's {n_pages} page(s) has extractable text"
+            " (scanned images need OCR, which is not supported)"
+        )
     return ExtractedDocument(media_type=PDF, sections=sections, title=title)
 
 

@@ -5,6 +5,7 @@ daemonic processes may not fork multiprocessing children) and next to CUDA/torch
 result comes back as JSON, never pickle, so a child subverted by a hostile file cannot run code in
 the worker.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,12 +22,15 @@ from services.errors import ExtractionError, SaekinError
 from ._types import ExtractedDocument, ExtractLimits, Section
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
-_ERROR_CLASSES = {cls.__name__: cls for cls in (errors.ExtractionError, errors.UnsupportedMediaType,
-                                                 errors.PayloadTooLarge, errors.InvalidInput)}
+_ERROR_CLASSES = {
+    cls.__name__: cls
+    for cls in (errors.ExtractionError, errors.UnsupportedMediaType, errors.PayloadTooLarge, errors.InvalidInput)
+}
 
 
-def extract_file_with_timeout(path: Path, *, media_type: str | None = None, filename: str | None = None,
-                              limits: ExtractLimits = ExtractLimits()) -> ExtractedDocument:  # noqa: B008
+def extract_file_with_timeout(
+    path: Path, *, media_type: str | None = None, filename: str | None = None, limits: ExtractLimits = ExtractLimits()
+) -> ExtractedDocument:
     """Run extract_file in a child process; kill it after limits.time_limit_s; cap its address space
     at limits.max_memory_bytes. Timeouts, memory exhaustion and crashes become ExtractionError.
     """
@@ -40,7 +44,11 @@ def extract_file_with_timeout(path: Path, *, media_type: str | None = None, file
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(
         _child_command(),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(_REPO_ROOT),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=str(_REPO_ROOT),
     )
     try:
         out, err = proc.communicate(json.dumps(request).encode("utf-8"), timeout=limits.time_limit_s)
@@ -70,8 +78,9 @@ def _decode_reply(returncode: int, out: bytes, err: bytes) -> ExtractedDocument:
             return ExtractedDocument(
                 media_type=doc["media_type"],
                 title=doc.get("title"),
-                sections=[Section(text=s["text"], page=s.get("page"), heading=s.get("heading"))
-                          for s in doc["sections"]],
+                sections=[
+                    Section(text=s["text"], page=s.get("page"), heading=s.get("heading")) for s in doc["sections"]
+                ],
             )
         except (KeyError, TypeError) as exc:
             raise ExtractionError("extraction process returned a malformed result") from exc

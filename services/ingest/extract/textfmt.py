@@ -1,4 +1,5 @@
 """Plain text and Markdown: encoding detection (UTF-8, UTF-16, CP949/EUC-KR, others) and Markdown headings."""
+
 from __future__ import annotations
 
 import codecs
@@ -12,8 +13,7 @@ from ._types import TEXT_MARKDOWN, TEXT_PLAIN, ExtractedDocument, Section
 
 # Characters that betray binary data: controls that never occur in real text files (everything
 # below 0x20 except tab, LF, VT, FF, CR, ESC; DEL), U+FFFD and the private-use planes (category Co).
-_NOT_TEXT = re.compile("[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f\ufffd\ue000-\uf8ff"
-                       "\U000f0000-\U000ffffd\U00100000-\U0010fffd]")
+_NOT_TEXT = re.compile("[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f\ufffd\ue000-\uf8ff\U000f0000-\U000ffffd\U00100000-\U0010fffd]")
 
 
 def read_limited(path: Path, budget: Budget, what: str) -> bytes:
@@ -94,8 +94,20 @@ def _decode_lenient(data: bytes, codec: str) -> str:
 def _codec_for_label(label: str) -> str | None:
     label = label.strip().strip("\"'").lower()
     # WHATWG maps every EUC-KR label to windows-949, the superset Korean software writes.
-    if label in {"euc-kr", "euc_kr", "euckr", "ks_c_5601-1987", "ks_c_5601", "korean", "csksc56011987",
-                 "iso-ir-149", "windows-949", "cp949", "uhc", "x-windows-949"}:
+    if label in {
+        "euc-kr",
+        "euc_kr",
+        "euckr",
+        "ks_c_5601-1987",
+        "ks_c_5601",
+        "korean",
+        "csksc56011987",
+        "iso-ir-149",
+        "windows-949",
+        "cp949",
+        "uhc",
+        "x-windows-949",
+    }:
         return "cp949"
     try:
         return codecs.lookup(label).name
@@ -128,10 +140,16 @@ def plausible_utf16(sample: bytes, codec: str) -> bool:
     for ch in text:
         o = ord(ch)
         if (
-            32 <= o < 127 or ch in "\t\n\r\f"
-            or 0xAC00 <= o <= 0xD7A3 or 0x1100 <= o <= 0x11FF or 0x3130 <= o <= 0x318F  # Hangul
-            or 0x4E00 <= o <= 0x9FFF or 0x3000 <= o <= 0x30FF  # Hanja, CJK punctuation, kana
-            or 0xFF00 <= o <= 0xFFEF or 0x2000 <= o <= 0x27BF or 0xA0 <= o <= 0x24F  # symbols, Latin
+            32 <= o < 127
+            or ch in "\t\n\r\f"
+            or 0xAC00 <= o <= 0xD7A3
+            or 0x1100 <= o <= 0x11FF
+            or 0x3130 <= o <= 0x318F  # Hangul
+            or 0x4E00 <= o <= 0x9FFF
+            or 0x3000 <= o <= 0x30FF  # Hanja, CJK punctuation, kana
+            or 0xFF00 <= o <= 0xFFEF
+            or 0x2000 <= o <= 0x27BF
+            or 0xA0 <= o <= 0x24F  # symbols, Latin
             or 0x370 <= o <= 0x4FF  # Greek, Cyrillic
         ):
             good += 1
@@ -233,8 +251,12 @@ def markdown_sections(text: str) -> tuple[str | None, list[Section]]:
             buf.append(line)
             m = _FENCE.match(line)
             closing = m.group(1) if m else ""
-            if closing and closing[0] == fence[0] and len(closing) >= len(fence) \
-                    and not line.strip()[len(closing):].strip():
+            if (
+                closing
+                and closing[0] == fence[0]
+                and len(closing) >= len(fence)
+                and not line.strip()[len(closing) :].strip()
+            ):
                 fence = None
             continue
         m = _FENCE.match(line)
