@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TWIN   ?= .twins/bge-m3-ko-small
 
-.PHONY: install run test twin bench clean
+.PHONY: install run test test-fast lint twin bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Day-to-day loop: unit tests only (no database, server or model beyond a cached twin).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+# What CI checks before the tests: lint, formatting, types.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # A small architecture twin of the default profile, for trying the service without the real model.
 twin: $(STAMP)

@@ -173,7 +173,8 @@ def stage_breakdown(settings, pages: list[tuple[str, str]], *, torch_threads: in
     import torch
 
     from services.db import session_scope
-    from services.documents import service as documents
+    from services.documents import lifecycle
+    from services.documents.lifecycle import WorkItem
     from services.ingest import pipeline
     from services.runtime import Runtime
 
@@ -189,11 +190,11 @@ def stage_breakdown(settings, pages: list[tuple[str, str]], *, torch_threads: in
         items = []
         with session_scope(rt.session_factory) as session:
             for doc_id, text in pages:
-                result = documents.submit_document(
+                result = lifecycle.store(
                     session,
                     collection_name=STAGES_COLLECTION,
                     profile=settings.embedding_profile,
-                    upload=documents.Upload(
+                    upload=lifecycle.Upload(
                         data=text.encode("utf-8"),
                         media_type="text/plain",
                         filename=f"{doc_id}.txt",
@@ -201,7 +202,7 @@ def stage_breakdown(settings, pages: list[tuple[str, str]], *, torch_threads: in
                         title=doc_id,
                     ),
                 )
-                items.append(pipeline.WorkItem(result.document.id, result.generation))
+                items.append(WorkItem(result.document.id, result.generation))
         analyzer, _ = rt.analyzer, rt.tokenizer  # loaded before timing (Kiwi: ~3 s once per process)
         encoder, index = rt.encoder, rt.index
         encoder.warmup()
@@ -213,8 +214,11 @@ def stage_breakdown(settings, pages: list[tuple[str, str]], *, torch_threads: in
         index.upsert = clock.wrap("qdrant_upsert", index.upsert)
         pipeline._publish = clock.wrap("publish", pipeline._publish)
         prepare = clock.wrap("prepare_total", pipeline.prepare_document)
-        chunks = sum(prepare(rt, item) or 0 for item in items)
-        clock.wrap("embed_total", pipeline.embed_documents)(rt, items)
+        stage = dict(engine=rt.engine, analyzer=analyzer, chunking=rt.chunking, extract_limits=rt.extract_limits)
+        chunks = sum(prepare(item, **stage) or 0 for item in items)
+        clock.wrap("embed_total", pipeline.embed_documents)(
+            items, engine=rt.engine, encoder=encoder, index=index, profile=rt.profile
+        )
     finally:
         for name, fn in saved.items():
             setattr(pipeline, name, fn)
@@ -260,17 +264,17 @@ def stage_breakdown(settings, pages: list[tuple[str, str]], *, torch_threads: in
 def _submit(rt, settings, collection: str, pages: list[tuple[str, str]]) -> list:
     """Store each page as the API does (one transaction per upload); the work items."""
     from services.db import session_scope
-    from services.documents import service as documents
-    from services.ingest.pipeline import WorkItem
+    from services.documents import lifecycle
+    from services.documents.lifecycle import WorkItem
 
     items = []
     for doc_id, text in pages:
         with session_scope(rt.session_factory) as session:
-            result = documents.submit_document(
+            result = lifecycle.store(
                 session,
                 collection_name=collection,
                 profile=settings.embedding_profile,
-                upload=documents.Upload(
+                upload=lifecycle.Upload(
                     data=text.encode("utf-8"),
                     media_type="text/plain",
                     filename=f"{doc_id}.txt",

@@ -105,7 +105,8 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
 
     from services.datadir import DataDirLock
     from services.db import session_scope, upgrade_database
-    from services.documents import service as documents
+    from services.documents import lifecycle
+    from services.documents.lifecycle import WorkItem
     from services.documents.models import (
         Chunk,
         Collection,
@@ -116,7 +117,7 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
         index_name,
         utcnow,
     )
-    from services.ingest.pipeline import WorkItem, embed_documents, prepare_document
+    from services.ingest.pipeline import embed_documents, prepare_document
 
     info: dict = {}
     lock = DataDirLock(settings.data_dir).acquire()
@@ -129,11 +130,11 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
         items: list[WorkItem] = []
         with session_scope(rt.session_factory) as session:
             for doc_id, text in corpus.items():
-                result = documents.submit_document(
+                result = lifecycle.store(
                     session,
                     collection_name=COLLECTION,
                     profile=settings.embedding_profile,
-                    upload=documents.Upload(
+                    upload=lifecycle.Upload(
                         data=text.encode("utf-8"),
                         media_type="text/plain",
                         filename=f"{doc_id}.txt",
@@ -147,7 +148,9 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
         rt.analyzer, rt.tokenizer  # noqa: B018 - load before timing the stage
         t1 = time.perf_counter()
         for item in tqdm(items, desc="prepare", unit="doc", file=sys.stderr):
-            n = prepare_document(rt, item)
+            n = prepare_document(
+                item, engine=rt.engine, analyzer=rt.analyzer, chunking=rt.chunking, extract_limits=rt.extract_limits
+            )
             if n:
                 prepared.append((item, n))
         prepare_s = time.perf_counter() - t1
@@ -257,7 +260,7 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
         with tqdm(total=len(work), desc="index", unit="doc", file=sys.stderr) as bar:
             for start in range(0, len(work), batch_docs):
                 batch = work[start : start + batch_docs]
-                embed_documents(rt, batch)
+                embed_documents(batch, engine=rt.engine, encoder=rt.encoder, index=rt.index, profile=rt.profile)
                 bar.update(len(batch))
         index_s = time.perf_counter() - t3
 

@@ -142,10 +142,6 @@ class Settings(BaseSettings):
         return min(self.chunk_tokens, budget) if self.chunk_tokens else budget
 
     @property
-    def effective_bm25_avg_terms(self) -> float:
-        return self.bm25_avg_terms or 0.65 * self.effective_chunk_tokens
-
-    @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'saekin.db').resolve()}"
 

@@ -6,8 +6,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -15,10 +17,13 @@ from config.profiles import DEFAULT_PROFILE, PROFILES
 from config.settings import Settings, get_settings
 from services.errors import SaekinError, describe_validation_errors
 
+if TYPE_CHECKING:
+    from services.runtime import Runtime
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Saekin (색인): Korean document retrieval service.")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(1)
 
@@ -36,15 +41,33 @@ def _settings() -> Settings:
         _fail(f"invalid settings: {exc}")
 
 
-def _embedded_runtime(settings: Settings):
-    """Lock the data directory, migrate SQLite and return (lock, runtime) for embedded mode."""
+@contextmanager
+def _runtime(settings: Settings) -> Iterator[Runtime]:
+    """This command's runtime, closed (and the embedded data directory released) however it ends.
+
+    Embedded mode owns the data directory: it is locked and its SQLite database migrated first.
+    A SaekinError on the way in becomes a one-line error.
+    """
     from services.datadir import DataDirLock
     from services.db import upgrade_database
     from services.runtime import Runtime
 
-    lock = DataDirLock(settings.data_dir).acquire()
-    upgrade_database(settings.sqlalchemy_url)
-    return lock, Runtime(settings)
+    lock = None
+    try:
+        if settings.mode == "embedded":
+            lock = DataDirLock(settings.data_dir).acquire()
+            upgrade_database(settings.sqlalchemy_url)
+        rt = Runtime(settings)
+    except SaekinError as exc:
+        if lock is not None:
+            lock.release()
+        _fail(exc.message)
+    try:
+        yield rt
+    finally:
+        rt.close()
+        if lock is not None:
+            lock.release()
 
 
 @app.command()
@@ -64,19 +87,12 @@ def serve(
         return
     from services.api.app import create_app
 
-    try:
-        lock, rt = _embedded_runtime(settings)
-    except SaekinError as exc:
-        _fail(exc.message)
-    typer.echo(
-        f"Saekin embedded mode: data in {settings.data_dir.resolve()}, model {settings.model_name_or_path} "
-        f"({settings.embedding_profile}); http://{host}:{port}/docs"
-    )
-    try:
+    with _runtime(settings) as rt:
+        typer.echo(
+            f"Saekin embedded mode: data in {settings.data_dir.resolve()}, model {settings.model_name_or_path} "
+            f"({settings.embedding_profile}); http://{host}:{port}/docs"
+        )
         uvicorn.run(create_app(settings, runtime=rt), host=host, port=port)
-    finally:
-        rt.close()
-        lock.release()
 
 
 @app.command()
@@ -148,11 +164,10 @@ def ingest(
     """Upload files and folders into a collection, with a progress bar."""
     from tqdm import tqdm
 
-    from services.db import session_scope
+    from services.dispatch import CeleryDispatcher, Dispatcher, InlineDispatcher, intake
     from services.documents import service
-    from services.documents.models import Document, DocumentStatus
+    from services.documents.lifecycle import Upload, WorkItem
     from services.ingest.extract import detect_media_type_path
-    from services.ingest.pipeline import WorkItem, process_now
 
     settings = _settings()
     try:
@@ -162,94 +177,89 @@ def ingest(
     files = _iter_files(paths)
     if not files:
         _fail("no files to ingest")
-    if settings.mode == "embedded":
-        try:
-            lock, rt = _embedded_runtime(settings)
-        except SaekinError as exc:
-            _fail(exc.message)
-    else:
-        from services.dispatch import CeleryDispatcher
-        from services.runtime import Runtime
-
-        lock, rt = None, Runtime(settings)
-        dispatcher = CeleryDispatcher(settings.broker_url)
-
-    submitted: list[WorkItem] = []
-    counts = {"new": 0, "unchanged": 0, "rejected": 0}
-    with tqdm(total=len(files), unit="file", desc="upload") as bar:
-        for path in files:
-            try:
-                detect_media_type_path(path, filename=path.name)  # refuse unknown types before storing
-                with session_scope(rt.session_factory) as session:
-                    result = service.submit_document(
-                        session,
-                        collection_name=collection,
-                        profile=settings.embedding_profile,
-                        upload=service.Upload(
-                            data=path.read_bytes(),
-                            filename=path.name,
-                            # the same file whatever the path was typed as
-                            external_id=str(path.resolve()),
-                        ),
+    with _runtime(settings) as rt:
+        dispatcher: Dispatcher
+        if settings.broker_url:
+            dispatcher = CeleryDispatcher(settings.broker_url)
+        else:
+            dispatcher = inline = InlineDispatcher(rt.process_now)
+        submitted: list[WorkItem] = []
+        counts = {"new": 0, "unchanged": 0, "rejected": 0}
+        with tqdm(total=len(files), unit="file", desc="upload") as bar:
+            for path in files:
+                try:
+                    upload = Upload(
+                        data=path.read_bytes(),
+                        filename=path.name,
+                        media_type=detect_media_type_path(path, filename=path.name),  # unknown types: refused now
+                        external_id=str(path.resolve()),  # the same file whatever the path was typed as
                     )
-                if result.created:
-                    submitted.append(WorkItem(result.document.id, result.generation))
-                    counts["new"] += 1
-                else:
-                    counts["unchanged"] += 1
-            except SaekinError as exc:
-                counts["rejected"] += 1
-                tqdm.write(f"rejected: {path}: {exc.message}", file=sys.stderr)
-            bar.update()
-
-    if settings.mode == "embedded":
-        batch = 16
-        with tqdm(total=len(submitted), unit="doc", desc="index") as bar:
-            for i in range(0, len(submitted), batch):
-                process_now(rt, submitted[i : i + batch])
-                bar.update(len(submitted[i : i + batch]))
-    else:
-        for item in submitted:
-            dispatcher.submit(item)
-        if wait and submitted:
-            ids = [item.document_id for item in submitted]
-            from sqlalchemy import func, select
-
-            with tqdm(total=len(ids), unit="doc", desc="index") as bar:
-                done = 0
-                while done < len(ids):
-                    time.sleep(1)
-                    with session_scope(rt.session_factory) as session:
-                        # Finished, or deleted meanwhile (no row left to finish).
-                        waiting = session.scalar(
-                            select(func.count())
-                            .select_from(Document)
-                            .where(
-                                Document.id.in_(ids),
-                                Document.status.not_in([DocumentStatus.indexed, DocumentStatus.failed]),
-                            )
-                        )
-                    done = len(ids) - waiting
-                    bar.update(done - bar.n)
-
-    with session_scope(rt.session_factory) as session:
-        from sqlalchemy import select
-
-        failed = session.execute(
-            select(Document.filename, Document.error).where(
-                Document.id.in_([i.document_id for i in submitted]), Document.status == DocumentStatus.failed
-            )
-        ).all()
+                    stored = intake(
+                        upload,
+                        session_factory=rt.session_factory,
+                        collection_name=collection,
+                        profile=rt.profile,
+                        dispatcher=dispatcher,
+                    )
+                    counts["new" if stored.created else "unchanged"] += 1
+                    if stored.created:
+                        submitted.append(stored.item)
+                except SaekinError as exc:
+                    counts["rejected"] += 1
+                    tqdm.write(f"rejected: {path}: {exc.message}", file=sys.stderr)
+                bar.update()
+        dispatcher.close() if settings.broker_url else None
+        if not settings.broker_url:
+            with tqdm(total=len(submitted), unit="doc", desc="index") as bar:
+                inline.drain(batch=16, progress=bar.update)
+        elif wait and submitted:
+            _wait_until_done(rt, [item.document_id for item in submitted])
+        failed = _failed_documents(rt, [item.document_id for item in submitted])
     for filename, error in failed:
         typer.secho(f"failed: {filename}: {error}", fg=typer.colors.YELLOW, err=True)
     typer.echo(
         f"{counts['new']} new, {counts['unchanged']} unchanged, {counts['rejected']} rejected, {len(failed)} failed"
     )
-    rt.close()
-    if lock:
-        lock.release()
     if counts["rejected"] or failed:
         raise typer.Exit(1)  # like cp: some files were not indexed
+
+
+def _wait_until_done(rt: Runtime, ids: list) -> None:
+    """A progress bar until every document is indexed, failed or deleted (production mode)."""
+    from sqlalchemy import func, select
+    from tqdm import tqdm
+
+    from services.db import session_scope
+    from services.documents.models import Document, DocumentStatus
+
+    with tqdm(total=len(ids), unit="doc", desc="index") as bar:
+        while bar.n < len(ids):
+            time.sleep(1)
+            with session_scope(rt.session_factory) as session:
+                # Finished, or deleted meanwhile (no row left to finish).
+                waiting = session.scalar(
+                    select(func.count())
+                    .select_from(Document)
+                    .where(
+                        Document.id.in_(ids), Document.status.not_in([DocumentStatus.indexed, DocumentStatus.failed])
+                    )
+                )
+            bar.update(len(ids) - (waiting or 0) - bar.n)
+
+
+def _failed_documents(rt: Runtime, ids: list) -> list[tuple[str | None, str | None]]:
+    from sqlalchemy import select
+
+    from services.db import session_scope
+    from services.documents.models import Document, DocumentStatus
+
+    with session_scope(rt.session_factory) as session:
+        rows = session.execute(
+            select(Document.filename, Document.error).where(
+                Document.id.in_(ids), Document.status == DocumentStatus.failed
+            )
+        ).all()
+    return [(filename, error) for filename, error in rows]
 
 
 @app.command()
@@ -272,32 +282,31 @@ def search(
     except ValidationError as exc:
         _fail(describe_validation_errors(exc.errors()))
     settings = _settings()
-    try:
-        if settings.mode == "embedded":
-            lock, rt = _embedded_runtime(settings)
-        else:
-            from services.runtime import Runtime
-
-            lock, rt = None, Runtime(settings)
-        with session_scope(rt.session_factory) as session:
-            response = run_search(session, rt=rt, collection_name=collection, request=request)
-    except SaekinError as exc:
-        _fail(exc.message)
+    with _runtime(settings) as rt:
+        try:
+            with session_scope(rt.session_factory) as session:
+                response = run_search(
+                    session,
+                    index=rt.index,
+                    analyzer=rt.analyzer,
+                    query_encoder=rt.query_encoder if request.mode != "sparse" else None,  # no model for sparse
+                    profile=rt.profile,
+                    collection_name=collection,
+                    request=request,
+                )
+        except SaekinError as exc:
+            _fail(exc.message)
     if as_json:
         typer.echo(response.model_dump_json(indent=2))
-    else:
-        for hit in response.results:
-            where = f" p.{hit.page}" if hit.page else ""
-            typer.secho(
-                f"{hit.rank}. [{hit.score:.4f}] {hit.title or hit.external_id or hit.document_id}{where}", bold=True
-            )
-            typer.echo("   " + hit.text[:300].replace("\n", " "))
-        typer.echo(
-            f"({len(response.results)} results, {response.took_ms} ms{'; ' + response.note if response.note else ''})"
+        return
+    for hit in response.results:
+        where = f" p.{hit.page}" if hit.page else ""
+        typer.secho(
+            f"{hit.rank}. [{hit.score:.4f}] {hit.title or hit.external_id or hit.document_id}{where}", bold=True
         )
-    rt.close()
-    if lock:
-        lock.release()
+        typer.echo("   " + hit.text[:300].replace("\n", " "))
+    note = f"; {response.note}" if response.note else ""
+    typer.echo(f"({len(response.results)} results, {response.took_ms} ms{note})")
 
 
 @app.command()
@@ -316,26 +325,20 @@ def optimize() -> None:
     settings = _settings()
     if settings.mode != "embedded":
         _fail("optimize is for embedded mode (Qdrant Edge); a Qdrant server optimizes its collections itself")
-    try:
-        lock, rt = _embedded_runtime(settings)
-    except SaekinError as exc:
-        _fail(exc.message)
-    try:
-        if not hasattr(rt.index, "optimize"):
+    with _runtime(settings) as rt:
+        optimize_index = getattr(rt.index, "optimize", None)
+        if optimize_index is None:
             _fail("this data directory's index is not Qdrant Edge (SAEKIN_QDRANT_PATH is for tests)")
         with session_scope(rt.session_factory) as session:
             names = sorted({index_name(c) for c in session.scalars(select(Collection))})
         names = [n for n in names if rt.index.collection_exists(n)]
         for name in tqdm(names, desc="optimize", unit="collection", file=sys.stderr):
             started = time.perf_counter()
-            changed = rt.index.optimize(name)
+            changed = optimize_index(name)
             typer.echo(
                 f"{name}: {rt.index.count(name)} points, "
                 f"{'optimized' if changed else 'already optimal'} in {time.perf_counter() - started:.1f}s"
             )
-    finally:
-        rt.close()
-        lock.release()
 
 
 @app.command("eval")
@@ -350,12 +353,12 @@ def eval_command(
     ] = None,
 ) -> None:
     """Ingest a benchmark corpus through the real pipeline and report recall, precision, F1, MRR, MAP, NDCG."""
+    import contextlib
     import json
     import tempfile
 
     from services.evaluation.datasets import load_dataset
-    from services.evaluation.runner import format_table, run_eval
-    from services.runtime import Runtime
+    from services.evaluation.runner import drop_corpus, format_table, ingest_corpus, run_queries
 
     if mode not in ("dense", "sparse", "hybrid"):
         _fail("--mode must be dense, sparse or hybrid")
@@ -375,25 +378,27 @@ def eval_command(
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     settings = _settings()
-    tmp = None
-    lock = None
-    if settings.mode == "embedded":
-        tmp = tempfile.TemporaryDirectory(prefix="saekin-eval-") if data_dir is None else None
-        settings = settings.model_copy(update={"data_dir": Path(tmp.name) if tmp else data_dir})
+    with contextlib.ExitStack() as stack:
+        if settings.mode == "embedded":  # a throw-away data directory unless one is given
+            where = data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="saekin-eval-")))
+            settings = settings.model_copy(update={"data_dir": where})
+        rt = stack.enter_context(_runtime(settings))
+        corpus = ingest_corpus(ds, session_factory=rt.session_factory, process=rt.process_now, profile=rt.profile)
         try:
-            lock, rt = _embedded_runtime(settings)
-        except SaekinError as exc:
-            _fail(exc.message)
-    else:
-        rt = Runtime(settings)
-    try:
-        result = run_eval(rt, ds, mode=mode, ks=ks)
-    finally:
-        rt.close()
-        if lock:
-            lock.release()
-        if tmp:
-            tmp.cleanup()
+            result = run_queries(
+                ds,
+                corpus,
+                session_factory=rt.session_factory,
+                index=rt.index,
+                analyzer=rt.analyzer,
+                query_encoder=rt.query_encoder if mode != "sparse" else None,
+                profile=rt.profile,
+                mode=mode,
+                ks=ks,
+            )
+        finally:
+            drop_corpus(corpus, session_factory=rt.session_factory, index=rt.index)
+    result = {"model": settings.model_name_or_path, "profile": settings.embedding_profile, **result}
     typer.echo(format_table(result, ks))
     if output_json:
         output_json.write_text(json.dumps(result, ensure_ascii=False, indent=2))

@@ -1,7 +1,9 @@
-"""Handing stored documents to ingestion: Celery queues in production, a thread in embedded mode.
+"""Intake: store an upload, then hand its new generation to ingestion.
 
-The documents service only stores; the API layer gives each new generation to a Dispatcher.
-Task names are the contract with workers/tasks.py (services never import workers).
+The documents service only stores (services/documents/lifecycle.py); a Dispatcher runs the
+stages: Celery queues in production, a background thread in the embedded service, or inline in
+the caller (the CLI and evaluation, which wait for the result anyway). Task names are the
+contract with workers/tasks.py (services never import workers).
 """
 
 from __future__ import annotations
@@ -9,10 +11,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from services.ingest.pipeline import WorkItem, pending_work, process_now
-from services.runtime import Runtime
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.db import session_scope
+from services.documents import lifecycle
+from services.documents.lifecycle import Stored, Upload, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +27,31 @@ EMBED_TASK = "saekin.embed"
 INGEST_QUEUE = "ingest"
 EMBED_QUEUE = "embed"
 
+Process = Callable[[Sequence[WorkItem]], None]
+
 
 class Dispatcher(Protocol):
     def submit(self, item: WorkItem) -> None: ...
     def close(self) -> None: ...
+
+
+def intake(
+    upload: Upload,
+    *,
+    session_factory: sessionmaker[Session],
+    collection_name: str,
+    profile: str,
+    dispatcher: Dispatcher,
+) -> Stored:
+    """Store `upload` in its own transaction and, once committed, dispatch its new generation.
+
+    Blocking (database, broker): the upload route calls it in a worker thread.
+    """
+    with session_scope(session_factory) as session:
+        stored = lifecycle.store(session, collection_name=collection_name, profile=profile, upload=upload)
+    if stored.created:
+        dispatcher.submit(stored.item)
+    return stored
 
 
 class CeleryDispatcher:
@@ -49,31 +76,21 @@ class CeleryDispatcher:
 
 
 class InProcessDispatcher:
-    """Embedded mode: one background thread runs both stages; uploads never wait for it."""
+    """The embedded service: one background thread runs both stages; uploads never wait for it."""
 
     # Documents taken together so one encode call sees many chunks (fills the model's batches).
     max_documents_per_round = 32
 
-    def __init__(self, runtime: Runtime, *, resume: bool = True) -> None:
-        self._rt = runtime
+    def __init__(self, process: Process, *, resume: Sequence[WorkItem] = ()) -> None:
+        self._process = process
         self._queue: queue.Queue[WorkItem | None] = queue.Queue()
-        self._pending = 0
-        self._done = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="saekin-ingest", daemon=True)
         self._thread.start()
-        if resume:
-            for item in pending_work(runtime):
-                self.submit(item)
+        for item in resume:  # generations left queued or in progress by the last process
+            self.submit(item)
 
     def submit(self, item: WorkItem) -> None:
-        with self._done:
-            self._pending += 1
         self._queue.put(item)
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until every submitted document has been processed (tests, CLI)."""
-        with self._done:
-            return self._done.wait_for(lambda: self._pending == 0, timeout)
 
     def _run(self) -> None:
         while True:
@@ -90,13 +107,31 @@ class InProcessDispatcher:
                     self._queue.put(None)
                     break
                 batch.append(nxt)
-            try:
-                process_now(self._rt, batch)
-            finally:
-                with self._done:
-                    self._pending -= len(batch)
-                    self._done.notify_all()
+            self._process(batch)
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=30)
+
+
+class InlineDispatcher:
+    """Collects generations and runs both stages when the caller drains it (CLI, evaluation)."""
+
+    def __init__(self, process: Process) -> None:
+        self._process = process
+        self.pending: list[WorkItem] = []
+
+    def submit(self, item: WorkItem) -> None:
+        self.pending.append(item)
+
+    def drain(self, *, batch: int = 32, progress: Callable[[int], object] = lambda n: None) -> list[WorkItem]:
+        """Process everything submitted, `batch` generations at a time (one encode call each);
+        `progress` is told how many finished after each batch. Returns the processed items."""
+        done, self.pending = self.pending, []
+        for i in range(0, len(done), batch):
+            self._process(done[i : i + batch])
+            progress(len(done[i : i + batch]))
+        return done
+
+    def close(self) -> None:
+        self.pending = []

@@ -1,25 +1,30 @@
-"""Process-wide resources: each is created on first use, once, and shared by threads.
+"""Process-wide resources, each created on first use, once, and shared by threads.
 
-The API process, each Celery worker process and the CLI hold one `Runtime`. Heavy pieces
-(Kiwi ~0.5 GB, the model) load lazily so a process only pays for what it uses: the embed
-worker never loads Kiwi, the ingest worker never loads the model.
+The API process, each Celery worker process and the CLI hold one `Runtime`: it is where they
+are assembled, and the only code that sees all of it. Domain code (the pipeline stages, search,
+evaluation) takes the collaborators it uses as keyword arguments. Heavy pieces (Kiwi ~0.5 GB,
+the model) load lazily, so a process pays only for what it uses: the embed worker never loads
+Kiwi, the ingest worker never loads the model.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from config.settings import Settings
 from services.db import make_engine, make_session_factory
 
 if TYPE_CHECKING:
+    from services.documents.lifecycle import WorkItem
     from services.embedding.encoder import Encoder, QueryEncoder
     from services.index.base import VectorIndex
     from services.ingest.analyzer import KoreanAnalyzer
+    from services.ingest.extract import ExtractLimits
+    from services.ingest.policy import ChunkPolicy
 
-log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Runtime:
@@ -29,12 +34,17 @@ class Runtime:
         self.session_factory = make_session_factory(self.engine)
         self._lock = threading.RLock()
 
-    def _once(self, name: str, build):
+    def _once(self, name: str, build: Callable[[], T]) -> T:
         # cached_property is not thread-safe; the API's thread pool may race on first use.
         with self._lock:
             if name not in self.__dict__:
                 self.__dict__[name] = build()
             return self.__dict__[name]
+
+    @property
+    def profile(self) -> str:
+        """The embedding profile this process's model belongs to."""
+        return self.settings.embedding_profile
 
     @property
     def index(self) -> VectorIndex:
@@ -49,32 +59,22 @@ class Runtime:
         return self._once("_analyzer", get_analyzer)
 
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> Any:
         from services.embedding.encoder import load_tokenizer
 
         return self._once("_tokenizer", lambda: load_tokenizer(self.settings.model_name_or_path))
 
     @property
-    def chunk_tokens(self) -> int:
-        """The chunk budget: the profile's (or SAEKIN_CHUNK_TOKENS), but never more than the model
-        reads: a model of another family than the profile (say a 128-token one under bge-m3-ko's
-        510) would otherwise silently drop the end of every long chunk."""
-        return self._once("_chunk_tokens", self._chunk_tokens)
+    def chunking(self) -> ChunkPolicy:
+        from services.ingest.policy import ChunkPolicy
 
-    def _chunk_tokens(self) -> int:
-        budget = self.settings.effective_chunk_tokens
-        readable = self.tokenizer.model_max_length - self.tokenizer.num_special_tokens_to_add()
-        if readable < budget:
-            log.warning(
-                "the model reads at most %d tokens, fewer than the chunk budget of %d (profile %s): "
-                "chunks are cut at %d; check SAEKIN_EMBEDDING_PROFILE against the model",
-                readable,
-                budget,
-                self.settings.embedding_profile,
-                readable,
-            )
-            return readable
-        return budget
+        return self._once("_chunking", lambda: ChunkPolicy.from_settings(self.settings, self.tokenizer))
+
+    @property
+    def extract_limits(self) -> ExtractLimits:
+        from services.ingest.extract import ExtractLimits
+
+        return ExtractLimits(time_limit_s=self.settings.extract_time_limit_s)
 
     @property
     def encoder(self) -> Encoder:
@@ -98,6 +98,21 @@ class Runtime:
 
         return self._once(
             "_query_encoder", lambda: QueryEncoder(self.encoder, max_wait_ms=self.settings.query_batch_wait_ms)
+        )
+
+    def process_now(self, items: Sequence[WorkItem]) -> None:
+        """Both ingestion stages for `items` in this process (embedded mode, the CLI, evaluation)."""
+        from services.ingest.pipeline import process_now
+
+        process_now(
+            items,
+            engine=self.engine,
+            analyzer=self.analyzer,
+            chunking=self.chunking,
+            extract_limits=self.extract_limits,
+            encoder=self.encoder,
+            index=self.index,
+            profile=self.profile,
         )
 
     def loaded(self, name: str) -> bool:

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from typer.testing import Result
+
     from config.settings import Settings
-    from services.ingest.pipeline import WorkItem
+    from services.documents.lifecycle import WorkItem
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -118,13 +120,40 @@ def own_postgres_url(postgres_server_url: str) -> Iterator[str]:
         yield url
 
 
+# Redis databases 1-15 are lent to test runs, one each, so that two runs on one machine (two
+# checkouts, CI beside a developer) never flush or consume each other's queues and flags.
+_REDIS_LEASE_KEY = "saekin:test-run:db:{}"
+_REDIS_LEASE_S = 3 * 3600
+
+
+def _lease_redis_database(server: str) -> tuple[str, Callable[[], None]]:
+    """A Redis database of this run's own on `server` (redis://host:port), and its release."""
+    import redis
+
+    registry = redis.Redis.from_url(f"{server}/0")
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    for db in range(15, 0, -1):
+        key = _REDIS_LEASE_KEY.format(db)
+        if registry.set(key, owner, nx=True, ex=_REDIS_LEASE_S):
+            redis.Redis.from_url(f"{server}/{db}").flushdb()  # left over by a run that was killed
+
+            def release(key: str = key) -> None:
+                if registry.get(key) == owner.encode():
+                    registry.delete(key)
+
+            return f"{server}/{db}", release
+    pytest.skip(f"no free Redis database on {server}: 15 test runs hold one each ({_REDIS_LEASE_KEY.format('N')})")
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
+    """A Redis database that belongs to this test run (a given URL is used as it is)."""
     url = os.environ.get("SAEKIN_TEST_REDIS_URL")
     container = None
+    release: Callable[[], None] = lambda: None  # noqa: E731
     if not url:
         if _tcp_open("127.0.0.1", 6379):
-            url = "redis://127.0.0.1:6379/15"
+            url, release = _lease_redis_database("redis://127.0.0.1:6379")
         elif docker_engine_available():
             from testcontainers.redis import RedisContainer
 
@@ -135,6 +164,7 @@ def redis_url() -> Iterator[str]:
                 "no Redis: set SAEKIN_TEST_REDIS_URL, run one on 127.0.0.1:6379, or start Docker so testcontainers can"
             )
     yield url
+    release()
     if container is not None:
         container.stop()
 
@@ -186,6 +216,28 @@ def app_client(make_settings, database_url: str, tmp_path: Path):
     rt.close()
 
 
+@pytest.fixture
+def saekin(monkeypatch) -> Callable[..., Result]:
+    """Run `saekin ARGS` in this process (typer's runner) with exactly the SAEKIN_* variables given."""
+    from typer.testing import CliRunner
+
+    from config.settings import get_settings
+    from services.cli import app
+
+    def run(*args: str, **env: str) -> Result:
+        for key in [k for k in os.environ if k.startswith("SAEKIN_")]:
+            monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()  # settings are read once per process: read them afresh
+        try:
+            return CliRunner().invoke(app, list(args))
+        finally:
+            get_settings.cache_clear()
+
+    return run
+
+
 def wait_for_status(client, collection: str, document_id: str, timeout: float = 120.0) -> dict:
     """Poll a document until it is indexed or failed."""
     deadline = time.monotonic() + timeout
@@ -197,19 +249,34 @@ def wait_for_status(client, collection: str, document_id: str, timeout: float = 
 
 
 def submit_text(rt, text: str, external_id: str | None = None, collection: str = "c") -> WorkItem:
-    """Store `text` as a new document generation through the documents service; its work item."""
+    """Store `text` as a new document generation (lifecycle.store); its work item, not yet dispatched."""
     from services.db import session_scope
-    from services.documents import service
-    from services.ingest.pipeline import WorkItem
+    from services.documents import lifecycle
 
+    upload = lifecycle.Upload(data=text.encode(), media_type="text/plain", external_id=external_id)
     with session_scope(rt.session_factory) as session:
-        result = service.submit_document(
-            session,
-            collection_name=collection,
-            profile=rt.settings.embedding_profile,
-            upload=service.Upload(data=text.encode(), media_type="text/plain", external_id=external_id),
-        )
-        return WorkItem(result.document.id, result.generation)
+        return lifecycle.store(session, collection_name=collection, profile=rt.profile, upload=upload).item
+
+
+def prepare(rt, item: WorkItem) -> int | None:
+    """The CPU stage for `item` with the runtime's collaborators."""
+    from services.ingest.pipeline import prepare_document
+
+    return prepare_document(
+        item, engine=rt.engine, analyzer=rt.analyzer, chunking=rt.chunking, extract_limits=rt.extract_limits
+    )
+
+
+def embed_stage(rt) -> dict:
+    """The embed stage's collaborators from the runtime, as keyword arguments."""
+    return dict(engine=rt.engine, encoder=rt.encoder, index=rt.index, profile=rt.profile)
+
+
+def embed(rt, items: list[WorkItem]) -> None:
+    """The embed stage for `items` with the runtime's collaborators."""
+    from services.ingest.pipeline import embed_documents
+
+    embed_documents(items, **embed_stage(rt))
 
 
 def unique_collection(prefix: str = "t") -> str:

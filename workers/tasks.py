@@ -13,14 +13,9 @@ from celery.signals import worker_process_shutdown
 
 from config.settings import get_settings
 from services.dispatch import EMBED_QUEUE, EMBED_TASK, INGEST_TASK
-from services.ingest.pipeline import (
-    WorkItem,
-    embed_each_on_failure,
-    embedding_batch,
-    mark_claim_failed,
-    mark_failed,
-    prepare_document,
-)
+from services.documents import lifecycle
+from services.documents.lifecycle import WorkItem
+from services.ingest.pipeline import embed_each_on_failure, prepare_document
 from services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -32,6 +27,7 @@ def runtime() -> Runtime:
     """This worker process's resources, created after fork (never in the parent: CUDA forbids it)."""
     if _runtime is None or _runtime_pid != os.getpid():
         use_runtime(Runtime(get_settings()))
+    assert _runtime is not None
     return _runtime
 
 
@@ -58,7 +54,7 @@ class _IngestTask(_RetryingTask):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         # Retries exhausted: keep the reason on the document instead of leaving it `processing`.
         document_id, generation = args[0], args[1]
-        mark_failed(runtime(), WorkItem(uuid.UUID(document_id), int(generation)), f"internal error: {exc!r}")
+        lifecycle.fail(runtime().engine, WorkItem(uuid.UUID(document_id), int(generation)), f"internal error: {exc!r}")
 
 
 # One waiting embed task is enough: it takes every document waiting when it starts. The ingest
@@ -96,14 +92,18 @@ def ingest(self, document_id: str, generation: int) -> None:
     """CPU stage: extract, normalize, chunk, analyse; then ask the embed queue for a batch."""
     item = WorkItem(uuid.UUID(document_id), int(generation))
     # Committed before the request: a waiting embed task, or the one queued here, will see it.
-    if prepare_document(runtime(), item) is not None:
+    rt = runtime()
+    prepared = prepare_document(
+        item, engine=rt.engine, analyzer=rt.analyzer, chunking=rt.chunking, extract_limits=rt.extract_limits
+    )
+    if prepared is not None:
         request_embedding(self.app)
 
 
 class _EmbedTask(_RetryingTask):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         # Retries exhausted: the documents this task claimed have no other task coming for them.
-        mark_claim_failed(runtime(), task_id, f"internal error while embedding: {exc!r}")
+        lifecycle.fail_claim(runtime().engine, task_id, f"internal error while embedding: {exc!r}")
 
 
 def embed_task_max_chunks(rt: Runtime) -> int:
@@ -112,27 +112,26 @@ def embed_task_max_chunks(rt: Runtime) -> int:
 
 
 @shared_task(name=EMBED_TASK, base=_EmbedTask, bind=True)
-def embed(self, *_args) -> None:
-    """GPU stage: embed the waiting generations' chunks together, upsert their points, publish them.
-
-    Takes no arguments (tasks queued by older versions carry a document id, which is waiting
-    like every other document and ignored).
-    """
+def embed(self) -> None:
+    """GPU stage: embed the waiting generations' chunks together, upsert their points, publish them."""
     rt = runtime()
     # Uploads finished from now on may be missed by the query below: they must queue a new task.
     if (flags := _request_flags(self.app.conf.broker_url)) is not None:
         flags.delete(EMBED_REQUESTED_KEY)
     # The task id names the claim: this task, redelivered or retried, takes its batch back.
-    batch = embedding_batch(
-        rt,
+    batch = lifecycle.claim_embed_batch(
+        rt.engine,
         claim=self.request.id or str(uuid.uuid4()),
         lease_s=rt.settings.task_time_limit_s,
         max_chunks=embed_task_max_chunks(rt),
     )
     if batch.more_waiting:
         request_embedding(self.app)  # the next batch can start on another GPU meanwhile
-    for item, exc in embed_each_on_failure(rt, batch.items):
-        mark_failed(rt, item, f"internal error while embedding: {exc!r}")
+    failures = embed_each_on_failure(
+        batch.items, engine=rt.engine, encoder=rt.encoder, index=rt.index, profile=rt.profile
+    )
+    for item, exc in failures:
+        lifecycle.fail(rt.engine, item, f"internal error while embedding: {exc!r}")
 
 
 def warm_embed_worker() -> None:

@@ -13,6 +13,7 @@ from services.api.deps import require_api_key
 from services.api.errors import install_error_handlers
 from services.api.routers import documents, health, search
 from services.dispatch import CeleryDispatcher, Dispatcher, InProcessDispatcher
+from services.documents import lifecycle
 from services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,7 @@ def create_app(
     async def lifespan(app: FastAPI):
         rt = runtime or Runtime(settings)
         app.state.runtime = rt
-        app.state.dispatcher = dispatcher or (
-            CeleryDispatcher(settings.broker_url) if settings.mode == "production" else InProcessDispatcher(rt)
-        )
+        app.state.dispatcher = dispatcher or _dispatcher(settings, rt)
         app.state.model_ready = threading.Event()
         if warm_up:
             # Load the index, Kiwi and the query model in the background; /readyz says when done.
@@ -57,6 +56,14 @@ def create_app(
     for router in (documents.router, search.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])
     return app
+
+
+def _dispatcher(settings: Settings, rt: Runtime) -> Dispatcher:
+    """Celery in production; in the embedded service a thread, which first resumes what the last
+    process left queued or in progress."""
+    if settings.broker_url:
+        return CeleryDispatcher(settings.broker_url)
+    return InProcessDispatcher(rt.process_now, resume=lifecycle.pending(rt.engine))
 
 
 def _warm_up(rt: Runtime, ready: threading.Event) -> None:

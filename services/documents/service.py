@@ -1,28 +1,24 @@
-"""Documents: store uploads, deduplicate, replace, list, delete. Dispatching work is the caller's job."""
+"""Documents and collections as clients see them: validation, lookups and listing.
+
+Every write of documents and chunks is a step in services/documents/lifecycle.py."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import re
 import unicodedata
 import uuid
-from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
-from sqlalchemy import delete, func, select, tuple_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from services.documents.models import (
     Collection,
     Document,
-    DocumentSource,
     DocumentStatus,
-    index_name,
-    utcnow,
 )
 from services.errors import Conflict, InvalidInput, NotFound
 from services.index.base import unstorable_number
@@ -99,156 +95,14 @@ def profile_mismatch(name: str, collection_profile: str, service_profile: str) -
     )
 
 
-def get_or_create_collection(session: Session, *, name: str, profile: str) -> Collection:
-    """The collection called `name`, created with `profile` on first use."""
-    validate_collection_name(name)
-    collection = session.scalar(select(Collection).where(Collection.name == name))
-    if collection is not None:
-        return collection
-    # Index names spell '-' as '_' (collection_index_name): a-b and a_b would share one index.
-    twin = session.scalar(
-        select(Collection.name).where(func.replace(Collection.name, "-", "_") == name.replace("-", "_"))
-    )
-    if twin is not None:
-        raise Conflict(
-            f"collection name {name!r} is too close to the existing collection {twin!r}: names that "
-            "differ only in '-' and '_' are not allowed",
-            code="collection_name_conflict",
-        )
-    try:
-        with session.begin_nested():
-            collection = Collection(name=name, profile=profile)
-            session.add(collection)
-    except IntegrityError:  # created concurrently by another request
-        collection = session.scalar(select(Collection).where(Collection.name == name))
-    return collection
-
-
-@dataclass(frozen=True)
-class Upload:
-    """One document as received: its bytes and what the client said about it."""
-
-    data: bytes
-    filename: str | None = None
-    media_type: str | None = None
-    external_id: str | None = None
-    title: str | None = None
-    metadata: dict[str, Any] | None = None
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
-
-
-@dataclass(frozen=True)
-class SubmitResult:
-    document: Document
-    created: bool  # False: the same content was already there, nothing to do
-    generation: int
-
-
-def submit_document(session: Session, *, collection_name: str, profile: str, upload: Upload) -> SubmitResult:
-    """Store an upload: new document, existing one (same content), or a new generation (same external_id)."""
-    if not upload.data:
-        raise InvalidInput("the document is empty", code="empty_document")
-    # Names are compared as NFC, the form the text is indexed in: a macOS client sends 서울 decomposed.
-    upload = replace(
-        upload, external_id=nfc(upload.external_id), title=nfc(upload.title), filename=nfc(upload.filename)
-    )
-    metadata = validate_metadata(upload.metadata or {})
-    collection = get_or_create_collection(session, name=collection_name, profile=profile)
-    if collection.profile != profile:
-        raise profile_mismatch(collection.name, collection.profile, profile)
-    sha = upload.sha256
-
-    if upload.external_id is not None:
-        existing = session.scalar(
-            select(Document).where(Document.collection_id == collection.id, Document.external_id == upload.external_id)
-        )
-    else:
-        existing = session.scalar(
-            select(Document)
-            .where(Document.collection_id == collection.id, Document.sha256 == sha, Document.external_id.is_(None))
-            .limit(1)
-        )
-
-    if (
-        existing is not None
-        and existing.sha256 == sha
-        and existing.status != DocumentStatus.failed
-        and existing.title == _title(upload)
-        and (existing.metadata_ or {}) == metadata
-    ):
-        return SubmitResult(existing, created=False, generation=existing.generation)
-
-    if existing is not None:
-        # A replacement (new content, title or metadata; or a retry of a failed document): the old
-        # generation stays searchable until the new one is indexed. The generation is counted up in
-        # SQL, which waits for a concurrent upload's row lock: each upload gets its own number.
-        existing.generation = session.execute(
-            update(Document)
-            .where(Document.id == existing.id)
-            .values(generation=Document.generation + 1)
-            .returning(Document.generation)
-        ).scalar_one()
-        _reset_for_generation(existing, upload, sha, metadata)
-        document = existing
-    else:
-        now = utcnow()
-        document = Document(
-            collection_id=collection.id,
-            collection=collection,
-            external_id=upload.external_id,
-            generation=1,
-            created_at=now,
-        )
-        _reset_for_generation(document, upload, sha, metadata, now=now)
-        session.add(document)
-    try:
-        session.flush()
-    except IntegrityError:
-        raise Conflict(
-            f"document with external_id {upload.external_id!r} is being uploaded concurrently; retry",
-            code="concurrent_upload",
-        ) from None
-
-    source = session.get(DocumentSource, document.id)
-    if source is None:
-        session.add(
-            DocumentSource(
-                document_id=document.id, generation=document.generation, data=upload.data, size=len(upload.data)
-            )
-        )
-    else:
-        source.generation, source.data, source.size = document.generation, upload.data, len(upload.data)
-    session.flush()
-    return SubmitResult(document, created=True, generation=document.generation)
-
-
+@overload
+def nfc(value: str) -> str: ...
+@overload
+def nfc(value: None) -> None: ...
+@overload
+def nfc(value: str | None) -> str | None: ...
 def nfc(value: str | None) -> str | None:
     return unicodedata.normalize("NFC", value) if value is not None else None
-
-
-def _title(upload: Upload) -> str | None:
-    return upload.title or upload.filename or None
-
-
-def _reset_for_generation(
-    document: Document, upload: Upload, sha: str, metadata: dict, now: datetime | None = None
-) -> None:
-    document.sha256 = sha
-    document.text_sha256 = None
-    document.title = _title(upload)
-    document.filename = upload.filename
-    document.media_type = upload.media_type
-    document.metadata_ = metadata
-    document.status = DocumentStatus.queued
-    document.stage = None
-    document.error = None
-    document.chunk_count = 0
-    document.embedded_count = 0
-    document.char_count = None
-    document.updated_at = now or utcnow()
 
 
 def get_document(session: Session, *, collection_name: str, document_id: uuid.UUID) -> Document:
@@ -293,12 +147,3 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(created), uuid.UUID(doc_id)
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("invalid cursor", code="invalid_cursor") from None
-
-
-def delete_document(session: Session, *, index, collection_name: str, document_id: uuid.UUID) -> None:
-    """Remove a document's points from the index, then its rows (chunks and source cascade)."""
-    document = get_document(session, collection_name=collection_name, document_id=document_id)
-    name = index_name(document.collection)
-    if index.collection_exists(name):
-        index.delete_document(name, str(document.id))
-    session.execute(delete(Document).where(Document.id == document.id))

@@ -5,13 +5,12 @@ pass) → chunk by model tokens → sparse vectors → chunk rows.
 embed (GPU, `embed` queue): chunk rows → dense vectors → Qdrant points → publish the generation.
 
 Both stages are idempotent per (document, generation): rows and point ids are deterministic,
-so a redelivered task overwrites what a killed one left. Status goes through the document
-rows (models), never through the documents service, so arrows keep pointing one way.
+so a redelivered task overwrites what a killed one left. Every write of the document and chunk
+rows is a step of services/documents/lifecycle.py; this module does the work between them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 import time
@@ -19,31 +18,25 @@ import uuid
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Engine
 
-from services.documents.models import (
-    Chunk,
-    Collection,
-    Document,
-    DocumentSource,
-    DocumentStage,
-    DocumentStatus,
-    chunk_point_id,
-    collection_index_name,
-    utcnow,
-)
-from services.documents.service import profile_mismatch
+from services.documents import lifecycle
+from services.documents.lifecycle import WorkItem
+from services.documents.models import DocumentStage, chunk_point_id
 from services.errors import SaekinError
-from services.index.base import IndexPoint, storable_metadata
-from services.ingest.analyzer import stem_spans
+from services.index.base import IndexPoint, VectorIndex, storable_metadata
+from services.ingest.analyzer import KoreanAnalyzer, stem_spans
 from services.ingest.chunker import chunk_sentences
 from services.ingest.extract import TEXT_PLAIN, ExtractLimits, extract_file, extract_file_with_timeout
 from services.ingest.normalize import normalize_text
-from services.runtime import Runtime
+from services.ingest.policy import ChunkPolicy
 from services.vectors import SparseVector
+
+if TYPE_CHECKING:  # the ingest worker never imports torch
+    from services.embedding.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -55,112 +48,27 @@ STAGE_REPORT_AFTER_S = 1.0
 STAGE_REPORT_MIN_CHARS = 50_000
 
 
-@dataclass(frozen=True)
-class WorkItem:
-    document_id: uuid.UUID
-    generation: int
-
-
-# The stages run once per document: plain Core statements on the tables, no ORM objects or
-# ORM statement layers, which cost more CPU here than the SQL itself.
-_documents = Document.__table__
-_sources = DocumentSource.__table__
-_chunks = Chunk.__table__
-_collections = Collection.__table__
-# A generation whose chunk rows are written and whose embed stage has not finished.
-_WAITING_FOR_EMBED = (_documents.c.status == DocumentStatus.processing, _documents.c.stage == DocumentStage.embedding)
-
-
-def _update_generation(item: WorkItem, **values):
-    """UPDATE of the document row while `item` is still its generation (no row otherwise)."""
-    d = _documents.c
-    return (
-        update(_documents)
-        .where(d.id == item.document_id, d.generation == item.generation)
-        .values(updated_at=utcnow(), **values)
-    )
-
-
-def _set_state(rt: Runtime, item: WorkItem, **values) -> None:
-    with rt.engine.begin() as conn:
-        conn.execute(_update_generation(item, **values))
-
-
-def mark_failed(rt: Runtime, item: WorkItem, reason: str) -> None:
-    """Record why a generation failed; an older indexed generation stays searchable."""
-    log.warning("document %s generation %s failed: %s", item.document_id, item.generation, reason)
-    _set_state(
-        rt,
-        item,
-        status=DocumentStatus.failed,
-        error=reason[:2000],
-        stage=None,
-        embed_claim=None,
-        embed_claimed_until=None,
-    )
-
-
-def prepare_document(rt: Runtime, item: WorkItem) -> int | None:
-    """Run the CPU stage for one generation; the number of chunks written, or None if stale or failed.
-
-    One connection, two short transactions: claim (status, and the uploaded bytes in the same
-    statement), then write the chunk rows; nothing is held open while the text is analysed.
-    """
-    source = _sources.c
-    uploaded = (
-        select(source.data)
-        .where(source.document_id == item.document_id, source.generation == item.generation)
-        .scalar_subquery()
-    )
-    with rt.engine.connect() as conn:
-        claimed = conn.execute(
-            _update_generation(
-                item, status=DocumentStatus.processing, stage=DocumentStage.extracting, error=None
-            ).returning(_documents.c.filename, _documents.c.media_type, uploaded)
-        ).first()
-        if claimed is None or claimed[2] is None:  # deleted or replaced since it was queued
-            conn.rollback()
-            return None
-        conn.commit()
-        filename, media_type, data = claimed
-
-        try:
-            started = time.monotonic()
-            detected_type, sections = _extract_sections(rt, data, filename=filename, media_type=media_type)
-            if (
-                time.monotonic() - started > STAGE_REPORT_AFTER_S
-                or sum(len(sec.text) for sec in sections) > STAGE_REPORT_MIN_CHARS
-            ):
-                conn.execute(_update_generation(item, stage=DocumentStage.chunking))
-                conn.commit()
-            full_text, rows = _chunk_sections(rt, item, sections)
-        except SaekinError as exc:
-            mark_failed(rt, item, exc.message)
-            return None
-
-        written = conn.execute(
-            _update_generation(
-                item,
-                chunk_count=len(rows),
-                embedded_count=0,
-                char_count=len(full_text),
-                text_sha256=hashlib.sha256(full_text.encode()).hexdigest(),
-                stage=DocumentStage.embedding,
-                media_type=detected_type,
-                embed_claim=None,
-                embed_claimed_until=None,
-            )
-        )
-        if written.rowcount == 0:  # deleted or replaced while we worked
-            conn.rollback()
-            return None
-        # A redelivered task replaces what an interrupted one wrote for this generation.
-        conn.execute(
-            delete(_chunks).where(_chunks.c.document_id == item.document_id, _chunks.c.generation == item.generation)
-        )
-        if rows:
-            conn.execute(insert(_chunks), rows)
-        conn.commit()
+def prepare_document(
+    item: WorkItem, *, engine: Engine, analyzer: KoreanAnalyzer, chunking: ChunkPolicy, extract_limits: ExtractLimits
+) -> int | None:
+    """Run the CPU stage for one generation; the number of chunks written, or None if stale or failed."""
+    claimed = lifecycle.claim(engine, item)
+    if claimed is None:  # deleted or replaced since it was queued
+        return None
+    try:
+        started = time.monotonic()
+        media_type, sections = _extract_sections(claimed, extract_limits)
+        if (
+            time.monotonic() - started > STAGE_REPORT_AFTER_S
+            or sum(len(sec.text) for sec in sections) > STAGE_REPORT_MIN_CHARS
+        ):
+            lifecycle.report_stage(engine, item, DocumentStage.chunking)
+        text, rows = _chunk_sections(item, sections, analyzer=analyzer, chunking=chunking)
+    except SaekinError as exc:
+        lifecycle.fail(engine, item, exc.message)
+        return None
+    if not lifecycle.store_chunks(engine, item, rows=rows, text=text, media_type=media_type):
+        return None  # deleted or replaced while we worked
     return len(rows)
 
 
@@ -171,19 +79,15 @@ class _Section:
     heading: str | None
 
 
-def _extract_sections(
-    rt: Runtime, data: bytes, *, filename: str | None, media_type: str | None
-) -> tuple[str, list[_Section]]:
-    """The detected media type and the document's non-empty sections, NFC-normalized."""
-    s = rt.settings
-    limits = ExtractLimits(time_limit_s=s.extract_time_limit_s)
-    with tempfile.NamedTemporaryFile(suffix=Path(filename or "").suffix[:16]) as tmp:
-        tmp.write(data)
+def _extract_sections(claimed: lifecycle.Claimed, limits: ExtractLimits) -> tuple[str, list[_Section]]:
+    """The media type and the document's non-empty sections, NFC-normalized."""
+    with tempfile.NamedTemporaryFile(suffix=Path(claimed.filename or "").suffix[:16]) as tmp:
+        tmp.write(claimed.data)
         tmp.flush()
-        # Text sent as JSON needs no sandbox; files of any other kind are parsed in a child process
-        # with a time and memory limit, so a hostile file cannot hang or exhaust this worker.
-        extract = extract_file if media_type == TEXT_PLAIN else extract_file_with_timeout
-        extracted = extract(Path(tmp.name), media_type=media_type, filename=filename, limits=limits)
+        # Plain text needs no sandbox; files of any other kind are parsed in a child process with a
+        # time and memory limit, so a hostile file cannot hang or exhaust this worker.
+        extract = extract_file if claimed.media_type == TEXT_PLAIN else extract_file_with_timeout
+        extracted = extract(Path(tmp.name), media_type=claimed.media_type, filename=claimed.filename, limits=limits)
     sections = [
         _Section(text, sec.page, sec.heading and normalize_text(sec.heading).strip())
         for sec in extracted.sections
@@ -194,20 +98,22 @@ def _extract_sections(
     return extracted.media_type, sections
 
 
-def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -> tuple[str, list[dict]]:
-    """Chunk rows (column values) of all sections, offsets into the sections joined by blank lines; chunks never cross sections."""
-    s = rt.settings
-    analyses = rt.analyzer.analyze_many([sec.text for sec in sections])
-    rows: list[dict] = []
+def _chunk_sections(
+    item: WorkItem, sections: Sequence[_Section], *, analyzer: KoreanAnalyzer, chunking: ChunkPolicy
+) -> tuple[str, list[dict[str, Any]]]:
+    """The text (sections joined by blank lines) and the chunk rows (column values) of all
+    sections, offsets into that text; chunks never cross sections."""
+    analyses = analyzer.analyze_many([sec.text for sec in sections])
+    rows: list[dict[str, Any]] = []
     offset = 0
     for section, sentences in zip(sections, analyses):
         spans = [(sent.start, sent.end) for sent in sentences]
         chunks = chunk_sentences(
             section.text,
             spans,
-            rt.tokenizer,
-            max_tokens=rt.chunk_tokens,
-            overlap_tokens=min(s.chunk_overlap_tokens, rt.chunk_tokens // 2),
+            chunking.tokenizer,
+            max_tokens=chunking.max_tokens,
+            overlap_tokens=chunking.overlap_tokens,
             first_ordinal=len(rows),
         )
         terms = sorted((t for sent in sentences for t in sent.terms), key=lambda t: t.start)
@@ -217,8 +123,8 @@ def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -
             # a long sentence) still counts here, or it would be in no chunk's sparse vector.
             window = terms[bisect_left(starts, chunk.char_start) : bisect_left(starts, chunk.char_end)]
             chunk_terms = [t for t in window if t.end <= chunk.char_end]
-            sparse = rt.analyzer.document_vector(
-                window, k1=s.bm25_k1, b=s.bm25_b, avg_doc_len=s.effective_bm25_avg_terms
+            sparse = analyzer.document_vector(
+                window, k1=chunking.bm25_k1, b=chunking.bm25_b, avg_doc_len=chunking.bm25_avg_terms
             )
             rows.append(
                 dict(
@@ -237,47 +143,24 @@ def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -
                 )
             )
         offset += len(section.text) + len(SECTION_SEPARATOR)
-    full_text = SECTION_SEPARATOR.join(sec.text for sec in sections)
-    return full_text, rows
+    text = SECTION_SEPARATOR.join(sec.text for sec in sections)
+    return text, rows
 
 
-def embed_documents(rt: Runtime, items: Sequence[WorkItem]) -> None:
+def embed_documents(
+    items: Sequence[WorkItem], *, engine: Engine, encoder: Encoder, index: VectorIndex, profile: str
+) -> None:
     """Run the GPU stage for several prepared generations at once (one encode call fills the GPU)."""
     if not items:
         return
-    d, c, coll = _documents.c, _chunks.c, _collections.c
-    wanted = {item.document_id: item.generation for item in items}
-    with rt.engine.connect() as conn:
-        documents = {
-            row.id: row
-            for row in conn.execute(
-                select(d.id, d.generation, d.external_id, d["metadata"], coll.name.label("collection"), coll.profile)
-                .join_from(_documents, _collections, d.collection_id == coll.id)
-                .where(d.id.in_(wanted), d.stage == DocumentStage.embedding)
-            )
-            if wanted[row.id] == row.generation
-        }
-        if not documents:
-            return
-        for doc in documents.values():  # queued by a service running another profile than this worker
-            if doc.profile != rt.settings.embedding_profile:
-                raise profile_mismatch(doc.collection, doc.profile, rt.settings.embedding_profile)
-        chunks = [
-            row
-            for row in conn.execute(
-                select(c.id, c.document_id, c.generation, c.ordinal, c.page, c.text, c.sparse)
-                .where(c.document_id.in_(documents))
-                .order_by(c.document_id, c.ordinal)
-            )
-            if row.generation == documents[row.document_id].generation
-        ]
-
-    live = [item for item in items if item.document_id in documents]
-    names = {doc_id: collection_index_name(doc.collection, doc.profile) for doc_id, doc in documents.items()}
-    vectors = rt.encoder.encode_documents([chunk.text for chunk in chunks]) if chunks else []
+    batch = lifecycle.read_for_embedding(engine, items, profile=profile)
+    if not batch.documents:
+        return
+    names = {doc_id: batch.index_name(doc_id) for doc_id in batch.documents}
+    vectors: Any = encoder.encode_documents([chunk.text for chunk in batch.chunks]) if batch.chunks else []
     points: dict[str, list[IndexPoint]] = {}  # per Qdrant collection: one upsert (one flush) for the batch
-    for chunk, vector in zip(chunks, vectors):
-        document = documents[chunk.document_id]
+    for chunk, vector in zip(batch.chunks, vectors):
+        document = batch.documents[chunk.document_id]
         points.setdefault(names[chunk.document_id], []).append(
             IndexPoint(
                 id=str(chunk.id),
@@ -294,13 +177,28 @@ def embed_documents(rt: Runtime, items: Sequence[WorkItem]) -> None:
             )
         )
     for name in set(names.values()):
-        rt.index.ensure_collection(name, dim=rt.encoder.dim)
+        index.ensure_collection(name, dim=encoder.dim)
         if points.get(name):
-            rt.index.upsert(name, points[name])
-    _publish(rt, live, names)
+            index.upsert(name, points[name])
+    _publish([item for item in items if item.document_id in batch.documents], names, engine=engine, index=index)
 
 
-def embed_each_on_failure(rt: Runtime, items: Sequence[WorkItem]) -> list[tuple[WorkItem, Exception]]:
+def _publish(
+    items: Sequence[WorkItem], names: dict[uuid.UUID, str], *, engine: Engine, index: VectorIndex
+) -> None:
+    """Make the generations searchable, then delete the points that publication made dead."""
+    for stale in lifecycle.publish(engine, items, names):
+        index.delete_document(
+            stale.index_name,
+            str(stale.document_id),
+            generation=stale.generation,
+            below_generation=stale.below_generation,
+        )
+
+
+def embed_each_on_failure(
+    items: Sequence[WorkItem], *, engine: Engine, encoder: Encoder, index: VectorIndex, profile: str
+) -> list[tuple[WorkItem, Exception]]:
     """:func:`embed_documents` for the batch; if that fails, each document on its own, so that a
     document the index or the model cannot take fails alone instead of failing the batch.
 
@@ -308,8 +206,9 @@ def embed_each_on_failure(rt: Runtime, items: Sequence[WorkItem]) -> list[tuple[
     failed). Raises when the batch is one document or every document fails: then the fault is
     likely the service's (database, index, model), and the caller retries or fails them all.
     """
+    stage = dict(engine=engine, encoder=encoder, index=index, profile=profile)
     try:
-        embed_documents(rt, items)
+        embed_documents(items, **stage)  # type: ignore[arg-type]
         return []
     except Exception as exc:
         if len(items) <= 1:
@@ -318,7 +217,7 @@ def embed_each_on_failure(rt: Runtime, items: Sequence[WorkItem]) -> list[tuple[
     failures: list[tuple[WorkItem, Exception]] = []
     for item in items:
         try:
-            embed_documents(rt, [item])
+            embed_documents([item], **stage)  # type: ignore[arg-type]
         except Exception as exc:
             log.exception("embedding failed for %s", item)
             failures.append((item, exc))
@@ -327,165 +226,38 @@ def embed_each_on_failure(rt: Runtime, items: Sequence[WorkItem]) -> list[tuple[
     return failures
 
 
-def _publish(rt: Runtime, items: Sequence[WorkItem], names: dict[uuid.UUID, str]) -> None:
-    """Make each item the searchable generation and drop earlier generations' rows and points."""
-    d, c = _documents.c, _chunks.c
-    now = utcnow()
-    with rt.engine.begin() as conn:
-        # One statement for the batch; a generation deleted or replaced meanwhile matches no row.
-        published = set(
-            conn.scalars(
-                update(_documents)
-                .where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in items]))
-                .values(
-                    status=DocumentStatus.indexed,
-                    stage=DocumentStage.done,
-                    error=None,
-                    indexed_generation=d.generation,
-                    indexed_title=d.title,
-                    indexed_metadata=d["metadata"],
-                    indexed_at=now,
-                    updated_at=now,
-                    embed_claim=None,
-                    embed_claimed_until=None,
-                    embedded_count=select(func.count())
-                    .where(c.document_id == d.id, c.generation == d.generation)
-                    .scalar_subquery(),
-                )
-                .returning(d.id)
-            )
-        )
-        # Points to delete, each (item, {"below_generation" | "generation": n} or {} for all). Only
-        # what is certainly dead: another worker may be writing a newer generation meanwhile.
-        stale: list[tuple[WorkItem, dict[str, int]]] = []
-        for item in items:
-            if item.document_id in published and item.generation > 1:  # only replacements and retries
-                conn.execute(
-                    delete(_chunks).where(
-                        c.document_id == item.document_id,  # have older rows and points
-                        c.generation < item.generation,
-                    )
-                )
-                stale.append((item, {"below_generation": item.generation}))
-        gone = [item for item in items if item.document_id not in published]
-        if gone:
-            # Deleted or replaced while we embedded: our points must not linger.
-            indexed = dict(
-                conn.execute(select(d.id, d.indexed_generation).where(d.id.in_([i.document_id for i in gone]))).all()
-            )
-            for item in gone:
-                if item.document_id not in indexed:  # deleted: whatever is left of it goes
-                    stale.append((item, {}))
-                elif indexed[item.document_id] != item.generation:  # replaced (unless another worker published it)
-                    conn.execute(
-                        delete(_chunks).where(c.document_id == item.document_id, c.generation == item.generation)
-                    )
-                    stale.append((item, {"generation": item.generation}))
-    for item, which in stale:
-        rt.index.delete_document(names[item.document_id], str(item.document_id), **which)
-
-
-def process_now(rt: Runtime, items: Sequence[WorkItem]) -> None:
+def process_now(
+    items: Sequence[WorkItem],
+    *,
+    engine: Engine,
+    analyzer: KoreanAnalyzer,
+    chunking: ChunkPolicy,
+    extract_limits: ExtractLimits,
+    encoder: Encoder,
+    index: VectorIndex,
+    profile: str,
+) -> None:
     """Both stages in this process (embedded mode and the CLI); failures are recorded, never raised."""
     prepared = []
     for item in items:
         try:
-            if prepare_document(rt, item) is not None:
+            if (
+                prepare_document(
+                    item, engine=engine, analyzer=analyzer, chunking=chunking, extract_limits=extract_limits
+                )
+                is not None
+            ):
                 prepared.append(item)
         except Exception as exc:  # an unexpected bug must not stop the queue; its reason is kept
             log.exception("prepare failed for %s", item)
-            mark_failed(rt, item, f"internal error while preparing: {exc!r}")
+            lifecycle.fail(engine, item, f"internal error while preparing: {exc!r}")
     if not prepared:
         return
+    failures: list[tuple[WorkItem, Exception]]
     try:
-        failures = embed_each_on_failure(rt, prepared)
+        failures = embed_each_on_failure(prepared, engine=engine, encoder=encoder, index=index, profile=profile)
     except Exception as exc:
         log.exception("embedding failed for %s", prepared)
         failures = [(item, exc) for item in prepared]
-    for item, exc in failures:
-        mark_failed(rt, item, f"internal error while embedding: {exc!r}")
-
-
-@dataclass(frozen=True)
-class EmbedBatch:
-    items: list[WorkItem]
-    more_waiting: bool  # the limits left claimable generations behind
-
-
-def embedding_batch(
-    rt: Runtime, *, claim: str, lease_s: float, max_chunks: int = 2048, max_documents: int = 64
-) -> EmbedBatch:
-    """The oldest generations waiting for the embed stage, up to `max_chunks` chunks, claimed for `claim`.
-
-    One embed task takes many documents so that small ones fill the GPU's batches as well as
-    one large one; a document larger than `max_chunks` goes alone. The claim keeps other embed
-    workers (one per GPU) from taking the same documents while the lease lasts. `claim` is the
-    Celery task id: a task redelivered after its worker died, or retried after an error, has
-    the same id and takes its batch back at once; the documents of a claim that nobody comes
-    back for are free again when the lease ends.
-    """
-    d = _documents.c
-    now = utcnow()
-    claimable = (*_WAITING_FOR_EMBED, or_(d.embed_claim.is_(None), d.embed_claim == claim, d.embed_claimed_until < now))
-    with rt.engine.begin() as conn:
-        # FOR UPDATE SKIP LOCKED (PostgreSQL): rows another worker is claiming right now are not ours.
-        rows = conn.execute(
-            select(d.id, d.generation, d.chunk_count)
-            .where(*claimable)
-            .order_by(d.updated_at)
-            .limit(max_documents + 1)
-            .with_for_update(skip_locked=True)
-        ).all()
-        items: list[WorkItem] = []
-        total = 0
-        for doc_id, generation, chunk_count in rows[:max_documents]:
-            if items and total + chunk_count > max_chunks:
-                break
-            items.append(WorkItem(doc_id, generation))
-            total += chunk_count
-        if items:
-            # updated_at stays: claiming is bookkeeping, and a retried task finds its batch first.
-            conn.execute(
-                update(_documents)
-                .where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in items]))
-                .values(
-                    embed_claim=claim, embed_claimed_until=now + timedelta(seconds=lease_s), updated_at=d.updated_at
-                )
-            )
-    return EmbedBatch(items, more_waiting=len(rows) > len(items))
-
-
-def mark_claim_failed(rt: Runtime, claim: str, reason: str) -> int:
-    """Fail every generation still waiting in the batch `claim` took (its task gave up); how many.
-
-    Without this they would wait, claimed, until the lease ends and a later task takes them
-    (only to fail the same way, if the batch itself is the cause). The task only gives up when
-    every document failed on its own too (embed_each_on_failure); process_now does the same.
-    """
-    d = _documents.c
-    log.warning("embed batch %s failed: %s", claim, reason)
-    with rt.engine.begin() as conn:
-        return conn.execute(
-            update(_documents)
-            .where(d.embed_claim == claim, *_WAITING_FOR_EMBED)
-            .values(
-                status=DocumentStatus.failed,
-                error=reason[:2000],
-                stage=None,
-                embed_claim=None,
-                embed_claimed_until=None,
-                updated_at=utcnow(),
-            )
-        ).rowcount
-
-
-def pending_work(rt: Runtime) -> list[WorkItem]:
-    """Generations that were queued or in progress when the process stopped (embedded recovery)."""
-    d = _documents.c
-    with rt.engine.connect() as conn:
-        rows = conn.execute(
-            select(d.id, d.generation)
-            .where(d.status.in_([DocumentStatus.queued, DocumentStatus.processing]))
-            .order_by(d.created_at)
-        )
-        return [WorkItem(doc_id, gen) for doc_id, gen in rows]
+    for item, error in failures:
+        lifecycle.fail(engine, item, f"internal error while embedding: {error!r}")

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from services.documents.models import Chunk, Document, collection_index_name
 from services.documents.service import get_collection_key, nfc, profile_mismatch
-from services.index.base import IndexFilter, IndexHit
-from services.runtime import Runtime
+from services.errors import ServiceUnavailable
+from services.index.base import IndexFilter, IndexHit, VectorIndex
+from services.ingest.analyzer import KoreanAnalyzer
 from services.search.schemas import LegScore, SearchHit, SearchRequest, SearchResponse
 from services.vectors import SparseVector
+
+if TYPE_CHECKING:  # a sparse-only caller (the CLI) never imports torch
+    from services.embedding.encoder import QueryEncoder
 
 # Hits of a replaced generation are dropped after the index query; ask the index for a few extra to fill top_k.
 OVERFETCH = 10
@@ -21,19 +26,33 @@ OVERFETCH = 10
 DEEPER = 10
 
 
-def search(session: Session, *, rt: Runtime, collection_name: str, request: SearchRequest) -> SearchResponse:
-    """Ranked passages of `collection_name` for `request`, with their documents' metadata."""
+def search(
+    session: Session,
+    *,
+    index: VectorIndex,
+    analyzer: KoreanAnalyzer,
+    query_encoder: QueryEncoder | None,
+    profile: str,
+    collection_name: str,
+    request: SearchRequest,
+) -> SearchResponse:
+    """Ranked passages of `collection_name` for `request`, with their documents' metadata.
+
+    `profile` is the query encoder's; `query_encoder` may be None for sparse searches only.
+    """
     started = time.perf_counter()
-    collection_id, profile = get_collection_key(session, name=collection_name)
-    if profile != rt.settings.embedding_profile and request.mode != "sparse":
-        raise profile_mismatch(collection_name, profile, rt.settings.embedding_profile)
-    name = collection_index_name(collection_name, profile)
+    collection_id, collection_profile = get_collection_key(session, name=collection_name)
+    if collection_profile != profile and request.mode != "sparse":
+        raise profile_mismatch(collection_name, collection_profile, profile)
+    name = collection_index_name(collection_name, collection_profile)
     mode, note = request.mode, None
+    if mode != "sparse" and query_encoder is None:
+        raise ServiceUnavailable(f"{mode} search needs the query model, which this process has not loaded")
 
     # The model works on the question while this thread analyses it (sparse leg and highlights).
-    dense_future = rt.query_encoder.submit(request.query) if mode != "sparse" else None
-    terms = rt.analyzer.query_terms(request.query) if mode != "dense" or request.highlight else ()
-    sparse = rt.analyzer.query_vector(terms) if mode != "dense" else SparseVector()
+    dense_future = query_encoder.submit(request.query) if query_encoder is not None and mode != "sparse" else None
+    terms = analyzer.query_terms(request.query) if mode != "dense" or request.highlight else ()
+    sparse = analyzer.query_vector(terms) if mode != "dense" else SparseVector()
     if mode != "dense" and not sparse:
         if mode == "sparse":
             return SearchResponse(
@@ -45,13 +64,13 @@ def search(session: Session, *, rt: Runtime, collection_name: str, request: Sear
         mode, note = "dense", "the query has no searchable terms; dense search only"
     dense = dense_future.result() if dense_future is not None else None
 
-    if not rt.index.collection_exists(name):
+    if not index.collection_exists(name):
         return SearchResponse(results=[], mode=mode, took_ms=_ms(started), note=note)
     flt = _index_filter(request)
     limit = request.top_k + OVERFETCH
 
     def ask_index(limit: int) -> list[IndexHit]:
-        return rt.index.query(
+        return index.query(
             name,
             dense=dense,
             sparse=sparse if mode != "dense" else None,
@@ -63,11 +82,11 @@ def search(session: Session, *, rt: Runtime, collection_name: str, request: Sear
         )
 
     hits = ask_index(limit)
-    legs = _explain(rt, name, dense, sparse, flt, limit, request) if request.explain and mode == "hybrid" else None
+    legs = _explain(index, name, dense, sparse, flt, limit, request) if request.explain and mode == "hybrid" else None
 
     # Rows for the first top_k hits; only when some are skipped (a document deleted meanwhile, or
     # an older or not yet published generation) are the next hits' rows loaded.
-    passages = []
+    passages: list[tuple[IndexHit, Row]] = []
     position = 0
     seen: set[str] = set()
     asked_deeper = False
@@ -90,7 +109,7 @@ def search(session: Session, *, rt: Runtime, collection_name: str, request: Sear
             if row is not None and row.generation == row.indexed_generation:
                 passages.append((hit, row))
     highlights = (
-        rt.analyzer.highlights_many([row.text for _, row in passages], terms, [row.stem_spans for _, row in passages])
+        analyzer.highlights_many([row.text for _, row in passages], terms, [row.stem_spans for _, row in passages])
         if request.highlight
         else [[] for _ in passages]
     )
@@ -131,13 +150,19 @@ def _index_filter(request: SearchRequest) -> IndexFilter | None:
 
 
 def _explain(
-    rt: Runtime, name: str, dense, sparse: SparseVector, flt: IndexFilter | None, limit: int, request: SearchRequest
+    index: VectorIndex,
+    name: str,
+    dense,
+    sparse: SparseVector,
+    flt: IndexFilter | None,
+    limit: int,
+    request: SearchRequest,
 ) -> dict[str, dict[str, LegScore]]:
     """Each leg's own ranking, for `explain`: the same prefetch the fused query used."""
     depth = max(request.prefetch, limit)
     legs = {
-        "dense": rt.index.query(name, dense=dense, limit=depth, filter=flt, with_payload=False),
-        "sparse": rt.index.query(name, sparse=sparse, limit=depth, filter=flt, with_payload=False),
+        "dense": index.query(name, dense=dense, limit=depth, filter=flt, with_payload=False),
+        "sparse": index.query(name, sparse=sparse, limit=depth, filter=flt, with_payload=False),
     }
     return {leg: {h.id: LegScore(rank=i + 1, score=h.score) for i, h in enumerate(hits)} for leg, hits in legs.items()}
 

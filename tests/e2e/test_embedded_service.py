@@ -38,8 +38,10 @@ def _saekin(env: dict, *args: str, **kwargs) -> subprocess.Popen:
     )
 
 
-@pytest.fixture
-def served(tmp_path: Path, small_twin: Path):
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, small_twin: Path):
+    """One `saekin serve` for this module's tests (starting one costs seconds of imports and loading)."""
+    tmp_path = tmp_path_factory.mktemp("served")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAEKIN_")}
     env.update(SAEKIN_DATA_DIR=str(tmp_path / "data"), SAEKIN_EMBEDDING_MODEL=str(small_twin), SAEKIN_PORT=str(port))

@@ -21,8 +21,7 @@ from services.ingest.extract import (
     detect_media_type_path,
     extract_file,
 )
-
-from .extract_samples import (
+from tests.extract_samples import (
     build_cfb,
     build_docx,
     build_hwp,

@@ -13,8 +13,7 @@ from services.ingest.extract import (
     extract_file,
     extract_file_with_timeout,
 )
-
-from .extract_samples import FIXTURES
+from tests.extract_samples import FIXTURES
 
 
 def fixture(name: str):

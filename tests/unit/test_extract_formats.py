@@ -20,8 +20,7 @@ from services.ingest.extract import (
     Section,
     extract_file,
 )
-
-from .extract_samples import (
+from tests.extract_samples import (
     build_docx,
     build_hwp,
     build_hwpx,

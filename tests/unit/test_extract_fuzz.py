@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 
 from services.errors import SaekinError
 from services.ingest.extract import ExtractedDocument, ExtractLimits, extract_file
-
-from .extract_samples import (
+from tests.extract_samples import (
     FIXTURES,
     build_docx,
     build_hwp,

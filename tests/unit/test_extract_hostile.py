@@ -10,8 +10,7 @@ import pytest
 
 from services.errors import ExtractionError, SaekinError, UnsupportedMediaType
 from services.ingest.extract import DOCX, HWP, HWPX, PDF, TEXT_HTML, ExtractedDocument, ExtractLimits, extract_file
-
-from .extract_samples import (
+from tests.extract_samples import (
     build_docx,
     build_hwp,
     build_hwpx,

@@ -23,8 +23,7 @@ from services.ingest.extract.hwp import (
     property_set_title,
     section_text_lines,
 )
-
-from .extract_samples import (
+from tests.extract_samples import (
     TAG_PARA_HEADER,
     TAG_PARA_TEXT,
     _summary_info,
@@ -129,7 +128,7 @@ def test_section_lines_with_tables_nested_tables_and_caption_order():
     lines = section_text_lines(data, budget())
     assert lines == ["첫 문단", "표:", "이름 | 값", "서울 | 1", "마지막"]
     # A table inside a cell is flattened into that cell.
-    from .extract_samples import TAG_CTRL_HEADER, TAG_LIST_HEADER, TAG_TABLE
+    from tests.extract_samples import TAG_CTRL_HEADER, TAG_LIST_HEADER, TAG_TABLE
 
     inner = record(TAG_CTRL_HEADER, 1, b" lbt") + record(TAG_TABLE, 2, struct.pack("<IHH", 0, 1, 2))
     inner += record(TAG_LIST_HEADER, 2, struct.pack("<HHIHH", 1, 0, 0, 0, 0) + b"\x00" * 26)
@@ -141,7 +140,7 @@ def test_section_lines_with_tables_nested_tables_and_caption_order():
 
 
 def test_cells_ordered_by_row_and_column_address():
-    from .extract_samples import TAG_CTRL_HEADER, TAG_LIST_HEADER, TAG_TABLE
+    from tests.extract_samples import TAG_CTRL_HEADER, TAG_LIST_HEADER, TAG_TABLE
 
     inner = record(TAG_CTRL_HEADER, 1, b" lbt") + record(TAG_TABLE, 2, struct.pack("<IHH", 0, 2, 2))
     for col, row, text in [(1, 1, "라"), (0, 0, "가"), (0, 1, "다"), (1, 0, "나")]:
@@ -151,7 +150,7 @@ def test_cells_ordered_by_row_and_column_address():
 
 
 def test_hidden_comment_skipped_footnote_kept():
-    from .extract_samples import TAG_CTRL_HEADER, TAG_LIST_HEADER
+    from tests.extract_samples import TAG_CTRL_HEADER, TAG_LIST_HEADER
 
     comment = record(TAG_CTRL_HEADER, 1, b"tmct") + record(TAG_LIST_HEADER, 2, b"\x00" * 8) + para_records("숨김", 2)
     footnote = record(TAG_CTRL_HEADER, 1, b"  nf") + record(TAG_LIST_HEADER, 2, b"\x00" * 8) + para_records("각주", 2)

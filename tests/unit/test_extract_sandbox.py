@@ -11,8 +11,7 @@ import pytest
 
 from services.errors import ExtractionError, UnsupportedMediaType
 from services.ingest.extract import ExtractLimits, extract_file, extract_file_with_timeout, sandbox
-
-from .extract_samples import build_docx, build_hwp, build_pdf, docx_paragraph, para_records
+from tests.extract_samples import build_docx, build_hwp, build_pdf, docx_paragraph, para_records
 
 
 def test_same_result_as_in_process(tmp_path):

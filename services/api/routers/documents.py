@@ -14,13 +14,13 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from services.api.deps import DispatcherDep, RuntimeDep, SessionDep
-from services.db import session_scope
-from services.documents import service
+from services.dispatch import intake
+from services.documents import lifecycle, service
+from services.documents.lifecycle import Upload
 from services.documents.models import DocumentStatus
 from services.documents.schemas import DocumentOut, DocumentPage, TextDocumentIn
 from services.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from services.ingest.extract import detect_media_type_path
-from services.ingest.pipeline import WorkItem
 
 router = APIRouter(prefix="/v1/collections/{collection}/documents", tags=["documents"])
 
@@ -76,19 +76,18 @@ async def upload_document(
             f"send multipart/form-data with a 'file' field, or application/json with 'text' (got {content_type or 'nothing'})"
         )
 
-    def store():
-        with session_scope(rt.session_factory) as session:
-            result = service.submit_document(
-                session, collection_name=collection, profile=rt.settings.embedding_profile, upload=upload
-            )
-            return result, DocumentOut.of(result.document)
-
-    result, out = await run_in_threadpool(store)
-    if result.created:
-        dispatcher.submit(WorkItem(result.document.id, result.generation))
-    else:
+    # Storing and dispatching block (database, broker): off the event loop.
+    stored = await run_in_threadpool(
+        intake,
+        upload,
+        session_factory=rt.session_factory,
+        collection_name=collection,
+        profile=rt.profile,
+        dispatcher=dispatcher,
+    )
+    if not stored.created:
         response.status_code = 200
-    return out
+    return DocumentOut.of(stored.document)
 
 
 async def _read_body_limited(request: Request, limit: int) -> bytes:
@@ -100,7 +99,7 @@ async def _read_body_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _read_json(request: Request, limit: int) -> service.Upload:
+async def _read_json(request: Request, limit: int) -> Upload:
     raw = await _read_body_limited(request, limit)
     if not raw.strip():
         raise InvalidInput('the request body is empty: send {"text": ...}', code="empty_body")
@@ -114,7 +113,7 @@ async def _read_json(request: Request, limit: int) -> service.Upload:
         ) from None
     if not body.text.strip():
         raise InvalidInput("text is empty", code="empty_document")
-    return service.Upload(
+    return Upload(
         data=body.text.encode("utf-8"),
         media_type="text/plain",
         external_id=body.external_id,
@@ -123,7 +122,7 @@ async def _read_json(request: Request, limit: int) -> service.Upload:
     )
 
 
-async def _read_multipart(request: Request, limit: int) -> service.Upload:
+async def _read_multipart(request: Request, limit: int) -> Upload:
     # Starlette spools file parts to disk; the wrapper below stops reading once the limit is passed.
     counted = _LimitedReceive(request, limit)
     form = await Request(request.scope, counted).form(max_files=1, max_fields=16)
@@ -145,23 +144,23 @@ async def _read_multipart(request: Request, limit: int) -> service.Upload:
             raise InvalidInput("metadata is nested too deeply", code="invalid_metadata") from None
     external_id = _text_field(form.get("external_id"), "external_id", 256)
     title = _text_field(form.get("title"), "title", 512)
-    await run_in_threadpool(_check_type, data, file.filename, file.content_type)
-    return service.Upload(
+    media_type = await run_in_threadpool(_detect_type, data, file.filename, file.content_type)
+    return Upload(
         data=data,
         filename=(file.filename or None) and file.filename[:512],
-        media_type=None,
+        media_type=media_type,
         external_id=external_id,
         title=title,
         metadata=metadata,
     )
 
 
-def _check_type(data: bytes, filename: str | None, declared: str | None) -> None:
+def _detect_type(data: bytes, filename: str | None, declared: str | None) -> str:
     """415 now for types Saekin cannot read; zip and OLE containers need the whole file to tell."""
     with tempfile.NamedTemporaryFile() as tmp:
         tmp.write(data)
         tmp.flush()
-        detect_media_type_path(Path(tmp.name), filename=filename, declared=declared)
+        return detect_media_type_path(Path(tmp.name), filename=filename, declared=declared)
 
 
 def _text_field(value, name: str, max_len: int) -> str | None:
@@ -213,5 +212,5 @@ def list_documents(
 @router.delete("/{document_id}", status_code=204)
 def delete_document(collection: str, document_id: uuid.UUID, session: SessionDep, rt: RuntimeDep) -> Response:
     """Remove a document from the database and the vector index."""
-    service.delete_document(session, index=rt.index, collection_name=collection, document_id=document_id)
+    lifecycle.cancel(session, index=rt.index, collection_name=collection, document_id=document_id)
     return Response(status_code=204)

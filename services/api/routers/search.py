@@ -19,4 +19,12 @@ def search(collection: str, request: SearchRequest, rt: RuntimeDep) -> SearchRes
     # thread-pool hand-offs per request (with them and the sync dependencies, a search for an
     # unknown collection took ~4 ms over HTTP on a 2-vCPU EPYC; without, ~2 ms).
     with session_scope(rt.session_factory) as session:
-        return service.search(session, rt=rt, collection_name=collection, request=request)
+        return service.search(
+            session,
+            index=rt.index,
+            analyzer=rt.analyzer,
+            query_encoder=rt.query_encoder,
+            profile=rt.profile,
+            collection_name=collection,
+            request=request,
+        )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.conftest import unique_collection, wait_for_status
+from tests.conftest import embed, prepare, unique_collection, wait_for_status
 
 
 @pytest.fixture
@@ -73,10 +73,10 @@ def test_a_redelivered_task_after_a_crash_leaves_no_duplicates(production):
 
     from services.db import session_scope
     from services.dispatch import EMBED_QUEUE, EMBED_TASK
-    from services.documents import service
+    from services.documents import lifecycle
+    from services.documents.lifecycle import WorkItem
     from services.documents.models import Chunk, Collection, index_name
     from services.index.base import IndexPoint
-    from services.ingest.pipeline import WorkItem, embed_documents, prepare_document
     from services.vectors import SparseVector
 
     client, celery = production
@@ -84,16 +84,16 @@ def test_a_redelivered_task_after_a_crash_leaves_no_duplicates(production):
     col = unique_collection("crash")
     text = " ".join(f"{i}번 조항은 시행령의 세부 내용을 정한다." for i in range(200))
     with session_scope(rt.session_factory) as session:
-        result = service.submit_document(
+        result = lifecycle.store(
             session,
             collection_name=col,
             profile=rt.settings.embedding_profile,
-            upload=service.Upload(data=text.encode(), media_type="text/plain"),
+            upload=lifecycle.Upload(data=text.encode(), media_type="text/plain"),
         )
         item = WorkItem(result.document.id, result.generation)
         collection = session.scalar(select(Collection).where(Collection.name == col))
         name = index_name(collection)
-    assert prepare_document(rt, item) > 2
+    assert prepare(rt, item) > 2
 
     # The crashed worker got half the points into Qdrant before it died.
     with session_scope(rt.session_factory) as session:
@@ -123,7 +123,7 @@ def test_a_redelivered_task_after_a_crash_leaves_no_duplicates(production):
     assert doc["status"] == "indexed"
     assert rt.index.count(name) == len(chunks) == doc["chunk_count"]
     # And once more, as a second redelivery would: still no duplicates.
-    embed_documents(rt, [item])
+    embed(rt, [item])
     assert rt.index.count(name) == len(chunks)
 
 

@@ -6,17 +6,11 @@ import pytest
 from sqlalchemy import select
 
 from services.db import session_scope
-from services.documents import service
+from services.documents import lifecycle
+from services.documents.lifecycle import EmbedBatch, WorkItem
 from services.documents.models import Chunk, Collection, Document, DocumentStage, DocumentStatus, index_name
-from services.ingest.pipeline import (
-    EmbedBatch,
-    WorkItem,
-    embed_documents,
-    embed_each_on_failure,
-    embedding_batch,
-    prepare_document,
-    process_now,
-)
+from services.ingest.pipeline import embed_each_on_failure
+from tests.conftest import embed, embed_stage, prepare
 from tests.conftest import submit_text as submit
 
 
@@ -51,7 +45,7 @@ TEXT = "\n\n".join(
 
 def test_chunks_cover_every_character_and_respect_the_budget(rt):
     item = submit(rt, TEXT)
-    n = prepare_document(rt, item)
+    n = prepare(rt, item)
     chunks = chunks_of(rt, item)
     assert n == len(chunks) > 3
     covered = [False] * len(TEXT)
@@ -76,29 +70,33 @@ def test_chunks_cover_every_character_and_respect_the_budget(rt):
 def test_embedding_batch_takes_waiting_documents_together(rt):
     items = [submit(rt, f"{i}번 문서의 내용은 서로 다르다. 번호는 {i}이다.") for i in range(5)]
     for item in items:
-        prepare_document(rt, item)
-    batch = embedding_batch(rt, claim="task-0", lease_s=600, max_chunks=1000)
+        prepare(rt, item)
+    batch = lifecycle.claim_embed_batch(rt.engine, claim="task-0", lease_s=600, max_chunks=1000)
     assert batch.items == items and not batch.more_waiting  # oldest first
     # A document over the budget still goes, alone.
-    assert embedding_batch(rt, claim="task-0", lease_s=600, max_chunks=0) == EmbedBatch(items[:1], more_waiting=True)
-    embed_documents(rt, batch.items)
+    assert lifecycle.claim_embed_batch(rt.engine, claim="task-0", lease_s=600, max_chunks=0) == EmbedBatch(
+        items[:1], more_waiting=True
+    )
+    embed(rt, batch.items)
     with session_scope(rt.session_factory) as session:
         statuses = {d.status for d in session.scalars(select(Document))}
     assert statuses == {DocumentStatus.indexed}
     assert rt.index.count(index_name_of(rt)) == sum(len(chunks_of(rt, i)) for i in items)
-    embed_documents(rt, [items[1]])  # a redelivered batch: nothing to do, no duplicates
+    embed(rt, [items[1]])  # a redelivered batch: nothing to do, no duplicates
     assert rt.index.count(index_name_of(rt)) == sum(len(chunks_of(rt, i)) for i in items)
-    assert embedding_batch(rt, claim="task-1", lease_s=600) == EmbedBatch([], more_waiting=False)
+    assert lifecycle.claim_embed_batch(rt.engine, claim="task-1", lease_s=600) == EmbedBatch([], more_waiting=False)
 
 
 def test_embedding_batch_respects_the_chunk_and_document_limits(rt):
     items = [submit(rt, f"{i}번 문서의 내용은 서로 다르다. 번호는 {i}이다.") for i in range(4)]
-    counts = [prepare_document(rt, item) for item in items]
-    by_chunks = embedding_batch(rt, claim="task-0", lease_s=600, max_chunks=counts[0] + counts[1])
+    counts = [prepare(rt, item) for item in items]
+    by_chunks = lifecycle.claim_embed_batch(rt.engine, claim="task-0", lease_s=600, max_chunks=counts[0] + counts[1])
     assert by_chunks == EmbedBatch(items[:2], more_waiting=True)
-    by_documents = embedding_batch(rt, claim="task-1", lease_s=600, max_documents=1)
+    by_documents = lifecycle.claim_embed_batch(rt.engine, claim="task-1", lease_s=600, max_documents=1)
     assert by_documents == EmbedBatch(items[2:3], more_waiting=True)
-    assert embedding_batch(rt, claim="task-2", lease_s=600) == EmbedBatch(items[3:], more_waiting=False)
+    assert lifecycle.claim_embed_batch(rt.engine, claim="task-2", lease_s=600) == EmbedBatch(
+        items[3:], more_waiting=False
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -129,19 +127,19 @@ def test_embed_workers_never_take_documents_another_holds(rt_on_each_database):
     rt = rt_on_each_database
     items = [submit(rt, f"{i}번 문서는 청구 시험에 쓰인다.") for i in range(4)]
     for item in items:
-        prepare_document(rt, item)
-    assert embedding_batch(rt, claim="gpu-a", lease_s=600).items == items
+        prepare(rt, item)
+    assert lifecycle.claim_embed_batch(rt.engine, claim="gpu-a", lease_s=600).items == items
     # Another GPU's worker finds nothing to take while the claim lasts.
-    assert embedding_batch(rt, claim="gpu-b", lease_s=600).items == []
+    assert lifecycle.claim_embed_batch(rt.engine, claim="gpu-b", lease_s=600).items == []
     # The first task, redelivered after its worker died, takes its documents back at once.
-    assert embedding_batch(rt, claim="gpu-a", lease_s=0).items == items
+    assert lifecycle.claim_embed_batch(rt.engine, claim="gpu-a", lease_s=0).items == items
     # Its lease (0 s this time) has run out: any task may take them now.
-    assert embedding_batch(rt, claim="gpu-b", lease_s=600).items == items
-    embed_documents(rt, items)
+    assert lifecycle.claim_embed_batch(rt.engine, claim="gpu-b", lease_s=600).items == items
+    embed(rt, items)
     assert _claim_state(rt, items) == {(None, DocumentStatus.indexed)}
     # A new generation waits unclaimed, whatever claim the one before it had.
     replacement = submit(rt, "0번 문서의 새 내용이다.")
-    prepare_document(rt, replacement)
+    prepare(rt, replacement)
     assert _claim_state(rt, [replacement]) == {(None, DocumentStatus.processing)}
 
 
@@ -149,12 +147,12 @@ def test_an_embed_task_that_gives_up_fails_its_whole_batch(rt):
     from workers import tasks
 
     other = submit(rt, "다른 작업이 잡고 있는 문서이다.")
-    prepare_document(rt, other)
-    assert embedding_batch(rt, claim="other-task", lease_s=600).items == [other]
+    prepare(rt, other)
+    assert lifecycle.claim_embed_batch(rt.engine, claim="other-task", lease_s=600).items == [other]
     items = [submit(rt, f"{i}번 문서는 실패한 일괄 작업에 들어 있었다.") for i in range(3)]
     for item in items:
-        prepare_document(rt, item)
-    assert embedding_batch(rt, claim="doomed-task", lease_s=600).items == items
+        prepare(rt, item)
+    assert lifecycle.claim_embed_batch(rt.engine, claim="doomed-task", lease_s=600).items == items
     tasks.use_runtime(rt)
     try:  # what Celery calls once the task's retries are exhausted
         tasks.embed.on_failure(RuntimeError("CUDA error: out of memory"), "doomed-task", (), {}, None)
@@ -178,10 +176,15 @@ def test_concurrent_embed_tasks_claim_disjoint_batches(make_settings, own_postgr
     try:
         items = [submit(rt, f"{i}번 문서를 여러 작업자가 동시에 노린다.") for i in range(24)]
         for item in items:
-            prepare_document(rt, item)
+            prepare(rt, item)
         with ThreadPoolExecutor(8) as pool:  # eight embed tasks at once
             batches = list(
-                pool.map(lambda i: embedding_batch(rt, claim=f"task-{i}", lease_s=600, max_documents=3).items, range(8))
+                pool.map(
+                    lambda i: (
+                        lifecycle.claim_embed_batch(rt.engine, claim=f"task-{i}", lease_s=600, max_documents=3).items
+                    ),
+                    range(8),
+                )
             )
         taken = [item for batch in batches for item in batch]
         assert len(taken) == len(set(taken))  # no document in two batches
@@ -194,8 +197,8 @@ def test_a_stale_generation_is_skipped(rt):
     old = submit(rt, "첫 번째 내용이다.", external_id="x")
     new = submit(rt, "두 번째 내용으로 바뀌었다.", external_id="x")
     assert new.generation == old.generation + 1
-    assert prepare_document(rt, old) is None
-    process_now(rt, [new])
+    assert prepare(rt, old) is None
+    rt.process_now([new])
     with session_scope(rt.session_factory) as session:
         doc = session.get(Document, new.document_id)
         assert doc.status == DocumentStatus.indexed and doc.indexed_generation == new.generation
@@ -205,17 +208,17 @@ def test_a_stale_generation_is_skipped(rt):
 def test_a_document_deleted_while_embedding_leaves_no_points(rt):
     keep = submit(rt, "남아 있어야 하는 문서이다.")
     gone = submit(rt, "지워질 문서이다. 임베딩 도중에 삭제된다.")
-    process_now(rt, [keep])
-    prepare_document(rt, gone)
+    rt.process_now([keep])
+    prepare(rt, gone)
     with session_scope(rt.session_factory) as session:
-        service.delete_document(session, index=rt.index, collection_name="c", document_id=gone.document_id)
-    embed_documents(rt, [gone])
+        lifecycle.cancel(session, index=rt.index, collection_name="c", document_id=gone.document_id)
+    embed(rt, [gone])
     assert rt.index.count(index_name_of(rt)) == len(chunks_of(rt, keep))
 
 
 def test_a_document_without_text_fails_with_a_reason(rt):
     item = submit(rt, "   \n\u200b\t  ")
-    process_now(rt, [item])
+    rt.process_now([item])
     with session_scope(rt.session_factory) as session:
         doc = session.get(Document, item.document_id)
         assert doc.status == DocumentStatus.failed and "no text" in doc.error
@@ -224,13 +227,13 @@ def test_a_document_without_text_fails_with_a_reason(rt):
 def test_a_batch_publishes_live_generations_and_cleans_up_after_replaced_ones(rt):
     plain = submit(rt, "그대로 색인되는 문서이다.", external_id="a")
     first = submit(rt, "처음 올린 내용이다. 나중에 바뀐다.", external_id="b")
-    process_now(rt, [first])
+    rt.process_now([first])
     second = submit(rt, "두 번째로 올린 내용이다. 이전 조각은 지워진다.", external_id="b")
     racing = submit(rt, "임베딩 도중에 다시 올라오는 문서이다.", external_id="c")
     for item in (plain, second, racing):
-        prepare_document(rt, item)
+        prepare(rt, item)
     submit(rt, "임베딩 도중에 바뀐 내용이다.", external_id="c")  # c's generation 2 arrives while 1 is embedding
-    embed_documents(rt, [plain, second, racing])
+    embed(rt, [plain, second, racing])
 
     with session_scope(rt.session_factory) as session:
         docs = {d.external_id: d for d in session.scalars(select(Document))}
@@ -246,7 +249,7 @@ def test_a_batch_publishes_live_generations_and_cleans_up_after_replaced_ones(rt
 def test_a_document_that_cannot_be_embedded_fails_alone(rt):
     items = [submit(rt, f"{i}번 문서는 같은 일괄 작업에 들어 있다.") for i in range(3)]
     for item in items:
-        prepare_document(rt, item)
+        prepare(rt, item)
     broken = items[1]
     with rt.engine.begin() as conn:  # a chunk row the index cannot take (say, written by a buggy version)
         conn.execute(
@@ -255,7 +258,7 @@ def test_a_document_that_cannot_be_embedded_fails_alone(rt):
             .values(sparse={"indices": ["not a term id"], "values": [1.0]})
         )
 
-    failures = embed_each_on_failure(rt, items)
+    failures = embed_each_on_failure(items, **embed_stage(rt))
 
     assert [item for item, _ in failures] == [broken]
     with session_scope(rt.session_factory) as session:
@@ -264,7 +267,7 @@ def test_a_document_that_cannot_be_embedded_fails_alone(rt):
     assert rt.index.count(index_name_of(rt)) == len(chunks_of(rt, items[0])) + len(chunks_of(rt, items[2]))
     # Alone, the failure is raised: it may be the service's own (the caller retries or fails it).
     with pytest.raises(ValueError):
-        embed_each_on_failure(rt, [broken])
+        embed_each_on_failure([broken], **embed_stage(rt))
 
 
 def test_a_late_worker_leaves_a_newer_generations_points_alone(rt, monkeypatch):
@@ -274,7 +277,7 @@ def test_a_late_worker_leaves_a_newer_generations_points_alone(rt, monkeypatch):
     from services.ingest import pipeline
 
     first = submit(rt, "처음 올린 내용이다. 곧 바뀐다.", external_id="x")
-    prepare_document(rt, first)
+    prepare(rt, first)
     publish, upsert = pipeline._publish, rt.index.upsert
     deferred = []
 
@@ -282,15 +285,15 @@ def test_a_late_worker_leaves_a_newer_generations_points_alone(rt, monkeypatch):
         upsert(name, points, **kwargs)
         monkeypatch.setattr(rt.index, "upsert", upsert)
         second = submit(rt, "두 번째 내용이다. 이것이 검색되어야 한다.", external_id="x")
-        prepare_document(rt, second)
-        monkeypatch.setattr(pipeline, "_publish", lambda rt_, items, names: deferred.append((items, names)))
-        embed_documents(rt, [second])  # B: embeds and upserts; its publication waits
+        prepare(rt, second)
+        monkeypatch.setattr(pipeline, "_publish", lambda items, names, **_: deferred.append((items, names)))
+        embed(rt, [second])  # B: embeds and upserts; its publication waits
         monkeypatch.setattr(pipeline, "_publish", publish)
 
     monkeypatch.setattr(rt.index, "upsert", upsert_then_b_runs_up_to_its_publication)
-    embed_documents(rt, [first])  # A
+    embed(rt, [first])  # A
     [(items, names)] = deferred
-    publish(rt, items, names)  # B publishes last
+    publish(items, names, engine=rt.engine, index=rt.index)  # B publishes last
     second = items[0]
 
     with session_scope(rt.session_factory) as session:
@@ -305,16 +308,16 @@ def test_headings_are_normalized_like_the_text(rt):
 
     heading = unicodedata.normalize("NFD", "서울\u200b시 공고")  # decomposed Hangul, a zero-width space
     with session_scope(rt.session_factory) as session:
-        result = service.submit_document(
+        result = lifecycle.store(
             session,
             collection_name="c",
             profile=rt.settings.embedding_profile,
-            upload=service.Upload(
+            upload=lifecycle.Upload(
                 data=f"# {heading}\n\n공고 내용이다.".encode(), filename="notice.md", media_type=None
             ),
         )
         item = WorkItem(result.document.id, result.generation)
-    prepare_document(rt, item)
+    prepare(rt, item)
     [chunk] = chunks_of(rt, item)
     assert chunk.heading == "서울시 공고" and chunk.text.startswith("서울시 공고")
 
@@ -329,7 +332,7 @@ def test_a_long_text_shows_the_chunking_stage_while_it_is_analysed(rt, monkeypat
         return analyze_many(texts)
 
     monkeypatch.setattr(rt.analyzer, "analyze_many", watching)
-    prepare_document(rt, item)
+    prepare(rt, item)
     assert seen == [DocumentStage.chunking]
 
 
@@ -337,7 +340,7 @@ def test_every_term_of_a_long_sentence_is_in_some_chunks_sparse_vector(rt):
     # One sentence far over the 48-token budget: cut between words, where bigrams span the cut.
     text = " ".join(f"{i}번째 지방자치단체 탄소중립 이행계획 점검 결과" for i in range(12)) + "이다."
     item = submit(rt, text)
-    prepare_document(rt, item)
+    prepare(rt, item)
     chunks = chunks_of(rt, item)
     assert len(chunks) > 3
     in_chunks = {i for chunk in chunks for i in chunk.sparse["indices"]}
@@ -353,19 +356,22 @@ def test_search_looks_deeper_when_unpublished_chunks_fill_the_first_hits(rt, mon
         return "\n\n".join(f"{i}번 농가는 {word}을 수확했다. {word} 값이 올랐다." for i in range(n))
 
     first = submit(rt, page("감귤", 40), external_id="big")
-    process_now(rt, [first])
+    rt.process_now([first])
     # The replacement mentions 감귤 more often in every chunk, so all its chunks rank first; it is
     # embedded but not yet published.
     second = submit(rt, page("감귤 감귤 감귤", 40), external_id="big")
-    prepare_document(rt, second)
-    monkeypatch.setattr(pipeline, "_publish", lambda *args: None)
-    embed_documents(rt, [second])
+    prepare(rt, second)
+    monkeypatch.setattr(pipeline, "_publish", lambda *args, **kwargs: None)
+    embed(rt, [second])
     assert len(chunks_of(rt, second)) > OVERFETCH + 5
 
     with session_scope(rt.session_factory) as session:
         response = search(
             session,
-            rt=rt,
+            index=rt.index,
+            analyzer=rt.analyzer,
+            query_encoder=None,
+            profile=rt.profile,
             collection_name="c",
             request=SearchRequest(query="감귤", mode="sparse", top_k=5, highlight=False),
         )
@@ -377,29 +383,29 @@ def test_documents_of_another_profiles_collection_are_refused_at_upload_and_at_e
     from services.errors import Conflict
 
     with session_scope(rt.session_factory) as session:  # queued by a service running another profile
-        result = service.submit_document(
+        result = lifecycle.store(
             session,
             collection_name="sroberta",
             profile="ko-sroberta-multitask",
-            upload=service.Upload(data="다른 모델의 문서이다.".encode(), media_type="text/plain"),
+            upload=lifecycle.Upload(data="다른 모델의 문서이다.".encode(), media_type="text/plain"),
         )
         foreign = WorkItem(result.document.id, result.generation)
     own = submit(rt, "이 작업자의 모델로 색인되는 문서이다.")
     for item in (foreign, own):
-        prepare_document(rt, item)
+        prepare(rt, item)
 
-    failures = embed_each_on_failure(rt, [foreign, own])
+    failures = embed_each_on_failure([foreign, own], **embed_stage(rt))
 
     assert [(item, exc.code) for item, exc in failures] == [(foreign, "profile_mismatch")]
     assert "ko-sroberta-multitask" in str(failures[0][1])
     with session_scope(rt.session_factory) as session:
         assert session.get(Document, own.document_id).status == DocumentStatus.indexed
         with pytest.raises(Conflict, match=r"profile_mismatch|was indexed with profile"):
-            service.submit_document(
+            lifecycle.store(
                 session,
                 collection_name="c",
                 profile="ko-sroberta-multitask",
-                upload=service.Upload(data="모델이 다른 업로드".encode(), media_type="text/plain"),
+                upload=lifecycle.Upload(data="모델이 다른 업로드".encode(), media_type="text/plain"),
             )
 
 
@@ -417,9 +423,9 @@ def test_the_chunk_budget_never_exceeds_what_the_model_reads(make_settings, tmp_
     try:
         readable = rt.tokenizer.model_max_length - rt.tokenizer.num_special_tokens_to_add()
         assert settings.effective_chunk_tokens > readable
-        assert rt.chunk_tokens == readable and "fewer than the chunk budget" in caplog.text
+        assert rt.chunking.max_tokens == readable and "fewer than the chunk budget" in caplog.text
         item = submit(rt, TEXT)
-        prepare_document(rt, item)
+        prepare(rt, item)
         assert max(chunk.token_count for chunk in chunks_of(rt, item)) <= readable
     finally:
         rt.close()

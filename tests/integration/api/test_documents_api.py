@@ -99,15 +99,15 @@ def test_concurrent_uploads_of_one_document_get_distinct_versions(app_client):
     from concurrent.futures import ThreadPoolExecutor
 
     from services.db import session_scope
-    from services.documents import service
+    from services.documents import lifecycle
 
     col = unique_collection()
     rt = app_client.runtime
 
     def replace(i: int) -> int:
         with session_scope(rt.session_factory) as session:
-            upload = service.Upload(data=f"{i}번째 판의 내용이다.".encode(), media_type="text/plain", external_id="x")
-            return service.submit_document(
+            upload = lifecycle.Upload(data=f"{i}번째 판의 내용이다.".encode(), media_type="text/plain", external_id="x")
+            return lifecycle.store(
                 session, collection_name=col, profile=rt.settings.embedding_profile, upload=upload
             ).generation
 

@@ -13,7 +13,7 @@ import zlib
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 # --------------------------------------------------------------------------- DOCX
 

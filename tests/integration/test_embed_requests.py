@@ -11,7 +11,7 @@ from sqlalchemy import select
 from services.db import session_scope
 from services.dispatch import EMBED_QUEUE
 from services.documents.models import Document, DocumentStatus
-from services.ingest.pipeline import prepare_document
+from tests.conftest import prepare
 from tests.conftest import submit_text as submit
 
 
@@ -95,7 +95,7 @@ def test_the_embed_task_takes_what_waits_and_asks_again_while_more_waits(worker_
     app, rt = worker_env
     items = [submit(rt, f"{i}번 문서는 임베딩 요청을 기다린다.") for i in range(3)]
     for item in items:
-        prepare_document(rt, item)
+        prepare(rt, item)
     assert request_embedding(app)  # the three ingest tasks queue one embed task between them
     assert not request_embedding(app) and not request_embedding(app)
 

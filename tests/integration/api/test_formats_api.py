@@ -8,8 +8,8 @@ import zipfile
 
 import pytest
 
+from tests import extract_samples as samples
 from tests.conftest import FIXTURES, unique_collection, wait_for_status
-from tests.unit import extract_samples as samples
 
 
 @pytest.fixture
