@@ -131,7 +131,9 @@ def korean_chunks(
         chunks = [
             c.text
             for text, sents in zip(texts, sentences)
-            for c in chunk_sentences(text, sents, tokenizer, max_tokens=max_tokens, overlap_tokens=overlap_tokens)
+            for c in chunk_sentences(
+                text, [(s.start, s.end) for s in sents], tokenizer, max_tokens=max_tokens, overlap_tokens=overlap_tokens
+            )
         ]
         return chunks, "services.ingest.chunker"
     except Exception as exc:

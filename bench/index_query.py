@@ -75,7 +75,7 @@ def run(index: VectorIndex, points: list[IndexPoint], queries, dim: int) -> dict
     broad = IndexFilter(metadata={"lang": ["ko"]})  # half of the points
     narrow = IndexFilter(external_ids=[f"ext-{i}" for i in range(0, 200, 10)])  # 20 documents
     result: dict = {"upsert_s": round(upsert_s, 3)}
-    variants = (
+    variants: tuple[tuple[str, dict], ...] = (
         ("hybrid_rrf", {}),
         ("hybrid_rrf_metadata_filter", {"filter": broad}),
         ("hybrid_rrf_20_documents", {"filter": narrow}),

@@ -92,7 +92,7 @@ def _runtime_class():
             self._vectors = vectors
 
         @property
-        def encoder(self):  # type: ignore[override]
+        def encoder(self):
             return self._vectors
 
     return IndexingRuntime
@@ -183,10 +183,10 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
             if unused:  # --chunks below one corpus pass: drop the pages not needed
                 session.execute(delete(Document).where(Document.id.in_(unused)))
             for item, n in prepared:
-                take = kept.get(item.document_id)
-                if take is not None and take < n:
-                    session.execute(delete(Chunk).where(Chunk.document_id == item.document_id, Chunk.ordinal >= take))
-                    session.get(Document, item.document_id).chunk_count = take
+                keep = kept.get(item.document_id)
+                if keep is not None and keep < n:
+                    session.execute(delete(Chunk).where(Chunk.document_id == item.document_id, Chunk.ordinal >= keep))
+                    session.get_one(Document, item.document_id).chunk_count = keep
         work: list[WorkItem] = [item for c, item, _ in plan if c == 0]
         copies = [(c, item, take) for c, item, take in plan if c > 0]
         originals: dict[uuid.UUID, tuple[dict, list[dict]]] = {}
@@ -265,7 +265,7 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
         index_s = time.perf_counter() - t3
 
         with session_scope(rt.session_factory) as session:
-            collection = session.scalar(select(Collection).where(Collection.name == COLLECTION))
+            collection = session.scalars(select(Collection).where(Collection.name == COLLECTION)).one()
             name = index_name(collection)
             published = session.scalar(
                 select(func.count())
@@ -273,9 +273,9 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
                 .join(Document, Chunk.document_id == Document.id)
                 .where(Document.status == DocumentStatus.indexed, Chunk.generation == Document.indexed_generation)
             )
-            documents_indexed = session.scalar(
+            documents_indexed = session.execute(
                 select(func.count()).select_from(Document).where(Document.status == DocumentStatus.indexed)
-            )
+            ).scalar_one()
         points = rt.index.count(name)
         log(
             f"indexed {points} points of {documents_indexed} documents in {index_s:.1f}s "

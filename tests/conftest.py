@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -177,8 +177,8 @@ def make_settings(tmp_path: Path, small_twin: Path) -> Callable[..., Settings]:
     """Settings isolated from the environment: a tmp data dir and the small twin."""
     from config.settings import Settings
 
-    def factory(**overrides) -> Settings:
-        values = dict(
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = dict(
             data_dir=tmp_path / "data", embedding_model=str(small_twin), chunk_overlap_tokens=16, max_upload_mb=8
         )
         values.update(overrides)
@@ -211,7 +211,7 @@ def app_client(make_settings, database_url: str, tmp_path: Path):
     rt = Runtime(settings)
     app = create_app(settings, runtime=rt, warm_up=False)
     with TestClient(app) as client:
-        client.runtime = rt
+        client.runtime = rt  # type: ignore[attr-defined]
         yield client
     rt.close()
 

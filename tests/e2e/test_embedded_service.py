@@ -50,7 +50,7 @@ def served(tmp_path_factory, small_twin: Path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"saekin serve exited: {proc.stdout.read()}")
+            pytest.fail(f"saekin serve exited: {proc.communicate()[0]}")
         try:
             if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                 break
@@ -59,7 +59,7 @@ def served(tmp_path_factory, small_twin: Path):
         time.sleep(0.3)
     else:
         proc.kill()
-        pytest.fail(f"saekin serve did not become ready: {proc.stdout.read()}")
+        pytest.fail(f"saekin serve did not become ready: {proc.communicate()[0]}")
     yield base, env
     proc.terminate()
     proc.wait(timeout=30)

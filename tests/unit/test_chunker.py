@@ -75,10 +75,10 @@ def _train(kind: str) -> PreTrainedTokenizerFast:
         tok.normalizer = normalizers.NFKC()
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
         tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-        trainer = trainers.UnigramTrainer(
+        unigram = trainers.UnigramTrainer(
             vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], unk_token="<unk>"
         )
-        tok.train_from_iterator(lines, trainer)
+        tok.train_from_iterator(lines, unigram)
         return PreTrainedTokenizerFast(
             tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
         )
