@@ -6,14 +6,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TWIN   ?= .twins/bge-m3-ko-small
+# The torch build to install first. 2.13.0's CPU build lies on our machines' disk (any other
+# version downloads gigabytes); on a CUDA host e.g. TORCH='torch --index-url https://download.pytorch.org/whl/cu128'.
+TORCH  ?= torch==2.13.0
 
 .PHONY: install run test test-fast lint twin bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch first: 2.13.0 has a CPU build on our machines' disk; other versions would download gigabytes.
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

@@ -1,4 +1,4 @@
-"""The four embedding model profiles Saekin supports (GUIDE.md §2).
+"""The four embedding model profiles Saekin supports.
 
 A profile fixes everything that must agree between ingestion and search: the hub id, the
 transformer architecture (used to build offline twins), the vector size, pooling and
@@ -28,10 +28,6 @@ class ModelProfile:
     architecture: str  # transformers model class, for twins
     tokenizer_kind: TokenizerKind
     config: dict = field(default_factory=dict)  # transformers config of the full-size model
-
-    @property
-    def collection_suffix(self) -> str:
-        return self.name.replace("-", "_")
 
 
 PROFILES: dict[str, ModelProfile] = {
