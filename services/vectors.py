@@ -18,12 +18,3 @@ class SparseVector:
 
     def __bool__(self) -> bool:
         return bool(self.indices)
-
-    def to_dict(self) -> dict[str, list]:
-        return {"indices": list(self.indices), "values": list(self.values)}
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> SparseVector:
-        if not data:
-            return cls()
-        return cls(indices=[int(i) for i in data["indices"]], values=[float(v) for v in data["values"]])

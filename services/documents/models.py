@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from services.db import Base
+from services.vectors import SparseVector
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -43,6 +44,20 @@ class UtcDateTime(TypeDecorator):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+class SparseVectorJson(TypeDecorator):
+    """A SparseVector stored as JSON {"indices": [...], "values": [...]}: the analyzer's vector goes
+    into the chunk row and comes back out for the index as the same type, no dicts in between."""
+
+    impl = JsonType
+    cache_ok = True
+
+    def process_bind_param(self, value: SparseVector | None, dialect) -> dict | None:
+        return None if value is None else {"indices": list(value.indices), "values": list(value.values)}
+
+    def process_result_value(self, value: dict | None, dialect) -> SparseVector:
+        return SparseVector(value["indices"], value["values"]) if value else SparseVector()
 
 
 class DocumentStatus(str, enum.Enum):
@@ -154,7 +169,7 @@ class Chunk(Base):
     heading: Mapped[str | None] = mapped_column(String(512))
     token_count: Mapped[int] = mapped_column(Integer)
     # Morpheme BM25 term weights, computed on the CPU ingest stage and upserted by the embed stage.
-    sparse: Mapped[dict] = mapped_column(JsonType, default=dict)
+    sparse: Mapped[SparseVector] = mapped_column(SparseVectorJson, default=SparseVector)
     # [term id, start, end] of each verb or adjective stem in `text` (ids as in `sparse`): conjugated
     # stems (만나 in 만났다) cannot be found by string search, and this spares search a Kiwi pass
     # to highlight them. NULL for chunks ingested before revision 0003.

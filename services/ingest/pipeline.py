@@ -33,7 +33,6 @@ from services.ingest.chunker import chunk_sentences
 from services.ingest.extract import TEXT_PLAIN, ExtractLimits, extract_file, extract_file_with_timeout
 from services.ingest.normalize import normalize_text
 from services.ingest.policy import ChunkPolicy
-from services.vectors import SparseVector
 
 if TYPE_CHECKING:  # the ingest worker never imports torch
     from services.embedding.encoder import Encoder
@@ -138,7 +137,7 @@ def _chunk_sections(
                     page=section.page,
                     heading=(section.heading or None) and section.heading[:512],
                     token_count=chunk.token_count,
-                    sparse=sparse.to_dict(),
+                    sparse=sparse,
                     stem_spans=stem_spans(chunk_terms, offset=chunk.char_start),
                 )
             )
@@ -165,7 +164,7 @@ def embed_documents(
             IndexPoint(
                 id=str(chunk.id),
                 dense=vector,
-                sparse=SparseVector.from_dict(chunk.sparse),
+                sparse=chunk.sparse,
                 payload={
                     "document_id": str(document.id),
                     "external_id": document.external_id,
@@ -183,9 +182,7 @@ def embed_documents(
     _publish([item for item in items if item.document_id in batch.documents], names, engine=engine, index=index)
 
 
-def _publish(
-    items: Sequence[WorkItem], names: dict[uuid.UUID, str], *, engine: Engine, index: VectorIndex
-) -> None:
+def _publish(items: Sequence[WorkItem], names: dict[uuid.UUID, str], *, engine: Engine, index: VectorIndex) -> None:
     """Make the generations searchable, then delete the points that publication made dead."""
     for stale in lifecycle.publish(engine, items, names):
         index.delete_document(

@@ -10,6 +10,7 @@ from services.documents import lifecycle
 from services.documents.lifecycle import EmbedBatch, WorkItem
 from services.documents.models import Chunk, Collection, Document, DocumentStage, DocumentStatus, index_name
 from services.ingest.pipeline import embed_each_on_failure
+from services.vectors import SparseVector
 from tests.conftest import embed, embed_stage, prepare
 from tests.conftest import submit_text as submit
 
@@ -53,7 +54,7 @@ def test_chunks_cover_every_character_and_respect_the_budget(rt):
         assert TEXT[chunk.char_start : chunk.char_end] == chunk.text
         assert chunk.token_count <= 48
         assert len(rt.tokenizer(chunk.text, add_special_tokens=False)["input_ids"]) <= 48
-        assert chunk.sparse["indices"]
+        assert chunk.sparse.indices
         for _, start, end in chunk.stem_spans:  # verb and adjective stems, offsets into the chunk's text
             assert 0 <= start < end <= len(chunk.text)
         for i in range(chunk.char_start, chunk.char_end):
@@ -255,7 +256,7 @@ def test_a_document_that_cannot_be_embedded_fails_alone(rt):
         conn.execute(
             Chunk.__table__.update()
             .where(Chunk.__table__.c.document_id == broken.document_id)
-            .values(sparse={"indices": ["not a term id"], "values": [1.0]})
+            .values(sparse=SparseVector(["not a term id"], [1.0]))
         )
 
     failures = embed_each_on_failure(items, **embed_stage(rt))
@@ -266,7 +267,7 @@ def test_a_document_that_cannot_be_embedded_fails_alone(rt):
     assert [docs[i.document_id].status for i in (items[0], items[2])] == [DocumentStatus.indexed] * 2
     assert rt.index.count(index_name_of(rt)) == len(chunks_of(rt, items[0])) + len(chunks_of(rt, items[2]))
     # Alone, the failure is raised: it may be the service's own (the caller retries or fails it).
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):  # the engine refuses a term id that is not an integer
         embed_each_on_failure([broken], **embed_stage(rt))
 
 
@@ -343,7 +344,7 @@ def test_every_term_of_a_long_sentence_is_in_some_chunks_sparse_vector(rt):
     prepare(rt, item)
     chunks = chunks_of(rt, item)
     assert len(chunks) > 3
-    in_chunks = {i for chunk in chunks for i in chunk.sparse["indices"]}
+    in_chunks = {i for chunk in chunks for i in chunk.sparse.indices}
     assert set(rt.analyzer.document_vector(rt.analyzer.terms(text)).indices) <= in_chunks
 
 

@@ -77,7 +77,6 @@ def test_a_redelivered_task_after_a_crash_leaves_no_duplicates(production):
     from services.documents.lifecycle import WorkItem
     from services.documents.models import Chunk, Collection, index_name
     from services.index.base import IndexPoint
-    from services.vectors import SparseVector
 
     client, celery = production
     rt = client.runtime
@@ -109,7 +108,7 @@ def test_a_redelivered_task_after_a_crash_leaves_no_duplicates(production):
             IndexPoint(
                 id=str(c.id),
                 dense=v,
-                sparse=SparseVector.from_dict(c.sparse),
+                sparse=c.sparse,
                 payload={"document_id": str(item.document_id), "generation": item.generation},
             )
             for c, v in zip(half, vectors)
