@@ -333,7 +333,7 @@ def test_rrf_fused_order_known_in_advance(tmp_path: Path) -> None:
     expected = rrf_expected([[ids[n] for n in ["p1", "p2", "p3", "p4", "p5"]], [ids[n] for n in ["p5", "p4", "p2"]]])
     # p5: 1/6 + 1/2, p2: 1/3 + 1/4, p4: 1/5 + 1/3, p1: 1/2, p3: 1/4
     expected_names = ["p5", "p2", "p4", "p1", "p3"]
-    assert sorted(expected, key=expected.get, reverse=True) == [ids[n] for n in expected_names]
+    assert sorted(expected, key=lambda pid: expected[pid], reverse=True) == [ids[n] for n in expected_names]
 
     with EdgeIndex(tmp_path / "edge") as edge, ServerIndex.local(tmp_path / "local") as local:
         for index in (edge, local):
