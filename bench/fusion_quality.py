@@ -11,8 +11,8 @@ fusion default has to survive. It is a benchmark instrument here, not a product 
    NFC, one Kiwi pass, chunker, BM25 sparse vectors, chunk rows), with chunks counted in the
    tokens of a small bge-m3-ko twin whose tokenizer is trained on the corpus, as in
    tests/e2e/test_eval.py (or of --model). The twin's own dense vectors are not used.
-2. Every chunk's USE vector is written with the chunk's stored sparse vector and the pipeline's
-   payload to a 512-dim collection through Saekin's index layer (VectorIndex.upsert).
+2. Every chunk's USE vector is written with the chunk's stored sparse vector (and its document's
+   ids) to a 512-dim collection through Saekin's index layer (VectorIndex.upsert).
 3. Every question gets its sparse vector from the real analyzer (as search does) and its USE
    vector; each leg alone and every fusion configuration is one VectorIndex.query with a fusion
    specification (services/index/query.py), with the depth `saekin eval` asks of search.
@@ -133,7 +133,7 @@ def ingest(rt: Any, dataset: Any) -> tuple[str, str]:
 
 
 def live_chunks(rt: Any, collection: str) -> list[Any]:
-    """The published chunks of the collection with their documents' ids, generation and metadata."""
+    """The published chunks of the collection (id, text, sparse vector, generation) with their documents' ids."""
     from sqlalchemy import select
 
     from services.documents.models import Chunk, Collection, Document
@@ -142,8 +142,7 @@ def live_chunks(rt: Any, collection: str) -> list[Any]:
     with rt.engine.connect() as conn:
         return list(
             conn.execute(
-                select(c.id, c.text, c.sparse, c.generation, c.ordinal, c.page, c.document_id, d.external_id)
-                .add_columns(d["metadata"])
+                select(c.id, c.text, c.sparse, c.generation, c.document_id, d.external_id)
                 .join_from(Chunk.__table__, Document.__table__, c.document_id == d.id)
                 .join(Collection.__table__, Collection.__table__.c.id == d.collection_id)
                 .where(Collection.__table__.c.name == collection, c.generation == d.indexed_generation)
@@ -153,9 +152,7 @@ def live_chunks(rt: Any, collection: str) -> list[Any]:
 
 
 def write_use_collection(index: VectorIndex, name: str, chunks: Sequence[Any], use: Any) -> None:
-    """Every chunk's USE vector, its sparse vector and the pipeline's payload, through the index layer."""
-    from services.index.base import storable_metadata
-
+    """Every chunk's USE vector and its sparse vector, with the payload fields the index indexes."""
     vectors = use.encode([row.text for row in chunks])
     index.ensure_collection(name, dim=int(vectors.shape[1]))
     index.upsert(
@@ -169,9 +166,6 @@ def write_use_collection(index: VectorIndex, name: str, chunks: Sequence[Any], u
                     "document_id": str(row.document_id),
                     "external_id": row.external_id,
                     "generation": row.generation,
-                    "ordinal": row.ordinal,
-                    "page": row.page,
-                    "metadata": storable_metadata(row.metadata or {}),
                 },
             )
             for row, vector in zip(chunks, vectors, strict=True)

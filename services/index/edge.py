@@ -350,7 +350,7 @@ def _prefetch(search: LegSearch, dim: int) -> qe.Prefetch:
 def _nearest(search: LegSearch, dim: int) -> qe.Query:
     if isinstance(search.vector, SparseVector):
         return qe.Query.Nearest(_edge_sparse(search.vector), using=SPARSE)
-    return qe.Query.Nearest(_checked_dense(search.vector, dim), using=DENSE)
+    return qe.Query.Nearest(_check_dim(search.vector, dim), using=DENSE)
 
 
 def _edge_fusion(search: FusedSearch) -> Any:  # the stub types Fusion, not its nested Rrf and Dbsf classes
@@ -400,7 +400,10 @@ def _unlock_directory(fd: int | None) -> None:
 
 
 def _checked_dense(vector: Sequence[float] | np.ndarray, dim: int) -> list[float]:
-    values = dense_list(vector)
+    return _check_dim(dense_list(vector), dim)
+
+
+def _check_dim(values: list[float], dim: int) -> list[float]:
     if len(values) != dim:
         raise InvalidInput(f"dense vector has {len(values)} dims, the collection {dim}")
     return values

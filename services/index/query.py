@@ -2,8 +2,8 @@
 
 The adapters (edge.py: Qdrant Edge; server.py: qdrant-client) render these descriptions into their
 engine's request objects and nothing more; nothing here imports an engine. A query is validated
-once, when it is built (IndexQuery.build), and planned as a few searches that an engine runs in
-one request (LegSearch, FusedSearch). What an engine cannot express (score-based fusion with
+once, when VectorIndex.query builds its IndexQuery, and planned as a few searches that an engine
+runs in one request (LegSearch, FusedSearch). What an engine cannot express (score-based fusion with
 weights, convex combinations, each leg's ranks for `explain`) is done here, over the candidates
 those searches return (IndexQuery.answer).
 """
