@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from services.index.base import (
+from services.index.base import IndexPoint, VectorIndex
+from services.index.query import (
     DENSE,
     RRF_K,
     SPARSE,
+    Convex,
+    Dbsf,
+    FusionSpec,
     IndexFilter,
     IndexHit,
-    IndexPoint,
-    VectorIndex,
+    LegScore,
+    Rrf,
+    fusion_spec,
 )
 
 if TYPE_CHECKING:
@@ -21,10 +26,16 @@ __all__ = [
     "DENSE",
     "RRF_K",
     "SPARSE",
+    "Convex",
+    "Dbsf",
+    "FusionSpec",
     "IndexFilter",
     "IndexHit",
     "IndexPoint",
+    "LegScore",
+    "Rrf",
     "VectorIndex",
+    "fusion_spec",
     "open_index",
 ]
 

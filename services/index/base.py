@@ -1,35 +1,34 @@
-"""The vector-index interface: collections of points with a dense and a sparse named vector."""
+"""The vector-index interface: collections of points with a dense and a sparse named vector.
+
+What a query, a filter and a collection are is described once, engine-neutrally, in query.py;
+an adapter renders those descriptions into its engine's requests and runs them.
+"""
 
 from __future__ import annotations
 
-import math
 import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from services.errors import InvalidInput
+from services.index.query import (
+    FusionSpec,
+    IndexFilter,
+    IndexHit,
+    IndexQuery,
+    Search,
+    dense_list,
+    filter_condition,
+    fusion_spec,
+    query_mode,
+    unstorable_number,
+)
 from services.vectors import SparseVector
-
-DENSE = "dense"
-SPARSE = "sparse"
-
-# Qdrant's default RRF constant (DEFAULT_RRF_K in the engine and in qdrant-client):
-# a point at 0-based position p in one prefetch gets 1 / (p + RRF_K).
-RRF_K = 2
-
-# Extra hits fetched beyond `limit` so that ties at the cut are broken the same way
-# (by point id) in every engine instead of by each engine's internal order.
-TIE_MARGIN = 16
-
-# Scores closer than this (relative) count as tied: engines differ in float rounding.
-TIE_REL_TOL = 1e-6
-
-Fusion = Literal["rrf", "dbsf"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -41,25 +40,6 @@ class IndexPoint:
     id: str
     dense: Sequence[float] | np.ndarray
     sparse: SparseVector
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class IndexFilter:
-    """Conditions that all must hold; each list accepts any of its values (an empty list matches nothing)."""
-
-    document_ids: list[str] | None = None
-    external_ids: list[str] | None = None
-    # metadata key -> accepted values; matched against payload key f"metadata.{key}"
-    metadata: dict[str, list[Any]] | None = None
-
-
-@dataclass(frozen=True)
-class IndexHit:
-    """One search result."""
-
-    id: str
-    score: float
     payload: dict[str, Any]
 
 
@@ -90,24 +70,45 @@ class VectorIndex(ABC):
         those of the generations below one. Never more than asked: another worker may be writing
         a newer generation's points meanwhile."""
 
-    @abstractmethod
     def query(
         self,
         name: str,
         *,
-        dense: Sequence[float] | None = None,
+        dense: Sequence[float] | np.ndarray | None = None,
         sparse: SparseVector | None = None,
         limit: int = 10,
         filter: IndexFilter | None = None,
-        fusion: Fusion = "rrf",
+        fusion: FusionSpec | str | Mapping[str, Any] = "rrf",
         prefetch_limit: int = 100,
         with_payload: bool = True,
+        explain: bool = False,
     ) -> list[IndexHit]:
-        """Dense, sparse, or both fused in one request (prefetch from each vector, then RRF or DBSF).
+        """Dense, sparse, or both fused (each leg's best `prefetch_limit` candidates, then fusion).
 
+        ``fusion`` is an Rrf, Dbsf or Convex (query.py says how each scores), a method name for its
+        defaults ('rrf' is Qdrant's RRF with k = 2) or a mapping (see query.fusion_spec).
         ``with_payload=False`` leaves every hit's payload empty: search reads what it shows from
-        the database, and converting payloads cost a tenth of a sparse search.
+        the database, and converting payloads cost a tenth of a sparse search. ``explain=True``
+        gives every hit `legs`: its rank and score among each leg's candidates (None where a leg
+        did not find it), from the same request to the engine.
         """
+        has_dense, has_sparse = query_mode(dense, sparse)
+        plan = IndexQuery(
+            dense=dense_list(dense) if has_dense and dense is not None else None,
+            sparse=sparse if has_sparse else None,
+            limit=limit,
+            filter=filter_condition(filter),
+            fusion=fusion_spec(fusion),
+            prefetch_limit=prefetch_limit,
+            with_payload=with_payload,
+            explain=explain,
+        )
+        check_collection_name(name)
+        return plan.answer(self._search(name, plan.searches))
+
+    @abstractmethod
+    def _search(self, name: str, searches: Sequence[Search]) -> list[list[IndexHit]]:
+        """Run the searches in one request to the engine; each one's hits, in the engine's order."""
 
     @abstractmethod
     def count(self, name: str, filter: IndexFilter | None = None) -> int:
@@ -142,45 +143,6 @@ def point_id(value: str) -> str:
         raise InvalidInput(f"point id {value!r} is not a UUID") from None
 
 
-def dense_list(vector: Sequence[float] | np.ndarray) -> list[float]:
-    """A dense vector as a plain list of floats (both engines want lists)."""
-    return np.asarray(vector, dtype=np.float32).ravel().tolist()
-
-
-def query_mode(dense: Sequence[float] | None, sparse: SparseVector | None) -> tuple[bool, bool]:
-    """Which vectors a query uses; an empty sparse vector counts as absent."""
-    has_dense = dense is not None and len(dense) > 0
-    has_sparse = sparse is not None and bool(sparse)
-    if not (has_dense or has_sparse):
-        raise InvalidInput("a query needs a dense vector or a non-empty sparse vector")
-    return has_dense, has_sparse
-
-
-def check_query_args(limit: int, prefetch_limit: int, fusion: str) -> None:
-    """Validate the scalar query arguments."""
-    if limit < 1:
-        raise InvalidInput("limit must be at least 1")
-    if prefetch_limit < 1:
-        raise InvalidInput("prefetch_limit must be at least 1")
-    if fusion not in ("rrf", "dbsf"):
-        raise InvalidInput(f"unknown fusion {fusion!r}; use 'rrf' or 'dbsf'")
-
-
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
-
-def unstorable_number(value: Any) -> str | None:
-    """Why a payload cannot hold `value` (None when it can): Qdrant stores 64-bit integers and
-    finite floats, and a JSON document cannot carry NaN or infinity either."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, np.integer)) and not INT64_MIN <= int(value) <= INT64_MAX:
-        return "integers must fit in 64 bits"
-    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
-        return "numbers must be finite (no NaN or infinity)"
-    return None
-
-
 def storable_metadata(value: Any) -> Any:
     """`value` with integers beyond 64 bits turned into floats. Uploads cannot hold such integers
     (see unstorable_number), but PostgreSQL's JSONB prints a large float without its exponent
@@ -192,50 +154,3 @@ def storable_metadata(value: Any) -> Any:
     if isinstance(value, int) and unstorable_number(value):
         return float(value)
     return value
-
-
-def metadata_groups(values: list[Any]) -> tuple[list[str], list[int], list[bool], list[float]]:
-    """Split accepted metadata values by type: each type needs its own kind of condition."""
-    strs: list[str] = []
-    ints: list[int] = []
-    bools: list[bool] = []
-    floats: list[float] = []
-    for v in values:
-        if problem := unstorable_number(v):
-            raise InvalidInput(f"metadata filter value {v!r}: {problem}")
-        if isinstance(v, bool):  # before int: bool is an int subclass
-            bools.append(v)
-        elif isinstance(v, (int, np.integer)):
-            ints.append(int(v))
-        elif isinstance(v, (float, np.floating)):
-            floats.append(float(v))
-        elif isinstance(v, str):
-            strs.append(v)
-        else:
-            raise InvalidInput(f"unsupported metadata filter value {v!r}: use str, int, float or bool")
-    return strs, ints, bools, floats
-
-
-def metadata_path(key: str) -> str:
-    """The payload path of a metadata key, quoted so that dots, spaces and Hangul are literal."""
-    if not key or '"' in key:
-        raise InvalidInput(f"invalid metadata key {key!r}")
-    return f'metadata."{key}"'
-
-
-def order_hits(hits: list[IndexHit], limit: int) -> list[IndexHit]:
-    """Sort by score, break (near-)ties by id, cut to limit: the same order from every engine."""
-    hits = sorted(hits, key=lambda h: -h.score)
-    ordered: list[IndexHit] = []
-    run: list[IndexHit] = []
-    for hit in hits:
-        if run and not _tied(run[-1].score, hit.score):
-            ordered.extend(sorted(run, key=lambda h: h.id))
-            run = []
-        run.append(hit)
-    ordered.extend(sorted(run, key=lambda h: h.id))
-    return ordered[:limit]
-
-
-def _tied(a: float, b: float) -> bool:
-    return abs(a - b) <= TIE_REL_TOL * max(abs(a), abs(b), 1e-12)

@@ -20,24 +20,24 @@ import numpy as np
 import qdrant_edge as qe
 
 from services.errors import Conflict, DataDirLocked, InvalidInput, NotFound
-from services.index.base import (
+from services.index.base import IndexPoint, VectorIndex, check_collection_name, point_id
+from services.index.query import (
     DENSE,
-    RRF_K,
     SPARSE,
-    TIE_MARGIN,
-    Fusion,
+    AllOf,
+    CollectionSchema,
+    ConditionSpelling,
+    Dbsf,
+    FusedSearch,
     IndexFilter,
     IndexHit,
-    IndexPoint,
-    VectorIndex,
-    check_collection_name,
-    check_query_args,
+    LegSearch,
+    Rrf,
+    Search,
     dense_list,
-    metadata_groups,
-    metadata_path,
-    order_hits,
-    point_id,
-    query_mode,
+    document_condition,
+    filter_condition,
+    render_condition,
 )
 from services.vectors import SparseVector
 
@@ -91,8 +91,7 @@ class EdgeIndex(VectorIndex):
     def ensure_collection(self, name: str, *, dim: int) -> None:
         """Create the shard and its payload indexes unless it exists; Conflict if its dim differs."""
         check_collection_name(name)
-        if dim < 1:
-            raise InvalidInput("dim must be at least 1")
+        schema = CollectionSchema(dim=dim)
         with self._guard.read():  # fast path, without stalling queries behind the exclusive lock
             self._check_open()
             shard = self._shards.get(name)
@@ -100,7 +99,7 @@ class EdgeIndex(VectorIndex):
             with self._guard.write():
                 self._check_open()
                 if name not in self._shards and not self._on_disk(name):
-                    self._create(name, dim)
+                    self._create(name, schema)
                 shard = self._open_locked(name)
         if shard.dim != dim:
             raise Conflict(f"collection {name!r} has dense dim {shard.dim}, not {dim}")
@@ -142,12 +141,8 @@ class EdgeIndex(VectorIndex):
         self, name: str, document_id: str, *, generation: int | None = None, below_generation: int | None = None
     ) -> None:
         """Delete by payload filter; a collection that does not exist has nothing to delete."""
-        must: list[Any] = [qe.FieldCondition("document_id", match=qe.MatchAny([document_id]))]
-        if generation is not None:
-            must.append(qe.FieldCondition("generation", match=qe.MatchValue(int(generation))))
-        if below_generation is not None:
-            must.append(qe.FieldCondition("generation", range=qe.RangeFloat(lt=float(below_generation))))
-        operation = qe.UpdateOperation.delete_points_by_filter(qe.Filter(must=must))
+        condition = document_condition(document_id, generation=generation, below_generation=below_generation)
+        operation = qe.UpdateOperation.delete_points_by_filter(render_condition(condition, _EDGE_CONDITIONS))
         try:
             with self._use(name) as shard, shard.write_lock:
                 shard.shard.update(operation)
@@ -155,59 +150,20 @@ class EdgeIndex(VectorIndex):
         except NotFound:
             return
 
-    def query(
-        self,
-        name: str,
-        *,
-        dense: Sequence[float] | None = None,
-        sparse: SparseVector | None = None,
-        limit: int = 10,
-        filter: IndexFilter | None = None,
-        fusion: Fusion = "rrf",
-        prefetch_limit: int = 100,
-        with_payload: bool = True,
-    ) -> list[IndexHit]:
-        """Dense, sparse, or one fused request with a prefetch per vector."""
-        check_query_args(limit, prefetch_limit, fusion)
-        has_dense, has_sparse = query_mode(dense, sparse)
-        fetch = limit + TIE_MARGIN
-        flt = _edge_filter(filter)
+    def _search(self, name: str, searches: Sequence[Search]) -> list[list[IndexHit]]:
+        """The searches as Edge requests, one query or one batch."""
         with self._use(name) as shard:
-            dense_q = sparse_q = None
-            if has_dense:
-                dense_q = qe.Query.Nearest(_checked_dense(dense, shard.dim), using=DENSE)
-            if has_sparse:
-                sparse_q = qe.Query.Nearest(qe.SparseVector(list(sparse.indices), list(sparse.values)), using=SPARSE)
-            if dense_q is not None and sparse_q is not None:
-                # A prefetch smaller than the final limit would starve the fusion.
-                pre = max(prefetch_limit, fetch)
-                fused = qe.Fusion.Rrf(k=RRF_K) if fusion == "rrf" else qe.Fusion.Dbsf()
-                request = qe.QueryRequest(
-                    limit=fetch,
-                    query=fused,
-                    prefetches=[
-                        qe.Prefetch(limit=pre, query=dense_q, filter=flt),
-                        qe.Prefetch(limit=pre, query=sparse_q, filter=flt, params=_LIVE_IDF),
-                    ],
-                    # No top-level filter: fusion only sees filtered prefetches; a third pass cost ~30%.
-                    with_payload=with_payload,
-                )
+            requests = [_edge_request(search, shard.dim) for search in searches]
+            if len(requests) == 1:
+                results = [shard.shard.query(requests[0])]
             else:
-                request = qe.QueryRequest(
-                    limit=fetch,
-                    query=dense_q if dense_q is not None else sparse_q,
-                    filter=flt,
-                    params=_LIVE_IDF if sparse_q is not None else None,
-                    with_payload=with_payload,
-                )
-            points = shard.shard.query(request)
-        hits = [IndexHit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in points]
-        return order_hits(hits, limit)
+                results = shard.shard.query_batch(qe.QueryBatchRequest(requests))
+        return [[IndexHit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in r] for r in results]
 
     def count(self, name: str, filter: IndexFilter | None = None) -> int:
         """Exact count of the points matching the filter."""
         with self._use(name) as shard:
-            return int(shard.shard.count(qe.CountRequest(exact=True, filter=_edge_filter(filter))))
+            return int(shard.shard.count(qe.CountRequest(exact=True, filter=_edge_filter(filter_condition(filter)))))
 
     def optimize(self, name: str) -> bool:
         """Merge segments, vacuum deletions and build HNSW; Edge never does this by itself.
@@ -262,29 +218,30 @@ class EdgeIndex(VectorIndex):
         if not self._on_disk(name):
             raise NotFound(f"collection {name!r} does not exist")
         config = json.loads((path / _CONFIG_FILE).read_text())
+        dim = int(config["vectors"][DENSE]["size"])
         edge_shard = load_shard(path)
         try:
             # Also repairs a shard whose indexes were never created (older code, a manual copy).
-            if _ensure_payload_indexes(edge_shard):
+            if _ensure_payload_indexes(edge_shard, CollectionSchema(dim=dim)):
                 edge_shard.flush()
         except BaseException:
             edge_shard.close()  # else its WAL lock outlives the failure
             raise
-        shard = _Shard(shard=edge_shard, dim=int(config["vectors"][DENSE]["size"]))
+        shard = _Shard(shard=edge_shard, dim=dim)
         self._shards[name] = shard
         return shard
 
-    def _create(self, name: str, dim: int) -> None:
+    def _create(self, name: str, schema: CollectionSchema) -> None:
         """Create a shard in a scratch directory and rename it into place, so a crash leaves no half shard."""
         scratch = self._root / f"{_CREATING_PREFIX}{name}"
         shutil.rmtree(scratch, ignore_errors=True)
         config = qe.EdgeConfig(
-            vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+            vectors={DENSE: qe.EdgeVectorParams(size=schema.dim, distance=qe.Distance.Cosine)},
             sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
         )
         shard = qe.EdgeShard.create(str(scratch), config)
         try:
-            _ensure_payload_indexes(shard)
+            _ensure_payload_indexes(shard, schema)
             shard.flush()
         finally:
             shard.close()
@@ -347,25 +304,80 @@ class _RWLock:
                 self._cond.notify_all()
 
 
-# IDF over the live points (a match-all corpus). The default, collection-wide statistics come
-# from the sparse index, which keeps counting deleted and overwritten points until a vacuum
-# (qdrant/qdrant#6735), so replacing a document would skew every score until then.
+# --- rendering query.py's descriptions as Edge requests ---------------------------------------
+
+# IDF over the live points: a match-all corpus (why: query.LegSearch).
 _LIVE_IDF = qe.SearchParams(idf=qe.IdfParams(corpus=qe.Filter()))
 
-_PAYLOAD_INDEXES = {
-    "document_id": qe.PayloadSchemaType.Keyword,
-    "external_id": qe.PayloadSchemaType.Keyword,
-    "generation": qe.PayloadSchemaType.Integer,
-}
+_PAYLOAD_TYPES = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
 
 
-def _ensure_payload_indexes(shard: qe.EdgeShard) -> bool:
+def _ensure_payload_indexes(shard: qe.EdgeShard, schema: CollectionSchema) -> bool:
     """Create the missing payload indexes; True if any was created."""
     existing = shard.info().payload_schema
-    missing = [(key, schema) for key, schema in _PAYLOAD_INDEXES.items() if key not in existing]
-    for key, schema in missing:
-        shard.update(qe.UpdateOperation.create_field_index(key, schema))
+    missing = [(key, kind) for key, kind in schema.payload_indexes if key not in existing]
+    for key, kind in missing:
+        shard.update(qe.UpdateOperation.create_field_index(key, _PAYLOAD_TYPES[kind]))
     return bool(missing)
+
+
+def _edge_request(search: Search, dim: int) -> qe.QueryRequest:
+    if isinstance(search, LegSearch):
+        return qe.QueryRequest(
+            limit=search.limit,
+            query=_nearest(search, dim),
+            filter=_edge_filter(search.filter),
+            params=_LIVE_IDF if search.leg == SPARSE else None,
+            with_payload=search.with_payload,
+        )
+    return qe.QueryRequest(
+        limit=search.limit,
+        query=_edge_fusion(search),
+        prefetches=[_prefetch(search.dense, dim), _prefetch(search.sparse, dim)],
+        with_payload=search.with_payload,
+    )
+
+
+def _prefetch(search: LegSearch, dim: int) -> qe.Prefetch:
+    return qe.Prefetch(
+        limit=search.limit,
+        query=_nearest(search, dim),
+        filter=_edge_filter(search.filter),
+        params=_LIVE_IDF if search.leg == SPARSE else None,
+    )
+
+
+def _nearest(search: LegSearch, dim: int) -> qe.Query:
+    if isinstance(search.vector, SparseVector):
+        return qe.Query.Nearest(_edge_sparse(search.vector), using=SPARSE)
+    return qe.Query.Nearest(_check_dim(search.vector, dim), using=DENSE)
+
+
+def _edge_fusion(search: FusedSearch) -> Any:  # the stub types Fusion, not its nested Rrf and Dbsf classes
+    fusion: Rrf | Dbsf = search.fusion
+    if isinstance(fusion, Dbsf):
+        return qe.Fusion.Dbsf()
+    return qe.Fusion.Rrf(k=fusion.k, weights=fusion.weights if fusion.weighted else None)
+
+
+def _edge_match_value(key: str, value: bool | int) -> qe.FieldCondition:
+    # qdrant-edge 0.9 turns a Python bool into the integer 1/0, which never matches a JSON
+    # boolean; numpy.bool_ is not an int subclass and arrives as a real bool.
+    match: Any = np.bool_(value) if isinstance(value, bool) else value
+    return qe.FieldCondition(key, match=qe.MatchValue(match))
+
+
+_EDGE_CONDITIONS = ConditionSpelling(
+    all_of=lambda parts: qe.Filter(must=parts),
+    any_of=lambda parts: qe.Filter(should=parts),
+    match_any=lambda key, values: qe.FieldCondition(key, match=qe.MatchAny(values)),
+    match_value=_edge_match_value,
+    range=lambda key, bounds: qe.FieldCondition(key, range=qe.RangeFloat(**{k: float(v) for k, v in bounds.items()})),
+)
+
+
+def _edge_filter(condition: AllOf | None) -> qe.Filter | None:
+    return render_condition(condition, _EDGE_CONDITIONS) if condition is not None else None
 
 
 def _lock_directory(root: Path) -> int | None:
@@ -388,7 +400,10 @@ def _unlock_directory(fd: int | None) -> None:
 
 
 def _checked_dense(vector: Sequence[float] | np.ndarray, dim: int) -> list[float]:
-    values = dense_list(vector)
+    return _check_dim(dense_list(vector), dim)
+
+
+def _check_dim(values: list[float], dim: int) -> list[float]:
     if len(values) != dim:
         raise InvalidInput(f"dense vector has {len(values)} dims, the collection {dim}")
     return values
@@ -397,35 +412,9 @@ def _checked_dense(vector: Sequence[float] | np.ndarray, dim: int) -> list[float
 def _edge_point(point: IndexPoint, dim: int) -> qe.Point:
     vector: dict[str, Any] = {DENSE: _checked_dense(point.dense, dim)}
     if point.sparse:  # an empty sparse vector is left out, as in the server adapter
-        vector[SPARSE] = qe.SparseVector(list(point.sparse.indices), list(point.sparse.values))
+        vector[SPARSE] = _edge_sparse(point.sparse)
     return qe.Point(point_id(point.id), vector, point.payload)
 
 
-def _edge_filter(flt: IndexFilter | None) -> qe.Filter | None:
-    """IndexFilter -> Edge Filter: every given field must match one of its values."""
-    if flt is None:
-        return None
-    must: list[Any] = []
-    if flt.document_ids is not None:
-        must.append(qe.FieldCondition("document_id", match=qe.MatchAny([str(v) for v in flt.document_ids])))
-    if flt.external_ids is not None:
-        must.append(qe.FieldCondition("external_id", match=qe.MatchAny([str(v) for v in flt.external_ids])))
-    for key, values in (flt.metadata or {}).items():
-        must.append(_any_of(metadata_path(key), values))
-    return qe.Filter(must=must) if must else None
-
-
-def _any_of(path: str, values: list[Any]) -> Any:
-    strs, ints, bools, floats = metadata_groups(values)
-    conditions: list[Any] = []
-    if strs or not values:  # MatchAny([]) matches nothing, as an empty accepted list should
-        conditions.append(qe.FieldCondition(path, match=qe.MatchAny(strs)))
-    if ints:
-        conditions.append(qe.FieldCondition(path, match=qe.MatchAny(ints)))
-    for b in bools:
-        # qdrant-edge 0.9 turns a Python bool into the integer 1/0, which never matches a JSON
-        # boolean; numpy.bool_ is not an int subclass and arrives as a real bool.
-        conditions.append(qe.FieldCondition(path, match=qe.MatchValue(np.bool_(b))))
-    for f in floats:
-        conditions.append(qe.FieldCondition(path, range=qe.RangeFloat(gte=f, lte=f)))
-    return conditions[0] if len(conditions) == 1 else qe.Filter(should=conditions)
+def _edge_sparse(vector: SparseVector) -> qe.SparseVector:
+    return qe.SparseVector(list(vector.indices), list(vector.values))

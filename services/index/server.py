@@ -14,35 +14,26 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from services.errors import Conflict, DataDirLocked, InvalidInput, NotFound, ServiceUnavailable
-from services.index.base import (
+from services.index.base import IndexPoint, VectorIndex, check_collection_name, point_id
+from services.index.query import (
     DENSE,
+    RRF_K,
     SPARSE,
-    TIE_MARGIN,
-    Fusion,
+    AllOf,
+    CollectionSchema,
+    ConditionSpelling,
+    Dbsf,
     IndexFilter,
     IndexHit,
-    IndexPoint,
-    VectorIndex,
-    check_collection_name,
-    check_query_args,
+    LegSearch,
+    Rrf,
+    Search,
     dense_list,
-    metadata_groups,
-    metadata_path,
-    order_hits,
-    point_id,
-    query_mode,
+    document_condition,
+    filter_condition,
+    render_condition,
 )
 from services.vectors import SparseVector
-
-# IDF over the live points, as in the Edge adapter: the server's default statistics keep counting
-# deleted and overwritten points until a vacuum (qdrant/qdrant#6735). Needs Qdrant >= 1.20.
-_LIVE_IDF = qm.SearchParams(idf=qm.IdfCorpusParams(corpus=qm.Filter()))
-
-_PAYLOAD_INDEXES = {
-    "document_id": qm.PayloadSchemaType.KEYWORD,
-    "external_id": qm.PayloadSchemaType.KEYWORD,
-    "generation": qm.PayloadSchemaType.INTEGER,
-}
 
 
 class ServerIndex(VectorIndex):
@@ -79,14 +70,13 @@ class ServerIndex(VectorIndex):
     def ensure_collection(self, name: str, *, dim: int) -> None:
         """Create the collection and payload indexes unless it exists; Conflict if its dim differs."""
         check_collection_name(name)
-        if dim < 1:
-            raise InvalidInput("dim must be at least 1")
+        schema = CollectionSchema(dim=dim)
         with self._calls(name):
             if not self._client.collection_exists(name):
                 try:
                     self._client.create_collection(
                         name,
-                        vectors_config={DENSE: qm.VectorParams(size=dim, distance=qm.Distance.COSINE)},
+                        vectors_config={DENSE: qm.VectorParams(size=schema.dim, distance=qm.Distance.COSINE)},
                         sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
                     )
                 except UnexpectedResponse as exc:
@@ -99,9 +89,9 @@ class ServerIndex(VectorIndex):
             if vectors[DENSE].size != dim:
                 raise Conflict(f"collection {name!r} has dense dim {vectors[DENSE].size}, not {dim}")
             if not self._local:  # local mode ignores payload indexes (and warns)
-                for key, schema in _PAYLOAD_INDEXES.items():
+                for key, kind in schema.payload_indexes:
                     if key not in (info.payload_schema or {}):
-                        self._client.create_payload_index(name, key, schema, wait=True)
+                        self._client.create_payload_index(name, key, _PAYLOAD_TYPES[kind], wait=True)
 
     def collection_exists(self, name: str) -> bool:
         """Whether the collection exists."""
@@ -133,12 +123,8 @@ class ServerIndex(VectorIndex):
     ) -> None:
         """Delete by payload filter; a collection that does not exist has nothing to delete."""
         check_collection_name(name)
-        must = [qm.FieldCondition(key="document_id", match=qm.MatchAny(any=[document_id]))]
-        if generation is not None:
-            must.append(qm.FieldCondition(key="generation", match=qm.MatchValue(value=int(generation))))
-        if below_generation is not None:
-            must.append(qm.FieldCondition(key="generation", range=qm.Range(lt=int(below_generation))))
-        selector = qm.FilterSelector(filter=qm.Filter(must=must))
+        condition = document_condition(document_id, generation=generation, below_generation=below_generation)
+        selector = qm.FilterSelector(filter=render_condition(condition, _SERVER_CONDITIONS))
         with self._calls(name):
             if self._local and not self._client.collection_exists(name):
                 return
@@ -148,56 +134,41 @@ class ServerIndex(VectorIndex):
                 if exc.status_code != 404:
                     raise
 
-    def query(
-        self,
-        name: str,
-        *,
-        dense: Sequence[float] | None = None,
-        sparse: SparseVector | None = None,
-        limit: int = 10,
-        filter: IndexFilter | None = None,
-        fusion: Fusion = "rrf",
-        prefetch_limit: int = 100,
-        with_payload: bool = True,
-    ) -> list[IndexHit]:
-        """Dense, sparse, or one fused Query API request with a prefetch per vector."""
-        check_collection_name(name)
-        check_query_args(limit, prefetch_limit, fusion)
-        has_dense, has_sparse = query_mode(dense, sparse)
-        fetch = limit + TIE_MARGIN
-        flt = _filter(filter)
-        dense_q = dense_list(dense) if has_dense else None
-        sparse_q = qm.SparseVector(indices=list(sparse.indices), values=list(sparse.values)) if has_sparse else None
-        if dense_q is not None and sparse_q is not None:
-            pre = max(prefetch_limit, fetch)  # a prefetch smaller than the limit would starve the fusion
-            # Plain FusionQuery(RRF) means k = RRF_K (the engine default); RrfQuery needs a newer server.
-            fused = qm.FusionQuery(fusion=qm.Fusion.RRF if fusion == "rrf" else qm.Fusion.DBSF)
-            # No top-level filter: fusion only sees filtered prefetches (as in the Edge adapter).
-            kwargs: dict[str, Any] = dict(
-                query=fused,
-                prefetch=[
-                    qm.Prefetch(query=dense_q, using=DENSE, limit=pre, filter=flt),
-                    qm.Prefetch(query=sparse_q, using=SPARSE, limit=pre, filter=flt, params=_LIVE_IDF),
-                ],
-            )
-        elif dense_q is not None:
-            kwargs = dict(query=dense_q, using=DENSE, query_filter=flt)
-        else:
-            kwargs = dict(query=sparse_q, using=SPARSE, query_filter=flt, search_params=_LIVE_IDF)
+    def _search(self, name: str, searches: Sequence[Search]) -> list[list[IndexHit]]:
+        """The searches as Query API requests: one query_points call, or one batch."""
+        requests = [_server_request(search) for search in searches]
         with self._calls(name):
             self._require(name)
-            response = self._client.query_points(
-                name, limit=fetch, with_payload=with_payload, with_vectors=False, **kwargs
-            )
-        hits = [IndexHit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in response.points]
-        return order_hits(hits, limit)
+            if len(requests) == 1:
+                r = requests[0]
+                responses = [
+                    self._client.query_points(
+                        name,
+                        query=r.query,
+                        prefetch=r.prefetch,
+                        using=r.using,
+                        query_filter=r.filter,
+                        search_params=r.params,
+                        limit=searches[0].limit,
+                        with_payload=searches[0].with_payload,
+                        with_vectors=False,
+                    )
+                ]
+            else:
+                responses = self._client.query_batch_points(name, requests=requests)
+        return [
+            [IndexHit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in response.points]
+            for response in responses
+        ]
 
     def count(self, name: str, filter: IndexFilter | None = None) -> int:
         """Exact count of the points matching the filter."""
         check_collection_name(name)
         with self._calls(name):
             self._require(name)
-            return int(self._client.count(name, count_filter=_filter(filter), exact=True).count)
+            return int(
+                self._client.count(name, count_filter=_server_filter(filter_condition(filter)), exact=True).count
+            )
 
     def close(self) -> None:
         """Close the client (local mode: release its storage lock)."""
@@ -233,33 +204,73 @@ class ServerIndex(VectorIndex):
 def _point_struct(point: IndexPoint) -> qm.PointStruct:
     vector: dict[str, Any] = {DENSE: dense_list(point.dense)}
     if point.sparse:  # an empty sparse vector is left out, as in the Edge adapter
-        vector[SPARSE] = qm.SparseVector(indices=list(point.sparse.indices), values=list(point.sparse.values))
+        vector[SPARSE] = _server_sparse(point.sparse)
     return qm.PointStruct(id=point_id(point.id), vector=vector, payload=point.payload)
 
 
-def _filter(flt: IndexFilter | None) -> qm.Filter | None:
-    """IndexFilter -> qdrant-client Filter: every given field must match one of its values."""
-    if flt is None:
-        return None
-    must: list[Any] = []
-    if flt.document_ids is not None:
-        must.append(qm.FieldCondition(key="document_id", match=qm.MatchAny(any=[str(v) for v in flt.document_ids])))
-    if flt.external_ids is not None:
-        must.append(qm.FieldCondition(key="external_id", match=qm.MatchAny(any=[str(v) for v in flt.external_ids])))
-    for key, values in (flt.metadata or {}).items():
-        must.append(_any_of(metadata_path(key), values))
-    return qm.Filter(must=must) if must else None
+# --- rendering query.py's descriptions as Query API requests -----------------------------------
+
+# IDF over the live points: a match-all corpus (why: query.LegSearch). Needs Qdrant >= 1.20.
+_LIVE_IDF = qm.SearchParams(idf=qm.IdfCorpusParams(corpus=qm.Filter()))
+
+_PAYLOAD_TYPES = {"keyword": qm.PayloadSchemaType.KEYWORD, "integer": qm.PayloadSchemaType.INTEGER}
 
 
-def _any_of(path: str, values: list[Any]) -> Any:
-    strs, ints, bools, floats = metadata_groups(values)
-    conditions: list[Any] = []
-    if strs or not values:  # MatchAny([]) matches nothing, as an empty accepted list should
-        conditions.append(qm.FieldCondition(key=path, match=qm.MatchAny(any=strs)))
-    if ints:
-        conditions.append(qm.FieldCondition(key=path, match=qm.MatchAny(any=ints)))
-    for b in bools:
-        conditions.append(qm.FieldCondition(key=path, match=qm.MatchValue(value=b)))
-    for f in floats:
-        conditions.append(qm.FieldCondition(key=path, range=qm.Range(gte=f, lte=f)))
-    return conditions[0] if len(conditions) == 1 else qm.Filter(should=conditions)
+def _server_request(search: Search) -> qm.QueryRequest:
+    if isinstance(search, LegSearch):
+        return qm.QueryRequest(
+            query=_nearest(search),
+            using=search.leg,
+            filter=_server_filter(search.filter),
+            params=_LIVE_IDF if search.leg == SPARSE else None,
+            limit=search.limit,
+            with_payload=search.with_payload,
+        )
+    return qm.QueryRequest(
+        query=_server_fusion(search.fusion),
+        prefetch=[_prefetch(search.dense), _prefetch(search.sparse)],
+        limit=search.limit,
+        with_payload=search.with_payload,
+    )
+
+
+def _prefetch(search: LegSearch) -> qm.Prefetch:
+    return qm.Prefetch(
+        query=_nearest(search),
+        using=search.leg,
+        limit=search.limit,
+        filter=_server_filter(search.filter),
+        params=_LIVE_IDF if search.leg == SPARSE else None,
+    )
+
+
+def _nearest(search: LegSearch) -> list[float] | qm.SparseVector:
+    if isinstance(search.vector, SparseVector):
+        return _server_sparse(search.vector)
+    return search.vector
+
+
+def _server_fusion(fusion: Rrf | Dbsf) -> qm.FusionQuery | qm.RrfQuery:
+    if isinstance(fusion, Dbsf):
+        return qm.FusionQuery(fusion=qm.Fusion.DBSF)
+    if fusion.k == RRF_K and not fusion.weighted:
+        return qm.FusionQuery(fusion=qm.Fusion.RRF)  # Qdrant's plain RRF: any server version
+    weights = fusion.weights if fusion.weighted else None
+    return qm.RrfQuery(rrf=qm.Rrf(k=fusion.k, weights=weights))  # k needs Qdrant >= 1.16, weights 1.17
+
+
+_SERVER_CONDITIONS = ConditionSpelling(
+    all_of=lambda parts: qm.Filter(must=parts),
+    any_of=lambda parts: qm.Filter(should=parts),
+    match_any=lambda key, values: qm.FieldCondition(key=key, match=qm.MatchAny(any=values)),
+    match_value=lambda key, value: qm.FieldCondition(key=key, match=qm.MatchValue(value=value)),
+    range=lambda key, bounds: qm.FieldCondition(key=key, range=qm.Range(**bounds)),
+)
+
+
+def _server_filter(condition: AllOf | None) -> qm.Filter | None:
+    return render_condition(condition, _SERVER_CONDITIONS) if condition is not None else None
+
+
+def _server_sparse(vector: SparseVector) -> qm.SparseVector:
+    return qm.SparseVector(indices=list(vector.indices), values=list(vector.values))

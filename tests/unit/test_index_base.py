@@ -7,15 +7,8 @@ import uuid
 import pytest
 
 from services.errors import InvalidInput
-from services.index.base import (
-    IndexHit,
-    check_collection_name,
-    metadata_groups,
-    metadata_path,
-    order_hits,
-    point_id,
-    query_mode,
-)
+from services.index.base import check_collection_name, point_id
+from services.index.query import IndexHit, metadata_groups, metadata_path, order_hits, query_mode
 from services.vectors import SparseVector
 
 

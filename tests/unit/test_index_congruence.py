@@ -16,7 +16,18 @@ import numpy as np
 import pytest
 
 from services.errors import Conflict, DataDirLocked, InvalidInput, NotFound, ServiceUnavailable
-from services.index import RRF_K, IndexFilter, IndexHit, IndexPoint, VectorIndex, open_index
+from services.index import (
+    RRF_K,
+    Convex,
+    Dbsf,
+    FusionSpec,
+    IndexFilter,
+    IndexHit,
+    IndexPoint,
+    Rrf,
+    VectorIndex,
+    open_index,
+)
 from services.index.edge import EdgeIndex
 from services.index.server import ServerIndex
 from services.vectors import SparseVector
@@ -214,14 +225,69 @@ def test_sparse_query_matches(pair) -> None:
         assert_same_hits(a, b)
 
 
-@pytest.mark.parametrize("fusion", ["rrf", "dbsf"])
-def test_hybrid_query_matches(pair, fusion: str) -> None:
+FUSIONS: list[FusionSpec | str] = [
+    "rrf",
+    "dbsf",
+    Rrf(k=60),
+    Rrf(k=2, dense_weight=0.25),
+    Rrf(k=60, sparse_weight=3.0),
+    Dbsf(dense_weight=0.25),
+    Dbsf(dense_weight=2.0, sparse_weight=0.5),
+    Convex(alpha=0.1),
+    Convex(alpha=0.5),
+]
+
+
+@pytest.mark.parametrize("fusion", FUSIONS, ids=str)
+def test_hybrid_query_matches(pair, fusion: FusionSpec | str) -> None:
     edge, local = pair
     for dense, sparse in random_queries(10):
         a = edge.query(COLLECTION, dense=dense, sparse=sparse, limit=10, fusion=fusion, prefetch_limit=50)
         b = local.query(COLLECTION, dense=dense, sparse=sparse, limit=10, fusion=fusion, prefetch_limit=50)
         assert len(a) == 10
         assert_same_hits(a, b)
+    # With explain: the same hits, and the same place in each leg, from both engines.
+    for dense, sparse in random_queries(3, seed=5):
+        a = edge.query(COLLECTION, dense=dense, sparse=sparse, fusion=fusion, prefetch_limit=30, explain=True)
+        b = local.query(COLLECTION, dense=dense, sparse=sparse, fusion=fusion, prefetch_limit=30, explain=True)
+        assert_same_hits(a, b)
+        for x, y in zip(a, b):
+            assert x.legs is not None and y.legs is not None
+            for leg in ("dense", "sparse"):
+                assert x.legs[leg].rank == y.legs[leg].rank
+                expected = pytest.approx(y.legs[leg].score, rel=1e-4) if y.legs[leg].rank else None
+                assert x.legs[leg].score == expected
+
+
+def test_app_dbsf_equals_the_engines(pair) -> None:
+    """DBSF with both weights 2 is fused in the application: exactly twice the engine's DBSF."""
+    for index in pair:
+        for dense, sparse in random_queries(5):
+            engine = index.query(COLLECTION, dense=dense, sparse=sparse, fusion="dbsf", prefetch_limit=40)
+            app = index.query(
+                COLLECTION, dense=dense, sparse=sparse, fusion=Dbsf(dense_weight=2, sparse_weight=2), prefetch_limit=40
+            )
+            assert [h.id for h in app] == [h.id for h in engine]
+            for x, y in zip(app, engine):
+                assert x.score == pytest.approx(2 * y.score, rel=1e-5)
+                assert x.payload == y.payload
+
+
+def test_explain_ranks_are_the_legs_own_rankings(pair) -> None:
+    dense, sparse = random_queries(1, seed=3)[0]
+    for index in pair:
+        legs = {
+            "dense": index.query(COLLECTION, dense=dense, limit=40),
+            "sparse": index.query(COLLECTION, sparse=sparse, limit=40),
+        }
+        for fusion in ("rrf", Convex(alpha=0.3)):
+            hits = index.query(COLLECTION, dense=dense, sparse=sparse, fusion=fusion, prefetch_limit=40, explain=True)
+            for hit in hits:
+                assert hit.legs is not None
+                for leg, ranking in legs.items():
+                    place = next((i for i, h in enumerate(ranking, start=1) if h.id == hit.id), None)
+                    assert hit.legs[leg].rank == place
+                    assert hit.legs[leg].score == (ranking[place - 1].score if place else None)
 
 
 def test_hits_without_payload_rank_the_same(pair) -> None:
@@ -333,7 +399,7 @@ def test_rrf_fused_order_known_in_advance(tmp_path: Path) -> None:
     expected = rrf_expected([[ids[n] for n in ["p1", "p2", "p3", "p4", "p5"]], [ids[n] for n in ["p5", "p4", "p2"]]])
     # p5: 1/6 + 1/2, p2: 1/3 + 1/4, p4: 1/5 + 1/3, p1: 1/2, p3: 1/4
     expected_names = ["p5", "p2", "p4", "p1", "p3"]
-    assert sorted(expected, key=expected.get, reverse=True) == [ids[n] for n in expected_names]
+    assert sorted(expected, key=lambda pid: expected[pid], reverse=True) == [ids[n] for n in expected_names]
 
     with EdgeIndex(tmp_path / "edge") as edge, ServerIndex.local(tmp_path / "local") as local:
         for index in (edge, local):
@@ -392,6 +458,9 @@ def test_filters_match(pair, flt: IndexFilter) -> None:
         dict(sparse=sparse),
         dict(dense=dense, sparse=sparse),
         dict(dense=dense, sparse=sparse, fusion="dbsf"),
+        dict(dense=dense, sparse=sparse, fusion=Rrf(k=60, dense_weight=0.5)),
+        dict(dense=dense, sparse=sparse, fusion=Dbsf(dense_weight=0.25)),
+        dict(dense=dense, sparse=sparse, fusion=Convex(alpha=0.2)),
     ):
         a = edge.query(COLLECTION, limit=20, filter=flt, **kwargs)
         b = local.query(COLLECTION, limit=20, filter=flt, **kwargs)
@@ -601,6 +670,8 @@ def test_server_matches_edge(qdrant_server_url: str, tmp_path: Path) -> None:
                 dict(sparse=sparse),
                 dict(dense=dense, sparse=sparse),
                 dict(dense=dense, sparse=sparse, fusion="dbsf"),
+                dict(dense=dense, sparse=sparse, fusion=Rrf(k=60, dense_weight=0.5)),
+                dict(dense=dense, sparse=sparse, fusion=Convex(alpha=0.2)),
             ):
                 for flt in (None, FILTERS[2], FILTERS[4]):
                     assert_same_hits(edge.query(name, filter=flt, **kwargs), server.query(name, filter=flt, **kwargs))
