@@ -123,11 +123,13 @@ def corpus_twin(texts: Sequence[str]) -> Path:
 
 def ingest(rt: Any, dataset: Any) -> tuple[str, str]:
     """The corpus through Saekin's ingestion; (collection name, index name)."""
-    from services.evaluation.runner import _ingest  # the ingestion `saekin eval` runs
+    from services.documents.models import collection_index_name
+    from services.evaluation.runner import ingest_corpus  # the ingestion `saekin eval` runs
 
     collection = f"fusion-{uuid.uuid4().hex[:10]}"
-    _ingest(rt, dataset, collection, progress=True)
-    from services.documents.models import collection_index_name
+    ingest_corpus(
+        dataset, session_factory=rt.session_factory, process=rt.process_now, profile=rt.profile, collection=collection
+    )
 
     return collection, collection_index_name(collection, rt.settings.embedding_profile)
 
@@ -161,7 +163,7 @@ def write_use_collection(index: VectorIndex, name: str, chunks: Sequence[Any], u
             IndexPoint(
                 id=str(row.id),
                 dense=vector,
-                sparse=SparseVector.from_dict(row.sparse),
+                sparse=row.sparse,
                 payload={
                     "document_id": str(row.document_id),
                     "external_id": row.external_id,

@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 from config.settings import Settings, get_settings
 from services.api.deps import require_api_key
 from services.api.errors import install_error_handlers
-from services.api.routers import documents, health, search
+from services.api.routers import collections, documents, health, search
 from services.dispatch import CeleryDispatcher, Dispatcher, InProcessDispatcher
 from services.documents import lifecycle
 from services.runtime import Runtime
@@ -53,7 +53,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(health.router)
-    for router in (documents.router, search.router):
+    for router in (collections.router, documents.router, search.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])
     return app
 

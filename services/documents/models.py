@@ -94,6 +94,8 @@ class Collection(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     profile: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Search settings used where a request leaves them out (services/search/schemas.SearchDefaults).
+    search_defaults: Mapped[dict | None] = mapped_column(JsonType)
 
 
 class Document(Base):

@@ -9,6 +9,7 @@ import json
 import re
 import unicodedata
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, overload
 
@@ -71,15 +72,34 @@ def get_collection(session: Session, *, name: str) -> Collection:
     return collection
 
 
-def get_collection_key(session: Session, *, name: str) -> tuple[uuid.UUID, str]:
-    """Id and profile of the collection called `name`, or NotFound (two columns: the search path)."""
+@dataclass(frozen=True)
+class SearchCollection:
+    """What search needs of a collection: one row, three columns."""
+
+    id: uuid.UUID
+    profile: str
+    search_defaults: dict[str, Any] | None
+
+
+def get_search_collection(session: Session, *, name: str) -> SearchCollection:
+    """Id, profile and default search settings of the collection called `name`, or NotFound."""
     table = Collection.__table__
     row = session.execute(
-        select(table.c.id, table.c.profile).where(table.c.name == validate_collection_name(name))
+        select(table.c.id, table.c.profile, table.c.search_defaults).where(
+            table.c.name == validate_collection_name(name)
+        )
     ).first()
     if row is None:
         raise _collection_not_found(name)
-    return row.id, row.profile
+    return SearchCollection(row.id, row.profile, row.search_defaults)
+
+
+def set_search_defaults(session: Session, *, name: str, defaults: dict[str, Any] | None) -> Collection:
+    """Replace the collection's default search settings (validated by the caller); None clears them."""
+    collection = get_collection(session, name=name)
+    collection.search_defaults = defaults
+    session.flush()
+    return collection
 
 
 def _collection_not_found(name: str) -> NotFound:

@@ -4,17 +4,34 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol
 
+from pydantic import TypeAdapter
 from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from services.documents.models import Chunk, Document, collection_index_name
-from services.documents.service import get_collection_key, nfc, profile_mismatch
+from services.documents.service import get_search_collection, nfc, profile_mismatch
 from services.errors import ServiceUnavailable
 from services.index.base import IndexFilter, IndexHit, VectorIndex
 from services.ingest.analyzer import KoreanAnalyzer
-from services.search.schemas import LegScore, SearchHit, SearchRequest, SearchResponse
+from services.search.schemas import (
+    DEFAULT_FUSION,
+    DEFAULT_MODE,
+    Explain,
+    Fusion,
+    FusionObject,
+    LegScore,
+    RerankOptions,
+    SearchDefaults,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    SearchSettings,
+    fusion_spec,
+)
 from services.vectors import SparseVector
 
 if TYPE_CHECKING:  # a sparse-only caller (the CLI) never imports torch
@@ -26,6 +43,37 @@ OVERFETCH = 10
 DEEPER = 10
 
 
+class PassageScorer(Protocol):
+    """A reranker: one relevance score per passage for the question (higher is better), in order.
+    `highlights` are the question's term spans in each passage, for passages longer than it reads."""
+
+    def rerank(
+        self, query: str, passages: Sequence[str], highlights: Sequence[Sequence[tuple[int, int]]] | None = None
+    ) -> list[float]: ...
+
+
+def resolve_settings(request: SearchRequest, defaults: SearchDefaults | None) -> SearchSettings:
+    """The request's settings, else the collection's defaults, else the service's."""
+    defaults = defaults or SearchDefaults()
+    mode = request.mode or defaults.mode or DEFAULT_MODE
+    fusion = request.fusion or defaults.fusion or DEFAULT_FUSION
+    rerank = request.rerank if request.rerank is not None else defaults.rerank
+    options = rerank if isinstance(rerank, RerankOptions) else RerankOptions(enabled=bool(rerank))
+    return SearchSettings(
+        mode=mode,
+        fusion=_fusion_object(fusion) if mode == "hybrid" else None,
+        rerank=options if options.enabled else None,
+    )
+
+
+def _fusion_object(fusion: Fusion) -> FusionObject:
+    """A method name as the object it stands for, so a response says exactly what ran."""
+    if not isinstance(fusion, str):
+        return fusion
+    spec = fusion_spec(fusion)
+    return TypeAdapter(FusionObject).validate_python(spec.to_dict())
+
+
 def search(
     session: Session,
     *,
@@ -35,39 +83,57 @@ def search(
     profile: str,
     collection_name: str,
     request: SearchRequest,
+    reranker: PassageScorer | None = None,
 ) -> SearchResponse:
     """Ranked passages of `collection_name` for `request`, with their documents' metadata.
 
-    `profile` is the query encoder's; `query_encoder` may be None for sparse searches only.
+    `profile` is the query encoder's; `query_encoder` may be None for sparse searches only, and
+    `reranker` None where no reranker is configured.
     """
     started = time.perf_counter()
-    collection_id, collection_profile = get_collection_key(session, name=collection_name)
-    if collection_profile != profile and request.mode != "sparse":
-        raise profile_mismatch(collection_name, collection_profile, profile)
-    name = collection_index_name(collection_name, collection_profile)
-    mode, note = request.mode, None
+    collection = get_search_collection(session, name=collection_name)
+    defaults = SearchDefaults.model_validate(collection.search_defaults) if collection.search_defaults else None
+    settings = resolve_settings(request, defaults)
+    mode, note = settings.mode, None
+    if collection.profile != profile and mode != "sparse":
+        raise profile_mismatch(collection_name, collection.profile, profile)
     if mode != "sparse" and query_encoder is None:
         raise ServiceUnavailable(f"{mode} search needs the query model, which this process has not loaded")
+    if settings.rerank is not None and reranker is None:
+        if request.rerank:  # asked for in this request: say so; a collection default is skipped with a note
+            raise ServiceUnavailable(
+                "reranking is not configured: set SAEKIN_RERANK_PROFILE (or SAEKIN_RERANK_MODEL)",
+                code="rerank_unavailable",
+            )
+        settings, note = (
+            settings.model_copy(update={"rerank": None}),
+            "reranking is not configured; results are not reranked",
+        )
+    name = collection_index_name(collection_name, collection.profile)
 
     # The model works on the question while this thread analyses it (sparse leg and highlights).
     dense_future = query_encoder.submit(request.query) if query_encoder is not None and mode != "sparse" else None
-    terms = analyzer.query_terms(request.query) if mode != "dense" or request.highlight else ()
+    needs_terms = mode != "dense" or request.highlight or settings.rerank is not None
+    terms = analyzer.query_terms(request.query) if needs_terms else ()
     sparse = analyzer.query_vector(terms) if mode != "dense" else SparseVector()
     if mode != "dense" and not sparse:
         if mode == "sparse":
             return SearchResponse(
                 results=[],
                 mode=mode,
+                settings=settings,
                 took_ms=_ms(started),
                 note="the query has no searchable terms (only particles or punctuation)",
             )
         mode, note = "dense", "the query has no searchable terms; dense search only"
+        settings = settings.model_copy(update={"mode": mode, "fusion": None})
     dense = dense_future.result() if dense_future is not None else None
 
     if not index.collection_exists(name):
-        return SearchResponse(results=[], mode=mode, took_ms=_ms(started), note=note)
+        return SearchResponse(results=[], mode=mode, settings=settings, took_ms=_ms(started), note=note)
+    wanted = max(request.top_k, settings.rerank.depth) if settings.rerank is not None else request.top_k
     flt = _index_filter(request)
-    limit = request.top_k + OVERFETCH
+    limit = wanted + OVERFETCH
 
     def ask_index(limit: int) -> list[IndexHit]:
         return index.query(
@@ -76,23 +142,22 @@ def search(
             sparse=sparse if mode != "dense" else None,
             limit=limit,
             filter=flt,
-            fusion=request.fusion,
+            fusion=fusion_spec(settings.fusion) if settings.fusion is not None else "rrf",
             prefetch_limit=max(request.prefetch, limit),
             with_payload=False,
+            explain=request.explain,
         )
 
     hits = ask_index(limit)
-    legs = _explain(index, name, dense, sparse, flt, limit, request) if request.explain and mode == "hybrid" else None
-
-    # Rows for the first top_k hits; only when some are skipped (a document deleted meanwhile, or
-    # an older or not yet published generation) are the next hits' rows loaded.
+    # Rows for the first hits; only when some are skipped (a document deleted meanwhile, or an
+    # older or not yet published generation) are the next hits' rows loaded.
     passages: list[tuple[IndexHit, Row]] = []
     position = 0
     seen: set[str] = set()
     asked_deeper = False
-    while len(passages) < request.top_k:
+    while len(passages) < wanted:
         if position == len(hits):
-            # Every hit read and top_k not reached: a large document being replaced can put more
+            # Every hit read and not enough found: a large document being replaced can put more
             # unpublished chunks in the way than OVERFETCH. Unless the index had no more, ask once
             # more, much deeper.
             if asked_deeper or len(hits) < limit:
@@ -100,41 +165,46 @@ def search(
             asked_deeper, limit = True, limit * DEEPER
             hits, position = [h for h in ask_index(limit) if h.id not in seen], 0
             continue
-        batch = hits[position : position + request.top_k - len(passages)]
+        batch = hits[position : position + wanted - len(passages)]
         position += len(batch)
         seen.update(h.id for h in batch)
-        rows = _load_passages(session, collection_id, [uuid.UUID(h.id) for h in batch])
+        rows = _load_passages(session, collection.id, [uuid.UUID(h.id) for h in batch])
         for hit in batch:
             row = rows.get(hit.id)
             if row is not None and row.generation == row.indexed_generation:
                 passages.append((hit, row))
+    need_highlights = request.highlight or settings.rerank is not None
     highlights = (
         analyzer.highlights_many([row.text for _, row in passages], terms, [row.stem_spans for _, row in passages])
-        if request.highlight
+        if need_highlights
         else [[] for _ in passages]
     )
+    candidates = [
+        _Candidate(fused_rank, hit, row, spans)
+        for fused_rank, ((hit, row), spans) in enumerate(zip(passages, highlights), start=1)
+    ]
+    if settings.rerank is not None and reranker is not None and candidates:
+        candidates = _rerank(reranker, request.query, candidates)
     results = [
         SearchHit(
             rank=rank,
-            score=hit.score,
-            chunk_id=row.id,
-            document_id=row.document_id,
-            external_id=row.external_id,
-            title=row.title,
-            text=row.text,
-            page=row.page,
-            heading=row.heading,
-            char_start=row.char_start,
-            char_end=row.char_end,
-            metadata=row.metadata or {},
-            highlights=spans,
-            explain={leg: ranks.get(hit.id, LegScore(rank=None, score=None)) for leg, ranks in legs.items()}
-            if legs is not None
-            else None,
+            score=c.rerank_score if c.rerank_score is not None else c.hit.score,
+            chunk_id=c.row.id,
+            document_id=c.row.document_id,
+            external_id=c.row.external_id,
+            title=c.row.title,
+            text=c.row.text,
+            page=c.row.page,
+            heading=c.row.heading,
+            char_start=c.row.char_start,
+            char_end=c.row.char_end,
+            metadata=c.row.metadata or {},
+            highlights=c.spans if request.highlight else [],
+            explain=_explain(c, rank) if request.explain else None,
         )
-        for rank, ((hit, row), spans) in enumerate(zip(passages, highlights), start=1)
+        for rank, c in enumerate(candidates[: request.top_k], start=1)
     ]
-    return SearchResponse(results=results, mode=mode, took_ms=_ms(started), note=note)
+    return SearchResponse(results=results, mode=mode, settings=settings, took_ms=_ms(started), note=note)
 
 
 def _index_filter(request: SearchRequest) -> IndexFilter | None:
@@ -149,22 +219,36 @@ def _index_filter(request: SearchRequest) -> IndexFilter | None:
     )
 
 
-def _explain(
-    index: VectorIndex,
-    name: str,
-    dense,
-    sparse: SparseVector,
-    flt: IndexFilter | None,
-    limit: int,
-    request: SearchRequest,
-) -> dict[str, dict[str, LegScore]]:
-    """Each leg's own ranking, for `explain`: the same prefetch the fused query used."""
-    depth = max(request.prefetch, limit)
-    legs = {
-        "dense": index.query(name, dense=dense, limit=depth, filter=flt, with_payload=False),
-        "sparse": index.query(name, sparse=sparse, limit=depth, filter=flt, with_payload=False),
-    }
-    return {leg: {h.id: LegScore(rank=i + 1, score=h.score) for i, h in enumerate(hits)} for leg, hits in legs.items()}
+@dataclass(frozen=True)
+class _Candidate:
+    fused_rank: int  # 1-based, among the published hits of the index query
+    hit: IndexHit
+    row: Row
+    spans: list[tuple[int, int]]
+    rerank_score: float | None = None
+
+
+def _rerank(reranker: PassageScorer, query: str, candidates: list[_Candidate]) -> list[_Candidate]:
+    """The candidates by the reranker's score (ties keep the fused order)."""
+    scores = reranker.rerank(query, [c.row.text for c in candidates], [c.spans for c in candidates])
+    rescored = [replace(c, rerank_score=float(score)) for c, score in zip(candidates, scores, strict=True)]
+    return sorted(rescored, key=lambda c: (-(c.rerank_score or 0.0), c.fused_rank))
+
+
+def _explain(c: _Candidate, rank: int) -> Explain:
+    """Where the hit stood in each leg, after fusion, and after reranking where it ran."""
+    legs = c.hit.legs or {}
+
+    def leg(name: str) -> LegScore | None:
+        found = legs.get(name)
+        return LegScore(rank=found.rank, score=found.score) if found is not None else None
+
+    return Explain(
+        dense=leg("dense"),
+        sparse=leg("sparse"),
+        fused=LegScore(rank=c.fused_rank, score=c.hit.score),
+        rerank=LegScore(rank=rank, score=c.rerank_score) if c.rerank_score is not None else None,
+    )
 
 
 # Built once: what a hit shows of its chunk and document. Table columns, not ORM entities:

@@ -65,13 +65,79 @@ def test_every_mode_answers(app_client, corpus, mode):
     assert [h["rank"] for h in body["results"]] == list(range(1, len(body["results"]) + 1))
 
 
-def test_hybrid_explain_shows_both_legs(app_client, corpus):
+def test_hybrid_explain_shows_both_legs_and_the_fused_rank(app_client, corpus):
     body = search(app_client, corpus, query="해운대 모래 축제", mode="hybrid", explain=True, fusion="dbsf")
     top = body["results"][0]
     assert top["external_id"] == "busan"
-    assert set(top["explain"]) == {"dense", "sparse"}
-    assert top["explain"]["sparse"]["rank"] == 1 and top["explain"]["sparse"]["score"] > 0
-    assert top["explain"]["dense"]["rank"] is not None
+    explain = top["explain"]
+    assert explain["sparse"]["rank"] == 1 and explain["sparse"]["score"] > 0
+    assert explain["dense"]["rank"] is not None
+    assert explain["fused"] == {"rank": 1, "score": top["score"]} and explain["rerank"] is None
+    assert body["settings"]["fusion"] == {"method": "dbsf", "weights": {"dense": 1.0, "sparse": 1.0}}
+
+
+@pytest.mark.parametrize("mode, leg", [("sparse", "sparse"), ("dense", "dense")])
+def test_explain_works_in_every_mode(app_client, corpus, mode, leg):
+    hits = search(app_client, corpus, query="해운대 모래 축제", mode=mode, explain=True)["results"]
+    other = {"sparse": "dense", "dense": "sparse"}[leg]
+    for rank, hit in enumerate(hits, start=1):
+        assert hit["explain"][leg]["rank"] == rank and hit["explain"][other] is None
+        assert hit["explain"]["fused"] == {"rank": rank, "score": hit["score"]}
+
+
+def test_fusion_objects_and_their_validation(app_client, corpus):
+    for fusion in (
+        {"method": "convex", "alpha": 0.3},
+        {"method": "rrf", "k": 60, "weights": {"dense": 0.5}},
+        {"method": "dbsf", "weights": {"dense": 0.25, "sparse": 1}},
+    ):
+        body = search(app_client, corpus, query="해운대 모래 축제", mode="hybrid", fusion=fusion)
+        assert body["results"][0]["external_id"] == "busan"
+        assert body["settings"]["fusion"]["method"] == fusion["method"]
+    assert search(app_client, corpus, query="해운대", mode="hybrid")["settings"]["fusion"] == {
+        "method": "convex",
+        "alpha": 0.05,
+    }  # the service's default
+    for bad in (
+        {"method": "convex", "alpha": 1.5},
+        {"method": "convex"},
+        {"method": "rrf", "k": 0},
+        {"method": "rrf", "weights": {"dense": -1}},
+        {"method": "dbsf", "alpha": 0.2},
+        {"method": "borda"},
+        "borda",
+    ):
+        r = app_client.post(f"/v1/collections/{corpus}/search", json={"query": "해운대", "fusion": bad})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", (bad, r.text)
+
+
+def test_collection_defaults_round_trip_and_apply(app_client, corpus):
+    url = f"/v1/collections/{corpus}"
+    assert app_client.get(url).json()["search_defaults"] == {"mode": None, "fusion": None, "rerank": None}
+    patched = app_client.patch(url, json={"search_defaults": {"mode": "sparse", "fusion": {"method": "rrf", "k": 60}}})
+    assert patched.status_code == 200, patched.text
+    assert app_client.get(url).json()["search_defaults"]["fusion"] == {
+        "method": "rrf",
+        "k": 60,
+        "weights": {"dense": 1.0, "sparse": 1.0},
+    }
+    assert search(app_client, corpus, query="해운대 축제")["mode"] == "sparse"  # the collection's default
+    body = search(app_client, corpus, query="해운대 축제", mode="hybrid")  # a request overrides it...
+    assert body["settings"]["fusion"]["method"] == "rrf" and body["settings"]["fusion"]["k"] == 60  # ...per field
+    for bad in ({"mode": "fuzzy"}, {"fusion": {"method": "convex", "alpha": -0.1}}, {"rerank": {"depth": 0}}, {"x": 1}):
+        r = app_client.patch(url, json={"search_defaults": bad})
+        assert r.status_code == 422, (bad, r.text)
+    assert app_client.get(url).json()["search_defaults"]["mode"] == "sparse"  # a refused patch changes nothing
+    assert app_client.patch(url, json={"search_defaults": {}}).json()["search_defaults"]["mode"] is None
+    assert app_client.patch("/v1/collections/nope", json={"search_defaults": {}}).status_code == 404
+
+
+def test_rerank_without_a_reranker_is_a_clear_error_or_a_note(app_client, corpus):
+    r = app_client.post(f"/v1/collections/{corpus}/search", json={"query": "해운대", "rerank": True})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "rerank_unavailable"
+    app_client.patch(f"/v1/collections/{corpus}", json={"search_defaults": {"rerank": True}})
+    body = search(app_client, corpus, query="해운대", mode="sparse")
+    assert body["results"] and "not configured" in body["note"] and body["settings"]["rerank"] is None
 
 
 def test_a_query_without_searchable_terms_falls_back_to_dense(app_client, corpus):
