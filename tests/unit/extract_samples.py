@@ -126,6 +126,7 @@ def build_hwpx(
     section_names: list[str] | None = None,
     extra: dict[str, bytes] | None = None,
     with_hpf: bool = True,
+    header: bytes | None = None,
 ) -> bytes:
     """An HWPX package: mimetype first (stored), container.xml, content.hpf with a spine, section XML."""
     names = section_names or [f"Contents/section{i}.xml" for i in range(len(sections))]
@@ -158,7 +159,8 @@ def build_hwpx(
             zf.writestr("Contents/content.hpf", hpf)
         zf.writestr(
             "Contents/header.xml",
-            '<?xml version="1.0" encoding="UTF-8"?><hh:head xmlns:hh="http://www.hancom.co.kr/hwpml/2011/head"/>',
+            header
+            or '<?xml version="1.0" encoding="UTF-8"?><hh:head xmlns:hh="http://www.hancom.co.kr/hwpml/2011/head"/>',
         )
         for name, sec in zip(names, sections, strict=True):
             zf.writestr(name, sec)
@@ -186,10 +188,10 @@ def control(code: int, ctrl_id: str = "    ") -> str:
     return chr(code) + raw.decode("utf-16-le") + "\x00\x00\x00\x00" + chr(code)
 
 
-def para_records(text: str, level: int = 0, children: bytes = b"") -> bytes:
-    """PARA_HEADER + PARA_TEXT (text + paragraph end 13) + the paragraph's control records."""
+def para_records(text: str, level: int = 0, children: bytes = b"", shape: int = 0) -> bytes:
+    """PARA_HEADER (with para shape id `shape`) + PARA_TEXT (text + paragraph end 13) + the paragraph's control records."""
     payload = (text + "\r").encode("utf-16-le", errors="surrogatepass")
-    header = struct.pack("<IIHBB", len(text) + 1, 0, 0, 0, 0)
+    header = struct.pack("<IIHBB", len(text) + 1, 0, shape, 0, 0)
     return record(TAG_PARA_HEADER, level, header) + record(TAG_PARA_TEXT, level + 1, payload) + children
 
 
@@ -358,6 +360,27 @@ def deflate_raw(data: bytes) -> bytes:
     return c.compress(data) + c.flush()
 
 
+def para_shape_record(head: int = 0, level: int = 0, numbering_id: int = 0) -> bytes:
+    """PARA_SHAPE (tag 25): property bits 23-24 head kind (1 outline, 2 number), 25-27 level; numbering id at 30."""
+    payload = struct.pack("<I", head << 23 | level << 25) + b"\x00" * 26 + struct.pack("<H", numbering_id)
+    return record(25, 0, payload + b"\x00" * 22)
+
+
+def numbering_record(templates: list[str], shapes: list[int] | None = None, start: int = 1) -> bytes:
+    """NUMBERING (tag 30): 7 levels of (12-byte head info with the number shape in bits 5-9, format string)."""
+    out = b""
+    for i in range(7):
+        template = templates[i] if i < len(templates) else ""
+        shape = (shapes or [])[i] if i < len(shapes or []) else 0
+        out += struct.pack("<IHHIH", shape << 5, 0, 0, 0, len(template)) + template.encode("utf-16-le")
+    return record(30, 0, out + struct.pack("<H", start) + struct.pack("<7I", *[start] * 7))
+
+
+def secd_records(outline_id: int = 1, level: int = 1) -> bytes:
+    payload = b"dces" + struct.pack("<IHHHIH", 0, 0, 0, 0, 8000, outline_id) + b"\x00" * 20
+    return record(TAG_CTRL_HEADER, level, payload)
+
+
 def build_hwp(
     section_streams: list[bytes],
     *,
@@ -366,17 +389,57 @@ def build_hwp(
     title: str | None = None,
     raw_sections: list[bytes] | None = None,
     body_storage: str = "BodyText",
+    doc_info: bytes = b"",
 ) -> bytes:
     """An HWP 5 file: FileHeader, DocInfo, BodyText/SectionN (deflated when flags bit 0 is set)."""
     header = b"HWP Document File".ljust(32, b"\x00") + struct.pack("<II", version, flags)
     header = header.ljust(256, b"\x00")
     compress = bool(flags & 1)
-    streams = {"FileHeader": header, "DocInfo": deflate_raw(b"") if compress else b""}
+    streams = {"FileHeader": header, "DocInfo": deflate_raw(doc_info) if compress else doc_info}
     bodies = raw_sections if raw_sections is not None else [deflate_raw(s) if compress else s for s in section_streams]
     for i, body in enumerate(bodies):
         streams[f"{body_storage}/Section{i}"] = body
     if title is not None:
         streams["\x05HwpSummaryInformation"] = _summary_info(title)
+    return build_cfb(streams)
+
+
+def distribution_record(key: bytes, seed: int = 0x1234ABCD) -> bytes:
+    """A DISTRIBUTE_DOC_DATA record (tag 28, 256 bytes) that hides `key` (16 bytes) the way Hangul does:
+    bytes 4-255 XORed with MSVC rand() values seeded by the first 4 bytes, the key at 4 + (seed & 15)."""
+    data = bytearray(seed.to_bytes(4, "little") + bytes((7 * i + 3) & 0xFF for i in range(252)))
+    offset = 4 + (data[0] & 0xF)
+    data[offset : offset + 16] = key
+    state = seed
+    value = left = 0
+    for i in range(256):
+        if left == 0:
+            state = (state * 214013 + 2531011) & 0xFFFFFFFF
+            value = (state >> 16) & 0x7FFF & 0xFF
+            state = (state * 214013 + 2531011) & 0xFFFFFFFF
+            left = (((state >> 16) & 0x7FFF) & 0xF) + 1
+        if i >= 4:
+            data[i] ^= value
+        left -= 1
+    return record(28, 0, bytes(data))
+
+
+def build_distribution_hwp(section_streams: list[bytes], *, key: bytes = b"0123456789abcdef", flags: int = 1 | 4) -> bytes:
+    """A 배포용 HWP: ViewText/SectionN = distribution record + AES-128-ECB(deflated section, zero-padded)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    bodies = []
+    for stream in section_streams:
+        plain = deflate_raw(stream) if flags & 1 else stream
+        plain += b"\x00" * (-len(plain) % 16)
+        encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+        bodies.append(distribution_record(key) + encryptor.update(plain) + encryptor.finalize())
+    notice = para_records("이 문서는 상위 버전의 배포용 문서입니다.")
+    header = b"HWP Document File".ljust(32, b"\x00") + struct.pack("<II", 0x05000300, flags)
+    streams = {"FileHeader": header.ljust(256, b"\x00"), "DocInfo": deflate_raw(b"") if flags & 1 else b""}
+    streams["BodyText/Section0"] = deflate_raw(notice) if flags & 1 else notice
+    for i, body in enumerate(bodies):
+        streams[f"ViewText/Section{i}"] = body
     return build_cfb(streams)
 
 

@@ -298,22 +298,25 @@ def docx_sample() -> bytes:
 def test_docx_paragraphs_tables_headings(tmp_path):
     doc = extract_file(write(tmp_path, "rule.docx", docx_sample()))
     assert doc.media_type == DOCX and doc.title == "공무직 관리 규정"
-    assert [s.heading for s in doc.sections] == [None, "제1장 총칙", "제2장 채용", "직접 개요 수준"]
-    assert doc.sections[0].text == "머리말 없는 첫 문단"
-    assert doc.sections[1].text.splitlines() == [
+    # Heading paths: heading 1 > (heading 2 by inheritance); the outline level 1 is a second level too.
+    assert [s.heading for s in doc.sections] == [
+        None,
         "제1장 총칙",
-        "이 규정은 강남구 공무직에 적용한다.",
-        "구분 | 내용",
-        "채용 | 서류전형 및 면접",
+        "제1장 총칙",
+        "제1장 총칙 > 제2장 채용",
+        "제1장 총칙 > 직접 개요 수준",
     ]
-    chapter2 = doc.sections[2].text
+    assert doc.sections[0].text == "머리말 없는 첫 문단"
+    assert doc.sections[1].text.splitlines() == ["제1장 총칙", "이 규정은 강남구 공무직에 적용한다."]
+    assert doc.sections[2].table and doc.sections[2].text.splitlines() == ["구분 | 내용", "채용 | 서류전형 및 면접"]
+    chapter2 = doc.sections[3].text
     assert "탭\t뒤\n다음 줄" in chapter2
     assert "지운 글" not in chapter2 and "HYPERLINK" not in chapter2
     assert "옮기기 전 자리" not in chapter2 and "옮긴 자리" in chapter2  # tracked move: read once, at its new place
     assert "링크" in chapter2
     assert chapter2.count("글상자") == 1  # the markup-compatibility fallback is not read twice
     assert "콘텐츠 컨트롤 안의 문단" in chapter2
-    assert doc.sections[3].text == "직접 개요 수준\n끝 문단"
+    assert doc.sections[4].text == "직접 개요 수준\n끝 문단"
 
 
 def test_docx_written_by_python_docx(tmp_path):
@@ -332,9 +335,10 @@ def test_docx_written_by_python_docx(tmp_path):
     d.save(path)
     doc = extract_file(path, filename="made.docx")
     assert doc.title == "보고서"
-    assert [(s.heading, s.text) for s in doc.sections] == [
-        ("개요", "개요\n한국어 문서 검색 서비스 색인.\n가 | 나 | 다\n1 | 2 | 3"),
-        ("세부 사항", "세부 사항\n형태소 분석과 밀집 벡터를 함께 쓴다."),
+    assert [(s.heading, s.text, s.table) for s in doc.sections] == [
+        ("개요", "개요\n한국어 문서 검색 서비스 색인.", False),
+        ("개요", "가 | 나 | 다\n1 | 2 | 3", True),
+        ("개요 > 세부 사항", "세부 사항\n형태소 분석과 밀집 벡터를 함께 쓴다.", False),
     ]
 
 
@@ -373,10 +377,12 @@ def test_hwpx_paragraphs_tables_and_spine_order(tmp_path):
     )
     doc = extract_file(write(tmp_path, "n.hwpx", data))
     assert doc.media_type == HWPX and doc.title == "공고문"
-    assert [s.text for s in doc.sections] == [
-        "서울특별시 강남구 공고\n항목\t설명\n다음 줄\n표 앞 표 뒤\n구분 | 기한\n의견 제출 | 4월 11일\n"
-        "본문 끝\n각주 내용",
-        "둘째 구역",
+    # A table is a section of its own (kept in one chunk when it fits).
+    assert [(s.text, s.table) for s in doc.sections] == [
+        ("서울특별시 강남구 공고\n항목\t설명\n다음 줄\n표 앞 표 뒤", False),
+        ("구분 | 기한\n의견 제출 | 4월 11일", True),
+        ("본문 끝\n각주 내용", False),
+        ("둘째 구역", False),
     ]
 
 
@@ -445,9 +451,11 @@ def test_hwp_compressed_and_uncompressed(tmp_path, flags):
     data = build_hwp([hwp_section(), para_records("둘째 구역")], flags=flags, title="시험 문서")
     doc = extract_file(write(tmp_path, "a.hwp", data))
     assert doc.media_type == HWP and doc.title == "시험 문서"
-    assert [s.text for s in doc.sections] == [
-        "한글 문서 첫 문단입니다.\n표 앞 표 뒤\n구분 | 내용\n채용 | 면접\n마지막 문단",
-        "둘째 구역",
+    assert [(s.text, s.table) for s in doc.sections] == [
+        ("한글 문서 첫 문단입니다.\n표 앞 표 뒤", False),
+        ("구분 | 내용\n채용 | 면접", True),
+        ("마지막 문단", False),
+        ("둘째 구역", False),
     ]
 
 
@@ -468,7 +476,7 @@ def test_hwp_large_section_outside_the_mini_stream(tmp_path):
         (1 | 16, "DRM"),
         (1 | 1024, "DRM"),
         (1 | 256, "certificate"),
-        (1 | 4, "distribution"),
+        (1 | 4 | 2, "password"),  # a distribution document with a user's password too
     ],
 )
 def test_hwp_protected_documents(tmp_path, flags, message):

@@ -51,7 +51,9 @@ def main() -> int:
                 "document": {
                     "media_type": doc.media_type,
                     "title": doc.title,
-                    "sections": [{"text": s.text, "page": s.page, "heading": s.heading} for s in doc.sections],
+                    "sections": [
+                        {"text": s.text, "page": s.page, "heading": s.heading, "table": s.table} for s in doc.sections
+                    ],
                 },
             }
         except SaekinError as exc:

@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 from pathlib import Path, PurePath
 
 from services.errors import ExtractionError, SaekinError, UnsupportedMediaType
 
 from ._budget import Budget
+from ._pua import map_private_use
 from ._types import (
     DOCX,
     FORMAT_NAMES,
     HWP,
+    HWPML,
     HWPX,
     PDF,
+    PPTX,
     SUPPORTED_MEDIA_TYPES,
     TEXT_HTML,
     TEXT_MARKDOWN,
     TEXT_PLAIN,
+    XLSX,
     ExtractedDocument,
     ExtractLimits,
 )
 from .detect import DECLARED_ALIASES, EXTENSION_TYPES, detect_media_type_path
 
 log = logging.getLogger(__name__)
+
+#: Formats written by Hancom's software, whose private-use characters are Hanyang old Hangul or
+#: Hancom symbols (a PDF made by Hancom PDF is recognised by its producer in pdf.py).
+_HANCOM_FORMATS = frozenset({HWP, HWPX, HWPML})
+#: A letter of any script (no digits, no punctuation, no symbols): \w without digits and underscore.
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 def normalize_media_type(media_type: str) -> str:
@@ -54,8 +66,15 @@ def extract_file(
     budget = Budget(limits)
     try:
         doc = _dispatch(path, media_type, budget)
+        if doc.media_type in _HANCOM_FORMATS or doc.hancom:
+            doc = _map_private_use(doc)
         if not any(section.text.strip() for section in doc.sections):
             raise ExtractionError(f"no text: the {FORMAT_NAMES[media_type]} document is empty")
+        if not any(_LETTER.search(section.text) for section in doc.sections):
+            raise ExtractionError(
+                f"no text: the {FORMAT_NAMES[media_type]} document has no letters (only"
+                " digits, punctuation, symbols or table lines)"
+            )
         return doc
     except SaekinError:
         raise
@@ -69,6 +88,20 @@ def extract_file(
             f"could not extract the {FORMAT_NAMES[media_type]} document: it is damaged or uses an unsupported"
             f" feature ({type(exc).__name__})"
         ) from exc
+
+
+def _map_private_use(doc: ExtractedDocument) -> ExtractedDocument:
+    sections = [
+        dataclasses.replace(
+            sec,
+            text=map_private_use(sec.text),
+            heading=map_private_use(sec.heading) if sec.heading else sec.heading,
+        )
+        for sec in doc.sections
+    ]
+    sections = [sec for sec in sections if sec.text.strip()]
+    title = map_private_use(doc.title).strip() or None if doc.title else doc.title
+    return dataclasses.replace(doc, sections=sections, title=title)
 
 
 def _detect(path: Path, filename: str | None) -> str:
@@ -110,4 +143,16 @@ def _dispatch(path: Path, media_type: str, budget: Budget) -> ExtractedDocument:
         from .hwp import extract_hwp
 
         return extract_hwp(path, budget)
+    if media_type == HWPML:
+        from .hwpml import extract_hwpml
+
+        return extract_hwpml(path, budget)
+    if media_type == XLSX:
+        from .xlsx import extract_xlsx
+
+        return extract_xlsx(path, budget)
+    if media_type == PPTX:
+        from .pptx import extract_pptx
+
+        return extract_pptx(path, budget)
     raise UnsupportedMediaType(f"unsupported media type: {media_type}")  # pragma: no cover

@@ -79,7 +79,10 @@ def _decode_reply(returncode: int, out: bytes, err: bytes) -> ExtractedDocument:
                 media_type=doc["media_type"],
                 title=doc.get("title"),
                 sections=[
-                    Section(text=s["text"], page=s.get("page"), heading=s.get("heading")) for s in doc["sections"]
+                    Section(
+                        text=s["text"], page=s.get("page"), heading=s.get("heading"), table=bool(s.get("table"))
+                    )
+                    for s in doc["sections"]
                 ],
             )
         except (KeyError, TypeError) as exc:
