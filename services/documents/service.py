@@ -176,7 +176,7 @@ def submit_document(session: Session, *, collection_name: str, profile: str, upl
         existing is not None
         and existing.sha256 == sha
         and existing.status != DocumentStatus.failed
-        and existing.title == _title(upload)
+        and _same_title(existing, upload)
         and (existing.metadata_ or {}) == metadata
     ):
         return SubmitResult(existing, created=False, generation=existing.generation)
@@ -231,6 +231,11 @@ def nfc(value: str | None) -> str | None:
 
 def _title(upload: Upload) -> str | None:
     return upload.title or upload.filename or None
+
+
+def _same_title(existing: Document, upload: Upload) -> bool:
+    """An upload without a title keeps the title the pipeline found in the same content."""
+    return existing.title == _title(upload) or (not upload.title and existing.filename == upload.filename)
 
 
 def _reset_for_generation(

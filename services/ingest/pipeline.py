@@ -116,17 +116,19 @@ def prepare_document(rt: Runtime, item: WorkItem) -> int | None:
         claimed = conn.execute(
             _update_generation(
                 item, status=DocumentStatus.processing, stage=DocumentStage.extracting, error=None
-            ).returning(_documents.c.filename, _documents.c.media_type, uploaded)
+            ).returning(_documents.c.filename, _documents.c.media_type, uploaded, _documents.c.title)
         ).first()
         if claimed is None or claimed[2] is None:  # deleted or replaced since it was queued
             conn.rollback()
             return None
         conn.commit()
-        filename, media_type, data = claimed
+        filename, media_type, data, title = claimed
 
         try:
             started = time.monotonic()
-            detected_type, sections = _extract_sections(rt, data, filename=filename, media_type=media_type)
+            detected_type, sections, found_title = _extract_sections(
+                rt, data, filename=filename, media_type=media_type
+            )
             if (
                 time.monotonic() - started > STAGE_REPORT_AFTER_S
                 or sum(len(sec.text) for sec in sections) > STAGE_REPORT_MIN_CHARS
@@ -138,9 +140,13 @@ def prepare_document(rt: Runtime, item: WorkItem) -> int | None:
             mark_failed(rt, item, exc.message)
             return None
 
+        # The title inside the document (HWP summary, HWPX/DOCX metadata, PDF info, HTML <title>)
+        # replaces the file name when the client gave no title (the upload stored the file name).
+        named = {"title": found_title} if found_title and (title is None or title == filename) else {}
         written = conn.execute(
             _update_generation(
                 item,
+                **named,
                 chunk_count=len(rows),
                 embedded_count=0,
                 char_count=len(full_text),
@@ -169,12 +175,14 @@ class _Section:
     text: str
     page: int | None
     heading: str | None
+    table: bool = False
 
 
 def _extract_sections(
     rt: Runtime, data: bytes, *, filename: str | None, media_type: str | None
-) -> tuple[str, list[_Section]]:
-    """The detected media type and the document's non-empty sections, NFC-normalized."""
+) -> tuple[str, list[_Section], str | None]:
+    """The detected media type, the document's non-empty sections (NFC-normalized) and the title
+    the document carries, if any."""
     s = rt.settings
     limits = ExtractLimits(time_limit_s=s.extract_time_limit_s)
     with tempfile.NamedTemporaryFile(suffix=Path(filename or "").suffix[:16]) as tmp:
@@ -185,13 +193,14 @@ def _extract_sections(
         extract = extract_file if media_type == TEXT_PLAIN else extract_file_with_timeout
         extracted = extract(Path(tmp.name), media_type=media_type, filename=filename, limits=limits)
     sections = [
-        _Section(text, sec.page, sec.heading and normalize_text(sec.heading).strip())
+        _Section(text, sec.page, sec.heading and normalize_text(sec.heading).strip(), sec.table)
         for sec in extracted.sections
         if (text := normalize_text(sec.text)).strip()
     ]
     if not sections:
-        raise SaekinError("the document contains no text", code="no_text")
-    return extracted.media_type, sections
+        raise SaekinError("no text: the document contains no text", code="no_text")
+    title = normalize_text(extracted.title or "").strip()[:512] or None
+    return extracted.media_type, sections, title
 
 
 def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -> tuple[str, list[dict]]:
@@ -201,7 +210,8 @@ def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -
     rows: list[dict] = []
     offset = 0
     for section, sentences in zip(sections, analyses):
-        spans = [(sent.start, sent.end) for sent in sentences]
+        # A table is one section; when it is over the budget it is cut between rows, not sentences.
+        spans = _line_spans(section.text) if section.table else [(sent.start, sent.end) for sent in sentences]
         chunks = chunk_sentences(
             section.text,
             spans,
@@ -239,6 +249,16 @@ def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -
         offset += len(section.text) + len(SECTION_SEPARATOR)
     full_text = SECTION_SEPARATOR.join(sec.text for sec in sections)
     return full_text, rows
+
+
+def _line_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each line of text, the chunker's cut points for a table's rows."""
+    spans = []
+    start = 0
+    for line in text.split("\n"):
+        spans.append((start, start + len(line)))
+        start += len(line) + 1
+    return spans
 
 
 def embed_documents(rt: Runtime, items: Sequence[WorkItem]) -> None:

@@ -107,7 +107,7 @@ def test_built_docx_hwpx_hwp_html_markdown(app_client):
     docx_hit = sparse(app_client, col, "도서관 이용 시간", filter={"external_ids": ["rules.docx"]})[0]
     assert docx_hit["heading"] == "제1장 총칙"
     md_hit = sparse(app_client, col, "광화문", filter={"external_ids": ["museum.md"]})[0]
-    assert md_hit["heading"] == "위치"
+    assert md_hit["heading"] == "소개 > 위치"
 
 
 def _zip_bomb() -> bytes:

@@ -137,7 +137,13 @@ def test_markdown_headings(tmp_path):
     doc = extract_file(write(tmp_path, "doc.md", md.encode("utf-8")))
     assert doc.media_type == TEXT_MARKDOWN
     assert doc.title == "헌법 요약"
-    assert [s.heading for s in doc.sections] == [None, "제1장 총강", "제2조", "제2장 국민의 권리와 의무"]
+    # Heading paths; a setext heading underlined with '-' is a second level, like '##'.
+    assert [s.heading for s in doc.sections] == [
+        None,
+        "제1장 총강",
+        "제1장 총강 > 제2조",
+        "제1장 총강 > 제2장 국민의 권리와 의무",
+    ]
     assert doc.sections[0].text == "서문입니다."
     assert doc.sections[1].text == "제1장 총강\n\n제1조 대한민국은 민주공화국이다."
     assert "# 코드 안의 샵은 제목이 아니다" in doc.sections[2].text
@@ -180,12 +186,17 @@ def test_html_main_text_and_headings(tmp_path):
     text = doc.text
     for gone in ("스크립트", "color", "홈", "메뉴", "광고 배너", "저작권", "자바스크립트"):
         assert gone not in text
-    assert [s.heading for s in doc.sections] == ["입법예고", "주요 내용"]
+    # Heading paths (h1 > h2); the table is a section of its own under the same path.
+    assert [(s.heading, s.table) for s in doc.sections] == [
+        ("입법예고", False),
+        ("입법예고 > 주요 내용", False),
+        ("입법예고 > 주요 내용", True),
+        ("입법예고 > 주요 내용", False),
+    ]
     assert doc.sections[0].text == "입법예고\n서울특별시 강남구 공무직 관리 규정을\n개정합니다."
-    lines = doc.sections[1].text.splitlines()
-    assert lines[:3] == ["주요 내용", "채용 절차 개선", "서류전형 의무화"]
-    assert "항목 | 기한" in lines and "의견 제출 | 4월 11일" in lines
-    assert "  들여쓰기   유지" in lines and "두 번째 줄" in lines
+    assert doc.sections[1].text.splitlines() == ["주요 내용", "채용 절차 개선", "서류전형 의무화"]
+    assert doc.sections[2].text.splitlines() == ["항목 | 기한", "의견 제출 | 4월 11일"]
+    assert doc.sections[3].text.splitlines() == ["  들여쓰기   유지", "두 번째 줄"]
 
 
 def test_html_without_main_uses_body_and_keeps_article_header(tmp_path):

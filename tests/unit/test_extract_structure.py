@@ -221,3 +221,126 @@ def test_hwp_private_use_mapped_in_text_headings_and_title(tmp_path):
     assert doc.sections[0].heading == "1. ᄒᆞᆫ글 소개"
     assert doc.sections[0].text == "1. ᄒᆞᆫ글 소개\nᄒᆞᆫ글 문서 형식"
     assert not any("\ue000" <= ch <= "\uf8ff" for s in doc.sections for ch in s.text)
+
+
+# ---------------------------------------------------------------- 3. HWPML and other XML
+
+
+def test_hwpml_read_as_a_document(tmp_path):
+    hml = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="no" ?><HWPML Version="2.91"><HEAD>'
+        "<DOCSUMMARY><TITLE>규정집</TITLE></DOCSUMMARY><MAPPINGTABLE><NUMBERINGLIST>"
+        '<NUMBERING Id="1"><PARAHEAD Level="1" NumFormat="Digit" Start="1">제^1장</PARAHEAD>'
+        '<PARAHEAD Level="2" NumFormat="HangulSyllable" Start="1">^2.</PARAHEAD></NUMBERING></NUMBERINGLIST>'
+        '<PARASHAPELIST><PARASHAPE Id="0" HeadingType="None" Level="0"/><PARASHAPE Id="1" HeadingType="Outline" Level="0"/>'
+        '<PARASHAPE Id="2" HeadingType="Outline" Level="1"/></PARASHAPELIST></MAPPINGTABLE></HEAD>'
+        '<BODY><SECTION Id="0"><P ParaShape="0"><TEXT><SECDEF OutlineShape="1"/><CHAR/></TEXT></P>'
+        '<P ParaShape="1"><TEXT><CHAR>총칙</CHAR></TEXT></P>'
+        '<P ParaShape="2"><TEXT><CHAR>목적</CHAR></TEXT></P>'
+        '<P ParaShape="0"><TEXT><CHAR>이 규정은</CHAR><TAB/><CHAR>목적을 정한다.</CHAR></TEXT></P>'
+        '<P ParaShape="0"><TEXT><TABLE><ROW><CELL><PARALIST><P><TEXT><CHAR>구분</CHAR></TEXT></P></PARALIST></CELL>'
+        "<CELL><PARALIST><P><TEXT><CHAR>내용</CHAR></TEXT></P></PARALIST></CELL></ROW>"
+        "<ROW><CELL><PARALIST><P><TEXT><CHAR>채용</CHAR></TEXT></P></PARALIST></CELL>"
+        "<CELL><PARALIST><P><TEXT><CHAR/></TEXT></P></PARALIST></CELL></ROW></TABLE></TEXT></P>"
+        "</SECTION></BODY><TAIL/></HWPML>"
+    )
+    doc = extract_file(write(tmp_path, "rules.hml", hml.encode()))
+    assert doc.media_type == "application/x-hwpml" and doc.title == "규정집"
+    assert "<" not in doc.text
+    assert [(s.heading, s.table, s.text) for s in doc.sections] == [
+        ("제1장 총칙", False, "제1장 총칙"),
+        ("제1장 총칙 > 가. 목적", False, "가. 목적\n이 규정은\t목적을 정한다."),
+        ("제1장 총칙 > 가. 목적", True, "구분 | 내용\n채용"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "name,data",
+    [
+        ("feed.txt", '<?xml version="1.0"?><rss version="2.0"><channel><title>news</title></channel></rss>'),
+        ("data.xml", '<?xml version="1.0" encoding="UTF-8"?>\n<records><r id="1">서울</r></records>'),
+        ("pic.svg", '<svg xmlns="http://www.w3.org/2000/svg" width="10"><text>글자</text></svg>'),
+        ("doc.txt", '<!DOCTYPE note SYSTEM "note.dtd"><note>메모</note>'),
+    ],
+)
+def test_unknown_xml_is_refused(tmp_path, name, data):
+    from services.errors import UnsupportedMediaType
+
+    with pytest.raises(UnsupportedMediaType, match="XML document"):
+        extract_file(write(tmp_path, name, data.encode()))
+
+
+def test_xhtml_and_korean_angle_brackets_are_not_refused(tmp_path):
+    xhtml = '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html><html xmlns="http://www.w3.org/1999/xhtml"><body><p>본문</p></body></html>'
+    assert extract_file(write(tmp_path, "a.xhtml", xhtml.encode())).text == "본문"
+    assert extract_file(write(tmp_path, "b.txt", "<공지> 내일은 휴관합니다.".encode())).text == "<공지> 내일은 휴관합니다."
+
+
+# ---------------------------------------------------------------- XLSX and PPTX
+
+
+def test_xlsx_sheets_are_pages_with_their_names_as_headings(tmp_path):
+    openpyxl = pytest.importorskip("openpyxl")
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "예산"
+    ws.append(["구분", "2023", "2024"])
+    ws.append(["인건비", 100, 120.0])
+    ws.append([None, None, None])
+    ws.merge_cells("A4:C4")
+    ws["A4"] = "병합된 설명"
+    wb.create_sheet("빈 시트")
+    wb.create_sheet("참고")["B2"] = "비고 사항"
+    wb.properties.title = "2024 예산서"
+    path = tmp_path / "budget.xlsx"
+    wb.save(path)
+    doc = extract_file(path)
+    assert doc.media_type == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    assert doc.title == "2024 예산서"
+    assert [(s.page, s.heading, s.table, s.text) for s in doc.sections] == [
+        (1, "예산", True, "구분 | 2023 | 2024\n인건비 | 100 | 120\n병합된 설명"),
+        (3, "참고", True, "비고 사항"),
+    ]
+
+
+def test_pptx_slides_are_pages_with_their_titles_as_headings(tmp_path):
+    pptx = pytest.importorskip("pptx")
+    from pptx.util import Inches
+
+    prs = pptx.Presentation()
+    slide = prs.slides.add_slide(prs.slide_layouts[1])
+    slide.shapes.title.text = "사업 개요"
+    slide.placeholders[1].text = "첫 줄\n둘째 줄"
+    table = slide.shapes.add_table(2, 2, Inches(1), Inches(3), Inches(4), Inches(1)).table
+    table.cell(0, 0).text, table.cell(0, 1).text = "가", "나"
+    table.cell(1, 0).merge(table.cell(1, 1))
+    table.cell(1, 0).text = "병합"
+    slide.notes_slide.notes_text_frame.text = "발표자 메모"
+    prs.slides.add_slide(prs.slide_layouts[5]).shapes.title.text = "둘째 장"
+    prs.core_properties.title = "사업 발표"
+    path = tmp_path / "deck.pptx"
+    prs.save(path)
+    doc = extract_file(path)
+    assert doc.media_type == "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+    assert doc.title == "사업 발표"
+    assert [(s.page, s.heading, s.table, s.text) for s in doc.sections] == [
+        (1, "사업 개요", False, "사업 개요\n첫 줄\n둘째 줄"),
+        (1, "사업 개요", True, "가 | 나\n병합"),
+        (1, "사업 개요", False, "발표자 메모"),
+        (2, "둘째 장", False, "둘째 장"),
+    ]
+
+
+def test_ooxml_with_a_dtd_is_refused(tmp_path):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr(
+            "xl/workbook.xml",
+            '<?xml version="1.0"?><!DOCTYPE w [<!ENTITY a "aaaaaaaaaa">]><workbook>&a;</workbook>',
+        )
+    with pytest.raises(ExtractionError, match="DTD"):
+        extract_file(write(tmp_path, "bomb.xlsx", buf.getvalue()))

@@ -109,6 +109,8 @@ def _detect(path: Path, filename: str | None) -> str:
         return detect_media_type_path(path, filename=filename)
     except UnsupportedMediaType as exc:
         claimed = EXTENSION_TYPES.get(PurePath(filename).suffix.lower()) if filename else None
+        if claimed in (TEXT_PLAIN, TEXT_MARKDOWN, TEXT_HTML) and exc.message.startswith("unsupported file type: XML"):
+            raise  # markup of another kind named as text: a foreign type, not a damaged text file
         if claimed:
             # Named like a supported format but its content is not: a damaged file, not a foreign type.
             raise ExtractionError(
