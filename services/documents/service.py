@@ -120,7 +120,7 @@ def get_or_create_collection(session: Session, *, name: str, profile: str) -> Co
             collection = Collection(name=name, profile=profile)
             session.add(collection)
     except IntegrityError:  # created concurrently by another request
-        collection = session.scalar(select(Collection).where(Collection.name == name))
+        collection = session.scalars(select(Collection).where(Collection.name == name)).one()
     return collection
 
 

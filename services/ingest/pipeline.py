@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Table, delete, func, insert, or_, select, tuple_, update
 
 from services.documents.models import (
     Chunk,
@@ -63,10 +64,10 @@ class WorkItem:
 
 # The stages run once per document: plain Core statements on the tables, no ORM objects or
 # ORM statement layers, which cost more CPU here than the SQL itself.
-_documents = Document.__table__
-_sources = DocumentSource.__table__
-_chunks = Chunk.__table__
-_collections = Collection.__table__
+_documents = cast(Table, Document.__table__)
+_sources = cast(Table, DocumentSource.__table__)
+_chunks = cast(Table, Chunk.__table__)
+_collections = cast(Table, Collection.__table__)
 # A generation whose chunk rows are written and whose embed stage has not finished.
 _WAITING_FOR_EMBED = (_documents.c.status == DocumentStatus.processing, _documents.c.stage == DocumentStage.embedding)
 
@@ -126,9 +127,7 @@ def prepare_document(rt: Runtime, item: WorkItem) -> int | None:
 
         try:
             started = time.monotonic()
-            detected_type, sections, found_title = _extract_sections(
-                rt, data, filename=filename, media_type=media_type
-            )
+            detected_type, sections, found_title = _extract_sections(rt, data, filename=filename, media_type=media_type)
             if (
                 time.monotonic() - started > STAGE_REPORT_AFTER_S
                 or sum(len(sec.text) for sec in sections) > STAGE_REPORT_MIN_CHARS
@@ -294,7 +293,7 @@ def embed_documents(rt: Runtime, items: Sequence[WorkItem]) -> None:
 
     live = [item for item in items if item.document_id in documents]
     names = {doc_id: collection_index_name(doc.collection, doc.profile) for doc_id, doc in documents.items()}
-    vectors = rt.encoder.encode_documents([chunk.text for chunk in chunks]) if chunks else []
+    vectors: Any = rt.encoder.encode_documents([chunk.text for chunk in chunks]) if chunks else []
     points: dict[str, list[IndexPoint]] = {}  # per Qdrant collection: one upsert (one flush) for the batch
     for chunk, vector in zip(chunks, vectors):
         document = documents[chunk.document_id]
@@ -422,8 +421,8 @@ def process_now(rt: Runtime, items: Sequence[WorkItem]) -> None:
     except Exception as exc:
         log.exception("embedding failed for %s", prepared)
         failures = [(item, exc) for item in prepared]
-    for item, exc in failures:
-        mark_failed(rt, item, f"internal error while embedding: {exc!r}")
+    for item, error in failures:
+        mark_failed(rt, item, f"internal error while embedding: {error!r}")
 
 
 @dataclass(frozen=True)

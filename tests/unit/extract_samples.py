@@ -424,7 +424,9 @@ def distribution_record(key: bytes, seed: int = 0x1234ABCD) -> bytes:
     return record(28, 0, bytes(data))
 
 
-def build_distribution_hwp(section_streams: list[bytes], *, key: bytes = b"0123456789abcdef", flags: int = 1 | 4) -> bytes:
+def build_distribution_hwp(
+    section_streams: list[bytes], *, key: bytes = b"0123456789abcdef", flags: int = 1 | 4
+) -> bytes:
     """A 배포용 HWP: ViewText/SectionN = distribution record + AES-128-ECB(deflated section, zero-padded)."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -456,18 +458,22 @@ def _summary_info(title: str) -> bytes:
 
 
 def build_pdf(
-    pages: list[str | None],
+    pages: list,
     *,
     korean: bool = False,
     encrypt_user_password: str | None = None,
     encrypt_owner_password: str | None = None,
     title: str | None = None,
+    outline: list[tuple[int, str, int]] | None = None,
 ) -> bytes:
-    """A PDF with one text line per page (None: a page with only a drawn rectangle, no text).
+    """A PDF with one text line per page (None: a page with only a drawn rectangle, no text), or per
+    page a list of runs (x, y, text[, size[, character spacing]]) drawn where they say (points from
+    the bottom left).
 
     korean=True writes the text with a Type0 CID font (Adobe-Korea1, UniKS-UCS2-H, not embedded) and a
     ToUnicode CMap, so the text layer is Korean. Encryption uses the standard security handler, RC4 40-bit
-    (revision 2), enough to exercise password detection.
+    (revision 2), enough to exercise password detection. outline: bookmarks (level 0-based, title,
+    0-based page index) in document order.
     """
     objects: list[bytes] = []  # index i → object number i + 1
 
@@ -502,8 +508,20 @@ endcmap CMapName currentdict /CMap defineresource pop end end"""
         font = add(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     page_ids = []
     contents = []
+
+    def encode_text(text: str) -> bytes:
+        if korean:
+            return b"<" + text.encode("utf-16-be").hex().upper().encode() + b">"
+        return b"(" + text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)").encode("latin-1") + b")"
+
     for text in pages:
-        if text is None:
+        if isinstance(text, list):
+            content = b"".join(
+                b"BT /F1 %g Tf %g Tc %g %g Td %s Tj ET\n"
+                % (run[3] if len(run) > 3 else 10, run[4] if len(run) > 4 else 0, run[0], run[1], encode_text(run[2]))
+                for run in text
+            )
+        elif text is None:
             content = b"0.5 g 100 100 200 200 re f"
         elif korean:
             content = b"BT /F1 18 Tf 72 720 Td <" + text.encode("utf-16-be").hex().upper().encode() + b"> Tj ET"
@@ -518,7 +536,11 @@ endcmap CMapName currentdict /CMap defineresource pop end end"""
                 b" /Resources << /Font << /F1 %d 0 R >> >> >>" % (pages_obj, cobj, font)
             )
         )
-    objects[catalog - 1] = b"<< /Type /Catalog /Pages %d 0 R >>" % pages_obj
+    outlines = _pdf_outline(outline, page_ids, add, objects) if outline else None
+    objects[catalog - 1] = b"<< /Type /Catalog /Pages %d 0 R%s >>" % (
+        pages_obj,
+        b" /Outlines %d 0 R" % outlines if outlines else b"",
+    )
     kids = b" ".join(b"%d 0 R" % p for p in page_ids)
     objects[pages_obj - 1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, len(page_ids))
     info = add(b"<< /Title (" + title.encode("latin-1") + b") >>") if title else None
@@ -570,6 +592,45 @@ endcmap CMapName currentdict /CMap defineresource pop end end"""
         trailer += b" /Encrypt %d 0 R" % encrypt_obj
     out += b"trailer\n" + trailer + b" >>\nstartxref\n%d\n%%%%EOF\n" % xref
     return bytes(out)
+
+
+def _pdf_outline(items: list[tuple[int, str, int]], page_ids: list[int], add, objects: list[bytes]) -> int:
+    """Outline dictionaries for (level, title, page) items; titles as UTF-16BE with a byte order mark."""
+    root = add(b"")
+    ids = [add(b"") for _ in items]
+    parents: list[int] = []
+    parent_of: list[int] = []
+    for i, (level, _, _) in enumerate(items):
+        del parents[level:]
+        parent_of.append(parents[-1] if parents else -1)
+        parents.append(i)
+    children: dict[int, list[int]] = {}
+    for i, parent in enumerate(parent_of):
+        children.setdefault(parent, []).append(i)
+    for i, (_, title, page) in enumerate(items):
+        siblings = children[parent_of[i]]
+        at = siblings.index(i)
+        parent_obj = ids[parent_of[i]] if parent_of[i] >= 0 else root
+        entry = b"<< /Title <FEFF%s> /Parent %d 0 R /Dest [%d 0 R /XYZ 0 792 0]" % (
+            title.encode("utf-16-be").hex().upper().encode(),
+            parent_obj,
+            page_ids[page],
+        )
+        if at > 0:
+            entry += b" /Prev %d 0 R" % ids[siblings[at - 1]]
+        if at + 1 < len(siblings):
+            entry += b" /Next %d 0 R" % ids[siblings[at + 1]]
+        kids = children.get(i, [])
+        if kids:
+            entry += b" /First %d 0 R /Last %d 0 R /Count %d" % (ids[kids[0]], ids[kids[-1]], len(kids))
+        objects[ids[i] - 1] = entry + b" >>"
+    top = children.get(-1, [])
+    objects[root - 1] = b"<< /Type /Outlines /First %d 0 R /Last %d 0 R /Count %d >>" % (
+        ids[top[0]],
+        ids[top[-1]],
+        len(top),
+    )
+    return root
 
 
 _PDF_PAD = bytes.fromhex("28BF4E5E4E758A4164004E56FFFA01082E2E00B6D0683E802F0CA9FE6453697A")

@@ -255,25 +255,37 @@ def test_pdf_page_limit(tmp_path):
         extract_file(write(tmp_path, "l.pdf", build_pdf(["a", "b", "c"])), limits=ExtractLimits(max_pages=2))
 
 
-def test_pdf_lines_wrapped_inside_korean_words_are_joined():
-    from services.ingest.extract.pdf import _join_wrapped_words
+def _justified(lines: list[str], *, top: float = 700, left: float = 72, width: float = 300) -> list:
+    """Runs of single characters spread so that every line but the last of each paragraph ends at
+    the right margin, as justified Korean text is set (a line may end inside a word)."""
+    runs = []
+    for row, line in enumerate(lines):
+        full = not line.endswith("¶")
+        line = line.rstrip("¶")
+        spacing = (width - 10 * len(line)) / max(1, len(line) - 1) if full else 0.5
+        runs.append((left, top - 16 * row, line, 10, spacing))
+    return runs
 
+
+def test_pdf_justified_wraps_joined_inside_words_and_spaced_between(tmp_path):
     lines = [
-        "보고서 제목",
+        "보고서 제목¶",
         "본문은 양쪽 정렬로 조판되어 줄이 단어 중",
         "간에서도 바뀐다. 그래서 탄소중",
-        "립 같은 낱말이 두 줄로 나뉘며 검색이 어렵",
-        "다.",
-        "1. 목록 항목",
-        "2. 다음 항목",
+        "립 같은 낱말이 두 줄로 나뉘며 우리",
+        "위원회를 비롯한 여러 곳에서 검색이 어렵",
+        "다.¶",
+        "1. 목록 항목¶",
+        "2. 다음 항목¶",
     ]
-    assert _join_wrapped_words(lines) == [
+    doc = extract_file(write(tmp_path, "j.pdf", build_pdf([_justified(lines)], korean=True)))
+    assert doc.text.splitlines() == [
         "보고서 제목",
-        "본문은 양쪽 정렬로 조판되어 줄이 단어 중간에서도 바뀐다. 그래서 탄소중립 같은 낱말이 두 줄로 나뉘며 검색이 어렵다.",
+        "본문은 양쪽 정렬로 조판되어 줄이 단어 중간에서도 바뀐다. 그래서 탄소중립 같은 낱말이 두 줄로 나뉘며"
+        " 우리 위원회를 비롯한 여러 곳에서 검색이 어렵다.",
         "1. 목록 항목",
         "2. 다음 항목",
     ]
-    assert _join_wrapped_words(lines[:3]) == lines[:3]  # too few lines to tell a full one
 
 
 # ---------------------------------------------------------------- DOCX

@@ -51,7 +51,9 @@ def test_distribution_key_is_recovered_from_the_record():
 @pytest.mark.parametrize("flags", [1 | 4, 4])
 def test_distribution_hwp_is_decrypted_and_extracted(tmp_path, flags):
     body = para_records(KOREAN) + table_records([["이름", "값"], ["서울", "1"]]) + para_records("끝 문단")
-    doc = extract_file(write(tmp_path, "dist.hwp", build_distribution_hwp([body, para_records("둘째 구역")], flags=flags)))
+    doc = extract_file(
+        write(tmp_path, "dist.hwp", build_distribution_hwp([body, para_records("둘째 구역")], flags=flags))
+    )
     assert doc.media_type == HWP
     text = doc.text
     assert KOREAN in text and "이름 | 값\n서울 | 1" in text and "둘째 구역" in text
@@ -143,9 +145,7 @@ def test_hwpx_outline_headings_get_paths_and_visible_numbers(tmp_path):
         return hwpx_paragraph(text).replace('paraPrIDRef="0"', f'paraPrIDRef="{para_pr}"', 1)
 
     body = p("개요", 1) + p("배경", 2) + p(KOREAN) + p("목표", 2) + p("방법", 1) + p("끝.")
-    data = build_hwpx(
-        [hwpx_section_xml(body)], header=_hwpx_header(numbering, para_prs), title="계획서"
-    )
+    data = build_hwpx([hwpx_section_xml(body)], header=_hwpx_header(numbering, para_prs), title="계획서")
     doc = extract_file(write(tmp_path, "o.hwpx", data))
     assert doc.media_type == HWPX and doc.title == "계획서"
     assert [(s.heading, s.text) for s in doc.sections] == [
@@ -194,12 +194,15 @@ def test_hwp_merged_cells_once_and_no_empty_cells(tmp_path):
 @pytest.mark.parametrize(
     "name,data",
     [
-        ("img.html", b"<html><body><table><tr><td><img src=a.png></td><td></td></tr><tr><td>|</td></tr></table></body></html>"),
+        (
+            "img.html",
+            b"<html><body><table><tr><td><img src=a.png></td><td></td></tr><tr><td>|</td></tr></table></body></html>",
+        ),
         ("digits.txt", b"12 34 56\n--- | ---\n"),
     ],
 )
 def test_no_letters_is_no_text(tmp_path, name, data):
-    with pytest.raises(ExtractionError, match="^no text"):
+    with pytest.raises(ExtractionError, match=r"^no text"):
         extract_file(write(tmp_path, name, data))
 
 
@@ -273,7 +276,9 @@ def test_unknown_xml_is_refused(tmp_path, name, data):
 def test_xhtml_and_korean_angle_brackets_are_not_refused(tmp_path):
     xhtml = '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html><html xmlns="http://www.w3.org/1999/xhtml"><body><p>본문</p></body></html>'
     assert extract_file(write(tmp_path, "a.xhtml", xhtml.encode())).text == "본문"
-    assert extract_file(write(tmp_path, "b.txt", "<공지> 내일은 휴관합니다.".encode())).text == "<공지> 내일은 휴관합니다."
+    assert (
+        extract_file(write(tmp_path, "b.txt", "<공지> 내일은 휴관합니다.".encode())).text == "<공지> 내일은 휴관합니다."
+    )
 
 
 # ---------------------------------------------------------------- XLSX and PPTX
@@ -344,3 +349,41 @@ def test_ooxml_with_a_dtd_is_refused(tmp_path):
         )
     with pytest.raises(ExtractionError, match="DTD"):
         extract_file(write(tmp_path, "bomb.xlsx", buf.getvalue()))
+
+
+# ---------------------------------------------------------------- 2. and 4. PDF: separate text boxes, outline
+
+
+def test_pdf_separate_text_boxes_keep_their_words_apart(tmp_path):
+    from .extract_samples import build_pdf
+
+    runs = []
+    pairs = [
+        ("행사 안내", "참가 신청"),
+        ("장소 시청", "문의 민원실"),
+        ("일시 오월", "대상 구민"),
+        ("준비물 없음", "비용 무료"),
+    ]
+    for row, (left, right) in enumerate(pairs):
+        runs += [(72, 700 - 40 * row, left, 10), (300, 700 - 40 * row, right, 10)]
+    doc = extract_file(write(tmp_path, "brochure.pdf", build_pdf([runs], korean=True)))
+    words = doc.text.split()
+    for left, right in pairs:
+        assert left.split()[-1] in words and right.split()[0] in words, doc.text  # 신청장소 was one "word"
+
+
+def test_pdf_outline_gives_heading_paths(tmp_path):
+    from .extract_samples import build_pdf
+
+    pages = [
+        [(72, 700, "제1장 총칙", 14), (72, 670, "제1조 목적", 12), (72, 650, "이 법은 목적을 정한다.", 10)],
+        [(72, 700, "둘째 쪽의 본문이다.", 10), (72, 660, "제2장 보칙", 14), (72, 640, "끝 문단이다.", 10)],
+    ]
+    outline = [(0, "제1장 총칙", 0), (1, "제1조 목적", 0), (0, "제2장 보칙", 1)]
+    doc = extract_file(write(tmp_path, "law.pdf", build_pdf(pages, korean=True, outline=outline)))
+    assert [(s.page, s.heading, s.text) for s in doc.sections] == [
+        (1, "제1장 총칙", "제1장 총칙"),
+        (1, "제1장 총칙 > 제1조 목적", "제1조 목적\n이 법은 목적을 정한다."),
+        (2, "제1장 총칙 > 제1조 목적", "둘째 쪽의 본문이다."),
+        (2, "제2장 보칙", "제2장 보칙\n끝 문단이다."),
+    ]

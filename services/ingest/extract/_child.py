@@ -45,6 +45,7 @@ def main() -> int:
                 media_type=request.get("media_type"),
                 filename=request.get("filename"),
                 limits=ExtractLimits(**limits_args),
+                resolve_wraps=False,  # decided in the parent, whose Kiwi is loaded once
             )
             reply = {
                 "ok": True,

@@ -27,6 +27,7 @@ from ._types import (
     ExtractedDocument,
     ExtractLimits,
 )
+from ._wraps import resolve_wraps as _resolve_wraps
 from .detect import DECLARED_ALIASES, EXTENSION_TYPES, detect_media_type_path
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,19 @@ def normalize_media_type(media_type: str) -> str:
 
 
 def extract_file(
-    path: Path, *, media_type: str | None = None, filename: str | None = None, limits: ExtractLimits = ExtractLimits()
+    path: Path,
+    *,
+    media_type: str | None = None,
+    filename: str | None = None,
+    limits: ExtractLimits = ExtractLimits(),
+    resolve_wraps: bool = True,
 ) -> ExtractedDocument:
     """Extract the text of the document at `path`, detecting its type from content when not given.
 
     Every bad input raises ExtractionError (or UnsupportedMediaType for a type we do not read) with a
-    reason a person can act on; no other exception escapes.
+    reason a person can act on; no other exception escapes. resolve_wraps=False leaves the PDF line
+    wraps that need Korean word analysis marked (_wraps.WRAP_MARK) for the caller to decide: the
+    sandbox's child does, so that Kiwi is loaded once in the worker rather than once per document.
     """
     path = Path(path)
     try:
@@ -75,7 +83,7 @@ def extract_file(
                 f"no text: the {FORMAT_NAMES[media_type]} document has no letters (only"
                 " digits, punctuation, symbols or table lines)"
             )
-        return doc
+        return _resolve_wraps(doc) if resolve_wraps else doc
     except SaekinError:
         raise
     except MemoryError:

@@ -63,7 +63,7 @@ def _core_title(zf: SafeZip, budget: Budget) -> str | None:
     except ExtractionError:
         return None  # optional metadata: a broken core.xml does not lose the text
     for el in core:
-        if local(el.tag) == "title" and (el.text or "").strip():
+        if local(el.tag) == "title" and el.text and el.text.strip():
             return el.text.strip()
     return None
 

@@ -47,7 +47,10 @@ def extract_hwpml(path: Path, budget: Budget) -> ExtractedDocument:
             tag = local(el.tag)
             if tag == "PARASHAPE" and el.get("Id") is not None:
                 level = el.get("Level") or "0"
-                shapes[el.get("Id") or ""] = ((el.get("HeadingType") or "None").upper(), int(level) if level.isdigit() else 0)
+                shapes[el.get("Id") or ""] = (
+                    (el.get("HeadingType") or "None").upper(),
+                    int(level) if level.isdigit() else 0,
+                )
             elif tag == "NUMBERING" and el.get("Id") is not None:
                 levels = {}
                 for para_head in el:

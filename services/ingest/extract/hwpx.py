@@ -147,13 +147,14 @@ def _package_info(zf: SafeZip, hpf_name: str | None, budget: Budget) -> tuple[st
         spine: list[str] = []
         for el in hpf.iter():
             name = local(el.tag)
-            if name == "title" and title is None and (el.text or "").strip():
+            item_id, href, idref = el.get("id"), el.get("href"), el.get("idref")
+            if name == "title" and title is None and el.text and el.text.strip():
                 title = el.text.strip()
-            elif name == "item" and el.get("id") and el.get("href"):
-                hrefs[el.get("id")] = el.get("href")
-            elif name == "itemref" and el.get("idref"):
-                spine.append(el.get("idref"))
-        base = posixpath.dirname(hpf_name)
+            elif name == "item" and item_id and href:
+                hrefs[item_id] = href
+            elif name == "itemref" and idref:
+                spine.append(idref)
+        base = posixpath.dirname(hpf_name or "")
         for idref in spine or list(hrefs):
             href = hrefs.get(idref)
             if not href or not _SECTION_NAME.search(href):
