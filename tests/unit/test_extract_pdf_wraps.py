@@ -135,3 +135,18 @@ def test_the_wraps_reported_in_the_issue_are_not_glued():
         assert glued not in text
     bill = " ".join(_pages(BILL).values())
     assert "탄소중립기본계획" in bill and "탄소중 립" not in bill
+
+
+@pytest.mark.slow
+def test_wraps_are_decided_in_the_parent_of_the_sandbox():
+    from services.ingest.extract import extract_file_with_timeout
+    from services.ingest.extract._wraps import WRAP_MARK
+
+    path = FIXTURES / BILL
+    if not path.exists():
+        pytest.skip(f"shared fixture {BILL} is not present in {FIXTURES}")
+    marked = extract_file(path, resolve_wraps=False)  # what the child sends back: undecided wraps marked
+    assert any(WRAP_MARK in s.text for s in marked.sections)
+    through_child = extract_file_with_timeout(path)
+    assert not any(WRAP_MARK in s.text for s in through_child.sections)
+    assert [s.text for s in through_child.sections] == [s.text for s in extract_file(path).sections]
