@@ -387,3 +387,15 @@ def test_pdf_outline_gives_heading_paths(tmp_path):
         (2, "제1장 총칙 > 제1조 목적", "둘째 쪽의 본문이다."),
         (2, "제2장 보칙", "제2장 보칙\n끝 문단이다."),
     ]
+
+
+def test_ooxml_bomb_is_refused_before_the_library_reads_it(tmp_path):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr("ppt/presentation.xml", b"<p>" + b" " * (300 * 2**20) + b"</p>")
+    with pytest.raises(ExtractionError, match="bomb"):
+        extract_file(write(tmp_path, "bomb.pptx", buf.getvalue()))
