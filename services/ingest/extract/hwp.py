@@ -58,7 +58,6 @@ EXTENDED_CONTROLS = frozenset({1, 2, 3, 11, 12, 14, 15, 16, 17, 18, 21, 22, 23})
 _CHAR_TEXT = {10: "\n", 24: "-", 30: " ", 31: " "}  # line break, hyphen, 묶음 빈칸, 고정폭 빈칸
 _TAB = 9
 _OBJECT = 11  # 그리기 개체/표
-CELL_SEPARATOR = " | "
 # Controls whose paragraphs are not document text: hidden comments (숨은 설명).
 _SKIP_CONTROL_IDS = {"tcmt"}
 _SECTION_STREAM = re.compile(r"^Section(\d+)$")
