@@ -39,7 +39,7 @@ def chunks_of(rt, item: WorkItem) -> list[Chunk]:
 
 def index_name_of(rt, collection: str = "c") -> str:
     with session_scope(rt.session_factory) as session:
-        return index_name(session.scalar(select(Collection).where(Collection.name == collection)))
+        return index_name(session.scalars(select(Collection).where(Collection.name == collection)).one())
 
 
 TEXT = "\n\n".join(
