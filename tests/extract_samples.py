@@ -126,6 +126,7 @@ def build_hwpx(
     section_names: list[str] | None = None,
     extra: dict[str, bytes] | None = None,
     with_hpf: bool = True,
+    header: bytes | None = None,
 ) -> bytes:
     """An HWPX package: mimetype first (stored), container.xml, content.hpf with a spine, section XML."""
     names = section_names or [f"Contents/section{i}.xml" for i in range(len(sections))]
@@ -158,7 +159,8 @@ def build_hwpx(
             zf.writestr("Contents/content.hpf", hpf)
         zf.writestr(
             "Contents/header.xml",
-            '<?xml version="1.0" encoding="UTF-8"?><hh:head xmlns:hh="http://www.hancom.co.kr/hwpml/2011/head"/>',
+            header
+            or '<?xml version="1.0" encoding="UTF-8"?><hh:head xmlns:hh="http://www.hancom.co.kr/hwpml/2011/head"/>',
         )
         for name, sec in zip(names, sections, strict=True):
             zf.writestr(name, sec)
@@ -186,10 +188,10 @@ def control(code: int, ctrl_id: str = "    ") -> str:
     return chr(code) + raw.decode("utf-16-le") + "\x00\x00\x00\x00" + chr(code)
 
 
-def para_records(text: str, level: int = 0, children: bytes = b"") -> bytes:
-    """PARA_HEADER + PARA_TEXT (text + paragraph end 13) + the paragraph's control records."""
+def para_records(text: str, level: int = 0, children: bytes = b"", shape: int = 0) -> bytes:
+    """PARA_HEADER (with para shape id `shape`) + PARA_TEXT (text + paragraph end 13) + the paragraph's control records."""
     payload = (text + "\r").encode("utf-16-le", errors="surrogatepass")
-    header = struct.pack("<IIHBB", len(text) + 1, 0, 0, 0, 0)
+    header = struct.pack("<IIHBB", len(text) + 1, 0, shape, 0, 0)
     return record(TAG_PARA_HEADER, level, header) + record(TAG_PARA_TEXT, level + 1, payload) + children
 
 
@@ -358,6 +360,27 @@ def deflate_raw(data: bytes) -> bytes:
     return c.compress(data) + c.flush()
 
 
+def para_shape_record(head: int = 0, level: int = 0, numbering_id: int = 0) -> bytes:
+    """PARA_SHAPE (tag 25): property bits 23-24 head kind (1 outline, 2 number), 25-27 level; numbering id at 30."""
+    payload = struct.pack("<I", head << 23 | level << 25) + b"\x00" * 26 + struct.pack("<H", numbering_id)
+    return record(25, 0, payload + b"\x00" * 22)
+
+
+def numbering_record(templates: list[str], shapes: list[int] | None = None, start: int = 1) -> bytes:
+    """NUMBERING (tag 30): 7 levels of (12-byte head info with the number shape in bits 5-9, format string)."""
+    out = b""
+    for i in range(7):
+        template = templates[i] if i < len(templates) else ""
+        shape = (shapes or [])[i] if i < len(shapes or []) else 0
+        out += struct.pack("<IHHIH", shape << 5, 0, 0, 0, len(template)) + template.encode("utf-16-le")
+    return record(30, 0, out + struct.pack("<H", start) + struct.pack("<7I", *[start] * 7))
+
+
+def secd_records(outline_id: int = 1, level: int = 1) -> bytes:
+    payload = b"dces" + struct.pack("<IHHHIH", 0, 0, 0, 0, 8000, outline_id) + b"\x00" * 20
+    return record(TAG_CTRL_HEADER, level, payload)
+
+
 def build_hwp(
     section_streams: list[bytes],
     *,
@@ -366,17 +389,59 @@ def build_hwp(
     title: str | None = None,
     raw_sections: list[bytes] | None = None,
     body_storage: str = "BodyText",
+    doc_info: bytes = b"",
 ) -> bytes:
     """An HWP 5 file: FileHeader, DocInfo, BodyText/SectionN (deflated when flags bit 0 is set)."""
     header = b"HWP Document File".ljust(32, b"\x00") + struct.pack("<II", version, flags)
     header = header.ljust(256, b"\x00")
     compress = bool(flags & 1)
-    streams = {"FileHeader": header, "DocInfo": deflate_raw(b"") if compress else b""}
+    streams = {"FileHeader": header, "DocInfo": deflate_raw(doc_info) if compress else doc_info}
     bodies = raw_sections if raw_sections is not None else [deflate_raw(s) if compress else s for s in section_streams]
     for i, body in enumerate(bodies):
         streams[f"{body_storage}/Section{i}"] = body
     if title is not None:
         streams["\x05HwpSummaryInformation"] = _summary_info(title)
+    return build_cfb(streams)
+
+
+def distribution_record(key: bytes, seed: int = 0x1234ABCD) -> bytes:
+    """A DISTRIBUTE_DOC_DATA record (tag 28, 256 bytes) that hides `key` (16 bytes) the way Hangul does:
+    bytes 4-255 XORed with MSVC rand() values seeded by the first 4 bytes, the key at 4 + (seed & 15)."""
+    data = bytearray(seed.to_bytes(4, "little") + bytes((7 * i + 3) & 0xFF for i in range(252)))
+    offset = 4 + (data[0] & 0xF)
+    data[offset : offset + 16] = key
+    state = seed
+    value = left = 0
+    for i in range(256):
+        if left == 0:
+            state = (state * 214013 + 2531011) & 0xFFFFFFFF
+            value = (state >> 16) & 0x7FFF & 0xFF
+            state = (state * 214013 + 2531011) & 0xFFFFFFFF
+            left = (((state >> 16) & 0x7FFF) & 0xF) + 1
+        if i >= 4:
+            data[i] ^= value
+        left -= 1
+    return record(28, 0, bytes(data))
+
+
+def build_distribution_hwp(
+    section_streams: list[bytes], *, key: bytes = b"0123456789abcdef", flags: int = 1 | 4
+) -> bytes:
+    """A 배포용 HWP: ViewText/SectionN = distribution record + AES-128-ECB(deflated section, zero-padded)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    bodies = []
+    for stream in section_streams:
+        plain = deflate_raw(stream) if flags & 1 else stream
+        plain += b"\x00" * (-len(plain) % 16)
+        encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+        bodies.append(distribution_record(key) + encryptor.update(plain) + encryptor.finalize())
+    notice = para_records("이 문서는 상위 버전의 배포용 문서입니다.")
+    header = b"HWP Document File".ljust(32, b"\x00") + struct.pack("<II", 0x05000300, flags)
+    streams = {"FileHeader": header.ljust(256, b"\x00"), "DocInfo": deflate_raw(b"") if flags & 1 else b""}
+    streams["BodyText/Section0"] = deflate_raw(notice) if flags & 1 else notice
+    for i, body in enumerate(bodies):
+        streams[f"ViewText/Section{i}"] = body
     return build_cfb(streams)
 
 
@@ -393,18 +458,22 @@ def _summary_info(title: str) -> bytes:
 
 
 def build_pdf(
-    pages: list[str | None],
+    pages: list,
     *,
     korean: bool = False,
     encrypt_user_password: str | None = None,
     encrypt_owner_password: str | None = None,
     title: str | None = None,
+    outline: list[tuple[int, str, int]] | None = None,
 ) -> bytes:
-    """A PDF with one text line per page (None: a page with only a drawn rectangle, no text).
+    """A PDF with one text line per page (None: a page with only a drawn rectangle, no text), or per
+    page a list of runs (x, y, text[, size[, character spacing]]) drawn where they say (points from
+    the bottom left).
 
     korean=True writes the text with a Type0 CID font (Adobe-Korea1, UniKS-UCS2-H, not embedded) and a
     ToUnicode CMap, so the text layer is Korean. Encryption uses the standard security handler, RC4 40-bit
-    (revision 2), enough to exercise password detection.
+    (revision 2), enough to exercise password detection. outline: bookmarks (level 0-based, title,
+    0-based page index) in document order.
     """
     objects: list[bytes] = []  # index i → object number i + 1
 
@@ -439,8 +508,20 @@ endcmap CMapName currentdict /CMap defineresource pop end end"""
         font = add(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     page_ids = []
     contents = []
+
+    def encode_text(text: str) -> bytes:
+        if korean:
+            return b"<" + text.encode("utf-16-be").hex().upper().encode() + b">"
+        return b"(" + text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)").encode("latin-1") + b")"
+
     for text in pages:
-        if text is None:
+        if isinstance(text, list):
+            content = b"".join(
+                b"BT /F1 %g Tf %g Tc %g %g Td %s Tj ET\n"
+                % (run[3] if len(run) > 3 else 10, run[4] if len(run) > 4 else 0, run[0], run[1], encode_text(run[2]))
+                for run in text
+            )
+        elif text is None:
             content = b"0.5 g 100 100 200 200 re f"
         elif korean:
             content = b"BT /F1 18 Tf 72 720 Td <" + text.encode("utf-16-be").hex().upper().encode() + b"> Tj ET"
@@ -455,7 +536,11 @@ endcmap CMapName currentdict /CMap defineresource pop end end"""
                 b" /Resources << /Font << /F1 %d 0 R >> >> >>" % (pages_obj, cobj, font)
             )
         )
-    objects[catalog - 1] = b"<< /Type /Catalog /Pages %d 0 R >>" % pages_obj
+    outlines = _pdf_outline(outline, page_ids, add, objects) if outline else None
+    objects[catalog - 1] = b"<< /Type /Catalog /Pages %d 0 R%s >>" % (
+        pages_obj,
+        b" /Outlines %d 0 R" % outlines if outlines else b"",
+    )
     kids = b" ".join(b"%d 0 R" % p for p in page_ids)
     objects[pages_obj - 1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, len(page_ids))
     info = add(b"<< /Title (" + title.encode("latin-1") + b") >>") if title else None
@@ -507,6 +592,45 @@ endcmap CMapName currentdict /CMap defineresource pop end end"""
         trailer += b" /Encrypt %d 0 R" % encrypt_obj
     out += b"trailer\n" + trailer + b" >>\nstartxref\n%d\n%%%%EOF\n" % xref
     return bytes(out)
+
+
+def _pdf_outline(items: list[tuple[int, str, int]], page_ids: list[int], add, objects: list[bytes]) -> int:
+    """Outline dictionaries for (level, title, page) items; titles as UTF-16BE with a byte order mark."""
+    root = add(b"")
+    ids = [add(b"") for _ in items]
+    parents: list[int] = []
+    parent_of: list[int] = []
+    for i, (level, _, _) in enumerate(items):
+        del parents[level:]
+        parent_of.append(parents[-1] if parents else -1)
+        parents.append(i)
+    children: dict[int, list[int]] = {}
+    for i, parent in enumerate(parent_of):
+        children.setdefault(parent, []).append(i)
+    for i, (_, title, page) in enumerate(items):
+        siblings = children[parent_of[i]]
+        at = siblings.index(i)
+        parent_obj = ids[parent_of[i]] if parent_of[i] >= 0 else root
+        entry = b"<< /Title <FEFF%s> /Parent %d 0 R /Dest [%d 0 R /XYZ 0 792 0]" % (
+            title.encode("utf-16-be").hex().upper().encode(),
+            parent_obj,
+            page_ids[page],
+        )
+        if at > 0:
+            entry += b" /Prev %d 0 R" % ids[siblings[at - 1]]
+        if at + 1 < len(siblings):
+            entry += b" /Next %d 0 R" % ids[siblings[at + 1]]
+        kids = children.get(i, [])
+        if kids:
+            entry += b" /First %d 0 R /Last %d 0 R /Count %d" % (ids[kids[0]], ids[kids[-1]], len(kids))
+        objects[ids[i] - 1] = entry + b" >>"
+    top = children.get(-1, [])
+    objects[root - 1] = b"<< /Type /Outlines /First %d 0 R /Last %d 0 R /Count %d >>" % (
+        ids[top[0]],
+        ids[top[-1]],
+        len(top),
+    )
+    return root
 
 
 _PDF_PAD = bytes.fromhex("28BF4E5E4E758A4164004E56FFFA01082E2E00B6D0683E802F0CA9FE6453697A")

@@ -116,7 +116,7 @@ def store(session: Session, *, collection_name: str, profile: str, upload: Uploa
         existing is not None
         and existing.sha256 == sha
         and existing.status != DocumentStatus.failed
-        and existing.title == _title(upload)
+        and _same_title(existing, upload)
         and (existing.metadata_ or {}) == metadata
     ):
         return Stored(existing, created=False, generation=existing.generation)
@@ -194,6 +194,11 @@ def _title(upload: Upload) -> str | None:
     return upload.title or upload.filename or None
 
 
+def _same_title(existing: Document, upload: Upload) -> bool:
+    """An upload without a title keeps the title the pipeline found in the same content."""
+    return existing.title == _title(upload) or (not upload.title and existing.filename == upload.filename)
+
+
 def _reset_for_generation(
     document: Document, upload: Upload, sha: str, metadata: dict, now: datetime | None = None
 ) -> None:
@@ -244,6 +249,7 @@ class Claimed:
     filename: str | None
     media_type: str | None
     data: bytes
+    title: str | None  # as stored at upload: the client's, or the file name
 
 
 def claim(engine: Engine, item: WorkItem) -> Claimed | None:
@@ -259,12 +265,12 @@ def claim(engine: Engine, item: WorkItem) -> Claimed | None:
         row = conn.execute(
             _update_generation(
                 item, status=DocumentStatus.processing, stage=DocumentStage.extracting, error=None
-            ).returning(_documents.c.filename, _documents.c.media_type, uploaded)
+            ).returning(_documents.c.filename, _documents.c.media_type, uploaded, _documents.c.title)
         ).first()
         if row is None or row[2] is None:
             conn.rollback()
             return None
-    return Claimed(filename=row[0], media_type=row[1], data=row[2])
+    return Claimed(filename=row[0], media_type=row[1], data=row[2], title=row[3])
 
 
 def report_stage(engine: Engine, item: WorkItem, stage: DocumentStage) -> None:
@@ -273,13 +279,23 @@ def report_stage(engine: Engine, item: WorkItem, stage: DocumentStage) -> None:
         conn.execute(_update_generation(item, stage=stage))
 
 
-def store_chunks(engine: Engine, item: WorkItem, *, rows: Sequence[dict[str, Any]], text: str, media_type: str) -> bool:
+def store_chunks(
+    engine: Engine,
+    item: WorkItem,
+    *,
+    rows: Sequence[dict[str, Any]],
+    text: str,
+    media_type: str,
+    title: str | None = None,
+) -> bool:
     """The chunk rows of a prepared generation, which then waits for the embed stage; False when
-    the generation was deleted or replaced meanwhile (nothing is written)."""
+    the generation was deleted or replaced meanwhile (nothing is written). `title`: the one found
+    in the document, to replace a stored title that was only the file name."""
     with engine.begin() as conn:
         written = conn.execute(
             _update_generation(
                 item,
+                **({"title": title} if title else {}),
                 chunk_count=len(rows),
                 embedded_count=0,
                 char_count=len(text),

@@ -210,6 +210,11 @@ class KoreanAnalyzer:
         self.avg_doc_len = float(avg_doc_len)
         self.bigrams = bigrams
 
+    @property
+    def kiwi(self):
+        """The Kiwi instance itself, for callers that need more than analysis (PDF line wraps)."""
+        return self._kiwi
+
     # -- analysis ---------------------------------------------------------------------
 
     def analyze(self, text: str) -> list[Sentence]:

@@ -56,7 +56,7 @@ def prepare_document(
         return None
     try:
         started = time.monotonic()
-        media_type, sections = _extract_sections(claimed, extract_limits)
+        media_type, sections, found_title = _extract_sections(claimed, extract_limits)
         if (
             time.monotonic() - started > STAGE_REPORT_AFTER_S
             or sum(len(sec.text) for sec in sections) > STAGE_REPORT_MIN_CHARS
@@ -66,7 +66,10 @@ def prepare_document(
     except SaekinError as exc:
         lifecycle.fail(engine, item, exc.message)
         return None
-    if not lifecycle.store_chunks(engine, item, rows=rows, text=text, media_type=media_type):
+    # The title inside the document (HWP summary, HWPX/DOCX metadata, PDF info, HTML <title>)
+    # replaces the file name when the client gave no title (the upload stored the file name).
+    title = found_title if found_title and claimed.title in (None, claimed.filename) else None
+    if not lifecycle.store_chunks(engine, item, rows=rows, text=text, media_type=media_type, title=title):
         return None  # deleted or replaced while we worked
     return len(rows)
 
@@ -76,10 +79,12 @@ class _Section:
     text: str
     page: int | None
     heading: str | None
+    table: bool = False
 
 
-def _extract_sections(claimed: lifecycle.Claimed, limits: ExtractLimits) -> tuple[str, list[_Section]]:
-    """The media type and the document's non-empty sections, NFC-normalized."""
+def _extract_sections(claimed: lifecycle.Claimed, limits: ExtractLimits) -> tuple[str, list[_Section], str | None]:
+    """The media type, the document's non-empty sections (NFC-normalized) and the title the
+    document carries, if any."""
     with tempfile.NamedTemporaryFile(suffix=Path(claimed.filename or "").suffix[:16]) as tmp:
         tmp.write(claimed.data)
         tmp.flush()
@@ -88,13 +93,14 @@ def _extract_sections(claimed: lifecycle.Claimed, limits: ExtractLimits) -> tupl
         extract = extract_file if claimed.media_type == TEXT_PLAIN else extract_file_with_timeout
         extracted = extract(Path(tmp.name), media_type=claimed.media_type, filename=claimed.filename, limits=limits)
     sections = [
-        _Section(text, sec.page, sec.heading and normalize_text(sec.heading).strip())
+        _Section(text, sec.page, sec.heading and normalize_text(sec.heading).strip(), sec.table)
         for sec in extracted.sections
         if (text := normalize_text(sec.text)).strip()
     ]
     if not sections:
-        raise SaekinError("the document contains no text", code="no_text")
-    return extracted.media_type, sections
+        raise SaekinError("no text: the document contains no text", code="no_text")
+    title = normalize_text(extracted.title or "").strip()[:512] or None
+    return extracted.media_type, sections, title
 
 
 def _chunk_sections(
@@ -106,7 +112,8 @@ def _chunk_sections(
     rows: list[dict[str, Any]] = []
     offset = 0
     for section, sentences in zip(sections, analyses):
-        spans = [(sent.start, sent.end) for sent in sentences]
+        # A table is one section; when it is over the budget it is cut between rows, not sentences.
+        spans = _line_spans(section.text) if section.table else [(sent.start, sent.end) for sent in sentences]
         chunks = chunk_sentences(
             section.text,
             spans,
@@ -144,6 +151,16 @@ def _chunk_sections(
         offset += len(section.text) + len(SECTION_SEPARATOR)
     text = SECTION_SEPARATOR.join(sec.text for sec in sections)
     return text, rows
+
+
+def _line_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each line of text, the chunker's cut points for a table's rows."""
+    spans = []
+    start = 0
+    for line in text.split("\n"):
+        spans.append((start, start + len(line)))
+        start += len(line) + 1
+    return spans
 
 
 def embed_documents(

@@ -430,3 +430,25 @@ def test_the_chunk_budget_never_exceeds_what_the_model_reads(make_settings, tmp_
         assert max(chunk.token_count for chunk in chunks_of(rt, item)) <= readable
     finally:
         rt.close()
+
+
+def test_a_table_over_the_budget_is_cut_between_rows(rt):
+    from tests import extract_samples as samples
+
+    rows = [["구분", "내용"]] + [[f"{i}번 항목", f"서울특별시 {i}구 주민센터 운영 시간 안내"] for i in range(1, 13)]
+    data = samples.build_hwp([samples.para_records("표 앞 문단이다.") + samples.table_records(rows)])
+    with session_scope(rt.session_factory) as session:
+        result = lifecycle.store(
+            session,
+            collection_name="c",
+            profile=rt.profile,
+            upload=lifecycle.Upload(data=data, filename="table.hwp", media_type=None),
+        )
+        item = WorkItem(result.document.id, result.generation)
+    prepare(rt, item)
+    chunks = chunks_of(rt, item)
+    table_chunks = [c for c in chunks if " | " in c.text]
+    assert len(table_chunks) > 1  # 48 tokens cannot hold the table
+    for chunk in table_chunks:  # every chunk holds whole rows
+        assert all(line.count(" | ") == 1 for line in chunk.text.strip().splitlines()), chunk.text
+    assert not any("표 앞 문단이다" in c.text for c in table_chunks)

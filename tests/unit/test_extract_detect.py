@@ -11,12 +11,15 @@ from services.errors import ExtractionError, UnsupportedMediaType
 from services.ingest.extract import (
     DOCX,
     HWP,
+    HWPML,
     HWPX,
     PDF,
+    PPTX,
     SUPPORTED_MEDIA_TYPES,
     TEXT_HTML,
     TEXT_MARKDOWN,
     TEXT_PLAIN,
+    XLSX,
     detect_media_type,
     detect_media_type_path,
     extract_file,
@@ -44,7 +47,7 @@ def samples() -> dict[str, bytes]:
 
 
 def test_supported_media_types():
-    assert {TEXT_PLAIN, TEXT_MARKDOWN, TEXT_HTML, PDF, DOCX, HWPX, HWP} == SUPPORTED_MEDIA_TYPES
+    assert {TEXT_PLAIN, TEXT_MARKDOWN, TEXT_HTML, PDF, DOCX, HWPX, HWP, HWPML, XLSX, PPTX} == SUPPORTED_MEDIA_TYPES
 
 
 @pytest.mark.parametrize("kind", [PDF, DOCX, HWPX, HWP])
@@ -106,12 +109,23 @@ def test_unsupported_binaries(data, what):
 def test_other_zip_and_ole_are_unsupported(tmp_path):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("mimetype", "application/vnd.oasis.opendocument.text")
+        zf.writestr("content.xml", "<office:document-content/>")
+    odt = tmp_path / "book.docx"
+    odt.write_bytes(buf.getvalue())
+    with pytest.raises(UnsupportedMediaType, match="OpenDocument"):
+        detect_media_type_path(odt)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("[Content_Types].xml", "<Types/>")
         zf.writestr("xl/workbook.xml", "<workbook/>")
-    xlsx = tmp_path / "book.docx"
+    xlsx = tmp_path / "book.bin"
     xlsx.write_bytes(buf.getvalue())
-    with pytest.raises(UnsupportedMediaType, match="Excel"):
-        detect_media_type_path(xlsx)
+    assert detect_media_type_path(xlsx) == XLSX  # read since issue 18
+    old = tmp_path / "old.xls"
+    old.write_bytes(build_cfb({"Workbook": b"\x00" * 600}))
+    with pytest.raises(UnsupportedMediaType, match="legacy Excel"):
+        detect_media_type_path(old)
     doc = tmp_path / "old.hwp"
     doc.write_bytes(build_cfb({"WordDocument": b"\x00" * 600, "1Table": b"\x00" * 100}))
     with pytest.raises(UnsupportedMediaType, match="legacy Word"):

@@ -136,7 +136,13 @@ def test_markdown_headings(tmp_path):
     doc = extract_file(write(tmp_path, "doc.md", md.encode("utf-8")))
     assert doc.media_type == TEXT_MARKDOWN
     assert doc.title == "헌법 요약"
-    assert [s.heading for s in doc.sections] == [None, "제1장 총강", "제2조", "제2장 국민의 권리와 의무"]
+    # Heading paths; a setext heading underlined with '-' is a second level, like '##'.
+    assert [s.heading for s in doc.sections] == [
+        None,
+        "제1장 총강",
+        "제1장 총강 > 제2조",
+        "제1장 총강 > 제2장 국민의 권리와 의무",
+    ]
     assert doc.sections[0].text == "서문입니다."
     assert doc.sections[1].text == "제1장 총강\n\n제1조 대한민국은 민주공화국이다."
     assert "# 코드 안의 샵은 제목이 아니다" in doc.sections[2].text
@@ -179,12 +185,17 @@ def test_html_main_text_and_headings(tmp_path):
     text = doc.text
     for gone in ("스크립트", "color", "홈", "메뉴", "광고 배너", "저작권", "자바스크립트"):
         assert gone not in text
-    assert [s.heading for s in doc.sections] == ["입법예고", "주요 내용"]
+    # Heading paths (h1 > h2); the table is a section of its own under the same path.
+    assert [(s.heading, s.table) for s in doc.sections] == [
+        ("입법예고", False),
+        ("입법예고 > 주요 내용", False),
+        ("입법예고 > 주요 내용", True),
+        ("입법예고 > 주요 내용", False),
+    ]
     assert doc.sections[0].text == "입법예고\n서울특별시 강남구 공무직 관리 규정을\n개정합니다."
-    lines = doc.sections[1].text.splitlines()
-    assert lines[:3] == ["주요 내용", "채용 절차 개선", "서류전형 의무화"]
-    assert "항목 | 기한" in lines and "의견 제출 | 4월 11일" in lines
-    assert "  들여쓰기   유지" in lines and "두 번째 줄" in lines
+    assert doc.sections[1].text.splitlines() == ["주요 내용", "채용 절차 개선", "서류전형 의무화"]
+    assert doc.sections[2].text.splitlines() == ["항목 | 기한", "의견 제출 | 4월 11일"]
+    assert doc.sections[3].text.splitlines() == ["  들여쓰기   유지", "두 번째 줄"]
 
 
 def test_html_without_main_uses_body_and_keeps_article_header(tmp_path):
@@ -243,25 +254,37 @@ def test_pdf_page_limit(tmp_path):
         extract_file(write(tmp_path, "l.pdf", build_pdf(["a", "b", "c"])), limits=ExtractLimits(max_pages=2))
 
 
-def test_pdf_lines_wrapped_inside_korean_words_are_joined():
-    from services.ingest.extract.pdf import _join_wrapped_words
+def _justified(lines: list[str], *, top: float = 700, left: float = 72, width: float = 300) -> list:
+    """Runs of single characters spread so that every line but the last of each paragraph ends at
+    the right margin, as justified Korean text is set (a line may end inside a word)."""
+    runs = []
+    for row, line in enumerate(lines):
+        full = not line.endswith("¶")
+        line = line.rstrip("¶")
+        spacing = (width - 10 * len(line)) / max(1, len(line) - 1) if full else 0.5
+        runs.append((left, top - 16 * row, line, 10, spacing))
+    return runs
 
+
+def test_pdf_justified_wraps_joined_inside_words_and_spaced_between(tmp_path):
     lines = [
-        "보고서 제목",
+        "보고서 제목¶",
         "본문은 양쪽 정렬로 조판되어 줄이 단어 중",
         "간에서도 바뀐다. 그래서 탄소중",
-        "립 같은 낱말이 두 줄로 나뉘며 검색이 어렵",
-        "다.",
-        "1. 목록 항목",
-        "2. 다음 항목",
+        "립 같은 낱말이 두 줄로 나뉘며 우리",
+        "위원회를 비롯한 여러 곳에서 검색이 어렵",
+        "다.¶",
+        "1. 목록 항목¶",
+        "2. 다음 항목¶",
     ]
-    assert _join_wrapped_words(lines) == [
+    doc = extract_file(write(tmp_path, "j.pdf", build_pdf([_justified(lines)], korean=True)))
+    assert doc.text.splitlines() == [
         "보고서 제목",
-        "본문은 양쪽 정렬로 조판되어 줄이 단어 중간에서도 바뀐다. 그래서 탄소중립 같은 낱말이 두 줄로 나뉘며 검색이 어렵다.",
+        "본문은 양쪽 정렬로 조판되어 줄이 단어 중간에서도 바뀐다. 그래서 탄소중립 같은 낱말이 두 줄로 나뉘며"
+        " 우리 위원회를 비롯한 여러 곳에서 검색이 어렵다.",
         "1. 목록 항목",
         "2. 다음 항목",
     ]
-    assert _join_wrapped_words(lines[:3]) == lines[:3]  # too few lines to tell a full one
 
 
 # ---------------------------------------------------------------- DOCX
@@ -297,22 +320,25 @@ def docx_sample() -> bytes:
 def test_docx_paragraphs_tables_headings(tmp_path):
     doc = extract_file(write(tmp_path, "rule.docx", docx_sample()))
     assert doc.media_type == DOCX and doc.title == "공무직 관리 규정"
-    assert [s.heading for s in doc.sections] == [None, "제1장 총칙", "제2장 채용", "직접 개요 수준"]
-    assert doc.sections[0].text == "머리말 없는 첫 문단"
-    assert doc.sections[1].text.splitlines() == [
+    # Heading paths: heading 1 > (heading 2 by inheritance); the outline level 1 is a second level too.
+    assert [s.heading for s in doc.sections] == [
+        None,
         "제1장 총칙",
-        "이 규정은 강남구 공무직에 적용한다.",
-        "구분 | 내용",
-        "채용 | 서류전형 및 면접",
+        "제1장 총칙",
+        "제1장 총칙 > 제2장 채용",
+        "제1장 총칙 > 직접 개요 수준",
     ]
-    chapter2 = doc.sections[2].text
+    assert doc.sections[0].text == "머리말 없는 첫 문단"
+    assert doc.sections[1].text.splitlines() == ["제1장 총칙", "이 규정은 강남구 공무직에 적용한다."]
+    assert doc.sections[2].table and doc.sections[2].text.splitlines() == ["구분 | 내용", "채용 | 서류전형 및 면접"]
+    chapter2 = doc.sections[3].text
     assert "탭\t뒤\n다음 줄" in chapter2
     assert "지운 글" not in chapter2 and "HYPERLINK" not in chapter2
     assert "옮기기 전 자리" not in chapter2 and "옮긴 자리" in chapter2  # tracked move: read once, at its new place
     assert "링크" in chapter2
     assert chapter2.count("글상자") == 1  # the markup-compatibility fallback is not read twice
     assert "콘텐츠 컨트롤 안의 문단" in chapter2
-    assert doc.sections[3].text == "직접 개요 수준\n끝 문단"
+    assert doc.sections[4].text == "직접 개요 수준\n끝 문단"
 
 
 def test_docx_written_by_python_docx(tmp_path):
@@ -331,9 +357,10 @@ def test_docx_written_by_python_docx(tmp_path):
     d.save(path)
     doc = extract_file(path, filename="made.docx")
     assert doc.title == "보고서"
-    assert [(s.heading, s.text) for s in doc.sections] == [
-        ("개요", "개요\n한국어 문서 검색 서비스 색인.\n가 | 나 | 다\n1 | 2 | 3"),
-        ("세부 사항", "세부 사항\n형태소 분석과 밀집 벡터를 함께 쓴다."),
+    assert [(s.heading, s.text, s.table) for s in doc.sections] == [
+        ("개요", "개요\n한국어 문서 검색 서비스 색인.", False),
+        ("개요", "가 | 나 | 다\n1 | 2 | 3", True),
+        ("개요 > 세부 사항", "세부 사항\n형태소 분석과 밀집 벡터를 함께 쓴다.", False),
     ]
 
 
@@ -372,10 +399,12 @@ def test_hwpx_paragraphs_tables_and_spine_order(tmp_path):
     )
     doc = extract_file(write(tmp_path, "n.hwpx", data))
     assert doc.media_type == HWPX and doc.title == "공고문"
-    assert [s.text for s in doc.sections] == [
-        "서울특별시 강남구 공고\n항목\t설명\n다음 줄\n표 앞 표 뒤\n구분 | 기한\n의견 제출 | 4월 11일\n"
-        "본문 끝\n각주 내용",
-        "둘째 구역",
+    # A table is a section of its own (kept in one chunk when it fits).
+    assert [(s.text, s.table) for s in doc.sections] == [
+        ("서울특별시 강남구 공고\n항목\t설명\n다음 줄\n표 앞 표 뒤", False),
+        ("구분 | 기한\n의견 제출 | 4월 11일", True),
+        ("본문 끝\n각주 내용", False),
+        ("둘째 구역", False),
     ]
 
 
@@ -444,9 +473,11 @@ def test_hwp_compressed_and_uncompressed(tmp_path, flags):
     data = build_hwp([hwp_section(), para_records("둘째 구역")], flags=flags, title="시험 문서")
     doc = extract_file(write(tmp_path, "a.hwp", data))
     assert doc.media_type == HWP and doc.title == "시험 문서"
-    assert [s.text for s in doc.sections] == [
-        "한글 문서 첫 문단입니다.\n표 앞 표 뒤\n구분 | 내용\n채용 | 면접\n마지막 문단",
-        "둘째 구역",
+    assert [(s.text, s.table) for s in doc.sections] == [
+        ("한글 문서 첫 문단입니다.\n표 앞 표 뒤", False),
+        ("구분 | 내용\n채용 | 면접", True),
+        ("마지막 문단", False),
+        ("둘째 구역", False),
     ]
 
 
@@ -467,7 +498,7 @@ def test_hwp_large_section_outside_the_mini_stream(tmp_path):
         (1 | 16, "DRM"),
         (1 | 1024, "DRM"),
         (1 | 256, "certificate"),
-        (1 | 4, "distribution"),
+        (1 | 4 | 2, "password"),  # a distribution document with a user's password too
     ],
 )
 def test_hwp_protected_documents(tmp_path, flags, message):

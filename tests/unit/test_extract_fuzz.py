@@ -18,6 +18,7 @@ from services.errors import SaekinError
 from services.ingest.extract import ExtractedDocument, ExtractLimits, extract_file
 from tests.extract_samples import (
     FIXTURES,
+    build_distribution_hwp,
     build_docx,
     build_hwp,
     build_hwpx,
@@ -58,6 +59,42 @@ HWP_SECTION = (
 )
 
 
+HWPML = (
+    '<?xml version="1.0" encoding="UTF-8"?><HWPML Version="2.91"><HEAD><DOCSUMMARY><TITLE>제목</TITLE>'
+    '</DOCSUMMARY></HEAD><BODY><SECTION><P ParaShape="0"><TEXT><CHAR>한글 문서</CHAR><TAB/><CHAR>본문</CHAR></TEXT></P>'
+    "<P><TEXT><TABLE><ROW><CELL><PARALIST><P><TEXT><CHAR>가</CHAR></TEXT></P></PARALIST></CELL></ROW></TABLE>"
+    "</TEXT></P></SECTION></BODY></HWPML>"
+)
+
+
+def _xlsx() -> bytes:
+    import io
+
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    wb.active.title = "시트"
+    wb.active.append(["구분", "값"])
+    wb.active.append(["채용", 3])
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
+
+
+def _pptx() -> bytes:
+    import io
+
+    import pptx
+
+    prs = pptx.Presentation()
+    slide = prs.slides.add_slide(prs.slide_layouts[1])
+    slide.shapes.title.text = "제목"
+    slide.placeholders[1].text = "본문 한 줄"
+    buf = io.BytesIO()
+    prs.save(buf)
+    return buf.getvalue()
+
+
 @functools.lru_cache(maxsize=1)
 def seeds() -> dict[str, bytes]:
     samples = {
@@ -72,12 +109,19 @@ def seeds() -> dict[str, bytes]:
         "seed.hwpx": build_hwpx([HWPX_XML]),
         "seed.hwp": build_hwp([HWP_SECTION], title="제목"),
         "seedu.hwp": build_hwp([HWP_SECTION], flags=0),
+        "seedd.hwp": build_distribution_hwp([HWP_SECTION]),
+        "seed.hml": HWPML.encode(),
+        "seed.xlsx": _xlsx(),
+        "seed.pptx": _pptx(),
     }
     for name in (
         "assembly_bill_2125318_hancompdf.pdf",
         "gangnam_notice_2023-745.hwpx",
         "pyhwp_sample-5017.hwp",
         "chardet_euc-kr_ude_euc2.txt",
+        "hml_aligns_hwpml291.hml",
+        "hwp_distribution_doc.hwp",
+        "hwpx_toc_headings_h2024.hwpx",
     ):
         path = FIXTURES / name
         if path.is_file() and path.stat().st_size < 2**20:
@@ -137,6 +181,10 @@ def mutated_bytes(draw, seed_names: list[str]) -> tuple[str, bytes]:
                 "seed.hwpx",
                 "seed.hwp",
                 "seedu.hwp",
+                "seedd.hwp",
+                "seed.hml",
+                "seed.xlsx",
+                "seed.pptx",
             ]
         )
     )
@@ -166,6 +214,9 @@ def test_mutated_real_fixtures(data):
             "text/html",
             "text/plain",
             "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+            "application/x-hwpml",
         ]
     ),
     st.binary(max_size=2048),

@@ -174,8 +174,7 @@ def test_file_header_flags():
         parse_file_header(_header(1 << 10))
     with pytest.raises(ExtractionError, match="certificate"):
         parse_file_header(_header(1 << 8))
-    with pytest.raises(ExtractionError, match="distribution"):
-        parse_file_header(_header(FLAG_DISTRIBUTION))
+    assert parse_file_header(_header(FLAG_COMPRESSED | FLAG_DISTRIBUTION)).distribution  # read, not refused
     with pytest.raises(ExtractionError, match="version 3"):
         parse_file_header(_header(0, version=0x03000000))
     with pytest.raises(ExtractionError, match="signature"):

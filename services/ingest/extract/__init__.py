@@ -1,7 +1,8 @@
 """Turn uploaded bytes into text with structure (pages, headings), by the type the content shows.
 
-Formats: plain text (UTF-8, UTF-16, CP949/EUC-KR), Markdown, HTML, PDF (pypdfium2), DOCX, HWPX and
-HWP 5.0 (own reader of the public record format). Hostile input (bombs, entity expansion, deep
+Formats: plain text (UTF-8, UTF-16, CP949/EUC-KR), Markdown, HTML, PDF (pypdfium2), DOCX, XLSX
+(openpyxl), PPTX (python-pptx), HWPX, HWPML and HWP 5.0 including 배포용 documents (own reader of the
+public record format). Hostile input (bombs, entity expansion, deep
 nesting, truncation, garbage) ends in ExtractionError or UnsupportedMediaType, never another error.
 
 Ingestion workers call extract_file_with_timeout (child process, time limit, memory cap); the
@@ -13,12 +14,15 @@ from ._core import extract_file, normalize_media_type
 from ._types import (
     DOCX,
     HWP,
+    HWPML,
     HWPX,
     PDF,
+    PPTX,
     SUPPORTED_MEDIA_TYPES,
     TEXT_HTML,
     TEXT_MARKDOWN,
     TEXT_PLAIN,
+    XLSX,
     ExtractedDocument,
     ExtractLimits,
     Section,
@@ -29,12 +33,15 @@ from .sandbox import extract_file_with_timeout
 __all__ = [
     "DOCX",
     "HWP",
+    "HWPML",
     "HWPX",
     "PDF",
+    "PPTX",
     "SUPPORTED_MEDIA_TYPES",
     "TEXT_HTML",
     "TEXT_MARKDOWN",
     "TEXT_PLAIN",
+    "XLSX",
     "ExtractLimits",
     "ExtractedDocument",
     "Section",

@@ -45,13 +45,16 @@ def main() -> int:
                 media_type=request.get("media_type"),
                 filename=request.get("filename"),
                 limits=ExtractLimits(**limits_args),
+                resolve_wraps=False,  # decided in the parent, whose Kiwi is loaded once
             )
             reply = {
                 "ok": True,
                 "document": {
                     "media_type": doc.media_type,
                     "title": doc.title,
-                    "sections": [{"text": s.text, "page": s.page, "heading": s.heading} for s in doc.sections],
+                    "sections": [
+                        {"text": s.text, "page": s.page, "heading": s.heading, "table": s.table} for s in doc.sections
+                    ],
                 },
             }
         except SaekinError as exc:

@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 from pathlib import Path, PurePath
 
 from services.errors import ExtractionError, SaekinError, UnsupportedMediaType
 
 from ._budget import Budget
+from ._pua import map_private_use
 from ._types import (
     DOCX,
     FORMAT_NAMES,
     HWP,
+    HWPML,
     HWPX,
     PDF,
+    PPTX,
     SUPPORTED_MEDIA_TYPES,
     TEXT_HTML,
     TEXT_MARKDOWN,
     TEXT_PLAIN,
+    XLSX,
     ExtractedDocument,
     ExtractLimits,
 )
+from ._wraps import resolve_wraps as _resolve_wraps
 from .detect import DECLARED_ALIASES, EXTENSION_TYPES, detect_media_type_path
 
 log = logging.getLogger(__name__)
+
+#: Formats written by Hancom's software, whose private-use characters are Hanyang old Hangul or
+#: Hancom symbols (a PDF made by Hancom PDF is recognised by its producer in pdf.py).
+_HANCOM_FORMATS = frozenset({HWP, HWPX, HWPML})
+#: A letter of any script (no digits, no punctuation, no symbols): \w without digits and underscore.
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 def normalize_media_type(media_type: str) -> str:
@@ -36,12 +49,19 @@ def normalize_media_type(media_type: str) -> str:
 
 
 def extract_file(
-    path: Path, *, media_type: str | None = None, filename: str | None = None, limits: ExtractLimits = ExtractLimits()
+    path: Path,
+    *,
+    media_type: str | None = None,
+    filename: str | None = None,
+    limits: ExtractLimits = ExtractLimits(),
+    resolve_wraps: bool = True,
 ) -> ExtractedDocument:
     """Extract the text of the document at `path`, detecting its type from content when not given.
 
     Every bad input raises ExtractionError (or UnsupportedMediaType for a type we do not read) with a
-    reason a person can act on; no other exception escapes.
+    reason a person can act on; no other exception escapes. resolve_wraps=False leaves the PDF line
+    wraps that need Korean word analysis marked (_wraps.WRAP_MARK) for the caller to decide: the
+    sandbox's child does, so that Kiwi is loaded once in the worker rather than once per document.
     """
     path = Path(path)
     try:
@@ -54,9 +74,16 @@ def extract_file(
     budget = Budget(limits)
     try:
         doc = _dispatch(path, media_type, budget)
+        if doc.media_type in _HANCOM_FORMATS or doc.hancom:
+            doc = _map_private_use(doc)
         if not any(section.text.strip() for section in doc.sections):
             raise ExtractionError(f"no text: the {FORMAT_NAMES[media_type]} document is empty")
-        return doc
+        if not any(_LETTER.search(section.text) for section in doc.sections):
+            raise ExtractionError(
+                f"no text: the {FORMAT_NAMES[media_type]} document has no letters (only"
+                " digits, punctuation, symbols or table lines)"
+            )
+        return _resolve_wraps(doc) if resolve_wraps else doc
     except SaekinError:
         raise
     except MemoryError:
@@ -71,11 +98,27 @@ def extract_file(
         ) from exc
 
 
+def _map_private_use(doc: ExtractedDocument) -> ExtractedDocument:
+    sections = [
+        dataclasses.replace(
+            sec,
+            text=map_private_use(sec.text),
+            heading=map_private_use(sec.heading) if sec.heading else sec.heading,
+        )
+        for sec in doc.sections
+    ]
+    sections = [sec for sec in sections if sec.text.strip()]
+    title = map_private_use(doc.title).strip() or None if doc.title else doc.title
+    return dataclasses.replace(doc, sections=sections, title=title)
+
+
 def _detect(path: Path, filename: str | None) -> str:
     try:
         return detect_media_type_path(path, filename=filename)
     except UnsupportedMediaType as exc:
         claimed = EXTENSION_TYPES.get(PurePath(filename).suffix.lower()) if filename else None
+        if claimed in (TEXT_PLAIN, TEXT_MARKDOWN, TEXT_HTML) and exc.message.startswith("unsupported file type: XML"):
+            raise  # markup of another kind named as text: a foreign type, not a damaged text file
         if claimed:
             # Named like a supported format but its content is not: a damaged file, not a foreign type.
             raise ExtractionError(
@@ -110,4 +153,16 @@ def _dispatch(path: Path, media_type: str, budget: Budget) -> ExtractedDocument:
         from .hwp import extract_hwp
 
         return extract_hwp(path, budget)
+    if media_type == HWPML:
+        from .hwpml import extract_hwpml
+
+        return extract_hwpml(path, budget)
+    if media_type == XLSX:
+        from .xlsx import extract_xlsx
+
+        return extract_xlsx(path, budget)
+    if media_type == PPTX:
+        from .pptx import extract_pptx
+
+        return extract_pptx(path, budget)
     raise UnsupportedMediaType(f"unsupported media type: {media_type}")  # pragma: no cover

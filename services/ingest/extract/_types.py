@@ -11,8 +11,13 @@ PDF = "application/pdf"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 HWPX = "application/hwp+zip"
 HWP = "application/x-hwp"
+HWPML = "application/x-hwpml"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
 
-SUPPORTED_MEDIA_TYPES: frozenset[str] = frozenset({TEXT_PLAIN, TEXT_MARKDOWN, TEXT_HTML, PDF, DOCX, HWPX, HWP})
+SUPPORTED_MEDIA_TYPES: frozenset[str] = frozenset(
+    {TEXT_PLAIN, TEXT_MARKDOWN, TEXT_HTML, PDF, DOCX, HWPX, HWP, HWPML, XLSX, PPTX}
+)
 
 #: Human names used in error messages.
 FORMAT_NAMES: dict[str, str] = {
@@ -23,16 +28,22 @@ FORMAT_NAMES: dict[str, str] = {
     DOCX: "DOCX",
     HWPX: "HWPX",
     HWP: "HWP",
+    HWPML: "HWPML",
+    XLSX: "XLSX",
+    PPTX: "PPTX",
 }
 
 
 @dataclass(frozen=True)
 class Section:
-    """A run of text with its location: 1-based page (PDF) and the nearest heading it sits under."""
+    """A run of text with its location: 1-based page (PDF page, slide, sheet), the heading path it
+    sits under ("제2장 총칙 > 제8조"), and whether it is one table (one line per row, cells joined
+    by " | "), which the chunker keeps in one chunk when it fits the budget."""
 
     text: str
     page: int | None = None
     heading: str | None = None
+    table: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,8 @@ class ExtractedDocument:
     media_type: str
     sections: list[Section]
     title: str | None = None
+    #: Written by Hancom software (a PDF from Hancom PDF): private-use characters are Hancom's.
+    hancom: bool = False
 
     @property
     def text(self) -> str:

@@ -10,7 +10,19 @@ from pathlib import Path, PurePath
 
 from services.errors import ExtractionError, UnsupportedMediaType
 
-from ._types import DOCX, HWP, HWPX, PDF, SUPPORTED_MEDIA_TYPES, TEXT_HTML, TEXT_MARKDOWN, TEXT_PLAIN
+from ._types import (
+    DOCX,
+    HWP,
+    HWPML,
+    HWPX,
+    PDF,
+    PPTX,
+    SUPPORTED_MEDIA_TYPES,
+    TEXT_HTML,
+    TEXT_MARKDOWN,
+    TEXT_PLAIN,
+    XLSX,
+)
 
 HEAD_BYTES = 8192
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -33,6 +45,10 @@ EXTENSION_TYPES = {
     ".docx": DOCX,
     ".hwpx": HWPX,
     ".hwp": HWP,
+    ".hml": HWPML,
+    ".xlsx": XLSX,
+    ".xlsm": XLSX,
+    ".pptx": PPTX,
 }
 DECLARED_ALIASES = {
     "text/x-markdown": TEXT_MARKDOWN,
@@ -44,6 +60,9 @@ DECLARED_ALIASES = {
     "application/vnd.hancom.hwpx": HWPX,
     "application/haansofthwpx": HWPX,
     "application/x-hwpx": HWPX,
+    "application/vnd.hancom.hml": HWPML,
+    "application/haansofthml": HWPML,
+    "application/vnd.ms-excel.sheet.macroenabled.12": XLSX,
 }
 # Binary formats recognised only to name them in the refusal.
 _KNOWN_BINARIES: list[tuple[bytes, str]] = [
@@ -75,6 +94,15 @@ _HTML_START = re.compile(
     re.I | re.S,
 )
 _HTML_STRONG = re.compile(rb"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)[\s>]", re.I | re.S)
+# HWPML: an XML declaration (or none), comments, then the HWPML root element.
+_HWPML_START = re.compile(rb"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<HWPML[\s>]", re.S)
+# XML that is not a document type we read: an XML declaration, a DOCTYPE, or a root element with a
+# namespace declaration (RSS, SVG, XML data, office XML parts…). Its tags are not text.
+_XML_START = re.compile(
+    rb"^\s*(?:<\?xml[\s?]|(?:<!--.*?-->\s*)*<!DOCTYPE\s|(?:<!--.*?-->\s*)*<[A-Za-z_][\w.:-]*\s[^>]*\bxmlns(?::\w+)?\s*=)",
+    re.S,
+)
+_XML_ROOT = re.compile(rb"<([A-Za-z_][\w.:-]*)[\s/>]")
 
 
 def _hint(filename: str | None, declared: str | None) -> str | None:
@@ -112,7 +140,7 @@ def detect_media_type(head: bytes, *, filename: str | None = None, declared: str
             return kind
         return _container_fallback(
             "ZIP archive",
-            (DOCX, HWPX),
+            (DOCX, HWPX, XLSX, PPTX),
             filename,
             declared,
             "use detect_media_type_path to look inside the whole archive",
@@ -150,6 +178,15 @@ def _detect_non_container(head: bytes, filename: str | None, declared: str | Non
         raise UnsupportedMediaType(f"unsupported file type: unrecognised binary data{claim}")
     hint = _hint_from_name_first(filename, declared)
     sample = _ascii_view(head)
+    if _HWPML_START.match(sample):
+        return HWPML
+    if hint != TEXT_MARKDOWN and not _HTML_STRONG.match(sample) and _XML_START.match(sample):
+        root = next((m.group(1) for m in _XML_ROOT.finditer(sample) if not m.group(1).startswith(b"!")), b"")
+        name = root.decode("ascii", "replace")[:40]
+        raise UnsupportedMediaType(
+            f"unsupported file type: XML document{f' <{name}>' if name else ''} that is not a known document"
+            " type (XML is read only as XHTML, HWPML, DOCX, XLSX, PPTX or HWPX)"
+        )
     if hint == TEXT_MARKDOWN:
         return TEXT_MARKDOWN
     if hint == TEXT_HTML or _HTML_STRONG.match(sample):
@@ -231,6 +268,10 @@ def _classify_zip_names(names: list[str]) -> str | None:
     lowered = [n.lower() for n in names]
     if any(n.startswith("word/") for n in lowered):
         return DOCX
+    if any(n.startswith("xl/") for n in lowered):
+        return XLSX
+    if any(n.startswith("ppt/") for n in lowered):
+        return PPTX
     if any(re.match(r"contents/section\d+\.xml$", n) for n in lowered) or "contents/content.hpf" in lowered:
         return HWPX
     return None
@@ -250,20 +291,20 @@ def _zip_kind_from_path(path: Path, head: bytes, filename: str | None, declared:
         kind = _zip_kind_from_bytes(head)
         if kind:
             return kind  # damaged, but recognisably DOCX/HWPX: the extractor reports the damage
-        return _container_fallback("ZIP archive", (DOCX, HWPX), filename, declared, "it is corrupt or truncated")
+        return _container_fallback(
+            "ZIP archive", (DOCX, HWPX, XLSX, PPTX), filename, declared, "it is corrupt or truncated"
+        )
     kind = _classify_zip_names(names)
     if kind:
         return kind
     what = _describe_other_zip(names)
-    raise UnsupportedMediaType(f"unsupported file type: {what} (only DOCX and HWPX ZIP documents are supported)")
+    raise UnsupportedMediaType(
+        f"unsupported file type: {what} (only DOCX, XLSX, PPTX and HWPX ZIP documents are supported)"
+    )
 
 
 def _describe_other_zip(names: list[str]) -> str:
     lowered = [n.lower() for n in names]
-    if any(n.startswith("xl/") for n in lowered):
-        return "Excel workbook (XLSX)"
-    if any(n.startswith("ppt/") for n in lowered):
-        return "PowerPoint presentation (PPTX)"
     if "mimetype" in lowered and "content.xml" in lowered:
         return "OpenDocument file"
     return "ZIP archive"

@@ -1,4 +1,5 @@
-"""DOCX (Office Open XML): paragraphs, tables (one line per row) and Heading styles as section headings."""
+"""DOCX (Office Open XML): paragraphs, tables (sections of their own, one line per row) and heading
+styles or outline levels as section headings with their paths."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from services.errors import ExtractionError
 from ._budget import Budget
 from ._safexml import local, parse_xml
 from ._safezip import SafeZip
-from ._types import DOCX, ExtractedDocument, Section
+from ._structure import SectionBuilder, row_line
+from ._types import DOCX, ExtractedDocument
 
-_HEADING_NAME = re.compile(r"^(heading\s*\d|title|subtitle|제목\s*\d*)$", re.I)
+_HEADING_NAME = re.compile(r"^(?:heading|제목)\s*(\d*)$", re.I)
+_TITLE_NAME = re.compile(r"^(?:title|subtitle)$", re.I)
 _OFFICE_DOCUMENT_REL = "/officeDocument"
-CELL_SEPARATOR = " | "
 
 
 def extract_docx(path: Path, budget: Budget) -> ExtractedDocument:
@@ -61,7 +63,7 @@ def _core_title(zf: SafeZip, budget: Budget) -> str | None:
     except ExtractionError:
         return None  # optional metadata: a broken core.xml does not lose the text
     for el in core:
-        if local(el.tag) == "title" and (el.text or "").strip():
+        if local(el.tag) == "title" and el.text and el.text.strip():
             return el.text.strip()
     return None
 
@@ -81,9 +83,20 @@ def _child(el: Element, name: str) -> Element | None:
     return None
 
 
-def _heading_styles(styles_root: Element) -> dict[str, bool]:
-    """styleId → whether the paragraph style is a heading (Heading n / Title names, or an outline level)."""
-    info: dict[str, tuple[bool, str | None]] = {}
+def _outline_level(ppr: Element | None) -> int | None:
+    if ppr is None:
+        return None
+    outline = _child(ppr, "outlineLvl")
+    if outline is None:
+        return None
+    val = _attr(outline, "val") or ""
+    return int(val) if val.isdigit() and int(val) < 9 else -1  # 9: body text, explicitly not a heading
+
+
+def _heading_styles(styles_root: Element) -> dict[str, int]:
+    """styleId → heading level (0 outermost) of paragraph styles that are headings: an outline level,
+    a "heading n" / "제목 n" name (level n - 1), Title (0) or Subtitle (1), also through basedOn."""
+    info: dict[str, tuple[int | None, str | None]] = {}
     for style in styles_root:
         if local(style.tag) != "style" or _attr(style, "type") not in (None, "paragraph"):
             continue
@@ -91,38 +104,35 @@ def _heading_styles(styles_root: Element) -> dict[str, bool]:
         if not style_id:
             continue
         name_el = _child(style, "name")
-        name = (_attr(name_el, "val") or "") if name_el is not None else ""
-        heading = bool(_HEADING_NAME.match(name.strip()))
-        ppr = _child(style, "pPr")
-        if ppr is not None:
-            outline = _child(ppr, "outlineLvl")
-            if outline is not None and (_attr(outline, "val") or "").isdigit() and int(_attr(outline, "val")) < 9:
-                heading = True
+        name = ((_attr(name_el, "val") or "") if name_el is not None else "").strip()
+        level = _outline_level(_child(style, "pPr"))
+        if level is None:
+            if m := _HEADING_NAME.match(name):
+                level = max(0, int(m.group(1)) - 1) if m.group(1) else 0
+            elif _TITLE_NAME.match(name):
+                level = 0 if name.lower() == "title" else 1
         based = _child(style, "basedOn")
-        info[style_id] = (heading, _attr(based, "val") if based is not None else None)
-    result: dict[str, bool] = {}
+        info[style_id] = (level, _attr(based, "val") if based is not None else None)
+    result: dict[str, int] = {}
     for style_id in info:
         seen: set[str] = set()
         current: str | None = style_id
-        is_heading = False
         while current and current in info and current not in seen and len(seen) < 32:
             seen.add(current)
-            if info[current][0]:
-                is_heading = True
+            level = info[current][0]
+            if level is not None:
+                if level >= 0:
+                    result[style_id] = level
                 break
             current = info[current][1]
-        result[style_id] = is_heading
     return result
 
 
 class _Builder:
-    def __init__(self, styles: dict[str, bool], budget: Budget) -> None:
+    def __init__(self, styles: dict[str, int], budget: Budget) -> None:
         self.styles = styles
         self.budget = budget
-        self.sections: list[Section] = []
-        self.heading: str | None = None
-        self.lines: list[str] = []
-        self.count = 0
+        self.out = SectionBuilder(budget)
 
     def block_container(self, container: Element) -> None:
         """Body, content controls, custom XML: paragraphs and tables in document order."""
@@ -131,45 +141,33 @@ class _Builder:
             if name == "p":
                 self._paragraph(el)
             elif name == "tbl":
-                for row in table_rows(el):
-                    self.lines.append(row)
+                self.out.add_table(table_rows(el))
             elif name in ("sdt", "customXml", "smartTag"):
                 content = _child(el, "sdtContent") if name == "sdt" else el
                 if content is not None:
                     self.block_container(content)
-            self.count += 1
-            if self.count % 1024 == 0:
-                self.budget.check_time()
+            self.out._tick()
 
     def _paragraph(self, p: Element) -> None:
         text = paragraph_text(p)
-        if self._is_heading(p) and text.strip():
-            self._flush()
-            self.heading = " ".join(text.split())
-            self.lines.append(self.heading)
+        level = self._heading_level(p)
+        if level is not None and text.strip():
+            self.out.add_heading(level, text)
         elif text.strip():
-            self.lines.append(text)
+            self.out.add_line(text)
 
-    def _is_heading(self, p: Element) -> bool:
+    def _heading_level(self, p: Element) -> int | None:
         ppr = _child(p, "pPr")
         if ppr is None:
-            return False
-        outline = _child(ppr, "outlineLvl")
-        if outline is not None:
-            val = _attr(outline, "val") or ""
-            return val.isdigit() and int(val) < 9
+            return None
+        level = _outline_level(ppr)
+        if level is not None:
+            return level if level >= 0 else None
         style = _child(ppr, "pStyle")
-        return bool(style is not None and self.styles.get(_attr(style, "val") or ""))
+        return self.styles.get(_attr(style, "val") or "") if style is not None else None
 
-    def _flush(self) -> None:
-        text = "\n".join(self.lines).strip("\n")
-        self.lines = []
-        if text.strip():
-            self.sections.append(Section(text=text, heading=self.heading))
-
-    def finish(self) -> list[Section]:
-        self._flush()
-        return self.sections
+    def finish(self):
+        return self.out.finish()
 
 
 # Tracked changes show the document as accepted: deletions (del) and the old place of moved text
@@ -211,11 +209,16 @@ def paragraph_text(p: Element) -> str:
 
 
 def table_rows(tbl: Element) -> list[str]:
-    """One line per table row, cells joined by ' | '; a nested table's rows are flattened into its cell."""
+    """One line per table row, cells joined by ' | '; a nested table's rows are flattened into its cell.
+
+    A cell merged vertically appears once: its continuation cells (vMerge without restart) are skipped.
+    """
     rows: list[str] = []
     for tr in _children_named(tbl, "tr"):
         cells = []
         for tc in _children_named(tr, "tc"):
+            if _vmerge_continuation(tc):
+                continue
             pieces: list[str] = []
             for el in tc:
                 name = local(el.tag)
@@ -227,10 +230,17 @@ def table_rows(tbl: Element) -> list[str]:
                     content = _child(el, "sdtContent")
                     if content is not None:
                         pieces.extend(paragraph_text(x) for x in content if local(x.tag) == "p")
-            cells.append(" ".join(" ".join(pieces).split()))
-        if any(cells):
-            rows.append(CELL_SEPARATOR.join(cells))
+            cells.append(" ".join(pieces))
+        line = row_line(cells)
+        if line:
+            rows.append(line)
     return rows
+
+
+def _vmerge_continuation(tc: Element) -> bool:
+    tcpr = _child(tc, "tcPr")
+    vmerge = _child(tcpr, "vMerge") if tcpr is not None else None
+    return vmerge is not None and (_attr(vmerge, "val") or "continue") != "restart"
 
 
 def _children_named(parent: Element, name: str):

@@ -1,4 +1,5 @@
-"""HTML: main text without scripts, styles and navigation; h1–h6 become section headings."""
+"""HTML: main text without scripts, styles and navigation; h1–h6 become section headings (with their
+paths), tables sections of their own."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from services.errors import ExtractionError
 
 from ._budget import Budget
+from ._structure import SectionBuilder, row_line
 from ._types import TEXT_HTML, ExtractedDocument, Section
 from .textfmt import decode_text, read_limited
 
@@ -165,18 +167,23 @@ def _collapse(s: str) -> str:
 
 
 class _Walker:
-    """Iterative depth-first walk (no recursion, so deeply nested markup cannot exhaust the stack)."""
+    """Iterative depth-first walk (no recursion, so deeply nested markup cannot exhaust the stack).
+
+    h1-h6 start sections with their heading path; a table (outside any cell) is a section of its
+    own, one line per row with each non-empty cell once; a table inside a cell is flattened into it.
+    """
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
-        self.sections: list[Section] = []
-        self.heading: str | None = None
-        self.lines: list[str] = []
+        self.out = SectionBuilder(budget)
         self.parts: list[str] = []
         self.pre = 0
-        self.cell_depth = 0
-        self.row_cells: list[int] = []  # cells seen so far in each open <tr>
+        self.cells: list[list[str]] = []  # text parts of each open <td>/<th>
+        self.rows: list[list[str]] = []  # cell texts of each open <tr>
+        self.table_depth = 0  # open tables outside any cell
+        self.table_lines: list[str] = []  # rows (and captions) of the open outer table
         self.heading_parts: list[str] | None = None
+        self.heading_level = 0
 
     def run(self, root) -> list[Section]:
         stack = [(root, False)]
@@ -204,38 +211,43 @@ class _Walker:
                 child = child.next
             stack.extend((c, False) for c in reversed(children))
         self._flush_line()
-        self._flush_section()
-        return self.sections
+        if self.table_lines:
+            self.out.add_table(self.table_lines)
+        return self.out.finish()
 
     def _text(self, text: str) -> None:
-        target = self.heading_parts if self.heading_parts is not None else self.parts
-        if self.pre:
-            if "\n" in text and self.heading_parts is None and not self.cell_depth:
-                first, *rest = text.split("\n")
-                self.parts.append(first)
-                for piece in rest:
-                    self._flush_line(keep_ws=True)
-                    self.parts.append(piece)
-            else:
-                target.append(text)
+        if self.heading_parts is not None:
+            self.heading_parts.append(text)
+        elif self.cells:
+            self.cells[-1].append(text)
+        elif self.pre and "\n" in text:
+            first, *rest = text.split("\n")
+            self.parts.append(first)
+            for piece in rest:
+                self._flush_line(keep_ws=True)
+                self.parts.append(piece)
         else:
-            target.append(text)
+            self.parts.append(text)
 
     def _enter(self, tag: str) -> None:
-        if tag in _HEADINGS and self.heading_parts is None and not self.cell_depth:
+        if tag in _HEADINGS and self.heading_parts is None and not self.cells:
             self._flush_line()
             self.heading_parts = []
+            self.heading_level = int(tag[1]) - 1
             return
         if tag in ("td", "th"):
-            if self.row_cells:
-                if self.row_cells[-1]:
-                    self.parts.append(" | ")
-                self.row_cells[-1] += 1
-            self.cell_depth += 1
+            self.cells.append([])
             return
         if tag == "tr":
-            self._boundary()
-            self.row_cells.append(0)
+            if not self.cells:
+                self._boundary()
+            self.rows.append([])
+            return
+        if tag == "table" and not self.cells:
+            self._flush_line()
+            if self.table_depth == 0:
+                self.table_lines = []
+            self.table_depth += 1
             return
         if tag == "pre":
             self._boundary()
@@ -245,21 +257,38 @@ class _Walker:
             self._boundary()
 
     def _exit(self, tag: str) -> None:
-        if tag in _HEADINGS and self.heading_parts is not None and not self.cell_depth:
+        if tag in _HEADINGS and self.heading_parts is not None and not self.cells:
             heading = _collapse("".join(self.heading_parts))
             self.heading_parts = None
             if heading:
-                self._flush_section()
-                self.heading = heading
-                self.lines.append(heading)
+                self.out.add_heading(self.heading_level, heading)
             return
         if tag in ("td", "th"):
-            self.cell_depth = max(0, self.cell_depth - 1)
+            if not self.cells:
+                return
+            text = _collapse("".join(self.cells.pop()))
+            if self.rows:
+                self.rows[-1].append(text)
+            elif self.cells:
+                self.cells[-1].append(" " + text + " ")
+            else:
+                self.parts.append(" " + text + " ")
             return
         if tag == "tr":
-            if self.row_cells:
-                self.row_cells.pop()
-            self._boundary()
+            if not self.rows:
+                return
+            line = row_line(self.rows.pop())
+            if self.cells:  # a table inside a cell: its rows run on in that cell
+                self.cells[-1].append(" " + line + " ")
+            elif line:
+                self._add_line(line)
+            return
+        if tag == "table" and not self.cells and self.table_depth:
+            self._flush_line()
+            self.table_depth -= 1
+            if self.table_depth == 0:
+                lines, self.table_lines = self.table_lines, []
+                self.out.add_table(lines)
             return
         if tag == "pre":
             self.pre = max(0, self.pre - 1)
@@ -271,20 +300,20 @@ class _Walker:
     def _boundary(self) -> None:
         if self.heading_parts is not None:
             self.heading_parts.append(" ")
-        elif self.cell_depth:
-            self.parts.append(" ")
+        elif self.cells:
+            self.cells[-1].append(" ")
         else:
             self._flush_line()
+
+    def _add_line(self, line: str) -> None:
+        if self.table_depth:
+            self.table_lines.append(line)
+        else:
+            self.out.add_line(line)
 
     def _flush_line(self, keep_ws: bool = False) -> None:
         raw = "".join(self.parts)
         self.parts = []
         line = raw.rstrip() if keep_ws else _collapse(raw)
         if line.strip():
-            self.lines.append(line)
-
-    def _flush_section(self) -> None:
-        text = "\n".join(self.lines).strip("\n")
-        self.lines = []
-        if text.strip():
-            self.sections.append(Section(text=text, heading=self.heading))
+            self._add_line(line)

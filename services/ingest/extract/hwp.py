@@ -1,9 +1,16 @@
 """HWP 5.0 (한/글 binary, OLE compound file): a small reader of the documented record structure.
 
 Reference: Hancom, "한글 문서 파일 형식 5.0" (revision 1.3), public specification. Only what text
-extraction needs is read: FileHeader (signature, version, flags), BodyText/SectionN streams (raw
-deflate when the compressed flag is set), and in them the records PARA_HEADER, PARA_TEXT,
-CTRL_HEADER, LIST_HEADER and TABLE. Nothing in the file is executed (scripts are ignored).
+extraction needs is read: FileHeader (signature, version, flags), DocInfo (paragraph shapes and
+numberings, for headings and automatic numbers), BodyText/SectionN streams (raw deflate when the
+compressed flag is set), and in them the records PARA_HEADER, PARA_TEXT, CTRL_HEADER, LIST_HEADER
+and TABLE. Nothing in the file is executed (scripts are ignored).
+
+배포용 (distribution) documents keep their body in ViewText/SectionN streams: each starts with a
+DISTRIBUTE_DOC_DATA record of 256 bytes, scrambled with MSVC's rand() seeded by its first 4
+bytes, which holds the AES-128 key of the rest of the stream (ECB); the decrypted stream is then
+an ordinary (compressed) section. No password is involved, so they are read like any other
+document; only documents protected by a user's password are refused.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from pathlib import Path
 from services.errors import ExtractionError
 
 from ._budget import Budget
+from ._numbering import LevelFormat, Numbering, shape_name
+from ._structure import SectionBuilder, row_line
 from ._types import HWP, ExtractedDocument, Section
 
 SIGNATURE = b"HWP Document File"
@@ -32,6 +41,9 @@ FLAG_CERT_DRM = 1 << 10
 
 # Record tag ids (spec table 57): HWPTAG_BEGIN = 0x10.
 HWPTAG_BEGIN = 0x10
+TAG_PARA_SHAPE = HWPTAG_BEGIN + 9  # 25
+TAG_NUMBERING = HWPTAG_BEGIN + 14  # 30
+TAG_DISTRIBUTE_DOC_DATA = HWPTAG_BEGIN + 12  # 28
 TAG_PARA_HEADER = HWPTAG_BEGIN + 50  # 66
 TAG_PARA_TEXT = HWPTAG_BEGIN + 51  # 67
 TAG_CTRL_HEADER = HWPTAG_BEGIN + 55  # 71
@@ -46,7 +58,6 @@ EXTENDED_CONTROLS = frozenset({1, 2, 3, 11, 12, 14, 15, 16, 17, 18, 21, 22, 23})
 _CHAR_TEXT = {10: "\n", 24: "-", 30: " ", 31: " "}  # line break, hyphen, 묶음 빈칸, 고정폭 빈칸
 _TAB = 9
 _OBJECT = 11  # 그리기 개체/표
-CELL_SEPARATOR = " | "
 # Controls whose paragraphs are not document text: hidden comments (숨은 설명).
 _SKIP_CONTROL_IDS = {"tcmt"}
 _SECTION_STREAM = re.compile(r"^Section(\d+)$")
@@ -63,9 +74,14 @@ class FileHeader:
     def compressed(self) -> bool:
         return bool(self.flags & FLAG_COMPRESSED)
 
+    @property
+    def distribution(self) -> bool:
+        return bool(self.flags & FLAG_DISTRIBUTION)
+
 
 def parse_file_header(data: bytes) -> FileHeader:
-    """Parse and vet the FileHeader stream; encrypted, DRM and distribution documents raise ExtractionError."""
+    """Parse and vet the FileHeader stream; password-protected, DRM and certificate-encrypted documents
+    raise ExtractionError (distribution documents are read: see decrypt_view_text)."""
     if len(data) < 40 or not data.startswith(SIGNATURE):
         raise ExtractionError("corrupt HWP: the FileHeader signature is missing")
     raw_version, flags = struct.unpack_from("<II", data, 32)
@@ -73,13 +89,14 @@ def parse_file_header(data: bytes) -> FileHeader:
     if version[0] != 5:
         raise ExtractionError(f"unsupported HWP version {'.'.join(map(str, version))}: only HWP 5.x is supported")
     if flags & FLAG_PASSWORD:
-        raise ExtractionError("encrypted HWP: the document is password-protected (암호 설정 문서)")
+        raise ExtractionError(
+            "password-protected HWP: the document is encrypted with a user's password (암호 설정 문서)"
+            " and cannot be read without it"
+        )
     if flags & (FLAG_DRM | FLAG_CERT_DRM):
         raise ExtractionError("DRM-protected HWP: the document is locked by DRM (DRM 보안 문서)")
     if flags & FLAG_CERT_ENCRYPTED:
         raise ExtractionError("encrypted HWP: the document is encrypted with a certificate (공인 인증서 암호화)")
-    if flags & FLAG_DISTRIBUTION:
-        raise ExtractionError("distribution HWP: a 배포용 문서 keeps its text encrypted and cannot be extracted")
     return FileHeader(version=version, flags=flags)
 
 
@@ -175,49 +192,212 @@ def control_id(ctrl: Record) -> str:
     return ctrl.payload[:4][::-1].decode("latin-1") if len(ctrl.payload) >= 4 else ""
 
 
-class _TextBuilder:
-    """Turns a section's record tree into lines: paragraphs in order, tables one line per row."""
+@dataclass(frozen=True)
+class ParaShape:
+    head: int  # 0 none, 1 outline (개요), 2 number (문단 번호), 3 bullet
+    level: int  # 0-based
+    numbering_id: int  # 1-based NUMBERING record (for head == 2); 0: none
 
-    def __init__(self, budget: Budget) -> None:
+
+HEAD_OUTLINE, HEAD_NUMBER = 1, 2
+
+
+@dataclass
+class DocStyles:
+    """What DocInfo says about paragraphs: their shapes (heading kind and level) and numberings."""
+
+    para_shapes: list[ParaShape] = field(default_factory=list)
+    numberings: list[Numbering] = field(default_factory=list)
+
+    def numbering(self, one_based_id: int) -> Numbering | None:
+        if 1 <= one_based_id <= len(self.numberings):
+            return self.numberings[one_based_id - 1]
+        return None
+
+
+def parse_doc_info(stream: bytes, version: tuple[int, int, int, int]) -> DocStyles:
+    """Paragraph shapes and numbering definitions from a decompressed DocInfo stream.
+
+    Optional: a record too short or malformed is skipped, so a damaged DocInfo only loses headings.
+    """
+    styles = DocStyles()
+    for rec in parse_records(stream):
+        if rec.tag == TAG_PARA_SHAPE:
+            if len(rec.payload) >= 32:
+                (props,) = struct.unpack_from("<I", rec.payload, 0)
+                (numbering_id,) = struct.unpack_from("<H", rec.payload, 30)
+                styles.para_shapes.append(ParaShape((props >> 23) & 0x3, (props >> 25) & 0x7, numbering_id))
+            else:
+                styles.para_shapes.append(ParaShape(0, 0, 0))
+        elif rec.tag == TAG_NUMBERING:
+            styles.numberings.append(parse_numbering(rec.payload, version))
+    return styles
+
+
+def parse_numbering(payload: bytes, version: tuple[int, int, int, int]) -> Numbering:
+    """NUMBERING record: 7 levels (head info of 12 bytes + format string), start number, then (5.0.2.5+)
+    7 level start numbers, then optionally levels 8-10 and their start numbers."""
+    levels: list[LevelFormat] = []
+    pos = 0
+
+    def read_level() -> bool:
+        nonlocal pos
+        if pos + 14 > len(payload):
+            return False
+        (props,) = struct.unpack_from("<I", payload, pos)
+        (n,) = struct.unpack_from("<H", payload, pos + 12)
+        pos += 14
+        template = payload[pos : pos + 2 * n].decode("utf-16-le", errors="replace")
+        pos += 2 * n
+        levels.append(LevelFormat(template, shape_name((props >> 5) & 0x1F)))
+        return True
+
+    for _ in range(7):
+        if not read_level():
+            break
+    if pos + 2 <= len(payload):
+        (start,) = struct.unpack_from("<H", payload, pos)
+        pos += 2
+        for level in levels:
+            level.start = max(1, start)
+    if version >= (5, 0, 2, 5) and pos + 28 <= len(payload):
+        for i, level in enumerate(levels[:7]):
+            level.start = max(1, struct.unpack_from("<I", payload, pos + 4 * i)[0])
+        pos += 28
+    if len(levels) == 7 and pos < len(payload):
+        extra = [read_level() for _ in range(3)]
+        if all(extra) and pos + 12 <= len(payload):
+            for i, level in enumerate(levels[7:10]):
+                level.start = max(1, struct.unpack_from("<I", payload, pos + 4 * i)[0])
+    return Numbering(levels)
+
+
+@dataclass
+class _Cell:
+    row: int
+    col: int
+    lines: list[str]
+
+
+class _Walker:
+    """Turns a section's record tree into headings, paragraphs and tables (see _structure).
+
+    Paragraphs whose shape is an outline level (개요) are headings; outline and paragraph numbers
+    are written in front of their paragraphs as the reader sees them. Text inside table cells,
+    text boxes, headers, footers and notes becomes plain lines.
+    """
+
+    def __init__(self, budget: Budget, styles: DocStyles, out: SectionBuilder) -> None:
         self.budget = budget
-        self.count = 0
+        self.styles = styles
+        self.out = out
+        self.outline_id = 1  # the section's outline numbering (SECTION_DEF), 1 by default
+        self._fallback = Numbering([LevelFormat("") for _ in range(10)])
+
+    # --- the body: headings, paragraphs and tables go to the section builder ---------------
+
+    def body(self, node: Record) -> None:
+        for child in node.children:
+            if child.tag == TAG_PARA_HEADER:
+                text, items, heading_level = self.paragraph(child, body=True)
+                if heading_level is not None and text.strip():
+                    self.out.add_heading(heading_level, text)
+                elif text.strip():
+                    self.out.add_line(text)
+                for item in items:
+                    if isinstance(item, str):
+                        self.out.add_line(item)
+                    else:
+                        self.out.add_table(*item)
+            elif child.tag == TAG_CTRL_HEADER:
+                for item in self.control(child, body=True):
+                    if isinstance(item, str):
+                        self.out.add_line(item)
+                    else:
+                        self.out.add_table(*item)
+            elif child.tag != TAG_PARA_TEXT:
+                self.body(child)
+
+    # --- nested lists (cells, text boxes, notes): lines only --------------------------------
 
     def lines(self, node: Record) -> list[str]:
         out: list[str] = []
         for child in node.children:
             if child.tag == TAG_PARA_HEADER:
-                out.extend(self.paragraph(child))
+                text, items, _ = self.paragraph(child, body=False)
+                if text.strip():
+                    out.append(text)
+                out.extend(self._flatten(items))
             elif child.tag == TAG_CTRL_HEADER:
-                out.extend(self.control(child))
+                out.extend(self._flatten(self.control(child, body=False)))
             elif child.tag != TAG_PARA_TEXT:
                 out.extend(self.lines(child))
         return out
 
-    def paragraph(self, para: Record) -> list[str]:
-        self.count += 1
-        if self.count % 1024 == 0:
-            self.budget.check_time()
+    @staticmethod
+    def _flatten(items: list) -> list[str]:
+        out: list[str] = []
+        for item in items:
+            if isinstance(item, str):
+                out.append(item)
+            else:
+                rows, caption = item
+                out.extend(caption)
+                out.extend(rows)
+        return out
+
+    def paragraph(self, para: Record, *, body: bool) -> tuple[str, list, int | None]:
+        """(text with its number, nested items, heading level or None) of one paragraph."""
+        self.out._tick()
         texts: list[str] = []
-        nested: list[str] = []
+        items: list = []
         for child in para.children:
             if child.tag == TAG_PARA_TEXT:
                 texts.append(decode_para_text(child.payload))
             elif child.tag == TAG_CTRL_HEADER:
-                nested.extend(self.control(child))
+                items.extend(self.control(child, body=body))
         text = "".join(texts).strip()
-        return ([text] if text.strip() else []) + nested
+        heading_level: int | None = None
+        shape = self._shape(para)
+        if shape is not None and text and shape.head in (HEAD_OUTLINE, HEAD_NUMBER):
+            if shape.head == HEAD_OUTLINE:
+                numbering = self.styles.numbering(self.outline_id) or self._fallback
+                heading_level = shape.level if body else None
+            else:
+                numbering = self.styles.numbering(shape.numbering_id) or self._fallback
+            number = numbering.next(shape.level)
+            if number:
+                text = f"{number} {text}"
+        return text, items, heading_level
 
-    def control(self, ctrl: Record) -> list[str]:
+    def _shape(self, para: Record) -> ParaShape | None:
+        if len(para.payload) < 10:
+            return None
+        (shape_id,) = struct.unpack_from("<H", para.payload, 8)
+        shapes = self.styles.para_shapes
+        return shapes[shape_id] if shape_id < len(shapes) else None
+
+    def control(self, ctrl: Record, *, body: bool) -> list:
         cid = control_id(ctrl)
         if cid in _SKIP_CONTROL_IDS:
             return []
+        if cid == "secd":
+            if len(ctrl.payload) >= 20:
+                (outline_id,) = struct.unpack_from("<H", ctrl.payload, 18)
+                if outline_id:
+                    self.outline_id = outline_id
+            return []
         if cid == "tbl ":
-            return self.table(ctrl)
+            rows, caption = self.table(ctrl)
+            if body:
+                return [(rows, caption)]
+            return caption + rows
         return self.lines(ctrl)
 
-    def table(self, ctrl: Record) -> list[str]:
+    def table(self, ctrl: Record) -> tuple[list[str], list[str]]:
+        """(rows as lines, caption lines): each cell once, at its row and column address."""
         caption: list[str] = []
-        cells: list[tuple[int, int, list[str]]] = []
+        cells: list[_Cell] = []
         n_cols = 0
         seen_table = False
         current: list[str] | None = None
@@ -237,27 +417,42 @@ class _TextBuilder:
                 else:
                     col, row = (index % n_cols, index // n_cols) if n_cols else (index, 0)
                 current = []
-                cells.append((row, col, current))
+                cells.append(_Cell(row, col, current))
             elif child.tag == TAG_PARA_HEADER:
                 target = current if current is not None else caption
-                target.extend(self.paragraph(child))
+                text, items, _ = self.paragraph(child, body=False)
+                if text.strip():
+                    target.append(text)
+                target.extend(self._flatten(items))
             elif child.tag == TAG_CTRL_HEADER:
-                (current if current is not None else caption).extend(self.control(child))
-        rows: dict[int, list[tuple[int, str]]] = {}
-        for row, col, lines in cells:
-            rows.setdefault(row, []).append((col, " ".join(" ".join(lines).split())))
-        out = list(caption)
+                (current if current is not None else caption).extend(self._flatten(self.control(child, body=False)))
+        rows: dict[int, list[_Cell]] = {}
+        for cell in cells:
+            rows.setdefault(cell.row, []).append(cell)
+        out = []
         for row in sorted(rows):
-            texts = [t for _, t in sorted(rows[row], key=lambda x: x[0])]
-            if any(texts):
-                out.append(CELL_SEPARATOR.join(texts))
-        return out
+            line = row_line([" ".join(c.lines) for c in sorted(rows[row], key=lambda c: c.col)])
+            if line:
+                out.append(line)
+        return out, caption
 
 
-def section_text_lines(stream: bytes, budget: Budget) -> list[str]:
-    """Text lines of one decompressed BodyText/SectionN stream."""
+def section_text_lines(stream: bytes, budget: Budget, styles: DocStyles | None = None) -> list[str]:
+    """Text lines of one decompressed BodyText/SectionN stream (all its sections' lines in order)."""
+    return [line for sec in section_sections(stream, budget, styles) for line in sec.text.split("\n")]
+
+
+def section_sections(
+    stream: bytes, budget: Budget, styles: DocStyles | None = None, walker: _Walker | None = None
+) -> list[Section]:
+    """Sections (headings, paragraphs, tables) of one decompressed BodyText/SectionN stream."""
     tree = build_tree(parse_records(stream), budget.limits.max_xml_depth)
-    return _TextBuilder(budget).lines(tree)
+    if walker is None:
+        walker = _Walker(budget, styles or DocStyles(), SectionBuilder(budget))
+    start = len(walker.out.sections)
+    walker.body(tree)
+    walker.out.flush()
+    return walker.out.sections[start:]
 
 
 def inflate(data: bytes, budget: Budget, what: str) -> bytes:
@@ -285,8 +480,54 @@ def inflate(data: bytes, budget: Budget, what: str) -> bytes:
     return bytes(out)
 
 
+def distribution_key(payload: bytes) -> bytes:
+    """The AES-128 key hidden in a DISTRIBUTE_DOC_DATA payload (256 bytes).
+
+    Bytes 4-255 are XORed with a stream from MSVC's rand() seeded with the first 4 bytes (each
+    value repeated (rand() & 15) + 1 times); the key is the 16 bytes at 4 + (seed & 15).
+    """
+    if len(payload) != 256:
+        raise ExtractionError("corrupt distribution HWP: its document data record is not 256 bytes")
+    data = bytearray(payload)
+    seed = int.from_bytes(payload[:4], "little")
+
+    def rand() -> int:
+        nonlocal seed
+        seed = (seed * 214013 + 2531011) & 0xFFFFFFFF
+        return (seed >> 16) & 0x7FFF
+
+    key = 0
+    left = 0
+    for i in range(256):
+        if left == 0:
+            key = rand() & 0xFF
+            left = (rand() & 0xF) + 1
+        if i >= 4:
+            data[i] ^= key
+        left -= 1
+    offset = 4 + (data[0] & 0xF)
+    return bytes(data[offset : offset + 16])
+
+
+def decrypt_view_text(raw: bytes, what: str) -> bytes:
+    """A ViewText/SectionN stream decrypted: its DISTRIBUTE_DOC_DATA record gives the key of the rest."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    if len(raw) < 4:
+        raise ExtractionError(f"corrupt distribution HWP: {what} is cut off")
+    (header,) = struct.unpack_from("<I", raw, 0)
+    tag, size = header & 0x3FF, header >> 20
+    if tag != TAG_DISTRIBUTE_DOC_DATA or size != 256 or len(raw) < 260:
+        raise ExtractionError(f"corrupt distribution HWP: {what} does not start with its document data record")
+    key = distribution_key(raw[4:260])
+    body = raw[260:]
+    body = body[: len(body) - len(body) % 16]
+    decryptor = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
+    return decryptor.update(body) + decryptor.finalize()
+
+
 def extract_hwp(path: Path, budget: Budget) -> ExtractedDocument:
-    """HWP 5.x file → document with one section per BodyText section."""
+    """HWP 5.x file → document: sections at outline headings, tables as sections of their own."""
     import olefile
 
     try:
@@ -299,28 +540,32 @@ def extract_hwp(path: Path, budget: Budget) -> ExtractedDocument:
                 raise ExtractionError("not an HWP 5 document: the OLE file has no FileHeader stream")
             header = parse_file_header(ole.openstream("FileHeader").read(256))
             entries = ole.listdir(streams=True, storages=False)
-            numbered = []
+            storages: dict[str, list[tuple[int, str]]] = {"BodyText": [], "ViewText": []}
             for entry in entries:
-                if len(entry) == 2 and entry[0] == "BodyText" and (m := _SECTION_STREAM.match(entry[1])):
-                    numbered.append((int(m.group(1)), "/".join(entry)))
+                if len(entry) == 2 and entry[0] in storages and (m := _SECTION_STREAM.match(entry[1])):
+                    storages[entry[0]].append((int(m.group(1)), "/".join(entry)))
+            # A distribution document's BodyText, when present, holds only a notice; its text is in ViewText.
+            distribution = header.distribution or (not storages["BodyText"] and bool(storages["ViewText"]))
+            numbered = storages["ViewText"] if distribution else storages["BodyText"]
             if not numbered:
-                if any(entry and entry[0] == "ViewText" for entry in entries):
-                    raise ExtractionError("distribution HWP: a 배포용 문서 keeps its text encrypted")
                 raise ExtractionError("corrupt HWP: it has no BodyText sections")
             title = _summary_title(ole)
             file_size = path.stat().st_size
-            sections: list[Section] = []
+            styles = _doc_styles(ole, header, budget)
+            builder = SectionBuilder(budget)
+            walker = _Walker(budget, styles, builder)
             for _, name in sorted(numbered):
                 budget.check_time()
                 if ole.get_size(name) > file_size:
                     raise ExtractionError(f"corrupt HWP: stream {name} is larger than the file")
                 raw = ole.openstream(name).read()
+                if distribution:
+                    raw = decrypt_view_text(raw, name)
                 stream = inflate(raw, budget, name) if header.compressed else raw
                 if not header.compressed:
                     budget.take(len(raw), name)
-                text = "\n".join(section_text_lines(stream, budget))
-                if text.strip():
-                    sections.append(Section(text=text))
+                section_sections(stream, budget, walker=walker)
+            sections = builder.finish()
         except ExtractionError:
             raise
         except Exception as exc:  # damaged sector chains surface as OSError/IndexError/struct.error in olefile
@@ -330,6 +575,22 @@ def extract_hwp(path: Path, budget: Budget) -> ExtractedDocument:
     if not sections:
         raise ExtractionError("no text: the HWP document's body is empty")
     return ExtractedDocument(media_type=HWP, sections=sections, title=title)
+
+
+def _doc_styles(ole, header: FileHeader, budget: Budget) -> DocStyles:
+    """DocInfo's paragraph shapes and numberings; an unreadable DocInfo only costs the headings."""
+    try:
+        if not ole.exists("DocInfo") or ole.get_size("DocInfo") > budget.limits.max_uncompressed_bytes:
+            return DocStyles()
+        raw = ole.openstream("DocInfo").read()
+        stream = inflate(raw, budget, "DocInfo") if header.compressed else raw
+        return parse_doc_info(stream, header.version)
+    except ExtractionError as exc:
+        if "bomb" in exc.message or "limit" in exc.message or "longer than" in exc.message:
+            raise
+        return DocStyles()
+    except Exception:
+        return DocStyles()
 
 
 def _summary_title(ole) -> str | None:

@@ -1,4 +1,5 @@
-"""HWPX (OWPML, KS X 6101: ZIP + XML): paragraphs and tables of Contents/section*.xml in spine order.
+"""HWPX (OWPML, KS X 6101: ZIP + XML): paragraphs and tables of Contents/section*.xml in spine order,
+outline headings and automatic numbers from Contents/header.xml.
 
 Elements are matched by local name so both the 2011 Hancom namespaces and the 2024 OWPML ones work.
 Scripts in the package are never read, let alone executed.
@@ -8,18 +9,20 @@ from __future__ import annotations
 
 import posixpath
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
 from services.errors import ExtractionError
 
 from ._budget import Budget
+from ._numbering import LevelFormat, Numbering
 from ._safexml import local, parse_xml
 from ._safezip import SafeZip
-from ._types import HWPX, ExtractedDocument, Section
+from ._structure import SectionBuilder, row_line
+from ._types import HWPX, ExtractedDocument
 
 HWPX_MIMETYPE = b"application/hwp+zip"
-CELL_SEPARATOR = " | "
 _SECTION_NAME = re.compile(r"(?:^|/)section(\d+)\.xml$", re.I)
 _DEFAULT_HPF = "Contents/content.hpf"
 # Controls whose paragraphs are not document text: hidden comments (메모/숨은 설명) and field data.
@@ -39,23 +42,70 @@ def is_hwpx_package(zf: SafeZip) -> bool:
 
 
 def extract_hwpx(path: Path, budget: Budget) -> ExtractedDocument:
-    """HWPX file → document with one section per HWPX body section."""
+    """HWPX file → document: sections at outline headings, tables as sections of their own."""
     with SafeZip(path, budget, "HWPX") as zf:
         _refuse_encrypted(zf, budget)
         hpf_name = _rootfile(zf, budget)
         title, section_names = _package_info(zf, hpf_name, budget)
         if not section_names:
             raise ExtractionError("corrupt HWPX: it has no Contents/section*.xml body")
-        sections: list[Section] = []
+        styles = _header_styles(zf, hpf_name, budget)
+        builder = SectionBuilder(budget)
+        walker = _Walker(budget, styles, builder)
         for name in section_names:
             root = parse_xml(zf.read(name), budget, f"HWPX {name}")
-            lines = _Walker(budget).block_lines(root)
-            text = "\n".join(line for line in lines if line.strip())
-            if text.strip():
-                sections.append(Section(text=text))
+            walker.body(root)
+            builder.flush()
+        sections = builder.finish()
     if not sections:
         raise ExtractionError("no text: the HWPX document is empty")
     return ExtractedDocument(media_type=HWPX, sections=sections, title=title)
+
+
+@dataclass
+class HeaderStyles:
+    """header.xml: paragraph properties' heading kind and level, and the numbering definitions."""
+
+    headings: dict[str, tuple[str, int, str]] = field(default_factory=dict)  # paraPr id → (type, level, idRef)
+    numberings: dict[str, Numbering] = field(default_factory=dict)
+
+
+def _header_styles(zf: SafeZip, hpf_name: str | None, budget: Budget) -> HeaderStyles:
+    """Optional: a missing or damaged header.xml only costs the headings and numbers."""
+    base = posixpath.dirname(hpf_name) if hpf_name else "Contents"
+    name = next((n for n in (posixpath.join(base, "header.xml"), "Contents/header.xml") if zf.has(n)), None)
+    head = _optional_xml(zf, name, budget, "HWPX header") if name else None
+    return parse_header_styles(head) if head is not None else HeaderStyles()
+
+
+def parse_header_styles(head: Element) -> HeaderStyles:
+    styles = HeaderStyles()
+    for el in head.iter():
+        tag = local(el.tag)
+        if tag == "paraPr" and el.get("id") is not None:
+            for child in el.iter():
+                if local(child.tag) == "heading":
+                    kind = (child.get("type") or "NONE").upper()
+                    level = int(child.get("level") or 0) if (child.get("level") or "0").isdigit() else 0
+                    styles.headings[el.get("id") or ""] = (kind, level, child.get("idRef") or "0")
+                    break
+        elif tag == "numbering" and el.get("id") is not None:
+            levels: dict[int, LevelFormat] = {}
+            for head_el in el:
+                if local(head_el.tag) != "paraHead":
+                    continue
+                level_text = head_el.get("level") or ""
+                if not level_text.isdigit() or not 1 <= int(level_text) <= 10:
+                    continue
+                start_text = head_el.get("start") or "1"
+                levels[int(level_text)] = LevelFormat(
+                    head_el.text or "",
+                    (head_el.get("numFormat") or "DIGIT").upper(),
+                    int(start_text) if start_text.isdigit() and int(start_text) > 0 else 1,
+                )
+            ordered = [levels.get(i, LevelFormat("")) for i in range(1, 11)]
+            styles.numberings[el.get("id") or ""] = Numbering(ordered)
+    return styles
 
 
 def _optional_xml(zf: SafeZip, name: str, budget: Budget, what: str) -> Element | None:
@@ -97,13 +147,14 @@ def _package_info(zf: SafeZip, hpf_name: str | None, budget: Budget) -> tuple[st
         spine: list[str] = []
         for el in hpf.iter():
             name = local(el.tag)
-            if name == "title" and title is None and (el.text or "").strip():
+            item_id, href, idref = el.get("id"), el.get("href"), el.get("idref")
+            if name == "title" and title is None and el.text and el.text.strip():
                 title = el.text.strip()
-            elif name == "item" and el.get("id") and el.get("href"):
-                hrefs[el.get("id")] = el.get("href")
-            elif name == "itemref" and el.get("idref"):
-                spine.append(el.get("idref"))
-        base = posixpath.dirname(hpf_name)
+            elif name == "item" and item_id and href:
+                hrefs[item_id] = href
+            elif name == "itemref" and idref:
+                spine.append(idref)
+        base = posixpath.dirname(hpf_name or "")
         for idref in spine or list(hrefs):
             href = hrefs.get(idref)
             if not href or not _SECTION_NAME.search(href):
@@ -123,16 +174,56 @@ def _package_info(zf: SafeZip, hpf_name: str | None, budget: Budget) -> tuple[st
 
 
 class _Walker:
-    """Turns section XML into text lines: one per paragraph, one per table row (cells joined by ' | ')."""
+    """Turns section XML into headings, paragraphs and tables (see _structure).
 
-    def __init__(self, budget: Budget) -> None:
+    A paragraph whose paraPr is an outline level (개요) is a heading; outline and paragraph numbers
+    are written in front of their paragraphs as the reader sees them. Text in table cells, text
+    boxes, headers, footers and notes becomes plain lines.
+    """
+
+    def __init__(self, budget: Budget, styles: HeaderStyles, out: SectionBuilder) -> None:
         self.budget = budget
-        self.count = 0
+        self.styles = styles
+        self.out = out
+        self.outline_id = "1"
+        self._fallback = Numbering([LevelFormat("") for _ in range(10)])
 
-    def _tick(self) -> None:
-        self.count += 1
-        if self.count % 1024 == 0:
-            self.budget.check_time()
+    def body(self, el: Element) -> None:
+        """Paragraphs and tables of a section (or any container at body level) into the builder."""
+        for child in el:
+            name = local(child.tag)
+            if name == "p":
+                text, items, level = self.paragraph(child, body=True)
+                if level is not None and text:
+                    self.out.add_heading(level, text)
+                elif text:
+                    self.out.add_line(text)
+                self._emit(items)
+            elif name == "tbl":
+                self._emit([self.table(child)])
+            elif name in _SKIP_CONTROLS:
+                continue
+            else:
+                self.body(child)
+
+    def _emit(self, items: list) -> None:
+        for item in items:
+            if isinstance(item, str):
+                self.out.add_line(item)
+            else:
+                self.out.add_table(*item)
+
+    @staticmethod
+    def _flatten(items: list) -> list[str]:
+        out: list[str] = []
+        for item in items:
+            if isinstance(item, str):
+                out.append(item)
+            else:
+                rows, caption = item
+                out.extend(caption)
+                out.extend(rows)
+        return out
 
     def block_lines(self, el: Element) -> list[str]:
         """Lines of every paragraph and table under el (nested objects included, hidden comments not)."""
@@ -140,19 +231,23 @@ class _Walker:
         for child in el:
             name = local(child.tag)
             if name == "p":
-                lines.extend(self.paragraph_lines(child))
+                text, items, _ = self.paragraph(child, body=False)
+                if text:
+                    lines.append(text)
+                lines.extend(self._flatten(items))
             elif name == "tbl":
-                lines.extend(self.table_lines(child))
+                lines.extend(self._flatten([self.table(child)]))
             elif name in _SKIP_CONTROLS:
                 continue
             else:
                 lines.extend(self.block_lines(child))
         return lines
 
-    def paragraph_lines(self, p: Element) -> list[str]:
-        self._tick()
+    def paragraph(self, p: Element, *, body: bool) -> tuple[str, list, int | None]:
+        """(text with its number, nested items, heading level or None) of one paragraph."""
+        self.out._tick()
         parts: list[str] = []
-        nested: list[str] = []
+        items: list = []
         for run in p:
             name = local(run.tag)
             if name == "run":
@@ -162,31 +257,46 @@ class _Walker:
                         parts.append(_t_text(item))
                     elif iname == "tbl":
                         parts.append(" ")  # a table separates the words around it
-                        nested.extend(self.table_lines(item))
+                        table = self.table(item)
+                        items.extend([table] if body else self._flatten([table]))
+                    elif iname == "secPr":
+                        if item.get("outlineShapeIDRef"):
+                            self.outline_id = item.get("outlineShapeIDRef") or "1"
                     elif iname not in _SKIP_CONTROLS:
-                        nested.extend(self.block_lines(item))  # ctrl (footnote, header…), shapes' text boxes
+                        items.extend(self.block_lines(item))  # ctrl (footnote, header…), shapes' text boxes
             elif name == "t":
                 parts.append(_t_text(run))
             elif name not in _SKIP_CONTROLS:
-                nested.extend(self.block_lines(run))
+                items.extend(self.block_lines(run))
         text = "".join(parts).strip()
-        return ([text] if text else []) + nested
+        level: int | None = None
+        heading = self.styles.headings.get(p.get("paraPrIDRef") or "")
+        if heading is not None and text and heading[0] in ("OUTLINE", "NUMBER"):
+            kind, shape_level, id_ref = heading
+            if kind == "OUTLINE":
+                numbering = self.styles.numberings.get(self.outline_id) or self._fallback
+                level = shape_level if body else None
+            else:
+                numbering = self.styles.numberings.get(id_ref) or self._fallback
+            number = numbering.next(shape_level)
+            if number:
+                text = f"{number} {text}"
+        return text, items, level
 
-    def table_lines(self, tbl: Element) -> list[str]:
+    def table(self, tbl: Element) -> tuple[list[str], list[str]]:
+        """(rows as lines, caption lines): each cell once, empty cells left out."""
         rows: list[str] = []
+        caption: list[str] = []
         for tr in tbl:
             if local(tr.tag) != "tr":
                 if local(tr.tag) not in _SKIP_CONTROLS:
-                    rows.extend(self.block_lines(tr))  # a caption's paragraphs
+                    caption.extend(self.block_lines(tr))  # a caption's paragraphs
                 continue
-            cells = []
-            for tc in tr:
-                if local(tc.tag) != "tc":
-                    continue
-                cells.append(" ".join(" ".join(self.block_lines(tc)).split()))
-            if any(cells):
-                rows.append(CELL_SEPARATOR.join(cells))
-        return rows
+            cells = [" ".join(self.block_lines(tc)) for tc in tr if local(tc.tag) == "tc"]
+            line = row_line(cells)
+            if line:
+                rows.append(line)
+        return rows, caption
 
 
 def _t_text(t: Element) -> str:

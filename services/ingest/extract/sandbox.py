@@ -20,6 +20,7 @@ from services import errors
 from services.errors import ExtractionError, SaekinError
 
 from ._types import ExtractedDocument, ExtractLimits, Section
+from ._wraps import resolve_wraps as _resolve_wraps
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 _ERROR_CLASSES = {
@@ -29,10 +30,18 @@ _ERROR_CLASSES = {
 
 
 def extract_file_with_timeout(
-    path: Path, *, media_type: str | None = None, filename: str | None = None, limits: ExtractLimits = ExtractLimits()
+    path: Path,
+    *,
+    media_type: str | None = None,
+    filename: str | None = None,
+    limits: ExtractLimits = ExtractLimits(),
+    resolve_wraps: bool = True,
 ) -> ExtractedDocument:
     """Run extract_file in a child process; kill it after limits.time_limit_s; cap its address space
     at limits.max_memory_bytes. Timeouts, memory exhaustion and crashes become ExtractionError.
+
+    PDF line wraps that need Korean word analysis come back marked and are decided here, with this
+    process's Kiwi (loaded once), unless resolve_wraps=False.
     """
     request = {
         "path": str(Path(path).resolve()),
@@ -60,7 +69,8 @@ def extract_file_with_timeout(
         proc.kill()
         proc.communicate()
         raise
-    return _decode_reply(proc.returncode, out, err)
+    doc = _decode_reply(proc.returncode, out, err)
+    return _resolve_wraps(doc) if resolve_wraps else doc
 
 
 def _child_command() -> list[str]:
@@ -79,13 +89,14 @@ def _decode_reply(returncode: int, out: bytes, err: bytes) -> ExtractedDocument:
                 media_type=doc["media_type"],
                 title=doc.get("title"),
                 sections=[
-                    Section(text=s["text"], page=s.get("page"), heading=s.get("heading")) for s in doc["sections"]
+                    Section(text=s["text"], page=s.get("page"), heading=s.get("heading"), table=bool(s.get("table")))
+                    for s in doc["sections"]
                 ],
             )
         except (KeyError, TypeError) as exc:
             raise ExtractionError("extraction process returned a malformed result") from exc
     if isinstance(reply, dict) and reply.get("ok") is False:
-        cls = _ERROR_CLASSES.get(reply.get("error"), ExtractionError)
+        cls = _ERROR_CLASSES.get(str(reply.get("error")), ExtractionError)
         raise cls(str(reply.get("message") or "extraction failed"))
     if returncode < 0:
         try:

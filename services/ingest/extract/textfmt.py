@@ -9,6 +9,7 @@ from pathlib import Path
 from services.errors import ExtractionError
 
 from ._budget import Budget
+from ._structure import clean_heading
 from ._types import TEXT_MARKDOWN, TEXT_PLAIN, ExtractedDocument, Section
 
 # Characters that betray binary data: controls that never occur in real text files (everything
@@ -221,7 +222,9 @@ _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 def markdown_sections(text: str) -> tuple[str | None, list[Section]]:
     """Split Markdown at ATX (#) and setext headings outside code fences; returns (title, sections).
 
-    Each section's text starts with its heading line (without the # marks) so the heading stays searchable.
+    Each section's text starts with its heading line (without the # marks) so the heading stays
+    searchable; its `heading` is the path of headings above it ("제1장 > 제2조"). The title is the
+    front matter's (a first heading is a heading, not document metadata).
     """
     lines = text.splitlines()
     title: str | None = None
@@ -238,13 +241,20 @@ def markdown_sections(text: str) -> tuple[str | None, list[Section]]:
 
     sections: list[Section] = []
     heading: str | None = None
+    path: list[tuple[int, str]] = []
     buf: list[str] = []
     fence: str | None = None
 
     def flush() -> None:
         body = "\n".join(buf).strip("\n")
         if body.strip():
-            sections.append(Section(text=body, heading=heading))
+            sections.append(Section(text=body, heading=" > ".join(h for _, h in path) or None))
+
+    def enter(level: int, text: str | None) -> None:
+        while path and path[-1][0] >= level:
+            path.pop()
+        if text:
+            path.append((level, clean_heading(text)))
 
     for line in lines:
         if fence is not None:
@@ -268,16 +278,14 @@ def markdown_sections(text: str) -> tuple[str | None, list[Section]]:
         if m:
             flush()
             heading = (m.group(2) or "").strip() or None
-            if title is None and heading and len(m.group(1)) == 1:
-                title = heading
+            enter(len(m.group(1)), heading)
             buf = [heading] if heading else []
             continue
         if _SETEXT.match(line) and buf and buf[-1].strip() and not _SETEXT.match(buf[-1]):
             candidate = buf.pop().strip()
             flush()
             heading = candidate
-            if title is None and line.strip().startswith("="):
-                title = heading
+            enter(1 if line.strip().startswith("=") else 2, heading)
             buf = [heading]
             continue
         buf.append(line)

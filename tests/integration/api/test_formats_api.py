@@ -107,7 +107,7 @@ def test_built_docx_hwpx_hwp_html_markdown(app_client):
     docx_hit = sparse(app_client, col, "도서관 이용 시간", filter={"external_ids": ["rules.docx"]})[0]
     assert docx_hit["heading"] == "제1장 총칙"
     md_hit = sparse(app_client, col, "광화문", filter={"external_ids": ["museum.md"]})[0]
-    assert md_hit["heading"] == "위치"
+    assert md_hit["heading"] == "소개 > 위치"
 
 
 def _zip_bomb() -> bytes:
@@ -135,3 +135,126 @@ def test_hostile_files_fail_with_a_reason_and_the_service_keeps_serving(app_clie
     assert doc["error"] and reason.lower() in doc["error"].lower(), doc["error"]
     assert good["status"] == "indexed"
     assert sparse(app_client, col, "정상 문서")[0]["external_id"] == "good"
+
+
+# ---------------------------------------------------------------- issue 18, through the API as a user uploads
+
+
+def test_distribution_hwp_is_indexed(app_client):
+    col = unique_collection()
+    body = samples.para_records("배포용 문서의 본문에는 주민등록 발급 수수료 안내가 들어 있다.")
+    doc = upload(app_client, col, "dist.hwp", samples.build_distribution_hwp([body]))
+    assert doc["status"] == "indexed", doc
+    assert "수수료" in sparse(app_client, col, "주민등록 발급 수수료")[0]["text"]
+
+
+def test_real_distribution_hwp_is_read_not_refused(app_client):
+    col = unique_collection()
+    doc = upload(app_client, col, "dist.hwp", fixture_bytes("hwp_distribution_doc.hwp"))
+    # The fixture's decrypted body has no text at all: the reason says so, not "encrypted".
+    assert doc["status"] == "failed" and doc["error"].startswith("no text"), doc
+
+
+def test_hwpml_is_indexed_as_a_document_and_unknown_xml_is_refused(app_client):
+    col = unique_collection()
+    doc = upload(app_client, col, "aligns.hml", fixture_bytes("hml_aligns_hwpml291.hml"))
+    assert doc["status"] == "indexed" and doc["media_type"] == "application/x-hwpml", doc
+    hits = sparse(app_client, col, "center", top_k=20)
+    assert hits and all("<" not in h["text"] and "CHAR" not in h["text"] for h in hits)
+    r = app_client.post(
+        f"/v1/collections/{col}/documents",
+        files={"file": ("feed.xml", io.BytesIO(b'<?xml version="1.0"?><rss><channel/></rss>'), "text/xml")},
+    )
+    assert r.status_code == 415, r.text
+
+
+def test_headings_and_numbers_of_an_outline_hwpx(app_client):
+    col = unique_collection()
+    doc = upload(app_client, col, "toc.hwpx", fixture_bytes("hwpx_toc_headings_h2024.hwpx"))
+    assert doc["status"] == "indexed", doc
+    hits = sparse(app_client, col, "개요 세 번째의 본문입니다", top_k=20)
+    third = [h for h in hits if h["text"].count("개요 세 번째의 본문") > 1]
+    assert third and {h["heading"] for h in third} == {"3. 개요 세 번째"}
+    assert {h["heading"] for h in hits} >= {"1. 개요 첫 번째", "3. 개요 세 번째"}
+
+
+def test_document_title_used_when_the_client_gives_none(app_client):
+    col = unique_collection()
+    data = samples.build_docx(samples.docx_paragraph("도서관은 월요일에 쉰다."), title="도서관 이용 안내")
+    doc = upload(app_client, col, "library.docx", data)
+    assert doc["status"] == "indexed" and doc["title"] == "도서관 이용 안내", doc
+    assert sparse(app_client, col, "도서관 월요일")[0]["title"] == "도서관 이용 안내"
+    # The same content again without a title changes nothing; a title from the client wins.
+    again = app_client.post(
+        f"/v1/collections/{col}/documents",
+        files={"file": ("library.docx", io.BytesIO(data), "application/octet-stream")},
+    )
+    assert again.status_code == 200 and again.json()["title"] == "도서관 이용 안내", again.text
+    named = upload(app_client, col, "library2.docx", data, title="내 제목", external_id="named")
+    assert named["title"] == "내 제목"
+
+
+def test_a_table_stays_in_one_chunk_with_its_heading(app_client):
+    col = unique_collection()
+    doc_info = samples.para_shape_record() + samples.para_shape_record(head=1) + samples.numbering_record(["^1."])
+    rows = [
+        ["구분", "요금", "비고"],
+        ["일반", "3,000원", "성인"],
+        ["청소년", "1,500원", "만 13세 이상"],
+        ["어린이", "무료", "동반 시"],
+    ]
+    body = (
+        samples.para_records("입장료", shape=1)
+        + samples.para_records("박물관 입장료는 다음과 같다. 단체는 별도로 문의한다.")
+        + samples.table_records(rows)
+        + samples.para_records("관람 시간은 오전 9시부터 오후 6시까지이다.")
+    )
+    doc = upload(app_client, col, "fee.hwp", samples.build_hwp([body], doc_info=doc_info))
+    assert doc["status"] == "indexed", doc
+    hit = sparse(app_client, col, "청소년 요금")[0]
+    assert (
+        hit["text"]
+        == "구분 | 요금 | 비고\n일반 | 3,000원 | 성인\n청소년 | 1,500원 | 만 13세 이상\n어린이 | 무료 | 동반 시"
+    )
+    assert hit["heading"] == "1. 입장료"
+
+
+@pytest.mark.parametrize(
+    "filename,make,page,query",
+    [
+        ("budget.xlsx", "xlsx", 2, "비품 구입"),
+        ("deck.pptx", "pptx", 2, "추진 일정"),
+    ],
+)
+def test_xlsx_and_pptx_are_indexed_with_pages_and_headings(app_client, tmp_path, filename, make, page, query):
+    path = tmp_path / filename
+    if make == "xlsx":
+        openpyxl = pytest.importorskip("openpyxl")
+        wb = openpyxl.Workbook()
+        wb.active.title = "개요"
+        wb.active.append(["항목", "내용"])
+        sheet = wb.create_sheet("지출")
+        sheet.append(["비품 구입", 120000])
+        wb.save(path)
+        heading = "지출"
+    else:
+        pptx = pytest.importorskip("pptx")
+        prs = pptx.Presentation()
+        prs.slides.add_slide(prs.slide_layouts[1]).shapes.title.text = "표지"
+        slide = prs.slides.add_slide(prs.slide_layouts[1])
+        slide.shapes.title.text = "일정"
+        slide.placeholders[1].text = "추진 일정은 3월부터 시작한다."
+        prs.save(path)
+        heading = "일정"
+    col = unique_collection()
+    doc = upload(app_client, col, filename, path.read_bytes())
+    assert doc["status"] == "indexed", doc
+    hit = sparse(app_client, col, query)[0]
+    assert hit["page"] == page and hit["heading"] == heading
+
+
+def test_image_only_page_fails_with_no_text(app_client):
+    col = unique_collection()
+    page = b"<html><head><title>x</title></head><body><table><tr><td><img src='a.png'></td></tr></table></body></html>"
+    doc = upload(app_client, col, "image.html", page)
+    assert doc["status"] == "failed" and doc["error"].startswith("no text"), doc
