@@ -12,7 +12,6 @@ from services.ingest.extract import HWP, HWPX, extract_file
 from services.ingest.extract._numbering import LevelFormat, Numbering, format_number
 from services.ingest.extract._pua import map_private_use
 from services.ingest.extract.hwp import distribution_key
-
 from tests.extract_samples import (
     build_distribution_hwp,
     build_docx,
