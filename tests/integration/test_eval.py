@@ -50,7 +50,7 @@ def autorag(request, tmp_path_factory) -> Iterator[tuple]:
     from services.runtime import Runtime
 
     dataset = load_dataset(AUTORAG)
-    cache = request.config.cache
+    cache = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
     cached = Path(cache.mkdir("saekin-autorag")) / _ingestion_key() if cache is not None else None
     work = tmp_path_factory.mktemp("autorag")
     if cached is not None and (cached / "corpus.json").exists():
