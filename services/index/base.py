@@ -52,6 +52,24 @@ class IndexFilter:
     external_ids: list[str] | None = None
     # metadata key -> accepted values; matched against payload key f"metadata.{key}"
     metadata: dict[str, list[Any]] | None = None
+    # --- range filters (issue 16) ---
+    # metadata key -> bounds the value must lie within (numbers, or RFC 3339 datetimes)
+    ranges: dict[str, IndexRange] | None = None
+
+
+@dataclass(frozen=True)
+class IndexRange:
+    """Bounds on a numeric or datetime payload value (issue 16); unset bounds are open.
+
+    `datetime` True: the bounds are RFC 3339 strings and the payload values must be date or
+    datetime strings; else they are numbers.
+    """
+
+    gt: float | str | None = None
+    gte: float | str | None = None
+    lt: float | str | None = None
+    lte: float | str | None = None
+    datetime: bool = False
 
 
 @dataclass(frozen=True)

@@ -412,6 +412,11 @@ def _edge_filter(flt: IndexFilter | None) -> qe.Filter | None:
         must.append(qe.FieldCondition("external_id", match=qe.MatchAny([str(v) for v in flt.external_ids])))
     for key, values in (flt.metadata or {}).items():
         must.append(_any_of(metadata_path(key), values))
+    # --- range filters (issue 16) ---
+    for key, bounds in (flt.ranges or {}).items():
+        limits: dict[str, Any] = dict(gt=bounds.gt, gte=bounds.gte, lt=bounds.lt, lte=bounds.lte)
+        condition = qe.RangeDateTime(**limits) if bounds.datetime else qe.RangeFloat(**limits)
+        must.append(qe.FieldCondition(metadata_path(key), range=condition))
     return qe.Filter(must=must) if must else None
 
 

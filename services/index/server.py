@@ -248,6 +248,14 @@ def _filter(flt: IndexFilter | None) -> qm.Filter | None:
         must.append(qm.FieldCondition(key="external_id", match=qm.MatchAny(any=[str(v) for v in flt.external_ids])))
     for key, values in (flt.metadata or {}).items():
         must.append(_any_of(metadata_path(key), values))
+    # --- range filters (issue 16) ---
+    for key, bounds in (flt.ranges or {}).items():
+        kind = qm.DatetimeRange if bounds.datetime else qm.Range
+        must.append(
+            qm.FieldCondition(
+                key=metadata_path(key), range=kind(gt=bounds.gt, gte=bounds.gte, lt=bounds.lt, lte=bounds.lte)
+            )
+        )
     return qm.Filter(must=must) if must else None
 
 

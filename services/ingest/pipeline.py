@@ -108,6 +108,7 @@ def _chunk_sections(
     offset = 0
     for section, sentences in zip(sections, analyses):
         spans = [(sent.start, sent.end) for sent in sentences]
+        sentence_starts = sorted({start for start, _ in spans})
         chunks = chunk_sentences(
             section.text,
             spans,
@@ -140,6 +141,15 @@ def _chunk_sections(
                     token_count=chunk.token_count,
                     sparse=sparse.to_dict(),
                     stem_spans=stem_spans(chunk_terms, offset=chunk.char_start),
+                    # Where context assembly may trim a passage without a second Kiwi pass.
+                    sentence_starts=[
+                        start - chunk.char_start
+                        for start in sentence_starts[
+                            bisect_left(sentence_starts, chunk.char_start + 1) : bisect_left(
+                                sentence_starts, chunk.char_end
+                            )
+                        ]
+                    ],
                 )
             )
         offset += len(section.text) + len(SECTION_SEPARATOR)
@@ -183,9 +193,7 @@ def embed_documents(
     _publish([item for item in items if item.document_id in batch.documents], names, engine=engine, index=index)
 
 
-def _publish(
-    items: Sequence[WorkItem], names: dict[uuid.UUID, str], *, engine: Engine, index: VectorIndex
-) -> None:
+def _publish(items: Sequence[WorkItem], names: dict[uuid.UUID, str], *, engine: Engine, index: VectorIndex) -> None:
     """Make the generations searchable, then delete the points that publication made dead."""
     for stale in lifecycle.publish(engine, items, names):
         index.delete_document(

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from services.documents.models import Chunk, Document, collection_index_name
-from services.documents.service import get_collection_key, nfc, profile_mismatch
+from services.documents.service import get_collection_key, model_mismatch, nfc, profile_mismatch
 from services.errors import ServiceUnavailable
-from services.index.base import IndexFilter, IndexHit, VectorIndex
+from services.index.base import IndexFilter, IndexHit, IndexRange, VectorIndex
 from services.ingest.analyzer import KoreanAnalyzer
-from services.search.schemas import LegScore, SearchHit, SearchRequest, SearchResponse
+from services.search.schemas import LegScore, RangeFilter, SearchHit, SearchRequest, SearchResponse
 from services.vectors import SparseVector
 
 if TYPE_CHECKING:  # a sparse-only caller (the CLI) never imports torch
@@ -35,16 +37,56 @@ def search(
     profile: str,
     collection_name: str,
     request: SearchRequest,
+    model_sha256: str | None = None,
 ) -> SearchResponse:
     """Ranked passages of `collection_name` for `request`, with their documents' metadata.
 
     `profile` is the query encoder's; `query_encoder` may be None for sparse searches only.
     """
+    return search_collections(
+        session,
+        index=index,
+        analyzer=analyzer,
+        query_encoder=query_encoder,
+        profile=profile,
+        collection_names=[collection_name],
+        request=request,
+        model_sha256=model_sha256,
+    )
+
+
+@dataclass(frozen=True)
+class _Target:
+    name: str
+    collection_id: uuid.UUID
+    index_name: str
+
+
+def search_collections(
+    session: Session,
+    *,
+    index: VectorIndex,
+    analyzer: KoreanAnalyzer,
+    query_encoder: QueryEncoder | None,
+    profile: str,
+    collection_names: Sequence[str],
+    request: SearchRequest,
+    model_sha256: str | None = None,
+) -> SearchResponse:
+    """Ranked passages of several collections searched as one: the question is analysed and
+    encoded once, each collection's index is asked for top_k, and the hits are merged by score
+    (ties: the order the collections were given, then chunk id), each naming its collection.
+
+    Several collections must all be of the service's `profile` (Conflict naming the first that
+    is not); one collection of another profile can still be searched in sparse mode. With
+    `model_sha256` (the service's weights), a dense or hybrid search of a collection embedded by
+    other weights is refused too.
+    """
     started = time.perf_counter()
-    collection_id, collection_profile = get_collection_key(session, name=collection_name)
-    if collection_profile != profile and request.mode != "sparse":
-        raise profile_mismatch(collection_name, collection_profile, profile)
-    name = collection_index_name(collection_name, collection_profile)
+    targets = [
+        _target(session, name, profile, model_sha256, request.mode, strict=len(collection_names) > 1)
+        for name in dict.fromkeys(collection_names)
+    ]
     mode, note = request.mode, None
     if mode != "sparse" and query_encoder is None:
         raise ServiceUnavailable(f"{mode} search needs the query model, which this process has not loaded")
@@ -64,52 +106,27 @@ def search(
         mode, note = "dense", "the query has no searchable terms; dense search only"
     dense = dense_future.result() if dense_future is not None else None
 
-    if not index.collection_exists(name):
-        return SearchResponse(results=[], mode=mode, took_ms=_ms(started), note=note)
     flt = _index_filter(request)
-    limit = request.top_k + OVERFETCH
-
-    def ask_index(limit: int) -> list[IndexHit]:
-        return index.query(
-            name,
-            dense=dense,
-            sparse=sparse if mode != "dense" else None,
-            limit=limit,
-            filter=flt,
-            fusion=request.fusion,
-            prefetch_limit=max(request.prefetch, limit),
-            with_payload=False,
-        )
-
-    hits = ask_index(limit)
-    legs = _explain(index, name, dense, sparse, flt, limit, request) if request.explain and mode == "hybrid" else None
-
-    # Rows for the first top_k hits; only when some are skipped (a document deleted meanwhile, or
-    # an older or not yet published generation) are the next hits' rows loaded.
-    passages: list[tuple[IndexHit, Row]] = []
-    position = 0
-    seen: set[str] = set()
-    asked_deeper = False
-    while len(passages) < request.top_k:
-        if position == len(hits):
-            # Every hit read and top_k not reached: a large document being replaced can put more
-            # unpublished chunks in the way than OVERFETCH. Unless the index had no more, ask once
-            # more, much deeper.
-            if asked_deeper or len(hits) < limit:
-                break
-            asked_deeper, limit = True, limit * DEEPER
-            hits, position = [h for h in ask_index(limit) if h.id not in seen], 0
+    found: list[tuple[int, IndexHit, Row]] = []
+    legs: dict[str, dict[str, LegScore]] | None = (
+        {"dense": {}, "sparse": {}} if request.explain and mode == "hybrid" else None
+    )
+    for position, target in enumerate(targets):
+        if not index.collection_exists(target.index_name):
             continue
-        batch = hits[position : position + request.top_k - len(passages)]
-        position += len(batch)
-        seen.update(h.id for h in batch)
-        rows = _load_passages(session, collection_id, [uuid.UUID(h.id) for h in batch])
-        for hit in batch:
-            row = rows.get(hit.id)
-            if row is not None and row.generation == row.indexed_generation:
-                passages.append((hit, row))
+        collected = _collect(session, index, target, dense, sparse if mode != "dense" else None, flt, request)
+        found.extend((position, hit, row) for hit, row in collected)
+        if legs is not None:
+            limit = request.top_k + OVERFETCH
+            for leg, ranks in _explain(index, target.index_name, dense, sparse, flt, limit, request).items():
+                legs[leg].update(ranks)
+    if len(targets) > 1:
+        found.sort(key=lambda f: (-f[1].score, f[0], f[1].id))
+    passages = [(hit, row, targets[position].name) for position, hit, row in found[: request.top_k]]
     highlights = (
-        analyzer.highlights_many([row.text for _, row in passages], terms, [row.stem_spans for _, row in passages])
+        analyzer.highlights_many(
+            [row.text for _, row, _ in passages], terms, [row.stem_spans for _, row, _ in passages]
+        )
         if request.highlight
         else [[] for _ in passages]
     )
@@ -131,21 +148,92 @@ def search(
             explain={leg: ranks.get(hit.id, LegScore(rank=None, score=None)) for leg, ranks in legs.items()}
             if legs is not None
             else None,
+            collection=collection,
+            ordinal=row.ordinal,
         )
-        for rank, ((hit, row), spans) in enumerate(zip(passages, highlights), start=1)
+        for rank, ((hit, row, collection), spans) in enumerate(zip(passages, highlights), start=1)
     ]
     return SearchResponse(results=results, mode=mode, took_ms=_ms(started), note=note)
+
+
+def _target(session: Session, name: str, profile: str, model_sha256: str | None, mode: str, *, strict: bool) -> _Target:
+    """The collection `name` as a search target; Conflict when its vectors are not the service's."""
+    collection_id, collection_profile, collection_model = get_collection_key(session, name=name)
+    if collection_profile != profile and (strict or mode != "sparse"):
+        raise profile_mismatch(name, collection_profile, profile)
+    if mode != "sparse" and model_sha256 and collection_model and collection_model != model_sha256:
+        raise model_mismatch(name, collection_model, model_sha256)
+    return _Target(name, collection_id, collection_index_name(name, collection_profile))
+
+
+def _collect(
+    session: Session,
+    index: VectorIndex,
+    target: _Target,
+    dense,
+    sparse: SparseVector | None,
+    flt: IndexFilter | None,
+    request: SearchRequest,
+) -> list[tuple[IndexHit, Row]]:
+    """The first top_k hits of one collection whose rows are of the searchable generation."""
+    limit = request.top_k + OVERFETCH
+
+    def ask_index(limit: int) -> list[IndexHit]:
+        return index.query(
+            target.index_name,
+            dense=dense,
+            sparse=sparse,
+            limit=limit,
+            filter=flt,
+            fusion=request.fusion,
+            prefetch_limit=max(request.prefetch, limit),
+            with_payload=False,
+        )
+
+    hits = ask_index(limit)
+    # Rows for the first top_k hits; only when some are skipped (a document deleted meanwhile, or
+    # an older or not yet published generation) are the next hits' rows loaded.
+    passages: list[tuple[IndexHit, Row]] = []
+    position = 0
+    seen: set[str] = set()
+    asked_deeper = False
+    while len(passages) < request.top_k:
+        if position == len(hits):
+            # Every hit read and top_k not reached: a large document being replaced can put more
+            # unpublished chunks in the way than OVERFETCH. Unless the index had no more, ask once
+            # more, much deeper.
+            if asked_deeper or len(hits) < limit:
+                break
+            asked_deeper, limit = True, limit * DEEPER
+            hits, position = [h for h in ask_index(limit) if h.id not in seen], 0
+            continue
+        batch = hits[position : position + request.top_k - len(passages)]
+        position += len(batch)
+        seen.update(h.id for h in batch)
+        rows = _load_passages(session, target.collection_id, [uuid.UUID(h.id) for h in batch])
+        for hit in batch:
+            row = rows.get(hit.id)
+            if row is not None and row.generation == row.indexed_generation:
+                passages.append((hit, row))
+    return passages
 
 
 def _index_filter(request: SearchRequest) -> IndexFilter | None:
     f = request.filter
     if f is None:
         return None
-    metadata = {k: v if isinstance(v, list) else [v] for k, v in (f.metadata or {}).items()} or None
+    given = f.metadata or {}
+    metadata = {k: v if isinstance(v, list) else [v] for k, v in given.items() if not isinstance(v, RangeFilter)}
+    ranges = {
+        k: IndexRange(gt=v.gt, gte=v.gte, lt=v.lt, lte=v.lte, datetime=v.is_datetime)
+        for k, v in given.items()
+        if isinstance(v, RangeFilter)
+    }
     return IndexFilter(
         document_ids=[str(d) for d in f.document_ids] if f.document_ids is not None else None,
         external_ids=[nfc(e) for e in f.external_ids] if f.external_ids is not None else None,
-        metadata=metadata,
+        metadata=metadata or None,
+        ranges=ranges or None,
     )
 
 
@@ -174,6 +262,7 @@ _PASSAGES = (
     select(
         _chunks.c.id,
         _chunks.c.generation,
+        _chunks.c.ordinal,
         _chunks.c.text,
         _chunks.c.page,
         _chunks.c.heading,

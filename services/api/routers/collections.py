@@ -1,0 +1,47 @@
+"""List, describe and delete collections."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from services.api.deps import RuntimeDep, SessionDep
+from services.api.errors import error_responses
+from services.collections import service
+from services.collections.schemas import CollectionList, CollectionOut, DeletionAccepted
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
+
+
+@router.get("", response_model=CollectionList, responses=error_responses())
+def list_collections(session: SessionDep) -> CollectionList:
+    """Every collection: profile, model, document counts by status, chunk count, search defaults."""
+    return CollectionList(items=service.list_collections(session))
+
+
+@router.get("/{collection}", response_model=CollectionOut, responses=error_responses(404))
+def get_collection(collection: str, session: SessionDep) -> CollectionOut:
+    """One collection: profile, model (hub id or path, weights sha256), counts, search defaults."""
+    return service.get_collection_out(session, name=collection)
+
+
+@router.delete(
+    "/{collection}",
+    status_code=204,
+    responses={
+        202: {"model": DeletionAccepted, "description": "a long deletion goes on in the background"},
+        **error_responses(404),
+    },
+)
+async def delete_collection(collection: str, request: Request, rt: RuntimeDep) -> Response:
+    """Delete the collection: its documents, chunks and Qdrant collection. 204 when done; 202 while a
+    long one goes on (GET shows `status: deleting`; a repeated DELETE finishes an interrupted one)."""
+    deletions: service.Deletions = request.app.state.deletions
+    done = await run_in_threadpool(
+        deletions.delete, session_factory=rt.session_factory, index=rt.index, name=collection
+    )
+    if done:
+        return Response(status_code=204)
+    body = DeletionAccepted(name=collection, message=f"collection {collection!r} is being deleted")
+    return JSONResponse(body.model_dump(), status_code=202)
