@@ -83,12 +83,13 @@ def get_collection_out(session: Session, *, name: str) -> CollectionOut:
 class Deletions:
     """Collection deletions running in this process, so that a repeated DELETE joins the running one."""
 
-    def __init__(self) -> None:
+    def __init__(self, wait_s: float = 2.0) -> None:
+        self.wait_s = wait_s  # how long DELETE waits before answering 202
         self._lock = threading.Lock()
         self._running: dict[str, threading.Thread] = {}
 
     def delete(
-        self, *, session_factory: sessionmaker[Session], index: VectorIndex, name: str, wait_s: float = 2.0
+        self, *, session_factory: sessionmaker[Session], index: VectorIndex, name: str, wait_s: float | None = None
     ) -> bool:
         """Delete the collection `name` (NotFound if there is none); True when done within
         `wait_s`, False while it goes on in the background.
@@ -111,7 +112,7 @@ class Deletions:
                 )
                 self._running[name] = thread
                 thread.start()
-        thread.join(wait_s)
+        thread.join(self.wait_s if wait_s is None else wait_s)
         return not thread.is_alive()
 
     def _purge(

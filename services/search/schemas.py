@@ -97,7 +97,11 @@ class SearchFilter(BaseModel):
                 try:
                     item = RangeFilter.model_validate(item)
                 except ValidationError as exc:
-                    problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+                    problems = "; ".join(
+                        (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "")
+                        + str(e["msg"]).removeprefix("Value error, ")
+                        for e in exc.errors()
+                    )
                     raise ValueError(f"range on {key!r}: {problems}") from None
             out[key] = item
         return out
