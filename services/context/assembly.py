@@ -66,6 +66,9 @@ class ChunkText:
     heading: str | None = None
     # Offsets (relative to char_start) of sentences that start inside the chunk; None: unknown
     sentence_starts: Sequence[int] | None = None
+    # Tokens of `text` in the embedding model's tokenizer (stored at ingest): with the `embedding`
+    # counter the plan uses it instead of counting again (the final count stays exact).
+    token_count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,15 @@ class _Planner:
         self.fmt = fmt
         self._full: dict[tuple[str, int], int] = {}
         self._piece: dict[tuple[str, int], int] = {}
-        self.separator_cost = counter.count(PASSAGE_SEPARATOR)
+        self._counted: dict[str, int] = {}
+        self.separator_cost = self.count(PASSAGE_SEPARATOR)
+
+    def count(self, text: str) -> int:
+        """Tokens of `text`, each distinct text counted once (source lines recur while planning)."""
+        n = self._counted.get(text)
+        if n is None:
+            n = self._counted[text] = self.counter.count(text)
+        return n
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -296,7 +307,9 @@ class _Planner:
 
     def _count_full(self, key: tuple[str, int]) -> int:
         if key not in self._full:
-            self._full[key] = self.counter.count(self.chunks[key].text)
+            chunk = self.chunks[key]
+            stored = chunk.token_count if self.counter.name == "embedding" else None
+            self._full[key] = stored if stored is not None else self.count(chunk.text)
         return self._full[key]
 
     def _count_piece(self, doc_id: str, ordinal: int) -> int:
@@ -306,7 +319,13 @@ class _Planner:
             prev = self.chunks.get((doc_id, ordinal - 1))
             chunk = self.chunks[key]
             if prev is not None and chunk.char_start <= prev.char_end:
-                self._piece[key] = self.counter.count(chunk.text[prev.char_end - chunk.char_start :])
+                piece = chunk.text[prev.char_end - chunk.char_start :]
+                if chunk.token_count is not None and self.counter.name == "embedding":
+                    # the chunk's stored count, shared by characters (rounded up: a plan that
+                    # comes out over budget costs a second count of the whole context)
+                    self._piece[key] = -(-chunk.token_count * len(piece) // max(len(chunk.text), 1)) + 1
+                else:
+                    self._piece[key] = self.count(piece)
             else:
                 self._piece[key] = self._count_full(key) + self.separator_cost
         return self._piece[key]
@@ -314,7 +333,7 @@ class _Planner:
     def cost(self, run: _Run) -> int:
         """Planned tokens of the run's block: source line, first chunk, then each chunk's new part."""
         ordinals = self._ordinals(run)
-        total = self.counter.count(self.header(run, 99) + "\n") + self._count_full((run.document_id, ordinals[0]))
+        total = self.count(self.header(run, 99) + "\n") + self._count_full((run.document_id, ordinals[0]))
         for prev, ordinal in itertools.pairwise(ordinals):
             total += (
                 self._count_piece(run.document_id, ordinal)
@@ -334,7 +353,7 @@ class _Planner:
         lo, hi, best = 0, len(candidates) - 1, None
         while lo <= hi:
             mid = (lo + hi) // 2
-            cost = self.counter.count(header + text[: candidates[mid]].strip())
+            cost = self.count(header + text[: candidates[mid]].strip())
             if cost <= room:
                 best = (candidates[mid], cost)
                 lo = mid + 1
@@ -404,7 +423,7 @@ class _Planner:
         while True:
             blocks = [self.render(run, n) for n, run in enumerate(selected, start=1)]
             context = PASSAGE_SEPARATOR.join(block for block, _, _, _ in blocks)
-            tokens = self.counter.count(context) if context else 0
+            tokens = self.count(context) if context else 0
             if tokens <= budget:
                 break
             last = selected[-1]

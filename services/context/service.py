@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from services.context.assembly import ChunkText, Hit, Source, assemble
@@ -23,6 +23,29 @@ if TYPE_CHECKING:
     from services.embedding.encoder import QueryEncoder
 
 _chunks, _documents = Chunk.__table__, Document.__table__
+# Built once (compiling a statement per request cost more than running it): the chunks at the
+# wanted (document, ordinal) pairs, of each document's searchable generation.
+_NEIGHBOURHOODS = (
+    select(
+        _chunks.c.document_id,
+        _chunks.c.ordinal,
+        _chunks.c.char_start,
+        _chunks.c.char_end,
+        _chunks.c.text,
+        _chunks.c.page,
+        _chunks.c.heading,
+        _chunks.c.sentence_starts,
+        _chunks.c.token_count,
+    )
+    .join_from(_chunks, _documents, _chunks.c.document_id == _documents.c.id)
+    .where(
+        # Two plain INs (a row-value IN is not served by the document_id index on SQLite); the
+        # few rows of other pairs they let through are dropped in Python.
+        _chunks.c.document_id.in_(bindparam("documents", expanding=True)),
+        _chunks.c.ordinal.in_(bindparam("ordinals", expanding=True)),
+        _chunks.c.generation == _documents.c.indexed_generation,
+    )
+)
 
 
 def build_context(
@@ -118,33 +141,15 @@ def _load_neighbourhoods(
 ) -> dict[tuple[str, int], ChunkText]:
     """The hits' chunks and up to `neighbors` chunks around each, of the searchable generation,
     in one SQL query."""
-    wanted: dict[uuid.UUID, list[tuple[int, int]]] = {}
+    wanted: set[tuple[uuid.UUID, int]] = set()
     for h in hits:
         if h.ordinal is not None:
-            wanted.setdefault(h.document_id, []).append((h.ordinal - neighbors, h.ordinal + neighbors))
+            wanted.update((h.document_id, o) for o in range(max(0, h.ordinal - neighbors), h.ordinal + neighbors + 1))
     if not wanted:
         return {}
-    c, d = _chunks.c, _documents.c
-    windows = or_(
-        *(
-            and_(c.document_id == doc, c.ordinal >= low, c.ordinal <= high)
-            for doc, spans in wanted.items()
-            for low, high in _merged(spans)
-        )
-    )
     rows = session.execute(
-        select(
-            c.document_id,
-            c.ordinal,
-            c.char_start,
-            c.char_end,
-            c.text,
-            c.page,
-            c.heading,
-            c.sentence_starts,
-        )
-        .join_from(_chunks, _documents, c.document_id == d.id)
-        .where(windows, c.generation == d.indexed_generation)
+        _NEIGHBOURHOODS,
+        {"documents": sorted({d for d, _ in wanted}), "ordinals": sorted({o for _, o in wanted})},
     )
     return {
         (str(r.document_id), r.ordinal): ChunkText(
@@ -156,17 +161,8 @@ def _load_neighbourhoods(
             page=r.page,
             heading=r.heading,
             sentence_starts=r.sentence_starts,
+            token_count=r.token_count,
         )
         for r in rows
+        if (r.document_id, r.ordinal) in wanted
     }
-
-
-def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Windows of ordinals with the overlapping and adjacent ones joined."""
-    out: list[tuple[int, int]] = []
-    for low, high in sorted(spans):
-        if out and low <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], high))
-        else:
-            out.append((low, high))
-    return out

@@ -67,7 +67,8 @@ class HFCounter:
         self.label = label
 
     def count(self, text: str) -> int:
-        return len(self._backend.encode(text, add_special_tokens=False).ids)
+        # encode_batch_fast tracks no offsets: about twice as fast as encode() for counting.
+        return len(self._backend.encode_batch_fast([text], add_special_tokens=False)[0].ids)
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
         return [len(e.ids) for e in self._backend.encode_batch_fast(list(texts), add_special_tokens=False)]
