@@ -222,6 +222,7 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
                         "token_count": chunk.token_count,
                         "sparse": chunk.sparse,
                         "stem_spans": chunk.stem_spans,
+                        "sentence_starts": chunk.sentence_starts,
                     }
                 )
         for start in tqdm(range(0, len(copies), batch_docs), desc="copy", unit="batch", file=sys.stderr):

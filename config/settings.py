@@ -99,6 +99,16 @@ class Settings(BaseSettings):
     task_time_limit_s: int = Field(1800, ge=10, description="Hard limit for one ingest or embed task.")
     extract_time_limit_s: int = Field(120, ge=1, description="Extraction of one document is abandoned after this long.")
 
+    # --- RAG serving -------------------------------------------------------------------------
+    tiktoken_dir: Path | None = Field(
+        None,
+        description="Directory holding tiktoken encoding files (o200k_base.tiktoken, cl100k_base.tiktoken) "
+        "for context budgets; without them tokens are counted with the embedding model's tokenizer.",
+    )
+    reranker_model: str | None = Field(
+        None, description="Cross-encoder reranker (hub id or local directory); empty: /v1/rerank answers 404."
+    )
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:

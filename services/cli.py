@@ -1,4 +1,4 @@
-"""The `saekin` command: serve, worker, ingest, search, optimize, eval, make-twin, migrate."""
+"""The `saekin` command: serve, worker, ingest, search, mcp, optimize, eval, make-twin, migrate."""
 
 from __future__ import annotations
 
@@ -200,6 +200,7 @@ def ingest(
                         collection_name=collection,
                         profile=rt.profile,
                         dispatcher=dispatcher,
+                        model=rt.model_ref,
                     )
                     counts["new" if stored.created else "unchanged"] += 1
                     if stored.created:
@@ -307,6 +308,39 @@ def search(
         typer.echo("   " + hit.text[:300].replace("\n", " "))
     note = f"; {response.note}" if response.note else ""
     typer.echo(f"({len(response.results)} results, {response.took_ms} ms{note})")
+
+
+@app.command()
+def mcp(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="A running Saekin service to call (e.g. http://127.0.0.1:8000); default: this data directory."
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="SAEKIN_API_KEY", help="API key of the service at --url.")
+    ] = None,
+) -> None:
+    """Serve the MCP tools (search, get_context, list_collections, get_document) over stdio.
+
+    With --url the tools call that service over HTTP; without it they run in this process on the
+    embedded data directory (which must then not be in use by `saekin serve`).
+    """
+    from services.mcp_server import build_mcp_server
+
+    # stdout carries the protocol: logs go to stderr.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if url:
+        from services.client import SaekinClient
+
+        with SaekinClient(url, api_key=api_key) as client:
+            build_mcp_server(client).run("stdio")
+        return
+    from services.mcp_server import RuntimeBackend
+
+    with _runtime(_settings()) as rt:
+        build_mcp_server(RuntimeBackend(rt)).run("stdio")
 
 
 @app.command()

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.collections.model import ModelRef
 from services.db import session_scope
 from services.documents import lifecycle
 from services.documents.lifecycle import Stored, Upload, WorkItem
@@ -42,13 +43,14 @@ def intake(
     collection_name: str,
     profile: str,
     dispatcher: Dispatcher,
+    model: ModelRef | None = None,
 ) -> Stored:
     """Store `upload` in its own transaction and, once committed, dispatch its new generation.
 
     Blocking (database, broker): the upload route calls it in a worker thread.
     """
     with session_scope(session_factory) as session:
-        stored = lifecycle.store(session, collection_name=collection_name, profile=profile, upload=upload)
+        stored = lifecycle.store(session, collection_name=collection_name, profile=profile, upload=upload, model=model)
     if stored.created:
         dispatcher.submit(stored.item)
     return stored

@@ -17,12 +17,15 @@ from config.settings import Settings
 from services.db import make_engine, make_session_factory
 
 if TYPE_CHECKING:
+    from services.collections.model import ModelRef
+    from services.context.tokens import HFCounter, Resolved, TokenizerName
     from services.documents.lifecycle import WorkItem
     from services.embedding.encoder import Encoder, QueryEncoder
     from services.index.base import VectorIndex
     from services.ingest.analyzer import KoreanAnalyzer
     from services.ingest.extract import ExtractLimits
     from services.ingest.policy import ChunkPolicy
+    from services.rerank import Reranker
 
 T = TypeVar("T")
 
@@ -99,6 +102,34 @@ class Runtime:
         return self._once(
             "_query_encoder", lambda: QueryEncoder(self.encoder, max_wait_ms=self.settings.query_batch_wait_ms)
         )
+
+    @property
+    def model_ref(self) -> ModelRef:
+        """The embedding model's name and weights hash, which collections record."""
+        from services.collections.model import model_ref
+
+        return self._once("_model_ref", lambda: model_ref(self.settings.model_name_or_path))
+
+    @property
+    def embedding_counter(self) -> HFCounter:
+        """Counts tokens with the embedding model's tokenizer (context budgets)."""
+        from services.context.tokens import HFCounter
+
+        return self._once("_embedding_counter", lambda: HFCounter(self.tokenizer, self.settings.model_name_or_path))
+
+    def counter_for(self, name: TokenizerName) -> Resolved:
+        """The token counter for a context budget; the embedding model's, with a note, when an
+        OpenAI encoding's file is not on this machine."""
+        from services.context.tokens import resolve_counter
+
+        return resolve_counter(name, directory=self.settings.tiktoken_dir, embedding=self.embedding_counter)
+
+    @property
+    def reranker(self) -> Reranker | None:
+        """The configured reranker, or None (SAEKIN_RERANKER_MODEL unset or not available)."""
+        from services.rerank import load_reranker
+
+        return self._once("_reranker", lambda: load_reranker(self.settings))
 
     def process_now(self, items: Sequence[WorkItem]) -> None:
         """Both ingestion stages for `items` in this process (embedded mode, the CLI, evaluation)."""

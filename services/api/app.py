@@ -9,11 +9,13 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from config.settings import Settings, get_settings
-from services.api.deps import require_api_key
+from services.api.deps import reject_unknown_query_params, require_api_key
 from services.api.errors import install_error_handlers
-from services.api.routers import collections, documents, health, search
+from services.api.routers import collections, context, documents, health, openai_compat, search
+from services.collections.service import Deletions
 from services.dispatch import CeleryDispatcher, Dispatcher, InProcessDispatcher
 from services.documents import lifecycle
+from services.mcp_server import RuntimeBackend, build_mcp_server, mount_mcp
 from services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -28,19 +30,24 @@ def create_app(
 ) -> FastAPI:
     """The API; embedded mode runs ingestion in-process, production mode only enqueues."""
     settings = settings or get_settings()
+    mcp_backend = _LateRuntimeBackend()
+    mcp_server = build_mcp_server(mcp_backend)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         rt = runtime or Runtime(settings)
         app.state.runtime = rt
+        mcp_backend.rt = rt
         app.state.dispatcher = dispatcher or _dispatcher(settings, rt)
+        app.state.deletions = Deletions()
         app.state.model_ready = threading.Event()
         if warm_up:
             # Load the index, Kiwi and the query model in the background; /readyz says when done.
             threading.Thread(target=_warm_up, args=(rt, app.state.model_ready), daemon=True).start()
         else:
             app.state.model_ready.set()
-        yield
+        async with mcp_server.session_manager.run():
+            yield
         app.state.dispatcher.close()
         if runtime is None:
             rt.close()
@@ -52,10 +59,24 @@ def create_app(
         description="Korean document retrieval: upload documents, search them with morpheme + dense hybrid search.",
     )
     install_error_handlers(app)
-    app.include_router(health.router)
-    for router in (collections.router, documents.router, search.router):
-        app.include_router(router, dependencies=[Depends(require_api_key)])
+    app.include_router(health.router, dependencies=[Depends(reject_unknown_query_params)])
+    for router in (
+        collections.router,
+        documents.router,
+        search.router,
+        context.router,
+        openai_compat.router,
+    ):
+        app.include_router(router, dependencies=[Depends(require_api_key), Depends(reject_unknown_query_params)])
+    mount_mcp(app, mcp_server, settings)
     return app
+
+
+class _LateRuntimeBackend(RuntimeBackend):
+    """The MCP tools' backend, given the runtime when the app starts."""
+
+    def __init__(self) -> None:
+        pass
 
 
 def _dispatcher(settings: Settings, rt: Runtime) -> Dispatcher:
@@ -71,6 +92,7 @@ def _warm_up(rt: Runtime, ready: threading.Event) -> None:
         rt.index.collection_exists("saekin_readiness_probe")
         rt.analyzer.query_vector("워밍업")
         rt.query_encoder.encode("워밍업 질의")
+        _ = rt.model_ref  # the weights' hash, which uploads and dense searches check
         ready.set()
     except Exception:
         log.exception("warm-up failed; /readyz will report the model as not ready")

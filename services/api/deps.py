@@ -7,11 +7,14 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
 from services.db import session_scope
 from services.dispatch import Dispatcher
+from services.errors import InvalidInput
 from services.runtime import Runtime
 
 # Dependencies that do no I/O are `async def`: FastAPI runs plain `def` ones in its thread
@@ -55,3 +58,39 @@ async def require_api_key(settings: SettingsDep, authorization: Annotated[str | 
         raise HTTPException(
             401, "missing or invalid API key: send Authorization: Bearer <key>", headers={"WWW-Authenticate": "Bearer"}
         )
+
+
+async def reject_unknown_query_params(request: Request) -> None:
+    """422 for query parameters the route does not declare: a misspelt filter (`?externl_id=`)
+    must not silently list or delete everything."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    allowed = _query_names(route)
+    unknown = sorted({k for k in request.query_params if k not in allowed})
+    if unknown:
+        takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
+        raise InvalidInput(
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for "
+            f"{request.method} {route.path}: {takes}",
+            code="unknown_query_parameter",
+        )
+
+
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(route: APIRoute) -> frozenset[str]:
+    """Aliases of the query parameters of a route and all its dependencies (cached per route)."""
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        found: set[str] = set()
+        pending: list[Dependant] = [route.dependant]
+        while pending:
+            dependant = pending.pop()
+            found.update(field.alias for field in dependant.query_params)
+            pending.extend(dependant.dependencies)
+        names = _QUERY_NAMES[id(route)] = frozenset(found)
+    return names

@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.errors import SaekinError, describe_validation_errors
 
 log = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(..., description="Stable machine-readable name, e.g. collection_not_found.")
+    message: str = Field(..., description="What went wrong and, where it helps, what to do.")
+    details: list[dict[str, Any]] | None = Field(None, description="Per-field problems of a 422.")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries with the error body, for a route's documented failures."""
+    meaning = {
+        401: "missing or invalid API key (when SAEKIN_API_KEYS is set)",
+        404: "not found",
+        409: "conflict (profile or model mismatch, concurrent change)",
+        413: "body too large",
+        422: "invalid request: body, path or query parameters (including unknown ones)",
+        503: "a dependency (index, model) is unavailable",
+    }
+    return {s: {"model": ErrorBody, "description": meaning.get(s, "error")} for s in (401, 422, *statuses)}
 
 
 def error_body(code: str, message: str, **extra) -> dict:

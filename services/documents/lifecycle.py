@@ -24,6 +24,7 @@ from sqlalchemy import Engine, Row, Table, delete, func, insert, or_, select, tu
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.collections.model import ModelRef
 from services.documents.models import (
     Chunk,
     Collection,
@@ -35,7 +36,14 @@ from services.documents.models import (
     index_name,
     utcnow,
 )
-from services.documents.service import get_document, nfc, profile_mismatch, validate_collection_name, validate_metadata
+from services.documents.service import (
+    get_document,
+    model_mismatch,
+    nfc,
+    profile_mismatch,
+    validate_collection_name,
+    validate_metadata,
+)
 from services.errors import Conflict, InvalidInput
 from services.index.base import VectorIndex
 
@@ -87,8 +95,14 @@ class Stored:
         return WorkItem(self.document.id, self.generation)
 
 
-def store(session: Session, *, collection_name: str, profile: str, upload: Upload) -> Stored:
-    """Store an upload: a new document, the existing one (same content), or a new generation (same external_id)."""
+def store(
+    session: Session, *, collection_name: str, profile: str, upload: Upload, model: ModelRef | None = None
+) -> Stored:
+    """Store an upload: a new document, the existing one (same content), or a new generation (same external_id).
+
+    With `model` (the service's embedding model), a new collection records it and an existing one
+    embedded by other weights refuses the upload (Conflict).
+    """
     if not upload.data:
         raise InvalidInput("the document is empty", code="empty_document")
     # Names are compared as NFC, the form the text is indexed in: a macOS client sends 서울 decomposed.
@@ -96,9 +110,10 @@ def store(session: Session, *, collection_name: str, profile: str, upload: Uploa
         upload, external_id=nfc(upload.external_id), title=nfc(upload.title), filename=nfc(upload.filename)
     )
     metadata = validate_metadata(upload.metadata or {})
-    collection = _get_or_create_collection(session, name=collection_name, profile=profile)
+    collection = _get_or_create_collection(session, name=collection_name, profile=profile, model=model)
     if collection.profile != profile:
         raise profile_mismatch(collection.name, collection.profile, profile)
+    _check_model(collection, model)
     sha = upload.sha256
 
     if upload.external_id is not None:
@@ -165,8 +180,23 @@ def store(session: Session, *, collection_name: str, profile: str, upload: Uploa
     return Stored(document, created=True, generation=document.generation)
 
 
-def _get_or_create_collection(session: Session, *, name: str, profile: str) -> Collection:
-    """The collection called `name`, created with `profile` on first use."""
+def _check_model(collection: Collection, model: ModelRef | None) -> None:
+    """Refuse uploads into a collection being deleted, or embedded by other model weights; a
+    collection that has no weights hash yet (created before they were recorded) takes this one's."""
+    if collection.deleting_at is not None:
+        raise Conflict(f"collection {collection.name!r} is being deleted", code="collection_deleting")
+    if model is None or model.sha256 is None:
+        return
+    if collection.model_sha256 is None:
+        collection.model, collection.model_sha256 = model.name, model.sha256
+    elif collection.model_sha256 != model.sha256:
+        raise model_mismatch(collection.name, collection.model_sha256, model.sha256)
+
+
+def _get_or_create_collection(
+    session: Session, *, name: str, profile: str, model: ModelRef | None = None
+) -> Collection:
+    """The collection called `name`, created with `profile` (and `model`) on first use."""
     validate_collection_name(name)
     collection = session.scalar(select(Collection).where(Collection.name == name))
     if collection is not None:
@@ -183,7 +213,12 @@ def _get_or_create_collection(session: Session, *, name: str, profile: str) -> C
         )
     try:
         with session.begin_nested():
-            collection = Collection(name=name, profile=profile)
+            collection = Collection(
+                name=name,
+                profile=profile,
+                model=model.name if model else None,
+                model_sha256=model.sha256 if model else None,
+            )
             session.add(collection)
     except IntegrityError:  # created concurrently by another request
         collection = session.scalars(select(Collection).where(Collection.name == name)).one()

@@ -96,6 +96,12 @@ class Collection(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     # Search settings used where a request leaves them out (services/search/schemas.SearchDefaults).
     search_defaults: Mapped[dict | None] = mapped_column(JsonType)
+    # The model that embeds the collection: hub id or local path as configured, and the sha256 of
+    # its weights (None: not known, e.g. a collection created before revision 0006).
+    model: Mapped[str | None] = mapped_column(String(1024))
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Set while a DELETE of the collection runs in the background.
+    deleting_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Document(Base):
@@ -176,6 +182,9 @@ class Chunk(Base):
     # stems (만나 in 만났다) cannot be found by string search, and this spares search a Kiwi pass
     # to highlight them. NULL for chunks ingested before revision 0003.
     stem_spans: Mapped[list | None] = mapped_column(JsonType)
+    # Offsets (relative to char_start) of the sentences that start inside the chunk, after its
+    # first character: where context assembly may cut. NULL for chunks ingested before revision 0006.
+    sentence_starts: Mapped[list | None] = mapped_column(JsonType)
 
 
 def chunk_point_id(document_id: uuid.UUID, generation: int, ordinal: int) -> uuid.UUID:

@@ -74,24 +74,26 @@ def get_collection(session: Session, *, name: str) -> Collection:
 
 @dataclass(frozen=True)
 class SearchCollection:
-    """What search needs of a collection: one row, three columns."""
+    """What search needs of a collection: one row, a few columns."""
 
     id: uuid.UUID
     profile: str
+    model_sha256: str | None
     search_defaults: dict[str, Any] | None
 
 
 def get_search_collection(session: Session, *, name: str) -> SearchCollection:
-    """Id, profile and default search settings of the collection called `name`, or NotFound."""
+    """Id, profile, model weights hash and default search settings of the collection called
+    `name`, or NotFound (a collection being deleted is not found)."""
     table = Collection.__table__
     row = session.execute(
-        select(table.c.id, table.c.profile, table.c.search_defaults).where(
+        select(table.c.id, table.c.profile, table.c.model_sha256, table.c.search_defaults, table.c.deleting_at).where(
             table.c.name == validate_collection_name(name)
         )
     ).first()
-    if row is None:
-        raise _collection_not_found(name)
-    return SearchCollection(row.id, row.profile, row.search_defaults)
+    if row is None or row.deleting_at is not None:
+        raise _collection_not_found(name, deleting=row is not None)
+    return SearchCollection(row.id, row.profile, row.model_sha256, row.search_defaults)
 
 
 def set_search_defaults(session: Session, *, name: str, defaults: dict[str, Any] | None) -> Collection:
@@ -102,7 +104,9 @@ def set_search_defaults(session: Session, *, name: str, defaults: dict[str, Any]
     return collection
 
 
-def _collection_not_found(name: str) -> NotFound:
+def _collection_not_found(name: str, *, deleting: bool = False) -> NotFound:
+    if deleting:
+        return NotFound(f"collection {name!r} is being deleted", code="collection_not_found")
     return NotFound(f"collection {name!r} does not exist", code="collection_not_found")
 
 
@@ -112,6 +116,16 @@ def profile_mismatch(name: str, collection_profile: str, service_profile: str) -
         f"collection {name!r} was indexed with profile {collection_profile!r}, "
         f"but this service runs {service_profile!r}",
         code="profile_mismatch",
+    )
+
+
+def model_mismatch(name: str, collection_model: str, service_model: str) -> Conflict:
+    """Same profile, other weights: vectors of two models must not be mixed in one collection."""
+    return Conflict(
+        f"collection {name!r} was embedded by model weights sha256 {collection_model[:12]}…, "
+        f"but this service runs weights sha256 {service_model[:12]}…: use the model the collection "
+        "was built with, or a new collection",
+        code="model_mismatch",
     )
 
 
@@ -134,11 +148,26 @@ def get_document(session: Session, *, collection_name: str, document_id: uuid.UU
     return document
 
 
+def get_document_by_external_id(session: Session, *, collection_name: str, external_id: str) -> Document:
+    """The document with the client's `external_id` in `collection_name`, or NotFound."""
+    collection = get_collection(session, name=collection_name)
+    document = session.scalar(
+        select(Document).where(Document.collection_id == collection.id, Document.external_id == nfc(external_id))
+    )
+    if document is None:
+        raise NotFound(
+            f"no document with external_id {external_id!r} in collection {collection_name!r}",
+            code="document_not_found",
+        )
+    return document
+
+
 def list_documents(
     session: Session,
     *,
     collection_name: str,
     status: DocumentStatus | None = None,
+    external_id: str | None = None,
     cursor: str | None = None,
     limit: int = 50,
 ) -> tuple[list[Document], str | None]:
@@ -147,6 +176,8 @@ def list_documents(
     query = select(Document).where(Document.collection_id == collection.id)
     if status is not None:
         query = query.where(Document.status == status)
+    if external_id is not None:
+        query = query.where(Document.external_id == nfc(external_id))
     if cursor:
         created_at, last_id = _decode_cursor(cursor)
         query = query.where(tuple_(Document.created_at, Document.id) < tuple_(created_at, last_id))

@@ -372,7 +372,8 @@ _EDGE_CONDITIONS = ConditionSpelling(
     any_of=lambda parts: qe.Filter(should=parts),
     match_any=lambda key, values: qe.FieldCondition(key, match=qe.MatchAny(values)),
     match_value=_edge_match_value,
-    range=lambda key, bounds: qe.FieldCondition(key, range=qe.RangeFloat(**{k: float(v) for k, v in bounds.items()})),
+    range=lambda key, bounds: qe.FieldCondition(key, range=qe.RangeFloat(**bounds)),
+    datetime_range=lambda key, bounds: qe.FieldCondition(key, range=qe.RangeDateTime(**bounds)),
 )
 
 

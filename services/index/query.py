@@ -77,6 +77,20 @@ class IndexFilter:
     external_ids: list[str] | None = None
     # metadata key -> accepted values; matched against payload key f"metadata.{key}"
     metadata: dict[str, list[Any]] | None = None
+    # metadata key -> bounds its value must lie within
+    ranges: dict[str, IndexRange] | None = None
+
+
+@dataclass(frozen=True)
+class IndexRange:
+    """Bounds on a numeric or datetime metadata value; unset bounds are open. `datetime`: the
+    bounds are RFC 3339 strings and the values date or datetime strings; else numbers."""
+
+    gt: float | str | None = None
+    gte: float | str | None = None
+    lt: float | str | None = None
+    lte: float | str | None = None
+    datetime: bool = False
 
 
 # A filter as engines see it: a small tree of conditions on payload paths.
@@ -103,12 +117,20 @@ class MatchValue:
 
 @dataclass(frozen=True)
 class Range:
-    """The field's number lies in the range (bounds that are None are open)."""
+    """The field's number (or, with `datetime`, its RFC 3339 date) lies in the range (bounds that
+    are None are open)."""
 
     key: str
-    gte: float | None = None
-    lte: float | None = None
-    lt: int | float | None = None
+    gte: float | str | None = None
+    lte: float | str | None = None
+    lt: float | str | None = None
+    gt: float | str | None = None
+    datetime: bool = False
+
+    def bounds(self) -> dict[str, float | str]:
+        return {
+            k: v for k, v in (("gte", self.gte), ("lte", self.lte), ("lt", self.lt), ("gt", self.gt)) if v is not None
+        }
 
 
 @dataclass(frozen=True)
@@ -136,7 +158,8 @@ class ConditionSpelling:
     any_of: Callable[[list[Any]], Any]
     match_any: Callable[[str, list[str] | list[int]], Any]
     match_value: Callable[[str, bool | int], Any]
-    range: Callable[[str, dict[str, float]], Any]  # bounds: gte, lte, lt (only those given)
+    range: Callable[[str, dict[str, float]], Any]  # bounds: gte, lte, lt, gt (only those given)
+    datetime_range: Callable[[str, dict[str, str]], Any]  # the same, RFC 3339 strings
 
 
 def render_condition(c: Condition, spelling: ConditionSpelling) -> Any:
@@ -148,7 +171,9 @@ def render_condition(c: Condition, spelling: ConditionSpelling) -> Any:
         return spelling.match_any(c.key, c.as_list())
     if isinstance(c, MatchValue):
         return spelling.match_value(c.key, c.value)
-    return spelling.range(c.key, {k: v for k, v in (("gte", c.gte), ("lte", c.lte), ("lt", c.lt)) if v is not None})
+    if c.datetime:
+        return spelling.datetime_range(c.key, {k: str(v) for k, v in c.bounds().items()})
+    return spelling.range(c.key, {k: float(v) for k, v in c.bounds().items()})
 
 
 def filter_condition(flt: IndexFilter | None) -> AllOf | None:
@@ -162,6 +187,8 @@ def filter_condition(flt: IndexFilter | None) -> AllOf | None:
         must.append(MatchAny("external_id", tuple(str(v) for v in flt.external_ids)))
     for key, values in (flt.metadata or {}).items():
         must.append(_any_of(metadata_path(key), values))
+    for key, r in (flt.ranges or {}).items():
+        must.append(Range(metadata_path(key), gt=r.gt, gte=r.gte, lt=r.lt, lte=r.lte, datetime=r.datetime))
     return AllOf(tuple(must)) if must else None
 
 

@@ -265,6 +265,7 @@ _SERVER_CONDITIONS = ConditionSpelling(
     match_any=lambda key, values: qm.FieldCondition(key=key, match=qm.MatchAny(any=values)),
     match_value=lambda key, value: qm.FieldCondition(key=key, match=qm.MatchValue(value=value)),
     range=lambda key, bounds: qm.FieldCondition(key=key, range=qm.Range(**bounds)),
+    datetime_range=lambda key, bounds: qm.FieldCondition(key=key, range=qm.DatetimeRange(**bounds)),
 )
 
 

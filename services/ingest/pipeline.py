@@ -114,6 +114,7 @@ def _chunk_sections(
     for section, sentences in zip(sections, analyses):
         # A table is one section; when it is over the budget it is cut between rows, not sentences.
         spans = _line_spans(section.text) if section.table else [(sent.start, sent.end) for sent in sentences]
+        sentence_starts = sorted({start for start, _ in spans})
         chunks = chunk_sentences(
             section.text,
             spans,
@@ -146,6 +147,15 @@ def _chunk_sections(
                     token_count=chunk.token_count,
                     sparse=sparse,
                     stem_spans=stem_spans(chunk_terms, offset=chunk.char_start),
+                    # Where context assembly may trim a passage without a second Kiwi pass.
+                    sentence_starts=[
+                        start - chunk.char_start
+                        for start in sentence_starts[
+                            bisect_left(sentence_starts, chunk.char_start + 1) : bisect_left(
+                                sentence_starts, chunk.char_end
+                            )
+                        ]
+                    ],
                 )
             )
         offset += len(section.text) + len(SECTION_SEPARATOR)

@@ -1,4 +1,5 @@
-"""Search: encode the question, one Qdrant query (dense, sparse or fused), one SQL query for metadata."""
+"""Search: encode the question, one Qdrant query per collection (dense, sparse or fused), one SQL
+query for the hits' passages and documents, then optionally a cross-encoder rerank."""
 
 from __future__ import annotations
 
@@ -6,16 +7,22 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import TypeAdapter
 from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from services.documents.models import Chunk, Document, collection_index_name
-from services.documents.service import get_search_collection, nfc, profile_mismatch
+from services.documents.service import (
+    SearchCollection,
+    get_search_collection,
+    model_mismatch,
+    nfc,
+    profile_mismatch,
+)
 from services.errors import ServiceUnavailable
-from services.index.base import IndexFilter, IndexHit, VectorIndex
+from services.index import IndexFilter, IndexHit, IndexRange, VectorIndex
 from services.ingest.analyzer import KoreanAnalyzer
 from services.search.schemas import (
     DEFAULT_FUSION,
@@ -24,6 +31,7 @@ from services.search.schemas import (
     Fusion,
     FusionObject,
     LegScore,
+    RangeFilter,
     RerankOptions,
     SearchDefaults,
     SearchHit,
@@ -35,7 +43,7 @@ from services.search.schemas import (
 from services.vectors import SparseVector
 
 if TYPE_CHECKING:  # a sparse-only caller (the CLI) never imports torch
-    from services.embedding.encoder import QueryEncoder
+    from services.embedding.query_encoder import QueryEncoder
 
 # Hits of a replaced generation are dropped after the index query; ask the index for a few extra to fill top_k.
 OVERFETCH = 10
@@ -70,8 +78,7 @@ def _fusion_object(fusion: Fusion) -> FusionObject:
     """A method name as the object it stands for, so a response says exactly what ran."""
     if not isinstance(fusion, str):
         return fusion
-    spec = fusion_spec(fusion)
-    return TypeAdapter(FusionObject).validate_python(spec.to_dict())
+    return TypeAdapter(FusionObject).validate_python(fusion_spec(fusion).to_dict())
 
 
 def search(
@@ -83,20 +90,67 @@ def search(
     profile: str,
     collection_name: str,
     request: SearchRequest,
+    model_sha256: str | None = None,
     reranker: PassageScorer | None = None,
 ) -> SearchResponse:
     """Ranked passages of `collection_name` for `request`, with their documents' metadata.
 
-    `profile` is the query encoder's; `query_encoder` may be None for sparse searches only, and
-    `reranker` None where no reranker is configured.
+    `profile` is the query encoder's and `model_sha256` its weights'; `query_encoder` may be None
+    for sparse searches only, and `reranker` None where no reranker is configured.
+    """
+    return search_collections(
+        session,
+        index=index,
+        analyzer=analyzer,
+        query_encoder=query_encoder,
+        profile=profile,
+        collection_names=[collection_name],
+        request=request,
+        model_sha256=model_sha256,
+        reranker=reranker,
+    )
+
+
+@dataclass(frozen=True)
+class _Target:
+    name: str
+    collection_id: uuid.UUID
+    index_name: str
+
+
+def search_collections(
+    session: Session,
+    *,
+    index: VectorIndex,
+    analyzer: KoreanAnalyzer,
+    query_encoder: QueryEncoder | None,
+    profile: str,
+    collection_names: Sequence[str],
+    request: SearchRequest,
+    model_sha256: str | None = None,
+    reranker: PassageScorer | None = None,
+) -> SearchResponse:
+    """Ranked passages of several collections searched as one: the question is analysed and
+    encoded once, each collection's index is asked for its candidates, and the hits are merged by
+    score (ties: the order the collections were given, then chunk id), each naming its collection.
+
+    One collection's default search settings apply where the request leaves them out; several
+    collections use the request's settings, else the service's. Several collections must all be
+    of the service's `profile` (Conflict naming the first that is not); one collection of another
+    profile can still be searched in sparse mode. With `model_sha256` (the service's weights), a
+    dense or hybrid search of a collection embedded by other weights is refused too.
     """
     started = time.perf_counter()
-    collection = get_search_collection(session, name=collection_name)
-    defaults = SearchDefaults.model_validate(collection.search_defaults) if collection.search_defaults else None
-    settings = resolve_settings(request, defaults)
+    collections = {name: get_search_collection(session, name=name) for name in dict.fromkeys(collection_names)}
+    one = next(iter(collections.values())) if len(collections) == 1 else None
+    settings = resolve_settings(
+        request, SearchDefaults.model_validate(one.search_defaults) if one and one.search_defaults else None
+    )
     mode, note = settings.mode, None
-    if collection.profile != profile and mode != "sparse":
-        raise profile_mismatch(collection_name, collection.profile, profile)
+    targets = [
+        _target(name, collection, profile, model_sha256, mode, strict=len(collections) > 1)
+        for name, collection in collections.items()
+    ]
     if mode != "sparse" and query_encoder is None:
         raise ServiceUnavailable(f"{mode} search needs the query model, which this process has not loaded")
     if settings.rerank is not None and reranker is None:
@@ -105,11 +159,8 @@ def search(
                 "reranking is not configured: set SAEKIN_RERANK_PROFILE (or SAEKIN_RERANK_MODEL)",
                 code="rerank_unavailable",
             )
-        settings, note = (
-            settings.model_copy(update={"rerank": None}),
-            "reranking is not configured; results are not reranked",
-        )
-    name = collection_index_name(collection_name, collection.profile)
+        settings = settings.model_copy(update={"rerank": None})
+        note = "reranking is not configured; results are not reranked"
 
     # The model works on the question while this thread analyses it (sparse leg and highlights).
     dense_future = query_encoder.submit(request.query) if query_encoder is not None and mode != "sparse" else None
@@ -129,23 +180,101 @@ def search(
         settings = settings.model_copy(update={"mode": mode, "fusion": None})
     dense = dense_future.result() if dense_future is not None else None
 
-    if not index.collection_exists(name):
-        return SearchResponse(results=[], mode=mode, settings=settings, took_ms=_ms(started), note=note)
+    # Reranking scores more candidates than it keeps.
     wanted = max(request.top_k, settings.rerank.depth) if settings.rerank is not None else request.top_k
-    flt = _index_filter(request)
+    query = _IndexQuery(
+        dense=dense,
+        sparse=sparse if mode != "dense" else None,
+        filter=_index_filter(request),
+        fusion=fusion_spec(settings.fusion) if settings.fusion is not None else "rrf",
+        prefetch=request.prefetch,
+        explain=request.explain,
+    )
+    found: list[tuple[int, IndexHit, Row]] = []
+    for position, target in enumerate(targets):
+        if index.collection_exists(target.index_name):
+            found.extend((position, hit, row) for hit, row in _collect(session, index, target, query, wanted))
+    if len(targets) > 1:
+        found.sort(key=lambda f: (-f[1].score, f[0], f[1].id))
+    found = found[:wanted]
+
+    need_highlights = request.highlight or settings.rerank is not None
+    highlights = (
+        analyzer.highlights_many([row.text for _, _, row in found], terms, [row.stem_spans for _, _, row in found])
+        if need_highlights
+        else [[] for _ in found]
+    )
+    candidates = [
+        _Candidate(fused_rank, hit, row, targets[position].name, spans)
+        for fused_rank, ((position, hit, row), spans) in enumerate(zip(found, highlights), start=1)
+    ]
+    if settings.rerank is not None and reranker is not None and candidates:
+        candidates = _rerank(reranker, request.query, candidates)
+    results = [
+        SearchHit(
+            rank=rank,
+            score=c.rerank_score if c.rerank_score is not None else c.hit.score,
+            chunk_id=c.row.id,
+            document_id=c.row.document_id,
+            external_id=c.row.external_id,
+            title=c.row.title,
+            text=c.row.text,
+            page=c.row.page,
+            heading=c.row.heading,
+            char_start=c.row.char_start,
+            char_end=c.row.char_end,
+            metadata=c.row.metadata or {},
+            highlights=c.spans if request.highlight else [],
+            explain=_explain(c, rank) if request.explain else None,
+            collection=c.collection,
+            ordinal=c.row.ordinal,
+        )
+        for rank, c in enumerate(candidates[: request.top_k], start=1)
+    ]
+    return SearchResponse(results=results, mode=mode, settings=settings, took_ms=_ms(started), note=note)
+
+
+def _target(
+    name: str, collection: SearchCollection, profile: str, model_sha256: str | None, mode: str, *, strict: bool
+) -> _Target:
+    """The collection as a search target; Conflict when its vectors are not the service's (another
+    profile, or other weights)."""
+    if collection.profile != profile and (strict or mode != "sparse"):
+        raise profile_mismatch(name, collection.profile, profile)
+    if mode != "sparse" and model_sha256 and collection.model_sha256 and collection.model_sha256 != model_sha256:
+        raise model_mismatch(name, collection.model_sha256, model_sha256)
+    return _Target(name, collection.id, collection_index_name(name, collection.profile))
+
+
+@dataclass(frozen=True)
+class _IndexQuery:
+    """What every collection's index is asked, built once per search."""
+
+    dense: Any
+    sparse: SparseVector | None
+    filter: IndexFilter | None
+    fusion: Any
+    prefetch: int
+    explain: bool
+
+
+def _collect(
+    session: Session, index: VectorIndex, target: _Target, query: _IndexQuery, wanted: int
+) -> list[tuple[IndexHit, Row]]:
+    """The first `wanted` hits of one collection whose rows are of the searchable generation."""
     limit = wanted + OVERFETCH
 
     def ask_index(limit: int) -> list[IndexHit]:
         return index.query(
-            name,
-            dense=dense,
-            sparse=sparse if mode != "dense" else None,
+            target.index_name,
+            dense=query.dense,
+            sparse=query.sparse,
             limit=limit,
-            filter=flt,
-            fusion=fusion_spec(settings.fusion) if settings.fusion is not None else "rrf",
-            prefetch_limit=max(request.prefetch, limit),
+            filter=query.filter,
+            fusion=query.fusion,
+            prefetch_limit=max(query.prefetch, limit),
             with_payload=False,
-            explain=request.explain,
+            explain=query.explain,
         )
 
     hits = ask_index(limit)
@@ -168,62 +297,39 @@ def search(
         batch = hits[position : position + wanted - len(passages)]
         position += len(batch)
         seen.update(h.id for h in batch)
-        rows = _load_passages(session, collection.id, [uuid.UUID(h.id) for h in batch])
+        rows = _load_passages(session, target.collection_id, [uuid.UUID(h.id) for h in batch])
         for hit in batch:
             row = rows.get(hit.id)
             if row is not None and row.generation == row.indexed_generation:
                 passages.append((hit, row))
-    need_highlights = request.highlight or settings.rerank is not None
-    highlights = (
-        analyzer.highlights_many([row.text for _, row in passages], terms, [row.stem_spans for _, row in passages])
-        if need_highlights
-        else [[] for _ in passages]
-    )
-    candidates = [
-        _Candidate(fused_rank, hit, row, spans)
-        for fused_rank, ((hit, row), spans) in enumerate(zip(passages, highlights), start=1)
-    ]
-    if settings.rerank is not None and reranker is not None and candidates:
-        candidates = _rerank(reranker, request.query, candidates)
-    results = [
-        SearchHit(
-            rank=rank,
-            score=c.rerank_score if c.rerank_score is not None else c.hit.score,
-            chunk_id=c.row.id,
-            document_id=c.row.document_id,
-            external_id=c.row.external_id,
-            title=c.row.title,
-            text=c.row.text,
-            page=c.row.page,
-            heading=c.row.heading,
-            char_start=c.row.char_start,
-            char_end=c.row.char_end,
-            metadata=c.row.metadata or {},
-            highlights=c.spans if request.highlight else [],
-            explain=_explain(c, rank) if request.explain else None,
-        )
-        for rank, c in enumerate(candidates[: request.top_k], start=1)
-    ]
-    return SearchResponse(results=results, mode=mode, settings=settings, took_ms=_ms(started), note=note)
+    return passages
 
 
 def _index_filter(request: SearchRequest) -> IndexFilter | None:
     f = request.filter
     if f is None:
         return None
-    metadata = {k: v if isinstance(v, list) else [v] for k, v in (f.metadata or {}).items()} or None
+    given = f.metadata or {}
+    metadata = {k: v if isinstance(v, list) else [v] for k, v in given.items() if not isinstance(v, RangeFilter)}
+    ranges = {
+        k: IndexRange(gt=v.gt, gte=v.gte, lt=v.lt, lte=v.lte, datetime=v.is_datetime)
+        for k, v in given.items()
+        if isinstance(v, RangeFilter)
+    }
     return IndexFilter(
         document_ids=[str(d) for d in f.document_ids] if f.document_ids is not None else None,
         external_ids=[nfc(e) for e in f.external_ids] if f.external_ids is not None else None,
-        metadata=metadata,
+        metadata=metadata or None,
+        ranges=ranges or None,
     )
 
 
 @dataclass(frozen=True)
 class _Candidate:
-    fused_rank: int  # 1-based, among the published hits of the index query
+    fused_rank: int  # 1-based, among the published hits of the index queries
     hit: IndexHit
     row: Row
+    collection: str
     spans: list[tuple[int, int]]
     rerank_score: float | None = None
 
@@ -258,6 +364,7 @@ _PASSAGES = (
     select(
         _chunks.c.id,
         _chunks.c.generation,
+        _chunks.c.ordinal,
         _chunks.c.text,
         _chunks.c.page,
         _chunks.c.heading,

@@ -1,54 +1,58 @@
-"""A collection's settings: its default search mode, fusion and rerank."""
+"""List, describe and delete collections."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
-from fastapi import APIRouter
-from pydantic import BaseModel
+from services.api.deps import RuntimeDep, SessionDep
+from services.api.errors import error_responses
+from services.collections import service
+from services.collections.schemas import CollectionList, CollectionOut, CollectionPatch, DeletionAccepted
+from services.documents.service import set_search_defaults
 
-from services.api.deps import SessionDep
-from services.documents import service
-from services.documents.models import Collection
-from services.search.schemas import SearchDefaults
-
-router = APIRouter(prefix="/v1/collections/{collection}", tags=["collections"])
-
-
-class CollectionOut(BaseModel):
-    name: str
-    profile: str
-    created_at: datetime
-    search_defaults: SearchDefaults
-
-    @classmethod
-    def of(cls, collection: Collection) -> CollectionOut:
-        return cls(
-            name=collection.name,
-            profile=collection.profile,
-            created_at=collection.created_at,
-            search_defaults=SearchDefaults.model_validate(collection.search_defaults or {}),
-        )
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
 
-class CollectionPatch(BaseModel):
-    search_defaults: SearchDefaults
+@router.get("", response_model=CollectionList, responses=error_responses())
+def list_collections(session: SessionDep) -> CollectionList:
+    """Every collection: profile, model, document counts by status, chunk count, search defaults."""
+    return CollectionList(items=service.list_collections(session))
 
 
-@router.get("", response_model=CollectionOut, responses={404: {"description": "no such collection"}})
+@router.get("/{collection}", response_model=CollectionOut, responses=error_responses(404))
 def get_collection(collection: str, session: SessionDep) -> CollectionOut:
-    """The collection's profile and default search settings."""
-    return CollectionOut.of(service.get_collection(session, name=collection))
+    """One collection: profile, model (hub id or path, weights sha256), counts, search defaults."""
+    return service.get_collection_out(session, name=collection)
 
 
-@router.patch(
-    "",
-    response_model=CollectionOut,
-    responses={404: {"description": "no such collection"}, 422: {"description": "invalid settings"}},
-)
+@router.patch("/{collection}", response_model=CollectionOut, responses=error_responses(404))
 def patch_collection(collection: str, patch: CollectionPatch, session: SessionDep) -> CollectionOut:
     """Set the collection's default search settings (mode, fusion, rerank), used where a search
     request leaves them out. They change how stored vectors are searched: nothing is re-indexed.
     Fields left out or null fall back to the service's defaults."""
     defaults = patch.search_defaults.model_dump(mode="json", exclude_none=True) or None
-    return CollectionOut.of(service.set_search_defaults(session, name=collection, defaults=defaults))
+    set_search_defaults(session, name=collection, defaults=defaults)
+    return service.get_collection_out(session, name=collection)
+
+
+@router.delete(
+    "/{collection}",
+    status_code=204,
+    responses={
+        202: {"model": DeletionAccepted, "description": "a long deletion goes on in the background"},
+        **error_responses(404),
+    },
+)
+async def delete_collection(collection: str, request: Request, rt: RuntimeDep) -> Response:
+    """Delete the collection: its documents, chunks and Qdrant collection. 204 when done; 202 while a
+    long one goes on (GET shows `status: deleting`; a repeated DELETE finishes an interrupted one)."""
+    deletions: service.Deletions = request.app.state.deletions
+    done = await run_in_threadpool(
+        deletions.delete, session_factory=rt.session_factory, index=rt.index, name=collection
+    )
+    if done:
+        return Response(status_code=204)
+    body = DeletionAccepted(name=collection, message=f"collection {collection!r} is being deleted")
+    return JSONResponse(body.model_dump(), status_code=202)

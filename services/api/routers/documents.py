@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from services.api.deps import DispatcherDep, RuntimeDep, SessionDep
+from services.api.errors import error_responses
 from services.dispatch import intake
 from services.documents import lifecycle, service
 from services.documents.lifecycle import Upload
@@ -53,7 +54,7 @@ UPLOAD_OPENAPI = {
     openapi_extra=UPLOAD_OPENAPI,
     responses={
         200: {"model": DocumentOut, "description": "the same content is already stored"},
-        413: {"description": "over SAEKIN_MAX_UPLOAD_MB"},
+        **error_responses(409, 413),
         415: {"description": "unsupported type"},
     },
 )
@@ -84,6 +85,7 @@ async def upload_document(
         collection_name=collection,
         profile=rt.profile,
         dispatcher=dispatcher,
+        model=rt.model_ref,
     )
     if not stored.created:
         response.status_code = 200
@@ -188,28 +190,45 @@ class _LimitedReceive:
         return message
 
 
-@router.get("/{document_id}", response_model=DocumentOut)
+@router.get("/{document_id}", response_model=DocumentOut, responses=error_responses(404))
 def get_document(collection: str, document_id: uuid.UUID, session: SessionDep) -> DocumentOut:
     """A document's status, stage, counts, error reason and metadata."""
     return DocumentOut.of(service.get_document(session, collection_name=collection, document_id=document_id))
 
 
-@router.get("", response_model=DocumentPage)
+@router.get("", response_model=DocumentPage, responses=error_responses(404))
 def list_documents(
     collection: str,
     session: SessionDep,
     status: Annotated[DocumentStatus | None, Query()] = None,
+    external_id: Annotated[
+        str | None, Query(min_length=1, max_length=256, description="Only the document with your id.")
+    ] = None,
     cursor: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> DocumentPage:
-    """Documents newest first, optionally only those with `status`; follow `next_cursor` for more."""
+    """Documents newest first, optionally only those with `status` or your `external_id`; follow
+    `next_cursor` for more."""
     rows, next_cursor = service.list_documents(
-        session, collection_name=collection, status=status, cursor=cursor, limit=limit
+        session, collection_name=collection, status=status, external_id=external_id, cursor=cursor, limit=limit
     )
     return DocumentPage(items=[DocumentOut.of(d) for d in rows], next_cursor=next_cursor)
 
 
-@router.delete("/{document_id}", status_code=204)
+@router.delete("", status_code=204, responses=error_responses(404))
+def delete_document_by_external_id(
+    collection: str,
+    session: SessionDep,
+    rt: RuntimeDep,
+    external_id: Annotated[str, Query(min_length=1, max_length=256, description="Your id of the document.")],
+) -> Response:
+    """Remove the document with your `external_id` from the database and the vector index."""
+    document = service.get_document_by_external_id(session, collection_name=collection, external_id=external_id)
+    lifecycle.cancel(session, index=rt.index, collection_name=collection, document_id=document.id)
+    return Response(status_code=204)
+
+
+@router.delete("/{document_id}", status_code=204, responses=error_responses(404))
 def delete_document(collection: str, document_id: uuid.UUID, session: SessionDep, rt: RuntimeDep) -> Response:
     """Remove a document from the database and the vector index."""
     lifecycle.cancel(session, index=rt.index, collection_name=collection, document_id=document_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.api.deps import RuntimeDep
+from services.api.errors import error_responses
 from services.db import session_scope
 from services.search import service
 from services.search.schemas import SearchRequest, SearchResponse
@@ -12,7 +13,7 @@ from services.search.schemas import SearchRequest, SearchResponse
 router = APIRouter(prefix="/v1/collections/{collection}", tags=["search"])
 
 
-@router.post("/search", response_model=SearchResponse)
+@router.post("/search", response_model=SearchResponse, responses=error_responses(404, 409))
 def search(collection: str, request: SearchRequest, rt: RuntimeDep) -> SearchResponse:
     """Ranked passages for a question, with their document metadata and highlighted query terms."""
     # The session is opened here, not by a generator dependency, which would cost two more
@@ -27,4 +28,5 @@ def search(collection: str, request: SearchRequest, rt: RuntimeDep) -> SearchRes
             profile=rt.profile,
             collection_name=collection,
             request=request,
+            model_sha256=rt.model_ref.sha256 if request.mode != "sparse" else None,
         )

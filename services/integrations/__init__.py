@@ -1,0 +1,1 @@
+"""Retrievers for RAG frameworks (optional extras: `pip install 'saekin[langchain]'` / `'saekin[llamaindex]'`)."""
