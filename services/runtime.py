@@ -15,7 +15,8 @@ from config.settings import Settings
 from services.db import make_engine, make_session_factory
 
 if TYPE_CHECKING:
-    from services.embedding.encoder import Encoder, QueryEncoder
+    from services.embedding.encoder import Encoder
+    from services.embedding.query_encoder import QueryEncoder
     from services.index.base import VectorIndex
     from services.ingest.analyzer import KoreanAnalyzer
 
@@ -50,7 +51,7 @@ class Runtime:
 
     @property
     def tokenizer(self):
-        from services.embedding.encoder import load_tokenizer
+        from services.embedding.loading import load_tokenizer
 
         return self._once("_tokenizer", lambda: load_tokenizer(self.settings.model_name_or_path))
 
@@ -94,7 +95,7 @@ class Runtime:
 
     @property
     def query_encoder(self) -> QueryEncoder:
-        from services.embedding.encoder import QueryEncoder
+        from services.embedding.query_encoder import QueryEncoder
 
         return self._once(
             "_query_encoder", lambda: QueryEncoder(self.encoder, max_wait_ms=self.settings.query_batch_wait_ms)

@@ -85,6 +85,7 @@ def _train_tokenizer_json(kind: str, specials: tuple[str, ...], texts: tuple[str
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     alphabet = _ksx1001_hangul() + _ascii_alphabet()
+    trainer: trainers.Trainer
     if kind == "unigram":
         tok = Tokenizer(models.Unigram())
         tok.normalizer = normalizers.NFKC()
