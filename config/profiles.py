@@ -1,8 +1,9 @@
-"""The four embedding model profiles Saekin supports (GUIDE.md §2).
+"""The model profiles Saekin supports: four embedding models and two cross-encoder rerankers.
 
-A profile fixes everything that must agree between ingestion and search: the hub id, the
-transformer architecture (used to build offline twins), the vector size, pooling and
+An embedding profile fixes everything that must agree between ingestion and search: the hub id,
+the transformer architecture (used to build offline twins), the vector size, pooling and
 normalisation, and the model's maximum sequence length, from which the chunk budget follows.
+A reranker profile names a cross-encoder that scores (question, passage) pairs after retrieval.
 """
 
 from __future__ import annotations
@@ -154,3 +155,70 @@ def get_profile(name: str) -> ModelProfile:
         return PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown embedding profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+
+
+@dataclass(frozen=True)
+class RerankerProfile:
+    """A cross-encoder reranker: a sequence-classification model with one label (a relevance score)."""
+
+    name: str
+    hub_id: str
+    max_seq_length: int  # what the model reads
+    # Tokens of one (question, passage) pair, special tokens included: what scoring costs is set
+    # by this, not by max_seq_length (a large cross-encoder on 8,192 tokens is far too slow).
+    pair_tokens: int
+    architecture: str  # transformers model class, for twins
+    tokenizer_kind: TokenizerKind
+    config: dict = field(default_factory=dict)  # transformers config of the full-size model
+
+
+# XLM-RoBERTa large with a one-label classification head (the config of BAAI/bge-reranker-v2-m3).
+_BGE_RERANKER_V2_M3_CONFIG = dict(
+    model_type="xlm-roberta",
+    hidden_size=1024,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    intermediate_size=4096,
+    vocab_size=250002,
+    max_position_embeddings=8194,
+    type_vocab_size=1,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+    layer_norm_eps=1e-5,
+    num_labels=1,
+)
+
+RERANKER_PROFILES: dict[str, RerankerProfile] = {
+    p.name: p
+    for p in (
+        RerankerProfile(
+            name="bge-reranker-v2-m3-ko",
+            hub_id="dragonkue/bge-reranker-v2-m3-ko",
+            max_seq_length=8192,
+            pair_tokens=512,
+            architecture="XLMRobertaForSequenceClassification",
+            tokenizer_kind="unigram",
+            config=_BGE_RERANKER_V2_M3_CONFIG,
+        ),
+        RerankerProfile(
+            name="bge-reranker-v2-m3",
+            hub_id="BAAI/bge-reranker-v2-m3",
+            max_seq_length=8192,
+            pair_tokens=512,
+            architecture="XLMRobertaForSequenceClassification",
+            tokenizer_kind="unigram",
+            config=_BGE_RERANKER_V2_M3_CONFIG,
+        ),
+    )
+}
+
+DEFAULT_RERANKER_PROFILE = "bge-reranker-v2-m3-ko"
+
+
+def get_reranker_profile(name: str) -> RerankerProfile:
+    """The reranker profile called `name`, or a ValueError listing the valid names."""
+    try:
+        return RERANKER_PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown reranker profile {name!r}; choose one of {', '.join(RERANKER_PROFILES)}") from None

@@ -7,18 +7,18 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
-from config.profiles import DEFAULT_PROFILE, PROFILES
+from config.profiles import DEFAULT_PROFILE, PROFILES, RERANKER_PROFILES
 from config.settings import Settings, get_settings
 from services.errors import SaekinError, describe_validation_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Saekin (색인): Korean document retrieval service.")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(1)
 
@@ -171,6 +171,7 @@ def ingest(
         from services.dispatch import CeleryDispatcher
         from services.runtime import Runtime
 
+        assert settings.broker_url is not None  # production mode is the mode with a broker
         lock, rt = None, Runtime(settings)
         dispatcher = CeleryDispatcher(settings.broker_url)
 
@@ -229,7 +230,7 @@ def ingest(
                                 Document.status.not_in([DocumentStatus.indexed, DocumentStatus.failed]),
                             )
                         )
-                    done = len(ids) - waiting
+                    done = len(ids) - (waiting or 0)  # COUNT is never NULL; its type allows None
                     bar.update(done - bar.n)
 
     with session_scope(rt.session_factory) as session:
@@ -402,19 +403,22 @@ def eval_command(
 
 @app.command("make-twin")
 def make_twin(
-    profile: Annotated[str, typer.Option(help=f"One of {', '.join(PROFILES)}.")] = DEFAULT_PROFILE,
-    out: Annotated[Path, typer.Option(help="Directory to write the sentence-transformers model to.")] = Path("twin"),
+    profile: Annotated[
+        str,
+        typer.Option(help=f"One of {', '.join(PROFILES)} (embedding) or {', '.join(RERANKER_PROFILES)} (reranker)."),
+    ] = DEFAULT_PROFILE,
+    out: Annotated[Path, typer.Option(help="Directory to write the model to.")] = Path("twin"),
     small: Annotated[bool, typer.Option(help="A tiny twin (2 layers, hidden 64) for tests.")] = False,
     corpus: Annotated[list[Path] | None, typer.Option(help="Extra Korean text files for the tokenizer.")] = None,
     seed: int = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing twin in --out.")] = False,
 ) -> None:
     """Build an architecture twin of a profile: same config, random weights, Korean-trained tokenizer."""
-    from config.profiles import get_profile
-    from services.embedding.twin import build_twin, read_corpus_files
+    from config.profiles import RerankerProfile
+    from services.embedding.twin import build_twin, read_corpus_files, twin_profile
 
     try:
-        prof = get_profile(profile)
+        prof = twin_profile(profile)
     except ValueError as exc:
         _fail(str(exc))
     for path in corpus or []:
@@ -425,9 +429,10 @@ def make_twin(
         path = build_twin(prof, out, small=small, corpus=texts, seed=seed, overwrite=overwrite)
     except FileExistsError:
         _fail(f"{out} already exists: pass --overwrite to replace it")
+    variables = "SAEKIN_RERANK" if isinstance(prof, RerankerProfile) else "SAEKIN_EMBEDDING"
     typer.echo(
-        f"twin of {prof.hub_id} written to {path}; use it with SAEKIN_EMBEDDING_PROFILE={prof.name} "
-        f"SAEKIN_EMBEDDING_MODEL={path.resolve()}"
+        f"twin of {prof.hub_id} written to {path}; use it with {variables}_PROFILE={prof.name} "
+        f"{variables}_MODEL={path.resolve()}"
     )
 
 

@@ -17,6 +17,7 @@ from services.db import make_engine, make_session_factory
 if TYPE_CHECKING:
     from services.embedding.encoder import Encoder
     from services.embedding.query_encoder import QueryEncoder
+    from services.embedding.reranker import Reranker
     from services.index.base import VectorIndex
     from services.ingest.analyzer import KoreanAnalyzer
 
@@ -99,6 +100,27 @@ class Runtime:
 
         return self._once(
             "_query_encoder", lambda: QueryEncoder(self.encoder, max_wait_ms=self.settings.query_batch_wait_ms)
+        )
+
+    @property
+    def reranker(self) -> Reranker | None:
+        """The cross-encoder reranker, or None when reranking is not configured (SAEKIN_RERANK_*)."""
+        return self._once("_reranker", self._load_reranker)
+
+    def _load_reranker(self) -> Reranker | None:
+        from services.embedding.reranker import Reranker
+
+        s = self.settings
+        profile, model = s.reranker_profile, s.reranker_name_or_path
+        if profile is None or model is None:
+            return None
+        return Reranker(
+            model,
+            profile,
+            device=s.rerank_device,
+            precision=s.rerank_precision,
+            max_tokens=s.rerank_max_tokens,
+            max_batch_tokens=s.rerank_max_batch_tokens,
         )
 
     def loaded(self, name: str) -> bool:

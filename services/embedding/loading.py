@@ -1,6 +1,6 @@
 """Loading a model once: its tokenizer, the device and the precision set-up.
 
-Used by the embedding encoder (encoder.py) and by ingest workers:
+Shared by the embedding encoder (encoder.py) and the cross-encoder reranker (reranker.py):
 
 - `load_tokenizer`: the model's fast tokenizer, also used without the model by ingest workers
   to count chunk tokens;
