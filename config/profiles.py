@@ -9,31 +9,65 @@ A reranker profile names a cross-encoder that scores (question, passage) pairs a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 Pooling = Literal["cls", "mean"]
 TokenizerKind = Literal["unigram", "wordpiece"]
 
 
-@dataclass(frozen=True)
-class ModelProfile:
+@dataclass(frozen=True, kw_only=True)
+class TransformerProfile:
+    """What every profile names: the model and the transformer it is (from which twins are built)."""
+
     name: str
     hub_id: str
-    dim: int
-    pooling: Pooling
-    normalize: bool
-    max_seq_length: int
-    # Tokens of a chunk, special tokens excluded. Never above max_seq_length - 2 (CLS/SEP),
-    # so no chunk is ever truncated by the model; 512-token windows for the long-context model.
-    chunk_tokens: int
+    max_seq_length: int  # what the model reads
     architecture: str  # transformers model class, for twins
     tokenizer_kind: TokenizerKind
     config: dict = field(default_factory=dict)  # transformers config of the full-size model
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelProfile(TransformerProfile):
+    """An embedding model."""
+
+    dim: int
+    pooling: Pooling
+    normalize: bool
+    # Tokens of a chunk, special tokens excluded. Never above max_seq_length - 2 (CLS/SEP),
+    # so no chunk is ever truncated by the model; 512-token windows for the long-context model.
+    chunk_tokens: int
 
     @property
     def collection_suffix(self) -> str:
         return self.name.replace("-", "_")
 
+
+@dataclass(frozen=True, kw_only=True)
+class RerankerProfile(TransformerProfile):
+    """A cross-encoder reranker: a sequence-classification model with one label (a relevance score)."""
+
+    # Tokens of one (question, passage) pair, special tokens included: what scoring costs is set
+    # by this, not by max_seq_length (a large cross-encoder on 8,192 tokens is far too slow).
+    pair_tokens: int
+
+
+# XLM-RoBERTa large as bge-m3 has it (8,192 positions after the padding offset); bge-m3's
+# rerankers are the same transformer with a one-label classification head.
+_XLM_ROBERTA_LARGE_8K = dict(
+    model_type="xlm-roberta",
+    hidden_size=1024,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    intermediate_size=4096,
+    vocab_size=250002,
+    max_position_embeddings=8194,
+    type_vocab_size=1,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+    layer_norm_eps=1e-5,
+)
 
 PROFILES: dict[str, ModelProfile] = {
     p.name: p
@@ -48,20 +82,7 @@ PROFILES: dict[str, ModelProfile] = {
             chunk_tokens=510,
             architecture="XLMRobertaModel",
             tokenizer_kind="unigram",
-            config=dict(
-                model_type="xlm-roberta",
-                hidden_size=1024,
-                num_hidden_layers=24,
-                num_attention_heads=16,
-                intermediate_size=4096,
-                vocab_size=250002,
-                max_position_embeddings=8194,
-                type_vocab_size=1,
-                pad_token_id=1,
-                bos_token_id=0,
-                eos_token_id=2,
-                layer_norm_eps=1e-5,
-            ),
+            config=_XLM_ROBERTA_LARGE_8K,
         ),
         ModelProfile(
             name="ko-sroberta-multitask",
@@ -149,46 +170,6 @@ PROFILES: dict[str, ModelProfile] = {
 DEFAULT_PROFILE = "bge-m3-ko"
 
 
-def get_profile(name: str) -> ModelProfile:
-    """The profile called `name`, or a ValueError listing the valid names."""
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise ValueError(f"unknown embedding profile {name!r}; choose one of {', '.join(PROFILES)}") from None
-
-
-@dataclass(frozen=True)
-class RerankerProfile:
-    """A cross-encoder reranker: a sequence-classification model with one label (a relevance score)."""
-
-    name: str
-    hub_id: str
-    max_seq_length: int  # what the model reads
-    # Tokens of one (question, passage) pair, special tokens included: what scoring costs is set
-    # by this, not by max_seq_length (a large cross-encoder on 8,192 tokens is far too slow).
-    pair_tokens: int
-    architecture: str  # transformers model class, for twins
-    tokenizer_kind: TokenizerKind
-    config: dict = field(default_factory=dict)  # transformers config of the full-size model
-
-
-# XLM-RoBERTa large with a one-label classification head (the config of BAAI/bge-reranker-v2-m3).
-_BGE_RERANKER_V2_M3_CONFIG = dict(
-    model_type="xlm-roberta",
-    hidden_size=1024,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    intermediate_size=4096,
-    vocab_size=250002,
-    max_position_embeddings=8194,
-    type_vocab_size=1,
-    pad_token_id=1,
-    bos_token_id=0,
-    eos_token_id=2,
-    layer_norm_eps=1e-5,
-    num_labels=1,
-)
-
 RERANKER_PROFILES: dict[str, RerankerProfile] = {
     p.name: p
     for p in (
@@ -199,7 +180,7 @@ RERANKER_PROFILES: dict[str, RerankerProfile] = {
             pair_tokens=512,
             architecture="XLMRobertaForSequenceClassification",
             tokenizer_kind="unigram",
-            config=_BGE_RERANKER_V2_M3_CONFIG,
+            config={**_XLM_ROBERTA_LARGE_8K, "num_labels": 1},
         ),
         RerankerProfile(
             name="bge-reranker-v2-m3",
@@ -208,7 +189,7 @@ RERANKER_PROFILES: dict[str, RerankerProfile] = {
             pair_tokens=512,
             architecture="XLMRobertaForSequenceClassification",
             tokenizer_kind="unigram",
-            config=_BGE_RERANKER_V2_M3_CONFIG,
+            config={**_XLM_ROBERTA_LARGE_8K, "num_labels": 1},
         ),
     )
 }
@@ -216,9 +197,21 @@ RERANKER_PROFILES: dict[str, RerankerProfile] = {
 DEFAULT_RERANKER_PROFILE = "bge-reranker-v2-m3-ko"
 
 
+_Profile = TypeVar("_Profile", bound=TransformerProfile)
+
+
+def _lookup(table: dict[str, _Profile], name: str, kind: str) -> _Profile:
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"unknown {kind} profile {name!r}; choose one of {', '.join(table)}") from None
+
+
+def get_profile(name: str) -> ModelProfile:
+    """The embedding profile called `name`, or a ValueError listing the valid names."""
+    return _lookup(PROFILES, name, "embedding")
+
+
 def get_reranker_profile(name: str) -> RerankerProfile:
     """The reranker profile called `name`, or a ValueError listing the valid names."""
-    try:
-        return RERANKER_PROFILES[name]
-    except KeyError:
-        raise ValueError(f"unknown reranker profile {name!r}; choose one of {', '.join(RERANKER_PROFILES)}") from None
+    return _lookup(RERANKER_PROFILES, name, "reranker")

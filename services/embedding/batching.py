@@ -53,12 +53,15 @@ PACK_GROUP_TOKENS = 512
 _PACKABLE_MODEL_TYPES = {"xlm-roberta": True, "roberta": True, "bert": False}
 
 
-def cpu_capped_budget(max_batch_tokens: int, *, hidden_size: int, cap: int | None = CPU_MAX_BATCH_TOKENS) -> int:
-    """The padded-token budget on CPU: `max_batch_tokens`, capped at `cap` for real-sized models."""
+def batch_token_budget(
+    max_batch_tokens: int, *, is_cuda: bool, hidden_size: int, cpu_cap: int | None = CPU_MAX_BATCH_TOKENS
+) -> int:
+    """The padded-token budget of a forward pass: `max_batch_tokens`, on CPU capped at `cpu_cap`
+    for real-sized models (hidden size at least CPU_CAP_MIN_HIDDEN)."""
     if max_batch_tokens < 1:
         raise ValueError("max_batch_tokens must be positive")
-    if cap and hidden_size >= CPU_CAP_MIN_HIDDEN:
-        return min(int(max_batch_tokens), int(cap))
+    if not is_cuda and cpu_cap and hidden_size >= CPU_CAP_MIN_HIDDEN:
+        return min(int(max_batch_tokens), int(cpu_cap))
     return int(max_batch_tokens)
 
 

@@ -34,7 +34,7 @@ from services.embedding.batching import (
     CPU_MAX_BATCH_TOKENS,
     CPU_MIN_FILL,
     Batch,
-    cpu_capped_budget,
+    batch_token_budget,
     forward_splitting_on_oom,
     packed_batch,
     packing_position_offset,
@@ -43,7 +43,7 @@ from services.embedding.batching import (
     prefetch,
     unpack,
 )
-from services.embedding.loading import Precision, rust_tokenizer
+from services.embedding.loading import OnDevice, Precision, rust_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -57,7 +57,7 @@ _INLINE_MAX_TEXTS = 64
 _WINDOW_TEXTS = 4096
 
 
-class Encoder:
+class Encoder(OnDevice):
     """A sentence-transformers model loaded once, with a fast token-budgeted forward pass."""
 
     def __init__(
@@ -75,11 +75,6 @@ class Encoder:
         self.model_name_or_path = str(model_name_or_path)
         self.profile = profile
         self._precision = Precision.resolve(device, precision)
-        self.device = self._precision.device
-        self.precision = self._precision.name
-        self.is_cuda = self._precision.is_cuda
-        if max_batch_tokens < 1:
-            raise ValueError("max_batch_tokens must be positive")
 
         self.model = SentenceTransformer(
             self.model_name_or_path,
@@ -95,10 +90,8 @@ class Encoder:
             )
         self._transformer: Any = first.auto_model
         config = self._transformer.config
-        self.max_batch_tokens = (
-            int(max_batch_tokens)
-            if self.is_cuda
-            else cpu_capped_budget(max_batch_tokens, hidden_size=int(config.hidden_size), cap=cpu_max_batch_tokens)
+        self.max_batch_tokens = batch_token_budget(
+            max_batch_tokens, is_cuda=self.is_cuda, hidden_size=int(config.hidden_size), cpu_cap=cpu_max_batch_tokens
         )
         self._post_modules = [m for i, m in enumerate(self.model) if i > 0]
         self._check_profile()

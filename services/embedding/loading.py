@@ -125,6 +125,7 @@ class Precision:
 
     device: str
     name: str  # fp32, fp16, bf16 or int8
+    is_cuda: bool
 
     @classmethod
     def resolve(cls, device: str | None, precision: str | None) -> Precision:
@@ -140,13 +141,7 @@ class Precision:
             raise ValueError(f"precision {name!r} is not available on {device}; choose one of {allowed}")
         if not is_cuda and name == "bf16" and not cpu_supports_bf16():
             log.warning("bf16 on a CPU without native bf16 instructions is emulated and much slower than fp32")
-        return cls(device, name)
-
-    @property
-    def is_cuda(self) -> bool:
-        import torch
-
-        return torch.device(self.device).type == "cuda"
+        return cls(device, name, is_cuda)
 
     def model_kwargs(self) -> dict[str, Any]:
         """transformers `from_pretrained` arguments: on CUDA, half-precision weights are loaded as
@@ -185,3 +180,22 @@ class Precision:
                 yield
         else:
             yield
+
+
+class OnDevice:
+    """The `device`, `precision` name and `is_cuda` of a model loaded with a `Precision` (the
+    encoder and the reranker), from the `_precision` its __init__ sets first."""
+
+    _precision: Precision
+
+    @property
+    def device(self) -> str:
+        return self._precision.device
+
+    @property
+    def precision(self) -> str:
+        return self._precision.name
+
+    @property
+    def is_cuda(self) -> bool:
+        return self._precision.is_cuda

@@ -34,12 +34,12 @@ from services.embedding.batching import (
     CPU_MAX_BATCH_TOKENS,
     CPU_MIN_FILL,
     Batch,
-    cpu_capped_budget,
+    batch_token_budget,
     forward_splitting_on_oom,
     padded_batch,
     plan_batches,
 )
-from services.embedding.loading import Precision, rust_tokenizer
+from services.embedding.loading import OnDevice, Precision, rust_tokenizer
 from services.errors import ModelUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,7 +88,7 @@ def choose_window(token_offsets: Sequence[Span], highlights: Sequence[Span], bud
     return max(0, min(best_lo - slack // 2, n - budget))
 
 
-class Reranker:
+class Reranker(OnDevice):
     """A cross-encoder loaded once, scoring (question, passage) pairs in token-budgeted batches."""
 
     def __init__(
@@ -107,9 +107,6 @@ class Reranker:
         self.model_name_or_path = str(model_name_or_path)
         self.profile = profile
         self._precision = Precision.resolve(device, precision)
-        self.device = self._precision.device
-        self.precision = self._precision.name
-        self.is_cuda = self._precision.is_cuda
         self.max_tokens = int(max_tokens or profile.pair_tokens)
         if self.max_tokens < 16:
             raise ValueError("max_tokens must be at least 16")
@@ -140,10 +137,8 @@ class Reranker:
         limit = _positions(config)
         if limit is not None and self.max_tokens > limit:
             raise ValueError(f"max_tokens={self.max_tokens} is more than {self.model_name_or_path} reads ({limit})")
-        self.max_batch_tokens = (
-            int(max_batch_tokens)
-            if self.is_cuda
-            else cpu_capped_budget(max_batch_tokens, hidden_size=int(config.hidden_size), cap=cpu_max_batch_tokens)
+        self.max_batch_tokens = batch_token_budget(
+            max_batch_tokens, is_cuda=self.is_cuda, hidden_size=int(config.hidden_size), cpu_cap=cpu_max_batch_tokens
         )
         tokenizer: Any = self.model.tokenizer
         self._backend = rust_tokenizer(tokenizer, max_length=None)

@@ -28,11 +28,9 @@ from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from config.profiles import PROFILES, RERANKER_PROFILES, ModelProfile, RerankerProfile
+from config.profiles import PROFILES, RERANKER_PROFILES, ModelProfile, RerankerProfile, TransformerProfile
 
 log = logging.getLogger(__name__)
-
-TwinProfile = ModelProfile | RerankerProfile
 
 CORPUS_PATH = Path(__file__).with_name("twin_corpus_ko.txt")
 TWIN_INFO = "twin_info.json"
@@ -51,7 +49,7 @@ _WORDPIECE_SPECIALS_PAD1 = ("[CLS]", "[PAD]", "[SEP]", "[UNK]", "[MASK]")
 _WORDPIECE_SPECIALS_PAD0 = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-def twin_profile(name: str) -> TwinProfile:
+def twin_profile(name: str) -> TransformerProfile:
     """The embedding or reranker profile called `name`, or a ValueError listing both tables."""
     profile = PROFILES.get(name) or RERANKER_PROFILES.get(name)
     if profile is None:
@@ -151,13 +149,13 @@ def _train_tokenizer_json(kind: str, specials: tuple[str, ...], texts: tuple[str
     return tok.to_str()
 
 
-def _specials(profile: TwinProfile) -> tuple[str, ...]:
+def _specials(profile: TransformerProfile) -> tuple[str, ...]:
     if profile.tokenizer_kind == "unigram":
         return _UNIGRAM_SPECIALS
     return _WORDPIECE_SPECIALS_PAD0 if profile.config.get("pad_token_id", 0) == 0 else _WORDPIECE_SPECIALS_PAD1
 
 
-def _save_tokenizer(profile: TwinProfile, tokenizer_json: str, out_dir: Path, max_seq_length: int) -> int:
+def _save_tokenizer(profile: TransformerProfile, tokenizer_json: str, out_dir: Path, max_seq_length: int) -> int:
     """Save as a fast tokenizer that AutoTokenizer loads with the real model's tokenizer class."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
@@ -202,7 +200,7 @@ def _save_tokenizer(profile: TwinProfile, tokenizer_json: str, out_dir: Path, ma
     return backend.get_vocab_size()
 
 
-def twin_config(profile: TwinProfile, *, small: bool, tokenizer_vocab: int) -> dict:
+def twin_config(profile: TransformerProfile, *, small: bool, tokenizer_vocab: int) -> dict:
     """The transformers config dict of the twin: the profile's, or the small variant of it."""
     cfg = dict(profile.config)
     if tokenizer_vocab > cfg["vocab_size"]:
@@ -222,7 +220,7 @@ def twin_config(profile: TwinProfile, *, small: bool, tokenizer_vocab: int) -> d
     return cfg
 
 
-def twin_max_seq_length(profile: TwinProfile, *, small: bool) -> int:
+def twin_max_seq_length(profile: TransformerProfile, *, small: bool) -> int:
     """The ST max_seq_length of the twin: the profile's, capped by the small twin's positions."""
     if not small:
         return profile.max_seq_length
@@ -277,7 +275,7 @@ def _make_readable(root: Path) -> None:
 
 
 def build_twin(
-    profile: TwinProfile,
+    profile: TransformerProfile,
     out_dir: Path,
     *,
     small: bool = False,
@@ -352,7 +350,9 @@ def read_twin_info(path: Path) -> dict | None:
         return None
 
 
-def ensure_twin(profile: TwinProfile, root: Path = Path(".twins"), *, small: bool = False, seed: int = 0) -> Path:
+def ensure_twin(
+    profile: TransformerProfile, root: Path = Path(".twins"), *, small: bool = False, seed: int = 0
+) -> Path:
     """A cached twin under `root` (built on first use; benchmarks keep full-size ones in ./.twins/)."""
     path = Path(root) / f"{profile.name}{'-small' if small else ''}-seed{seed}"
     info = read_twin_info(path)

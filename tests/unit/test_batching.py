@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from services.embedding import batching
 from services.embedding.batching import (
-    cpu_capped_budget,
+    batch_token_budget,
     packed_batch,
     padded_batch,
     plan_batches,
@@ -106,13 +106,14 @@ def test_padded_and_packed_batches():
         packed.halves()
 
 
-def test_cpu_budget_cap_applies_to_real_sized_models_only():
-    assert cpu_capped_budget(16384, hidden_size=64) == 16384
-    assert cpu_capped_budget(16384, hidden_size=1024) == batching.CPU_MAX_BATCH_TOKENS
-    assert cpu_capped_budget(1024, hidden_size=1024) == 1024
-    assert cpu_capped_budget(16384, hidden_size=1024, cap=None) == 16384
+def test_batch_budget_is_capped_on_cpu_for_real_sized_models_only():
+    assert batch_token_budget(16384, is_cuda=False, hidden_size=64) == 16384
+    assert batch_token_budget(16384, is_cuda=False, hidden_size=1024) == batching.CPU_MAX_BATCH_TOKENS
+    assert batch_token_budget(16384, is_cuda=True, hidden_size=1024) == 16384
+    assert batch_token_budget(1024, is_cuda=False, hidden_size=1024) == 1024
+    assert batch_token_budget(16384, is_cuda=False, hidden_size=1024, cpu_cap=None) == 16384
     with pytest.raises(ValueError):
-        cpu_capped_budget(0, hidden_size=64)
+        batch_token_budget(0, is_cuda=True, hidden_size=64)
 
 
 # --- prefetch -------------------------------------------------------------------------------------
