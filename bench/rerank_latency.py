@@ -12,7 +12,10 @@ and prints one JSON object:
      "results": [{"precision", "candidates", "p50_ms", "pairs_per_s", "tokens_per_s",
                   "max_abs_diff_to_fp32", ...}], "skipped", "load_average"}
 
-`pairs_per_s` and `tokens_per_s` follow from the p50 latency; `max_abs_diff_to_fp32` is the
+`pairs_per_s` and `tokens_per_s` follow from the p50 latency. On CPU, `cpu_p50_ms` is the
+process CPU time of the same calls (all threads) and `pairs_per_cpu_s` follows from it: other
+processes on a shared machine stretch wall time, not this process's CPU time, so on n idle
+cores a call takes about cpu_p50_ms / n (`load_average` is recorded too). `max_abs_diff_to_fp32` is the
 largest score difference to fp32 on the same pairs (a random-weight twin's scores all lie near
 0.5, so it says little about a trained model's ranking: check that with `saekin eval`).
 
@@ -82,6 +85,7 @@ def _sync(device: str) -> None:
 def main() -> None:
     args = _parse()
     import numpy as np
+    import torch
 
     from config.profiles import get_profile, get_reranker_profile
     from config.settings import get_settings
@@ -141,20 +145,25 @@ def main() -> None:
         log(f"{precision}: loaded, {reranker.max_batch_tokens} padded tokens per batch")
 
     seconds: dict[tuple[str, int], list[float]] = {(p, n): [] for p in precisions for n in counts}
+    cpu_seconds: dict[tuple[str, int], list[float]] = {(p, n): [] for p in precisions for n in counts}
     scores: dict[tuple[str, int], list[float]] = {}
     for rnd in range(repeat):
         for precision, reranker in rerankers.items():
             for n in counts:
                 question, candidates = work[n][rnd]
                 _sync(device)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 got = reranker.rerank(question, candidates)
                 _sync(device)
                 secs = time.perf_counter() - t0
                 seconds[(precision, n)].append(secs)
+                cpu_seconds[(precision, n)].append(time.process_time() - c0)
                 if rnd == 0:
                     scores[(precision, n)] = got
-                log(f"round {rnd + 1}/{repeat} {precision} {n} candidates: {secs:.2f} s ({n / secs:.2f} pairs/s)")
+                log(
+                    f"round {rnd + 1}/{repeat} {precision} {n} candidates: {secs:.2f} s ({n / secs:.2f} pairs/s), "
+                    f"{cpu_seconds[(precision, n)][-1]:.2f} CPU s"
+                )
 
     results = []
     for precision in precisions:
@@ -170,6 +179,10 @@ def main() -> None:
                 "pairs_per_s": round(n / p50, 2),
                 "tokens_per_s": round(n * mean_pair_tokens / p50, 1),
             }
+            if not on_cuda:
+                cpu_p50 = statistics.median(cpu_seconds[(precision, n)])
+                row["cpu_p50_ms"] = round(cpu_p50 * 1000, 1)
+                row["pairs_per_cpu_s"] = round(n / cpu_p50, 3)
             if "fp32" in rerankers and precision != "fp32":
                 diff = np.abs(np.asarray(scores[(precision, n)]) - np.asarray(scores[("fp32", n)]))
                 row["max_abs_diff_to_fp32"] = round(float(diff.max()), 6)
@@ -186,6 +199,7 @@ def main() -> None:
         "passages": method,
         "mean_pair_tokens": round(mean_pair_tokens, 1),
         "repeat": repeat,
+        "threads": torch.get_num_threads(),
         "results": results,
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }

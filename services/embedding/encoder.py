@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,6 +48,7 @@ from services.embedding.loading import OnDevice, Precision, rust_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+    from tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,6 @@ class Encoder(OnDevice):
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = int(pad) if pad is not None else 0
         self._backend = rust_tokenizer(self.tokenizer, max_length=self.max_seq_length)
-        self._backend_untruncated = rust_tokenizer(self.tokenizer, max_length=None)
         self.attn_implementation: str | None = getattr(config, "_attn_implementation", None)
         # Padding-free batches only on CPU: a GPU computes padding in parallel, and the packed
         # path is not measured there.
@@ -156,6 +157,11 @@ class Encoder(OnDevice):
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts (special tokens included, before truncation) of `texts`."""
         return [len(e.ids) for e in self._backend_untruncated.encode_batch(list(texts))]
+
+    @cached_property
+    def _backend_untruncated(self) -> Tokenizer:
+        """A second tokenizer copy, made when the first over-long text needs counting."""
+        return rust_tokenizer(self.tokenizer, max_length=None)
 
     def encode_documents(self, texts: Sequence[str], *, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """float32 (len(texts), dim) embeddings in input order. `progress(n)` is called with the

@@ -364,7 +364,4 @@ def ensure_twin(
         and info.get("seed") == seed
     ):
         return path
-    try:
-        return build_twin(profile, path, small=small, seed=seed, overwrite=True)
-    except FileExistsError:  # pragma: no cover - another process won the race
-        return path
+    return build_twin(profile, path, small=small, seed=seed, overwrite=True)

@@ -168,8 +168,15 @@ def test_inputs_are_checked(reranker):
 
 def test_int8_scores_stay_close_to_fp32(twin, reranker):
     passages = _passages(12, seed=4)
+    import torch
+
     int8 = Reranker(str(twin), PROFILE, device="cpu", precision="int8", max_tokens=128)
     assert int8.precision == "int8"
+    classifier = int8.model.model
+    assert classifier is not None
+    kinds = {type(m) for m in classifier.base_model.modules()}
+    assert torch.nn.Linear not in kinds  # the transformer body's linear layers are quantized...
+    assert type(classifier.classifier.out_proj) is torch.nn.Linear  # ...the one-label head is not
     np.testing.assert_allclose(int8.rerank(QUERY, passages), reranker.rerank(QUERY, passages), atol=1e-2)
 
 
