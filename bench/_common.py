@@ -62,14 +62,14 @@ def make_work_dir(prefix: str, parent: Path | None) -> Path:
 
 
 def resolve_model(profile_name: str, model: str | None, *, small: bool = False) -> str:
-    """The model to benchmark: `model` if given, else a cached twin of the profile under ./.twins/."""
+    """The model to benchmark: `model` if given, else a cached twin of the (embedding or reranker)
+    profile under ./.twins/."""
     if model:
         return model
-    from config.profiles import get_profile
-    from services.embedding.twin import ensure_twin
+    from services.embedding.twin import ensure_twin, twin_profile
 
     log(f"using the {'small' if small else 'full-size'} {profile_name} twin under {TWINS_DIR} (built on first use)")
-    return str(ensure_twin(get_profile(profile_name), TWINS_DIR, small=small))
+    return str(ensure_twin(twin_profile(profile_name), TWINS_DIR, small=small))
 
 
 def model_weight_mb(model: str) -> float | None:

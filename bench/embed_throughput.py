@@ -121,7 +121,8 @@ def main() -> None:
 
     from config.profiles import get_profile
     from config.settings import get_settings
-    from services.embedding.encoder import Encoder, cpu_supports_bf16, default_device, load_tokenizer
+    from services.embedding.encoder import Encoder
+    from services.embedding.loading import cpu_supports_bf16, default_device, load_tokenizer
 
     profile = get_profile(args.profile)
     device = args.device or default_device()

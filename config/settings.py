@@ -14,7 +14,16 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from config.profiles import DEFAULT_PROFILE, PROFILES, ModelProfile, get_profile
+from config.profiles import (
+    DEFAULT_PROFILE,
+    DEFAULT_RERANKER_PROFILE,
+    PROFILES,
+    RERANKER_PROFILES,
+    ModelProfile,
+    RerankerProfile,
+    get_profile,
+    get_reranker_profile,
+)
 
 Mode = Literal["embedded", "production"]
 
@@ -77,6 +86,32 @@ class Settings(BaseSettings):
         "Questions that arrive while the model works share the next pass anyway, so 0 adds no latency.",
     )
 
+    # --- reranking (off unless SAEKIN_RERANK_PROFILE or SAEKIN_RERANK_MODEL is set) --------------
+    rerank_profile: str | None = Field(
+        None,
+        description=f"Cross-encoder reranker profile, one of: {', '.join(RERANKER_PROFILES)}. Empty, and "
+        f"SAEKIN_RERANK_MODEL empty too: no reranking; with only the model set: {DEFAULT_RERANKER_PROFILE}.",
+    )
+    rerank_model: str | None = Field(
+        None, description="Hub id or local directory of the reranker, overriding the profile's hub id."
+    )
+    rerank_device: str | None = Field(None, description="torch device of the reranker. Empty: cuda when available.")
+    rerank_precision: Literal["fp32", "fp16", "bf16", "int8"] | None = Field(
+        None,
+        description="Empty: bf16 on CUDA, fp32 on CPU. bf16 (CPUs with native bf16 only) and int8 on CPU trade "
+        "accuracy for speed.",
+    )
+    rerank_max_tokens: int | None = Field(
+        None,
+        ge=32,
+        le=8192,
+        description="Tokens of one (question, passage) pair, special tokens included; a longer passage is scored "
+        "on the window holding the question's highlights. Empty: the profile's (512).",
+    )
+    rerank_max_batch_tokens: int = Field(
+        8192, ge=512, description="Padded tokens per reranker forward pass (capped at 2048 on CPU)."
+    )
+
     # --- chunking --------------------------------------------------------------------------
     chunk_tokens: int | None = Field(
         None, ge=16, description="Chunk budget in model tokens; capped by the profile's max length."
@@ -105,9 +140,6 @@ class Settings(BaseSettings):
         description="Directory holding tiktoken encoding files (o200k_base.tiktoken, cl100k_base.tiktoken) "
         "for context budgets; without them tokens are counted with the embedding model's tokenizer.",
     )
-    reranker_model: str | None = Field(
-        None, description="Cross-encoder reranker (hub id or local directory); empty: /v1/rerank answers 404."
-    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -121,6 +153,13 @@ class Settings(BaseSettings):
     def _known_profile(cls, value: str) -> str:
         get_profile(value)
         return value
+
+    @field_validator("rerank_profile")
+    @classmethod
+    def _known_reranker(cls, value: str | None) -> str | None:
+        if value:
+            get_reranker_profile(value)
+        return value or None
 
     @model_validator(mode="after")
     def _production_needs_all_three(self) -> Settings:
@@ -145,6 +184,19 @@ class Settings(BaseSettings):
     @property
     def model_name_or_path(self) -> str:
         return self.embedding_model or self.profile.hub_id
+
+    @property
+    def reranker_profile(self) -> RerankerProfile | None:
+        """The reranker's profile, or None when reranking is not configured."""
+        if not (self.rerank_profile or self.rerank_model):
+            return None
+        return get_reranker_profile(self.rerank_profile or DEFAULT_RERANKER_PROFILE)
+
+    @property
+    def reranker_name_or_path(self) -> str | None:
+        """The reranker to load (hub id or directory), or None when reranking is not configured."""
+        profile = self.reranker_profile
+        return None if profile is None else self.rerank_model or profile.hub_id
 
     @property
     def effective_chunk_tokens(self) -> int:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from config.profiles import DEFAULT_PROFILE, PROFILES
+from config.profiles import DEFAULT_PROFILE, PROFILES, RERANKER_PROFILES
 from config.settings import Settings, get_settings
 from services.errors import SaekinError, describe_validation_errors
 
@@ -268,10 +268,23 @@ def search(
     query: Annotated[str, typer.Argument(help='The question, e.g. "탄소중립 기본법 개정 이유".')],
     collection: Annotated[str, typer.Option("--collection", "-c")] = "default",
     top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
-    mode: Annotated[str, typer.Option(help="dense, sparse or hybrid.")] = "hybrid",
+    mode: Annotated[
+        str | None, typer.Option(help="dense, sparse or hybrid (default: the collection's, else hybrid).")
+    ] = None,
+    fusion: Annotated[
+        str | None,
+        typer.Option(help='Hybrid fusion: rrf, dbsf, convex or JSON, e.g. \'{"method": "convex", "alpha": 0.2}\'.'),
+    ] = None,
+    rerank: Annotated[
+        bool | None,
+        typer.Option("--rerank/--no-rerank", help="Rerank with the cross-encoder (default: the collection's)."),
+    ] = None,
+    explain: Annotated[bool, typer.Option(help="Each hit's rank and score in each leg (with --json).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")] = False,
 ) -> None:
     """Search a collection from the command line."""
+    import json
+
     from pydantic import ValidationError
 
     from services.db import session_scope
@@ -279,7 +292,19 @@ def search(
     from services.search.service import search as run_search
 
     try:
-        request = SearchRequest(query=query, top_k=top_k, mode=mode)
+        parsed_fusion = json.loads(fusion) if fusion and fusion.lstrip().startswith("{") else fusion
+        request = SearchRequest.model_validate(
+            {
+                "query": query,
+                "top_k": top_k,
+                "mode": mode,
+                "fusion": parsed_fusion,
+                "rerank": rerank,
+                "explain": explain,
+            }
+        )
+    except json.JSONDecodeError as exc:
+        _fail(f"--fusion is not valid JSON: {exc.msg}")
     except ValidationError as exc:
         _fail(describe_validation_errors(exc.errors()))
     settings = _settings()
@@ -294,6 +319,7 @@ def search(
                     profile=rt.profile,
                     collection_name=collection,
                     request=request,
+                    reranker=rt.reranker if request.rerank is not False else None,
                 )
         except SaekinError as exc:
             _fail(exc.message)
@@ -441,19 +467,22 @@ def eval_command(
 
 @app.command("make-twin")
 def make_twin(
-    profile: Annotated[str, typer.Option(help=f"One of {', '.join(PROFILES)}.")] = DEFAULT_PROFILE,
-    out: Annotated[Path, typer.Option(help="Directory to write the sentence-transformers model to.")] = Path("twin"),
+    profile: Annotated[
+        str,
+        typer.Option(help=f"One of {', '.join(PROFILES)} (embedding) or {', '.join(RERANKER_PROFILES)} (reranker)."),
+    ] = DEFAULT_PROFILE,
+    out: Annotated[Path, typer.Option(help="Directory to write the model to.")] = Path("twin"),
     small: Annotated[bool, typer.Option(help="A tiny twin (2 layers, hidden 64) for tests.")] = False,
     corpus: Annotated[list[Path] | None, typer.Option(help="Extra Korean text files for the tokenizer.")] = None,
     seed: int = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing twin in --out.")] = False,
 ) -> None:
     """Build an architecture twin of a profile: same config, random weights, Korean-trained tokenizer."""
-    from config.profiles import get_profile
-    from services.embedding.twin import build_twin, read_corpus_files
+    from config.profiles import RerankerProfile
+    from services.embedding.twin import build_twin, read_corpus_files, twin_profile
 
     try:
-        prof = get_profile(profile)
+        prof = twin_profile(profile)
     except ValueError as exc:
         _fail(str(exc))
     for path in corpus or []:
@@ -464,9 +493,10 @@ def make_twin(
         path = build_twin(prof, out, small=small, corpus=texts, seed=seed, overwrite=overwrite)
     except FileExistsError:
         _fail(f"{out} already exists: pass --overwrite to replace it")
+    variables = "SAEKIN_RERANK" if isinstance(prof, RerankerProfile) else "SAEKIN_EMBEDDING"
     typer.echo(
-        f"twin of {prof.hub_id} written to {path}; use it with SAEKIN_EMBEDDING_PROFILE={prof.name} "
-        f"SAEKIN_EMBEDDING_MODEL={path.resolve()}"
+        f"twin of {prof.hub_id} written to {path}; use it with {variables}_PROFILE={prof.name} "
+        f"{variables}_MODEL={path.resolve()}"
     )
 
 

@@ -55,6 +55,12 @@ class ServiceUnavailable(SaekinError):
     http_status = 503
 
 
+class ModelUnavailable(ServiceUnavailable):
+    """A configured model (the reranker) could not be loaded or is not the kind of model expected."""
+
+    code = "model_unavailable"
+
+
 class DataDirLocked(SaekinError):
     """Another process already owns the embedded data directory."""
 

@@ -75,6 +75,7 @@ class RuntimeBackend:
                 collection_names=request.collections,
                 request=request,
                 model_sha256=self.rt.model_ref.sha256 if request.mode != "sparse" else None,
+                reranker=self.rt.reranker,
             )
 
     def context(
@@ -98,6 +99,7 @@ class RuntimeBackend:
                 collection_names=request.collections,
                 request=request,
                 model_sha256=self.rt.model_ref.sha256 if request.mode != "sparse" else None,
+                reranker=self.rt.reranker,
             )
 
     def list_collections(self) -> CollectionList:

@@ -20,12 +20,13 @@ if TYPE_CHECKING:
     from services.collections.model import ModelRef
     from services.context.tokens import HFCounter, Resolved, TokenizerName
     from services.documents.lifecycle import WorkItem
-    from services.embedding.encoder import Encoder, QueryEncoder
+    from services.embedding.encoder import Encoder
+    from services.embedding.query_encoder import QueryEncoder
+    from services.embedding.reranker import Reranker
     from services.index.base import VectorIndex
     from services.ingest.analyzer import KoreanAnalyzer
     from services.ingest.extract import ExtractLimits
     from services.ingest.policy import ChunkPolicy
-    from services.rerank import Reranker
 
 T = TypeVar("T")
 
@@ -63,7 +64,7 @@ class Runtime:
 
     @property
     def tokenizer(self) -> Any:
-        from services.embedding.encoder import load_tokenizer
+        from services.embedding.loading import load_tokenizer
 
         return self._once("_tokenizer", lambda: load_tokenizer(self.settings.model_name_or_path))
 
@@ -97,10 +98,31 @@ class Runtime:
 
     @property
     def query_encoder(self) -> QueryEncoder:
-        from services.embedding.encoder import QueryEncoder
+        from services.embedding.query_encoder import QueryEncoder
 
         return self._once(
             "_query_encoder", lambda: QueryEncoder(self.encoder, max_wait_ms=self.settings.query_batch_wait_ms)
+        )
+
+    @property
+    def reranker(self) -> Reranker | None:
+        """The cross-encoder reranker, or None when reranking is not configured (SAEKIN_RERANK_*)."""
+        return self._once("_reranker", self._load_reranker)
+
+    def _load_reranker(self) -> Reranker | None:
+        from services.embedding.reranker import Reranker
+
+        s = self.settings
+        profile, model = s.reranker_profile, s.reranker_name_or_path
+        if profile is None or model is None:
+            return None
+        return Reranker(
+            model,
+            profile,
+            device=s.rerank_device,
+            precision=s.rerank_precision,
+            max_tokens=s.rerank_max_tokens,
+            max_batch_tokens=s.rerank_max_batch_tokens,
         )
 
     @property
@@ -123,13 +145,6 @@ class Runtime:
         from services.context.tokens import resolve_counter
 
         return resolve_counter(name, directory=self.settings.tiktoken_dir, embedding=self.embedding_counter)
-
-    @property
-    def reranker(self) -> Reranker | None:
-        """The configured reranker, or None (SAEKIN_RERANKER_MODEL unset or not available)."""
-        from services.rerank import load_reranker
-
-        return self._once("_reranker", lambda: load_reranker(self.settings))
 
     def process_now(self, items: Sequence[WorkItem]) -> None:
         """Both ingestion stages for `items` in this process (embedded mode, the CLI, evaluation)."""

@@ -93,6 +93,8 @@ def _warm_up(rt: Runtime, ready: threading.Event) -> None:
         rt.analyzer.query_vector("워밍업")
         rt.query_encoder.encode("워밍업 질의")
         _ = rt.model_ref  # the weights' hash, which uploads and dense searches check
+        if rt.reranker is not None:  # configured: loaded now, not on the first search that reranks
+            rt.reranker.warmup()
         ready.set()
     except Exception:
         log.exception("warm-up failed; /readyz will report the model as not ready")

@@ -17,10 +17,10 @@ from services.documents.models import Chunk, Document
 from services.index.base import VectorIndex
 from services.ingest.analyzer import KoreanAnalyzer
 from services.search.schemas import SearchHit, SearchRequest
-from services.search.service import search_collections
+from services.search.service import PassageScorer, search_collections
 
 if TYPE_CHECKING:
-    from services.embedding.encoder import QueryEncoder
+    from services.embedding.query_encoder import QueryEncoder
 
 _chunks, _documents = Chunk.__table__, Document.__table__
 # Built once (compiling a statement per request cost more than running it): the chunks at the
@@ -59,6 +59,7 @@ def build_context(
     collection_names: Sequence[str],
     request: ContextRequest,
     model_sha256: str | None = None,
+    reranker: PassageScorer | None = None,
 ) -> ContextResponse:
     """Cited passages for `request` from `collection_names` (searched as one) within its budget."""
     started = time.perf_counter()
@@ -73,6 +74,7 @@ def build_context(
         collection_names=collection_names,
         request=search_request,
         model_sha256=model_sha256,
+        reranker=reranker,
     )
     resolved = counter_for(request.tokenizer)
     notes = [n for n in (found.note, resolved.note) if n]

@@ -1,20 +1,12 @@
-"""Dense embeddings: the encoder engine (one model per process, token-budget batching, query
-micro-batching) and offline architecture twins of the supported models.
+"""Dense embeddings and cross-encoder reranking, one model per process.
 
-Importing this package does not import torch; the model loads when an `Encoder` is created.
+- loading.py: tokenizers, device and precision set-up (shared by both models);
+- batching.py: token-budget batch planning, padded and padding-free batches, prefetching;
+- encoder.py: `Encoder`, the embedding model's forward pass (documents and queries);
+- query_encoder.py: `QueryEncoder`, micro-batching of questions from concurrent requests;
+- reranker.py: `Reranker`, a cross-encoder scoring (question, passage) pairs, long passages on a
+  window around their highlights;
+- twin.py: offline architecture twins of the profiles in config/profiles.py.
+
+Importing this package does not import torch; a model loads when its class is instantiated.
 """
-
-from services.embedding.encoder import Encoder, QueryEncoder, default_device, load_tokenizer, plan_batches
-from services.embedding.twin import build_twin, ensure_twin, read_corpus_files, read_twin_info
-
-__all__ = [
-    "Encoder",
-    "QueryEncoder",
-    "build_twin",
-    "default_device",
-    "ensure_twin",
-    "load_tokenizer",
-    "plan_batches",
-    "read_corpus_files",
-    "read_twin_info",
-]

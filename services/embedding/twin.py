@@ -1,11 +1,13 @@
-"""Architecture twins: offline stand-ins for the embedding models of config/profiles.py.
+"""Architecture twins: offline stand-ins for the embedding and reranker models of config/profiles.py.
 
-No model can be downloaded on our machines (GUIDE.md §3), so tests and benchmarks use twins:
-a sentence-transformers directory with the profile's transformer architecture and config,
-random (seeded) weights, and a tokenizer of the same family trained with the `tokenizers`
-library on Korean text (twin_corpus_ko.txt beside this file, original sample text). The
-directory has the layout of the real hub repositories (modules.json, sentence_bert_config.json,
-1_Pooling/, 2_Normalize/), so `SentenceTransformer(str(path))` takes the real loading path.
+No model can be downloaded on our machines, so tests and benchmarks use twins: a model
+directory with the profile's transformer architecture and config, random (seeded) weights, and
+a tokenizer of the same family trained with the `tokenizers` library on Korean text
+(twin_corpus_ko.txt beside this file, original sample text). The directory has the layout of
+the real hub repositories: for an embedding model a sentence-transformers one (modules.json,
+sentence_bert_config.json, 1_Pooling/, 2_Normalize/), so `SentenceTransformer(str(path))` takes
+the real loading path; for a reranker a plain transformers sequence-classification one (one
+label), which `CrossEncoder(str(path))` loads.
 
 A full-size twin has the real model's speed and memory (its embedding matrix keeps the
 profile's vocabulary size even though the trained tokenizer is smaller); its retrieval
@@ -26,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from config.profiles import ModelProfile
+from config.profiles import PROFILES, RERANKER_PROFILES, ModelProfile, RerankerProfile, TransformerProfile
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,17 @@ TOKENIZER_VOCAB_TARGET = 16000  # the corpus is small: the trainers stop well be
 _UNIGRAM_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 _WORDPIECE_SPECIALS_PAD1 = ("[CLS]", "[PAD]", "[SEP]", "[UNK]", "[MASK]")
 _WORDPIECE_SPECIALS_PAD0 = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def twin_profile(name: str) -> TransformerProfile:
+    """The embedding or reranker profile called `name`, or a ValueError listing both tables."""
+    profile = PROFILES.get(name) or RERANKER_PROFILES.get(name)
+    if profile is None:
+        raise ValueError(
+            f"unknown profile {name!r}; embedding profiles: {', '.join(PROFILES)}; "
+            f"reranker profiles: {', '.join(RERANKER_PROFILES)}"
+        )
+    return profile
 
 
 def read_corpus_files(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
@@ -85,6 +98,7 @@ def _train_tokenizer_json(kind: str, specials: tuple[str, ...], texts: tuple[str
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     alphabet = _ksx1001_hangul() + _ascii_alphabet()
+    trainer: trainers.Trainer
     if kind == "unigram":
         tok = Tokenizer(models.Unigram())
         tok.normalizer = normalizers.NFKC()
@@ -135,13 +149,13 @@ def _train_tokenizer_json(kind: str, specials: tuple[str, ...], texts: tuple[str
     return tok.to_str()
 
 
-def _specials(profile: ModelProfile) -> tuple[str, ...]:
+def _specials(profile: TransformerProfile) -> tuple[str, ...]:
     if profile.tokenizer_kind == "unigram":
         return _UNIGRAM_SPECIALS
     return _WORDPIECE_SPECIALS_PAD0 if profile.config.get("pad_token_id", 0) == 0 else _WORDPIECE_SPECIALS_PAD1
 
 
-def _save_tokenizer(profile: ModelProfile, tokenizer_json: str, out_dir: Path, max_seq_length: int) -> int:
+def _save_tokenizer(profile: TransformerProfile, tokenizer_json: str, out_dir: Path, max_seq_length: int) -> int:
     """Save as a fast tokenizer that AutoTokenizer loads with the real model's tokenizer class."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
@@ -186,7 +200,7 @@ def _save_tokenizer(profile: ModelProfile, tokenizer_json: str, out_dir: Path, m
     return backend.get_vocab_size()
 
 
-def twin_config(profile: ModelProfile, *, small: bool, tokenizer_vocab: int) -> dict:
+def twin_config(profile: TransformerProfile, *, small: bool, tokenizer_vocab: int) -> dict:
     """The transformers config dict of the twin: the profile's, or the small variant of it."""
     cfg = dict(profile.config)
     if tokenizer_vocab > cfg["vocab_size"]:
@@ -206,7 +220,7 @@ def twin_config(profile: ModelProfile, *, small: bool, tokenizer_vocab: int) -> 
     return cfg
 
 
-def twin_max_seq_length(profile: ModelProfile, *, small: bool) -> int:
+def twin_max_seq_length(profile: TransformerProfile, *, small: bool) -> int:
     """The ST max_seq_length of the twin: the profile's, capped by the small twin's positions."""
     if not small:
         return profile.max_seq_length
@@ -261,7 +275,7 @@ def _make_readable(root: Path) -> None:
 
 
 def build_twin(
-    profile: ModelProfile,
+    profile: TransformerProfile,
     out_dir: Path,
     *,
     small: bool = False,
@@ -277,7 +291,7 @@ def build_twin(
     refused unless `overwrite`.
     """
     import torch
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -292,15 +306,19 @@ def build_twin(
         tokenizer_vocab = _save_tokenizer(profile, tokenizer_json, tmp, max_seq_length)
         cfg = twin_config(profile, small=small, tokenizer_vocab=tokenizer_vocab)
         config = AutoConfig.for_model(**cfg)
+        reranker = isinstance(profile, RerankerProfile)
+        auto_class = AutoModelForSequenceClassification if reranker else AutoModel
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = AutoModel.from_config(config)
+            model = auto_class.from_config(config)
         model.eval()
         model.save_pretrained(str(tmp))
         del model
-        _write_st_layout(profile, tmp, hidden=cfg["hidden_size"], max_seq_length=max_seq_length)
+        if isinstance(profile, ModelProfile):
+            _write_st_layout(profile, tmp, hidden=cfg["hidden_size"], max_seq_length=max_seq_length)
         info = {
             "format": TWIN_FORMAT,
+            "kind": "reranker" if reranker else "embedding",
             "profile": profile.name,
             "hub_id": profile.hub_id,
             "small": small,
@@ -332,7 +350,9 @@ def read_twin_info(path: Path) -> dict | None:
         return None
 
 
-def ensure_twin(profile: ModelProfile, root: Path = Path(".twins"), *, small: bool = False, seed: int = 0) -> Path:
+def ensure_twin(
+    profile: TransformerProfile, root: Path = Path(".twins"), *, small: bool = False, seed: int = 0
+) -> Path:
     """A cached twin under `root` (built on first use; benchmarks keep full-size ones in ./.twins/)."""
     path = Path(root) / f"{profile.name}{'-small' if small else ''}-seed{seed}"
     info = read_twin_info(path)
@@ -344,7 +364,4 @@ def ensure_twin(profile: ModelProfile, root: Path = Path(".twins"), *, small: bo
         and info.get("seed") == seed
     ):
         return path
-    try:
-        return build_twin(profile, path, small=small, seed=seed, overwrite=True)
-    except FileExistsError:  # pragma: no cover - another process won the race
-        return path
+    return build_twin(profile, path, small=small, seed=seed, overwrite=True)

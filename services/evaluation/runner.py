@@ -30,7 +30,7 @@ from services.search.schemas import SearchRequest
 from services.search.service import search
 
 if TYPE_CHECKING:
-    from services.embedding.encoder import QueryEncoder
+    from services.embedding.query_encoder import QueryEncoder
 
 INGEST_BATCH = 32
 

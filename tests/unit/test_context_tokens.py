@@ -12,7 +12,7 @@ from services.context.tokens import HFCounter, cache_key, encoding_file, resolve
 
 @pytest.fixture(scope="module")
 def embedding(small_twin: Path) -> HFCounter:
-    from services.embedding.encoder import load_tokenizer
+    from services.embedding.loading import load_tokenizer
 
     return HFCounter(load_tokenizer(str(small_twin)), "small twin")
 
@@ -38,7 +38,7 @@ def test_embedding_is_used_as_asked_without_a_note(embedding, tmp_path):
 
 
 def test_counts_equal_the_tokenizer_without_special_tokens(embedding, small_twin):
-    from services.embedding.encoder import load_tokenizer
+    from services.embedding.loading import load_tokenizer
 
     tok = load_tokenizer(str(small_twin))
     texts = ["탄소중립 기본법은 기후위기에 대응한다.", "", "abc 123"]

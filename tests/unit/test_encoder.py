@@ -1,5 +1,5 @@
-"""The embedding engine: batch planning, equality with the plain sentence-transformers path,
-CPU precision options and query micro-batching. Small twins only; no timed assertions."""
+"""The embedding engine: equality with the plain sentence-transformers path, packing, truncation,
+CPU precision options and the CPU batch budget. Small twins only; no timed assertions."""
 
 from __future__ import annotations
 
@@ -12,57 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from config.profiles import PROFILES, get_profile
-from services.embedding import encoder as encoder_module
-from services.embedding.encoder import Encoder, QueryEncoder, load_tokenizer, plan_batches
+from services.embedding import batching
+from services.embedding.encoder import Encoder
 from services.embedding.twin import build_twin, builtin_corpus
-
-# --- plan_batches (pure) ------------------------------------------------------------------------
-
-
-def _check_plan(lengths, budget, max_batch_size=None):
-    batches = plan_batches(lengths, budget, max_batch_size=max_batch_size)
-    flat = [i for b in batches for i in b]
-    assert sorted(flat) == list(range(len(lengths)))  # every text exactly once
-    for b in batches:
-        assert b
-        padded = len(b) * max(max(lengths[i] for i in b), 1)
-        assert padded <= budget or len(b) == 1  # over budget only for a single long text
-        if max_batch_size is not None:
-            assert len(b) <= max_batch_size
-    # longest first: batch maxima never increase
-    maxima = [max(lengths[i] for i in b) for b in batches]
-    assert maxima == sorted(maxima, reverse=True)
-    return batches
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    lengths=st.lists(st.integers(min_value=0, max_value=9000), max_size=300),
-    budget=st.integers(min_value=1, max_value=20000),
-    max_batch_size=st.one_of(st.none(), st.integers(min_value=1, max_value=64)),
-)
-def test_plan_batches_invariants(lengths, budget, max_batch_size):
-    _check_plan(lengths, budget, max_batch_size)
-
-
-def test_plan_batches_examples():
-    assert plan_batches([], 100) == []
-    assert plan_batches([10, 50, 20], 100) == [[1, 2], [0]]  # 2 x 50 = 100 fits; 3 x 50 does not
-    assert plan_batches([10, 50, 20], 99) == [[1], [2, 0]]
-    assert plan_batches([512] * 8, 2048) == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    assert plan_batches([5000, 3], 1000) == [[0], [1]]
-    # min_fill: a text joins only if it is at least that fraction of the batch's longest
-    assert plan_batches([100, 80, 70, 40], 1000, min_fill=0.75) == [[0, 1], [2], [3]]
-    assert plan_batches([100, 80, 70, 40], 1000) == [[0, 1, 2, 3]]
-    with pytest.raises(ValueError):
-        plan_batches([1], 0)
-    with pytest.raises(ValueError):
-        plan_batches([1], 10, min_fill=1.5)
-
 
 # --- twins and the plain path ------------------------------------------------------------------
 
@@ -175,41 +129,13 @@ def test_short_texts_are_packed_without_padding_where_the_model_allows(twin_dirs
     together = enc.encode_queries(texts)
     lengths = [len(x) for x in enc._tokenize(texts)]
     if packable:
-        short = [n for n in lengths if n <= encoder_module.PACK_MAX_TOKENS]
+        short = [n for n in lengths if n <= batching.PACK_MAX_TOKENS]
         assert (True, 1, sum(short)) in shapes  # one packed row with exactly the short texts' tokens
     else:
         assert not any(packed for packed, *_ in shapes)
     enc._forward = forward
     alone = np.stack([enc.encode_queries([t])[0] for t in texts])
     np.testing.assert_allclose(together, alone, atol=2e-5, rtol=1e-4)
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    lengths=st.lists(st.integers(min_value=1, max_value=600), max_size=80),
-    budget=st.integers(min_value=64, max_value=4096),
-)
-def test_batch_plan_with_packing_embeds_every_text_once(twin_dirs, lengths, budget):
-    enc = _packing_encoder(twin_dirs)
-    enc.max_batch_tokens = budget
-    plan = enc._plan(lengths)
-    assert sorted(i for _, batch in plan for i in batch) == list(range(len(lengths)))
-    for packed, batch in plan:
-        if packed:
-            assert all(lengths[i] <= encoder_module.PACK_MAX_TOKENS for i in batch)
-            assert sum(lengths[i] for i in batch) <= min(encoder_module.PACK_GROUP_TOKENS, budget) or len(batch) == 1
-        else:
-            assert all(lengths[i] > encoder_module.PACK_MAX_TOKENS for i in batch)
-            assert len(batch) * max(lengths[i] for i in batch) <= budget or len(batch) == 1
-
-
-_PACKING_ENCODER: list[Encoder] = []
-
-
-def _packing_encoder(twin_dirs) -> Encoder:
-    if not _PACKING_ENCODER:
-        _PACKING_ENCODER.append(Encoder(str(twin_dirs["bge-m3-ko"]), get_profile("bge-m3-ko"), device="cpu"))
-    return _PACKING_ENCODER[0]
 
 
 @pytest.mark.slow
@@ -263,116 +189,11 @@ def test_cpu_precision_options_agree_with_fp32(twin_dirs, precision):
     assert centred.min() > 0.9
 
 
-def test_precision_must_suit_device(twin_dirs):
-    with pytest.raises(ValueError):
-        Encoder(str(twin_dirs["bge-m3-ko"]), get_profile("bge-m3-ko"), device="cpu", precision="fp16")
-
-
 @pytest.mark.slow
 def test_profile_mismatch_is_logged(twin_dirs, caplog):
     with caplog.at_level(logging.WARNING, logger="services.embedding.encoder"):
         Encoder(str(twin_dirs["bge-cls-no-normalize"]), get_profile("bge-m3-ko"), device="cpu")
     assert "profile bge-m3-ko" in caplog.text
-
-
-def test_load_tokenizer_is_cached_and_knows_max_length(twin_dirs):
-    path = str(twin_dirs["klue-sroberta-large"])
-    tok = load_tokenizer(path)
-    assert load_tokenizer(path) is tok
-    assert tok.is_fast and tok.model_max_length == 512
-    enc = tok("근로자가 퇴직한 경우", return_offsets_mapping=True, add_special_tokens=False)
-    assert len(enc["offset_mapping"]) == len(enc["input_ids"]) > 0
-
-
-# --- QueryEncoder ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def bge_encoder(twin_dirs) -> Encoder:
-    enc = Encoder(str(twin_dirs["bge-m3-ko"]), get_profile("bge-m3-ko"), device="cpu")
-    enc.warmup()
-    return enc
-
-
-@pytest.mark.slow
-def test_query_encoder_concurrent_callers_get_their_own_vectors(bge_encoder):
-    questions = [f"질문 {i}: " + line for i, line in enumerate(builtin_corpus()[:24])]
-    alone = {q: bge_encoder.encode_queries([q])[0] for q in questions}
-    results: dict[str, np.ndarray] = {}
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(questions))
-
-    def ask(q: str) -> None:
-        try:
-            barrier.wait()
-            results[q] = qe.encode(q)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    # A long wait with max_batch = the number of callers: all of them share one forward pass.
-    qe = QueryEncoder(bge_encoder, max_wait_ms=5000, max_batch=len(questions))
-    try:
-        threads = [threading.Thread(target=ask, args=(q,)) for q in questions]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        qe.close()
-    assert not errors
-    assert qe.batches_run == 1
-    for q in questions:
-        assert results[q].shape == (bge_encoder.dim,)
-        np.testing.assert_allclose(results[q], alone[q], atol=2e-5)
-    with pytest.raises(RuntimeError):
-        qe.encode("닫힌 뒤의 질문")
-
-
-@pytest.mark.slow
-def test_query_encoder_many_threads_default_wait(bge_encoder):
-    questions = list(builtin_corpus()[100:160])
-    out: list[tuple[str, np.ndarray]] = []
-    lock = threading.Lock()
-
-    def ask(chunk: list[str]) -> None:
-        for q in chunk:
-            v = qe.encode(q)
-            with lock:
-                out.append((q, v))
-
-    with QueryEncoder(bge_encoder, max_wait_ms=2.0, max_batch=8) as qe:
-        threads = [threading.Thread(target=ask, args=(questions[i::6],)) for i in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert len(out) == len(questions)
-    assert 1 <= qe.batches_run <= len(questions)
-    for q, v in out:
-        np.testing.assert_allclose(v, bge_encoder.encode_queries([q])[0], atol=2e-5)
-
-
-def test_query_encoder_submit_returns_a_future_of_the_same_vector(bge_encoder):
-    questions = ["서울의 인구는?", "한국어 형태소 분석기는 무엇인가요?", "KLUE 벤치마크"]
-    with QueryEncoder(bge_encoder, max_wait_ms=50, max_batch=8) as qe:
-        futures = [qe.submit(q) for q in questions]  # submitted together: one forward pass
-        vectors = [f.result(timeout=60) for f in futures]
-    for q, v in zip(questions, vectors):
-        np.testing.assert_allclose(v, bge_encoder.encode_queries([q])[0], atol=2e-5)
-
-
-def test_query_encoder_propagates_errors():
-    class Broken:
-        dim = 4
-
-        def encode_queries(self, texts):
-            raise RuntimeError("model exploded")
-
-    with QueryEncoder(Broken(), max_wait_ms=0) as qe:  # type: ignore[arg-type]
-        with pytest.raises(RuntimeError, match="exploded"):
-            qe.encode("질문")
-        with pytest.raises(TypeError):
-            qe.encode(["목록"])  # type: ignore[arg-type]
 
 
 @pytest.mark.slow
@@ -397,15 +218,14 @@ def test_concurrent_document_calls_share_one_model(twin_dirs):
 
 
 def test_cpu_budget_is_capped(twin_dirs, monkeypatch):
-    from services.embedding import encoder as encoder_module
-    from services.embedding.encoder import CPU_MAX_BATCH_TOKENS
-
     path = str(twin_dirs["ko-sroberta-multitask"])
     profile = get_profile("ko-sroberta-multitask")
     # hidden-64 twins are below the size the cap applies to
     assert Encoder(path, profile, device="cpu", max_batch_tokens=16384).max_batch_tokens == 16384
-    monkeypatch.setattr(encoder_module, "CPU_CAP_MIN_HIDDEN", 64)
-    assert Encoder(path, profile, device="cpu", max_batch_tokens=16384).max_batch_tokens == CPU_MAX_BATCH_TOKENS
+    monkeypatch.setattr(batching, "CPU_CAP_MIN_HIDDEN", 64)
+    assert (
+        Encoder(path, profile, device="cpu", max_batch_tokens=16384).max_batch_tokens == batching.CPU_MAX_BATCH_TOKENS
+    )
     assert (
         Encoder(path, profile, device="cpu", max_batch_tokens=16384, cpu_max_batch_tokens=None).max_batch_tokens
         == 16384

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from config.profiles import PROFILES, get_profile
+from config.profiles import PROFILES, RERANKER_PROFILES, get_profile, get_reranker_profile
 from services.embedding.twin import (
     TWIN_INFO,
     build_twin,
@@ -18,6 +18,7 @@ from services.embedding.twin import (
     read_twin_info,
     twin_config,
     twin_max_seq_length,
+    twin_profile,
 )
 
 pytestmark = pytest.mark.slow
@@ -180,3 +181,41 @@ def test_ensure_twin_builds_once(tmp_path):
     stamp = (first / TWIN_INFO).stat().st_mtime_ns
     again = ensure_twin(profile, tmp_path, small=True)
     assert again == first and (again / TWIN_INFO).stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("name", list(RERANKER_PROFILES))
+def test_small_reranker_twin_loads_as_a_cross_encoder(tmp_path, name):
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoTokenizer
+
+    profile = get_reranker_profile(name)
+    path = build_twin(profile, tmp_path / name, small=True)
+    info = read_twin_info(path)
+    assert info is not None and info["kind"] == "reranker" and info["profile"] == name
+    assert not (path / "modules.json").exists()  # a plain transformers repository, like the real ones
+
+    model = CrossEncoder(str(path), device="cpu")
+    assert model.model is not None and type(model.model).__name__ == profile.architecture
+    assert model.num_labels == 1 and model.model.config.hidden_size == 64
+    scores = model.predict([(KOREAN[0], KOREAN[1]), (KOREAN[0], KOREAN[2])])
+    assert scores.shape == (2,) and np.isfinite(scores).all()
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    assert tok.model_max_length == twin_max_seq_length(profile, small=True) == 512
+    pair = tok(KOREAN[0], KOREAN[1])["input_ids"]
+    assert pair[0] == 0 and pair[-1] == 2 and pair.count(2) == 3  # <s> q </s></s> p </s>, as XLM-R
+
+
+def test_reranker_full_size_config_is_xlm_roberta_large_with_one_label():
+    for profile in RERANKER_PROFILES.values():
+        cfg = twin_config(profile, small=False, tokenizer_vocab=5000)
+        assert cfg["architectures"] == ["XLMRobertaForSequenceClassification"] and cfg["num_labels"] == 1
+        assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]) == (1024, 24, 250002)
+        assert twin_max_seq_length(profile, small=False) == 8192
+
+
+def test_twin_profile_finds_both_tables():
+    assert twin_profile("bge-m3-ko") is PROFILES["bge-m3-ko"]
+    assert twin_profile("bge-reranker-v2-m3") is RERANKER_PROFILES["bge-reranker-v2-m3"]
+    with pytest.raises(ValueError, match="reranker profiles"):
+        twin_profile("bge-reranker-large")

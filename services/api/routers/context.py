@@ -28,6 +28,7 @@ def _context(rt: Runtime, collections: list[str], request: ContextRequest) -> Co
             collection_names=collections,
             request=request,
             model_sha256=rt.model_ref.sha256 if request.mode != "sparse" else None,
+            reranker=rt.reranker,
         )
 
 
@@ -61,4 +62,5 @@ def search_many(request: MultiSearchRequest, rt: RuntimeDep) -> SearchResponse:
             collection_names=request.collections,
             request=request,
             model_sha256=rt.model_ref.sha256 if request.mode != "sparse" else None,
+            reranker=rt.reranker,
         )

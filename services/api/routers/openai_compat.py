@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from services.api.deps import RuntimeDep
 from services.api.errors import error_responses
 from services.errors import InvalidInput, NotFound
-from services.rerank import not_configured_message
 from services.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
@@ -80,9 +79,10 @@ def embeddings(request: EmbeddingsRequest, rt: RuntimeDep) -> EmbeddingsResponse
             code="model_not_found",
         )
     encoder = rt.query_encoder
-    if request.dimensions is not None and request.dimensions != encoder.dim:
+    dim = rt.settings.profile.dim
+    if request.dimensions is not None and request.dimensions != dim:
         raise InvalidInput(
-            f"dimensions={request.dimensions}: this model's embeddings have {encoder.dim} dimensions",
+            f"dimensions={request.dimensions}: this model's embeddings have {dim} dimensions",
             code="invalid_dimensions",
         )
     texts = [request.input] if isinstance(request.input, str) else request.input
@@ -137,12 +137,20 @@ def rerank(request: RerankRequest, rt: RuntimeDep) -> RerankResponse:
     rerank APIs). 404 when no reranker is configured."""
     reranker = rt.reranker
     if reranker is None:
-        raise NotFound(not_configured_message(rt.settings), code="reranker_not_configured")
+        raise NotFound(
+            "no reranker is configured: set SAEKIN_RERANK_PROFILE (or SAEKIN_RERANK_MODEL, a cross-encoder's "
+            "hub id or local directory)",
+            code="reranker_not_configured",
+        )
     texts = [d if isinstance(d, str) else d.text for d in request.documents]
-    scores = reranker.rerank(request.query, texts, None)
+    # The question's terms in each document: a document longer than the reranker reads is scored on
+    # the window around them.
+    analyzer = rt.analyzer
+    highlights = analyzer.highlights_many(texts, analyzer.query_terms(request.query), [None] * len(texts))
+    scores = reranker.rerank(request.query, texts, highlights)
     order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[: request.top_n or len(texts)]
     return RerankResponse(
-        model=reranker.name,
+        model=reranker.model_name_or_path,
         results=[
             RerankResult(
                 index=i,

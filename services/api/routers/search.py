@@ -29,4 +29,5 @@ def search(collection: str, request: SearchRequest, rt: RuntimeDep) -> SearchRes
             collection_name=collection,
             request=request,
             model_sha256=rt.model_ref.sha256 if request.mode != "sparse" else None,
+            reranker=rt.reranker,
         )

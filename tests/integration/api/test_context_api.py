@@ -220,7 +220,7 @@ def test_rerank_without_a_reranker_is_a_clear_404(app_client):
     assert r.status_code == 404
     assert (
         r.json()["error"]["code"] == "reranker_not_configured"
-        and "SAEKIN_RERANKER_MODEL" in r.json()["error"]["message"]
+        and "SAEKIN_RERANK_PROFILE" in r.json()["error"]["message"]
     )
 
 
