@@ -218,7 +218,7 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
                         "heading": chunk.heading,
                         "token_count": chunk.token_count,
                         "sparse": chunk.sparse,
-                        "stem_spans": chunk.stem_spans,
+                        "term_spans": chunk.term_spans,
                     }
                 )
         for start in tqdm(range(0, len(copies), batch_docs), desc="copy", unit="batch", file=sys.stderr):

@@ -155,10 +155,12 @@ class Chunk(Base):
     token_count: Mapped[int] = mapped_column(Integer)
     # Morpheme BM25 term weights, computed on the CPU ingest stage and upserted by the embed stage.
     sparse: Mapped[dict] = mapped_column(JsonType, default=dict)
-    # [term id, start, end] of each verb or adjective stem in `text` (ids as in `sparse`): conjugated
-    # stems (만나 in 만났다) cannot be found by string search, and this spares search a Kiwi pass
-    # to highlight them. NULL for chunks ingested before revision 0003.
-    stem_spans: Mapped[list | None] = mapped_column(JsonType)
+    # Where the chunk's content morphemes are, for highlights without a Kiwi pass at search time
+    # (ids as in `sparse`; services.ingest.analyzer.term_spans): {"terms": [[term id, start, end],
+    # ...]} with offsets into `text`, noun-noun bigrams as [id, start, end, start 2, end 2]. Chunks
+    # ingested earlier hold a plain list of verb/adjective stems only (revisions 0003-0005, then
+    # named stem_spans) or NULL (before 0003); search highlights those by analyzing a few words.
+    term_spans: Mapped[dict | list | None] = mapped_column(JsonType)
 
 
 def chunk_point_id(document_id: uuid.UUID, generation: int, ordinal: int) -> uuid.UUID:

@@ -38,7 +38,7 @@ from services.documents.models import (
 from services.documents.service import profile_mismatch
 from services.errors import SaekinError
 from services.index.base import IndexPoint, storable_metadata
-from services.ingest.analyzer import stem_spans
+from services.ingest.analyzer import term_spans
 from services.ingest.chunker import chunk_sentences
 from services.ingest.extract import TEXT_PLAIN, ExtractLimits, extract_file, extract_file_with_timeout
 from services.ingest.normalize import normalize_text
@@ -233,7 +233,7 @@ def _chunk_sections(rt: Runtime, item: WorkItem, sections: Sequence[_Section]) -
                     heading=(section.heading or None) and section.heading[:512],
                     token_count=chunk.token_count,
                     sparse=sparse.to_dict(),
-                    stem_spans=stem_spans(chunk_terms, offset=chunk.char_start),
+                    term_spans=term_spans(chunk_terms, offset=chunk.char_start),
                 )
             )
         offset += len(section.text) + len(SECTION_SEPARATOR)

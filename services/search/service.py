@@ -90,7 +90,7 @@ def search(session: Session, *, rt: Runtime, collection_name: str, request: Sear
             if row is not None and row.generation == row.indexed_generation:
                 passages.append((hit, row))
     highlights = (
-        rt.analyzer.highlights_many([row.text for _, row in passages], terms, [row.stem_spans for _, row in passages])
+        rt.analyzer.highlights_many([row.text for _, row in passages], terms, [row.term_spans for _, row in passages])
         if request.highlight
         else [[] for _ in passages]
     )
@@ -154,7 +154,7 @@ _PASSAGES = (
         _chunks.c.heading,
         _chunks.c.char_start,
         _chunks.c.char_end,
-        _chunks.c.stem_spans,
+        _chunks.c.term_spans,
         _chunks.c.document_id,
         _documents.c.external_id,
         _documents.c.indexed_title.label("title"),

@@ -39,7 +39,7 @@ def chunks_of(rt, item: WorkItem) -> list[Chunk]:
 
 def index_name_of(rt, collection: str = "c") -> str:
     with session_scope(rt.session_factory) as session:
-        return index_name(session.scalar(select(Collection).where(Collection.name == collection)))
+        return index_name(session.scalars(select(Collection).where(Collection.name == collection)).one())
 
 
 TEXT = "\n\n".join(
@@ -60,13 +60,14 @@ def test_chunks_cover_every_character_and_respect_the_budget(rt):
         assert chunk.token_count <= 48
         assert len(rt.tokenizer(chunk.text, add_special_tokens=False)["input_ids"]) <= 48
         assert chunk.sparse["indices"]
-        for _, start, end in chunk.stem_spans:  # verb and adjective stems, offsets into the chunk's text
+        for _, start, end, *second in chunk.term_spans["terms"]:  # content morphemes, offsets into the chunk
             assert 0 <= start < end <= len(chunk.text)
+            assert not second or end <= second[0] < second[1] <= len(chunk.text)  # a noun-noun bigram's parts
         for i in range(chunk.char_start, chunk.char_end):
             covered[i] = True
     assert all(covered)
-    stems = {chunk.text[a:b] for chunk in chunks for _, a, b in chunk.stem_spans}
-    assert {"높이", "세워"} <= stems  # 높이는 -> 높이, 세워야 -> 세우
+    places = {chunk.text[a:b] for chunk in chunks for _, a, b, *_ in chunk.term_spans["terms"]}
+    assert {"높이", "세워", "국민", "건강"} <= places  # stems (높이는 -> 높이, 세워야 -> 세우) and nouns
     with session_scope(rt.session_factory) as session:
         doc = session.get(Document, item.document_id)
         assert doc.stage == DocumentStage.embedding and doc.status == DocumentStatus.processing
