@@ -1,10 +1,11 @@
 """chunks.stem_spans -> chunks.term_spans: the places of every content morpheme, not only of stems
 
 Highlights now come from the chunk's own morphemes (nouns too, at morpheme boundaries), so the
-ingest stage stores all of them: ``{"terms": [[term id, start, end], ...]}``. Rows written before
-keep their value, a plain list of verb/adjective stems, which the JSON's shape tells apart; search
-highlights such chunks by analyzing a few words around the candidate places (see
-``KoreanAnalyzer.highlights_many``). Renaming keeps every row as it is: no table rewrite.
+ingest stage stores all of them: ``{"<term id>": [start, end, start, end, ...], ...}``. Rows
+written before keep their value, a plain list of [term id, start, end] of verb/adjective stems,
+which the JSON's shape (array, not object) tells apart; search highlights such chunks by analyzing
+a few words around the candidate places (see ``KoreanAnalyzer.highlights_many``). Renaming keeps
+every row as it is: no table rewrite.
 
 Revision ID: 0006
 Revises: 0005
@@ -27,18 +28,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Code before 0006 reads a list of [term id, start, end] and keeps the entries with a stem's id:
-    # a new row's "terms" list (noun-noun bigram entries dropped) serves it as such.
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(
-            "UPDATE chunks SET term_spans = (SELECT coalesce(jsonb_agg(e), '[]'::jsonb)"
-            " FROM jsonb_array_elements(term_spans -> 'terms') AS e WHERE jsonb_array_length(e) = 3)"
-            " WHERE jsonb_typeof(term_spans) = 'object'"
-        )
-    else:
-        op.execute(
-            "UPDATE chunks SET term_spans = (SELECT coalesce(json_group_array(json(e.value)), '[]')"
-            " FROM json_each(chunks.term_spans, '$.terms') AS e WHERE json_array_length(e.value) = 3)"
-            " WHERE json_type(term_spans) = 'object'"
-        )
+    # Code before 0006 reads a list of stems; for NULL it analyzes the words around candidate
+    # places, as it did for chunks ingested before 0003. Rows of the new shape become NULL.
+    is_object = "jsonb_typeof(term_spans)" if op.get_bind().dialect.name == "postgresql" else "json_type(term_spans)"
+    op.execute(f"UPDATE chunks SET term_spans = NULL WHERE {is_object} = 'object'")
     op.alter_column("chunks", "term_spans", new_column_name="stem_spans")

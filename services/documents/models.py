@@ -156,10 +156,10 @@ class Chunk(Base):
     # Morpheme BM25 term weights, computed on the CPU ingest stage and upserted by the embed stage.
     sparse: Mapped[dict] = mapped_column(JsonType, default=dict)
     # Where the chunk's content morphemes are, for highlights without a Kiwi pass at search time
-    # (ids as in `sparse`; services.ingest.analyzer.term_spans): {"terms": [[term id, start, end],
-    # ...]} with offsets into `text`, noun-noun bigrams as [id, start, end, start 2, end 2]. Chunks
-    # ingested earlier hold a plain list of verb/adjective stems only (revisions 0003-0005, then
-    # named stem_spans) or NULL (before 0003); search highlights those by analyzing a few words.
+    # (services.ingest.analyzer.term_spans): {"<term id>": [start, end, start, end, ...]}, ids as in
+    # `sparse`, offsets into `text`. Chunks ingested earlier hold a list of [term id, start, end] of
+    # verb/adjective stems only (revisions 0003-0005, as stem_spans) or NULL (before 0003); search
+    # highlights those by analyzing a few words around the candidate places.
     term_spans: Mapped[dict | list | None] = mapped_column(JsonType)
 
 

@@ -39,7 +39,12 @@ spaced and unspaced (지방 은행 / 지방은행) and Kiwi splits unspaced comp
 (탄소중립 -> 탄소 + 중립) unless its dictionary holds the whole word (국민연금공단); a
 noun-noun bigram is hashed in the noun class ``N`` so that all three spellings meet. Other
 pairs (noun + verb stem etc.) go to class ``B``, where they act as phrase evidence.
-Bigram terms have tag ``"<tag1>+<tag2>"`` and span both parts.
+Bigram terms have tag ``"<tag1>+<tag2>"`` and span both parts. A number opens a phrase, the
+quantity it forms with the unit or noun after it: it pairs with what follows (3개, 제65조 ->
+65조) and with the term before it only when written together with it (코로나19). So
+공무원연금법 제65조 제1항 adds 65조 and 1항 but not 법65 or 조1: without this, every unit
+kept (조, 항, 년, 월) would chain the numbers of a citation or a date into pairs that only
+repeat it, over-weighting the passages that cite it most often.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ import threading
 import unicodedata
 import warnings
 from collections import Counter
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -92,7 +97,7 @@ class Sentence:
 
 
 #: What a chunk stores for highlighting (``chunks.term_spans``): see :meth:`KoreanAnalyzer.highlights_many`.
-StoredSpans = dict[str, list[list[int]]] | list[list[int]] | None
+StoredSpans = dict[str, list[int]] | list[list[int]] | None
 
 
 # Kiwi tag (without the -R/-I regularity suffix) -> hashing class; absent tags are dropped.
@@ -338,7 +343,9 @@ class KoreanAnalyzer:
                 continue
             term = Term(_term_form(token.form, cls), tag, start, start + token.len)
             out.append(term)
-            if self.bigrams and previous is not None:
+            # A number pairs with what follows it (3개, 65조), with what precedes it only when
+            # written together (코로나19): see the module docstring.
+            if self.bigrams and previous is not None and (cls != "SN" or previous.end == term.start):
                 out.append(Term(previous.form + term.form, f"{previous.tag}+{tag}", previous.start, term.end))
             previous = term
         return tuple(out)
@@ -402,8 +409,8 @@ class KoreanAnalyzer:
         content morphemes and noun-noun bigrams (so 국민연금공단 meets 국민연금 공단 either way
         round). ``spans[i]`` is what the text's chunk stored at ingest:
 
-        * ``{"terms": [[id, start, end], ...]}`` (:func:`term_spans`): every content morpheme, so
-          the text is not analyzed again;
+        * ``{"<term id>": [start, end, ...], ...}`` (:func:`term_spans`): every content morpheme,
+          so the text is not analyzed again;
         * a list ``[[id, start, end], ...]`` of verb and adjective stems only (chunks ingested
           before revision 0006), or None (before revision 0003): the stored stems are used as
           they are, and the text's other morphemes come from analyzing only the words around
@@ -432,11 +439,11 @@ class KoreanAnalyzer:
             if not text or text.isspace():
                 continue
             if isinstance(stored, dict):
-                out[index] = _matching_spans(stored["terms"], wanted_ids)
+                out[index] = _matching_spans(stored, wanted_ids)
                 continue
             pattern = every_needle
             if stored is not None:
-                out[index] = _matching_spans(stored, verb_ids)
+                out[index] = [(start, end) for tid, start, end in stored if tid in verb_ids]
                 pattern = non_verb_needle
             windows = _candidate_windows(_fold_width(text), pattern)
             pieces.extend(
@@ -445,47 +452,60 @@ class KoreanAnalyzer:
         if pieces:
             analyzed = self.analyze_many([texts[i][a:b] for i, a, b, _ in pieces])
             for (index, a, _, stems_stored), sentences in zip(pieces, analyzed):
-                entries = term_spans(t for sentence in sentences for t in sentence.terms)["terms"]
-                out[index] += _matching_spans(entries, wanted_ids - verb_ids if stems_stored else wanted_ids, a)
+                places = term_spans(t for sentence in sentences for t in sentence.terms)
+                out[index] += _matching_spans(places, wanted_ids - verb_ids if stems_stored else wanted_ids, a)
         return [_merge_spans(s) for s in out]
 
 
-def term_spans(terms: Iterable[Term], *, offset: int = 0) -> dict[str, list[list[int]]]:
+def term_spans(terms: Iterable[Term], *, offset: int = 0) -> dict[str, list[int]]:
     """What a chunk stores so that :meth:`KoreanAnalyzer.highlights` needs no analysis of it:
-    ``{"terms": [...]}`` with ``[term id, start, end]`` for each content morpheme and
-    ``[term id, start, end, start 2, end 2]`` for each noun-noun bigram (its two parts, so that
-    the particle between 도 and 예산 in 도의 예산 is not highlighted). Offsets are relative to
-    ``offset`` (the chunk's start)."""
-    terms = [t for t in terms if t.end > t.start]
-    # A bigram's parts: the morpheme starting where it starts and the one ending where it ends.
-    first_end = {t.start: t.end for t in terms if "+" not in t.tag}
-    second_start = {t.end: t.start for t in terms if "+" not in t.tag}
-    out: list[list[int]] = []
+    ``{"<term id>": [start, end, start, end, ...]}``, the places of each content morpheme and,
+    for a noun-noun bigram, of its two parts (not the particle between 도 and 예산 in 도의
+    예산), relative to ``offset`` (the chunk's start). Ids as in the sparse vectors."""
+    places: dict[int, list[int]] = {}
+    first_end: dict[int, int] = {}  # a morpheme's end by its start, to find a bigram's parts
+    second_start: dict[int, int] = {}
+    bigrams = []
     for t in terms:
-        cls = tag_class(t.tag) or ""
-        if "+" not in t.tag:
-            out.append([_cached_term_id(t.form, cls), t.start - offset, t.end - offset])
-        elif cls == "N" and t.start in first_end and t.end in second_start:
-            out.append(
-                [
-                    _cached_term_id(t.form, cls),
-                    t.start - offset,
-                    first_end[t.start] - offset,
-                    second_start[t.end] - offset,
-                    t.end - offset,
-                ]
-            )
-    return {"terms": out}
+        if t.end <= t.start:
+            continue
+        tid = _highlight_id(t.form, t.tag)
+        if tid is None:  # a bigram of another class than N
+            continue
+        if "+" in t.tag:
+            bigrams.append((tid, t))
+            continue
+        first_end[t.start] = t.end
+        second_start[t.end] = t.start
+        if tid in places:
+            places[tid] += (t.start - offset, t.end - offset)
+        else:
+            places[tid] = [t.start - offset, t.end - offset]
+    for tid, t in bigrams:
+        if t.start in first_end and t.end in second_start:
+            parts = [t.start - offset, first_end[t.start] - offset, second_start[t.end] - offset, t.end - offset]
+            if tid in places:
+                places[tid] += parts
+            else:
+                places[tid] = parts
+    return {str(tid): spans for tid, spans in places.items()}
 
 
-def _matching_spans(entries: Iterable[Sequence[int]], ids: Container[int], shift: int = 0) -> list[tuple[int, int]]:
-    """Spans (shifted by ``shift``) of the :func:`term_spans` entries whose term id is in ``ids``."""
+@lru_cache(maxsize=1 << 18)
+def _highlight_id(form: str, tag: str) -> int | None:
+    """Term id of a morpheme or a noun-noun bigram; None for other bigrams (phrase evidence for
+    ranking only: their parts are highlighted on their own)."""
+    cls = tag_class(tag) or ""
+    return None if "+" in tag and cls != "N" else _cached_term_id(form, cls)
+
+
+def _matching_spans(places: dict[str, list[int]], ids: Iterable[int], shift: int = 0) -> list[tuple[int, int]]:
+    """Spans (shifted by ``shift``) of the :func:`term_spans` ``places`` of the term ids ``ids``."""
     spans = []
-    for entry in entries:
-        if entry[0] in ids:
-            spans.append((entry[1] + shift, entry[2] + shift))
-            if len(entry) == 5:
-                spans.append((entry[3] + shift, entry[4] + shift))
+    for tid in ids:
+        flat = places.get(str(tid))
+        if flat:
+            spans += [(flat[i] + shift, flat[i + 1] + shift) for i in range(0, len(flat), 2)]
     return spans
 
 

@@ -101,6 +101,13 @@ def test_a_number_and_its_unit_give_a_phrase_term(analyzer):
     assert term_id("3개", "B") in ids(analyzer.document_vector(analyzer.terms("사과 3개를 샀다")))
 
 
+def test_a_number_pairs_with_what_follows_it(analyzer):
+    found = {form for cls, form in keys(analyzer, "공무원연금법 제65조 제1항 제1호")}
+    assert {"65조", "1항", "1호", "조", "호"} <= found
+    assert not found & {"법65", "조1", "항1"}  # a number opens a phrase...
+    assert "코로나19" in {form for _, form in keys(analyzer, "코로나19 백신")}  # ... unless written together
+
+
 @pytest.mark.parametrize("query", ["리터는 몇 갤런인가요?", "퍼센트", "몇 개?", "몇 명이야", "3개", "원"])
 def test_a_query_of_units_is_never_empty(analyzer, query):
     assert analyzer.query_vector(query)
@@ -299,8 +306,14 @@ def test_highlights_verbs_and_english(analyzer):
 def test_stored_term_spans_highlight_without_kiwi(analyzer):
     text = "어제 친구를 만났고 오늘도 만나서 밥을 먹었다. 날씨가 아름다웠다."
     stored = term_spans(analyzer.terms(text))
-    places = {text[entry[1] : entry[2]] for entry in stored["terms"]}
+    places = {text[a:b] for flat in stored.values() for a, b in zip(flat[::2], flat[1::2])}
     assert places >= {"친구", "만났", "만나", "먹", "밥", "날씨", "아름다웠"}  # every content morpheme
+    assert stored[str(term_id("만나", "V"))] == [
+        text.index("만났"),
+        text.index("만났") + 2,
+        text.index("만나서"),
+        text.index("만나서") + 2,
+    ]
     recording = copy.copy(analyzer)
     recording._kiwi = _RecordingKiwi(analyzer._kiwi)
     query = "친구를 만나다 아름답다"
@@ -322,9 +335,7 @@ def test_chunks_stored_before_term_spans_still_get_the_same_highlights(analyzer)
     text = "어제 친구를 만났고 오늘도 만나서 밥을 먹었다. 각 도의 예산은 도가 정한다. " * 3
     query = "친구를 만나다 도의 예산"
     new = analyzer.highlights(text, query, term_spans(analyzer.terms(text)))
-    stems = [
-        e for e in term_spans(analyzer.terms(text))["terms"] if len(e) == 3 and text[e[1] : e[2]] in ("만났", "만나")
-    ]
+    stems = [[term_id(t.form, "V"), t.start, t.end] for t in analyzer.terms(text) if tag_class(t.tag) == "V"]
     assert analyzer.highlights(text, query, stems) == new
     assert analyzer.highlights(text, query, None) == new
     assert analyzer.highlights(text, "만나다", []) == []  # a stored list without the stem: nothing analyzed
