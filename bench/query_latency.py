@@ -221,7 +221,7 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
                         "heading": chunk.heading,
                         "token_count": chunk.token_count,
                         "sparse": chunk.sparse,
-                        "stem_spans": chunk.stem_spans,
+                        "term_spans": chunk.term_spans,
                         "sentence_starts": chunk.sentence_starts,
                     }
                 )

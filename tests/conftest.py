@@ -59,6 +59,16 @@ def small_twin(tmp_path_factory) -> Path:
     return build_twin(get_profile("bge-m3-ko"), tmp_path_factory.mktemp("twins") / "bge-m3-ko-small", small=True)
 
 
+@pytest.fixture(scope="session")
+def small_reranker_twin(tmp_path_factory) -> Path:
+    """A tiny bge-reranker-v2-m3-ko twin (XLM-R sequence classification, one label, random weights)."""
+    from config.profiles import get_reranker_profile
+    from services.embedding.twin import build_twin
+
+    profile = get_reranker_profile("bge-reranker-v2-m3-ko")
+    return build_twin(profile, tmp_path_factory.mktemp("twins") / "reranker-small", small=True)
+
+
 # --- PostgreSQL and Redis: given URL, else the local server, else testcontainers, else skip --------
 
 

@@ -178,12 +178,14 @@ class Chunk(Base):
     token_count: Mapped[int] = mapped_column(Integer)
     # Morpheme BM25 term weights, computed on the CPU ingest stage and upserted by the embed stage.
     sparse: Mapped[SparseVector] = mapped_column(SparseVectorJson, default=SparseVector)
-    # [term id, start, end] of each verb or adjective stem in `text` (ids as in `sparse`): conjugated
-    # stems (만나 in 만났다) cannot be found by string search, and this spares search a Kiwi pass
-    # to highlight them. NULL for chunks ingested before revision 0003.
-    stem_spans: Mapped[list | None] = mapped_column(JsonType)
+    # Where the chunk's content morphemes are, for highlights without a Kiwi pass at search time
+    # (services.ingest.analyzer.term_spans): {"<term id>": [start, end, start, end, ...]}, ids as in
+    # `sparse`, offsets into `text`. Chunks ingested earlier hold a list of [term id, start, end] of
+    # verb/adjective stems only (revisions 0003-0005, as stem_spans) or NULL (before 0003); search
+    # highlights those by analyzing a few words around the candidate places.
+    term_spans: Mapped[dict | list | None] = mapped_column(JsonType)
     # Offsets (relative to char_start) of the sentences that start inside the chunk, after its
-    # first character: where context assembly may cut. NULL for chunks ingested before revision 0006.
+    # first character: where context assembly may cut. NULL for chunks ingested before revision 0007.
     sentence_starts: Mapped[list | None] = mapped_column(JsonType)
 
 

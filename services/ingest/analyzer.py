@@ -5,15 +5,28 @@ packs and the morphemes the sparse vectors are built from.
 
 Which morphemes become terms (Sejong tag set as Kiwi uses it), and why:
 
-* kept: common and proper nouns NNG/NNP, numerals NR, roots XR (the 깨끗 of 깨끗하다),
-  verb and adjective stems VV/VA (regular and irregular, ``VA-I`` etc.; the stem as Kiwi
-  lemmatizes it: 만났다 -> 만나), foreign words SL (NFKC + lower-cased), numbers SN
-  (thousands separators removed: 1,000 == 1000), hanja SH, and Kiwi's pattern tokens
-  URL/e-mail/hashtag/mention (W_*) and serials such as dates or phone numbers (W_SERIAL);
+* kept: common and proper nouns NNG/NNP, dependent nouns NNB other than the functional ones
+  (below), numerals NR, roots XR (the 깨끗 of 깨끗하다), verb and adjective stems VV/VA
+  (regular and irregular, ``VA-I`` etc.; the stem as Kiwi lemmatizes it: 만났다 -> 만나),
+  foreign words SL (NFKC + lower-cased), numbers SN (thousands separators removed:
+  1,000 == 1000), hanja SH, and Kiwi's pattern tokens URL/e-mail/hashtag/mention (W_*) and
+  serials such as dates or phone numbers (W_SERIAL);
 * dropped: particles J*, endings E*, the copula VCP/VCN, prefixes XP* and suffixes XS*
-  (들/성/적/하 alone carry little meaning; the noun they attach to is kept), dependent
-  nouns NNB (것, 수, 등, 년 after a number), pronouns NP, auxiliary predicates VX,
+  (들/성/적/하 alone carry little meaning; the noun they attach to is kept), the functional
+  dependent nouns (것, 수, 등, 때문, 데, 바 …), pronouns NP, auxiliary predicates VX,
   adverbs/determiners/interjections, and punctuation and symbols S* other than SL/SN/SH.
+
+Dependent (bound) nouns: Kiwi tags two different kinds NNB. Korean grammar tells them apart:
+unit nouns (단위성 의존명사: 리터, 갤런, 그램, 퍼센트, 달러, 원, 개, 명, 살, 년, 조, 호 …) name
+what a number counts or measures and carry meaning, alone (리터는 몇 갤런인가요?) or after a
+number (3개, 1,000원); they are an open class (every new unit or currency joins it). The
+functional ones (보편성/주어성/서술성/부사성 의존명사: 것, 수, 데, 바, 줄, 뿐, 때문, 채, 듯 …,
+plus the relational 중, 내, 외, 간, 측) only turn a clause or a noun into a noun phrase or
+an adverbial; they are a small closed class, listed in ``_FUNCTIONAL_NOUNS``, and only they
+are dropped. A few of them double as counters right after a numeral (1등 first place, 5분
+five minutes, 3시 three o'clock, 2차 second round, 두 분 two people): a bound noun right
+after a number, a numeral (NR) or a numeral determiner (한, 두, 몇, 여러 …) is a unit
+whatever its form. Queries and documents go through the same rule (:meth:`KoreanAnalyzer.terms`).
 
 Tag classes for hashing: nouns, numerals and roots are one class ``N`` (Kiwi may tag the
 same surface NNG in one context and NNP or XR in another), verb and adjective stems ``V``,
@@ -26,7 +39,12 @@ spaced and unspaced (지방 은행 / 지방은행) and Kiwi splits unspaced comp
 (탄소중립 -> 탄소 + 중립) unless its dictionary holds the whole word (국민연금공단); a
 noun-noun bigram is hashed in the noun class ``N`` so that all three spellings meet. Other
 pairs (noun + verb stem etc.) go to class ``B``, where they act as phrase evidence.
-Bigram terms have tag ``"<tag1>+<tag2>"`` and span both parts.
+Bigram terms have tag ``"<tag1>+<tag2>"`` and span both parts. A number opens a phrase, the
+quantity it forms with the unit or noun after it: it pairs with what follows (3개, 제65조 ->
+65조) and with the term before it only when written together with it (코로나19). So
+공무원연금법 제65조 제1항 adds 65조 and 1항 but not 법65 or 조1: without this, every unit
+kept (조, 항, 년, 월) would chain the numbers of a citation or a date into pairs that only
+repeat it, over-weighting the passages that cite it most often.
 """
 
 from __future__ import annotations
@@ -49,11 +67,12 @@ from services.vectors import SparseVector
 __all__ = [
     "KoreanAnalyzer",
     "Sentence",
+    "StoredSpans",
     "Term",
     "get_analyzer",
-    "stem_spans",
     "tag_class",
     "term_id",
+    "term_spans",
     "terms_in_span",
 ]
 
@@ -77,10 +96,15 @@ class Sentence:
     terms: tuple[Term, ...]
 
 
+#: What a chunk stores for highlighting (``chunks.term_spans``): see :meth:`KoreanAnalyzer.highlights_many`.
+StoredSpans = dict[str, list[int]] | list[list[int]] | None
+
+
 # Kiwi tag (without the -R/-I regularity suffix) -> hashing class; absent tags are dropped.
 _TAG_CLASS: dict[str, str] = {
     "NNG": "N",
     "NNP": "N",
+    "NNB": "N",  # dependent nouns other than _FUNCTIONAL_NOUNS: units, counters, currencies
     "NR": "N",
     "XR": "N",
     "VV": "V",
@@ -123,6 +147,26 @@ _PARTICLE_FORMS = frozenset(
         "에도",
         "와의",
         "과의",
+    ]
+)
+# The closed class of functional dependent nouns (NNB), dropped unless right after a numeral
+# (see the module docstring); every other NNB is a unit or counter noun and kept. Grouped as
+# Korean grammars group them: universal, subject-like, predicate-forming, adverbial, relational.
+_FUNCTIONAL_NOUNS = frozenset(
+    [
+        *["것", "거", "꺼", "데", "바", "이", "분", "자", "적"],
+        *["수", "지", "리", "나위", "여지"],
+        *["뿐", "따름", "터", "때문", "셈", "노릇", "나름"],
+        *["듯", "듯이", "채", "척", "체", "양", "뻔", "김", "줄", "만", "만큼", "대로", "바람", "탓", "통", "참"],
+        *["판", "턱", "겸", "법", "등", "등등", "따위"],
+        *["중", "내", "외", "간", "측", "상", "하", "시", "차", "즈음", "무렵", "녘", "께", "경", "이래"],
+    ]
+)
+# Numeral determiners (수관형사): 두 분 and 몇 시 count, as 2분 and 3시 do.
+_NUMERAL_DETERMINERS = frozenset(
+    [
+        *["한", "두", "세", "석", "서", "네", "넉", "너", "다섯", "여섯", "일곱", "여덟", "아홉", "열", "스무"],
+        *["몇", "여러", "수", "한두", "두세", "서너", "두어", "너덧", "네댓", "대여섯", "예닐곱"],
     ]
 )
 _LOWERCASE_CLASSES = frozenset({"SL", "W"})
@@ -288,7 +332,7 @@ class KoreanAnalyzer:
     def _sentence_terms(self, text: str, offset: int, tokens: Sequence) -> tuple[Term, ...]:
         out: list[Term] = []
         previous: Term | None = None
-        for token in tokens:
+        for index, token in enumerate(tokens):
             tag = token.tag
             cls = _TAG_CLASS.get(tag)
             if cls is None:
@@ -297,12 +341,16 @@ class KoreanAnalyzer:
                 cls = _TAG_CLASS.get(tag.split("-", 1)[0])
                 if cls is None:
                     continue
+            if tag == "NNB" and token.form in _FUNCTIONAL_NOUNS and not _after_numeral(tokens, index):
+                continue
             start = offset + token.start
             if cls == "N" and token.len <= 2 and self._stray_particle(text, start, start + token.len):
                 continue
             term = Term(_term_form(token.form, cls), tag, start, start + token.len)
             out.append(term)
-            if self.bigrams and previous is not None:
+            # A number pairs with what follows it (3개, 65조), with what precedes it only when
+            # written together (코로나19): see the module docstring.
+            if self.bigrams and previous is not None and (cls != "SN" or previous.end == term.start):
                 out.append(Term(previous.form + term.form, f"{previous.tag}+{tag}", previous.start, term.end))
             previous = term
         return tuple(out)
@@ -347,77 +395,135 @@ class KoreanAnalyzer:
 
     # -- highlights -------------------------------------------------------------------
 
-    def highlights(
-        self, text: str, query: str | Sequence[Term], stems: Sequence[Sequence[int]] | None = None
-    ) -> list[tuple[int, int]]:
-        """Merged, sorted char spans of ``text`` where the query's content morphemes occur.
+    def highlights(self, text: str, query: str | Sequence[Term], spans: StoredSpans = None) -> list[tuple[int, int]]:
+        """Merged, sorted char spans of ``text`` where its own content morphemes match the query's.
 
-        Morpheme-aware (query 서울 highlights the 서울 of 서울에서; 만나다 highlights 만났).
-        ``query``: the raw query or its :meth:`query_terms`. ``stems``: the text's
-        :func:`stem_spans`, if stored; without them the text is analyzed.
+        Morpheme-aware and at the text's morpheme boundaries: query 서울 highlights the 서울 of
+        서울에서, 만나다 highlights 만났, and the noun 기 highlights no part of 기후위기.
+        ``query``: the raw query or its :meth:`query_terms`. ``spans``: the text's stored
+        :func:`term_spans` (or what older chunks stored, see :meth:`highlights_many`).
         """
-        return self.highlights_many([text], query, [stems])[0]
+        return self.highlights_many([text], query, [spans])[0]
 
     def highlights_many(
-        self,
-        texts: Sequence[str],
-        query: str | Sequence[Term],
-        stems: Sequence[Sequence[Sequence[int]] | None] | None = None,
+        self, texts: Sequence[str], query: str | Sequence[Term], spans: Sequence[StoredSpans] | None = None
     ) -> list[list[tuple[int, int]]]:
         """:meth:`highlights` of each text, for one query (a page of search results).
 
-        Nouns, numbers and foreign words keep their surface inside an eojeol (서울 in
-        서울에서), so a plain search finds them without Kiwi. Verb and adjective stems
-        conjugate: their places come from the text's stored :func:`stem_spans` (``stems[i]``)
-        or, where none are stored, from analyzing the words around places where their
-        surface can occur (one word of context either side; the whole text when those
-        windows cover most of it), all texts' windows in one Kiwi call.
+        A text's highlights are the places of its morphemes whose term ids are the query's: its
+        content morphemes and noun-noun bigrams (so 국민연금공단 meets 국민연금 공단 either way
+        round). ``spans[i]`` is what the text's chunk stored at ingest:
+
+        * ``{"<term id>": [start, end, ...], ...}`` (:func:`term_spans`): every content morpheme,
+          so the text is not analyzed again;
+        * a list ``[[id, start, end], ...]`` of verb and adjective stems only (chunks ingested
+          before revision 0006), or None (before revision 0003): the stored stems are used as
+          they are, and the text's other morphemes come from analyzing only the words around
+          places where a query term's surface can occur (one word of context either side; the
+          whole text when those windows cover most of it), all texts' windows in one Kiwi
+          call. Kiwi reads each candidate word with its neighbours, so these chunks get the
+          highlights new ones get in all but rare cases, at the cost of a small Kiwi pass per
+          page of results until they are ingested again.
         """
-        stems = list(stems) if stems is not None else [None] * len(texts)
-        if len(stems) != len(texts):
-            raise ValueError("stems must be None or have one entry per text")
-        wanted = {_key(t) for t in (self.query_terms(query) if isinstance(query, str) else query)}
-        spans: list[list[tuple[int, int]]] = [[] for _ in texts]
+        stored_spans = list(spans) if spans is not None else [None] * len(texts)
+        if len(stored_spans) != len(texts):
+            raise ValueError("spans must be None or have one entry per text")
+        terms = self.query_terms(query) if isinstance(query, str) else query
+        wanted = {_key(t) for t in terms if "+" not in t.tag or tag_class(t.tag) == "N"}
+        out: list[list[tuple[int, int]]] = [[] for _ in texts]
         if not wanted:
-            return spans
-        # Patterns built once per query; noun-noun bigrams (국민연금공단) are searched as well.
-        surface = _needle_pattern(key for key in wanted if key[0] not in ("V", "B"))
+            return out
+        wanted_ids = {_cached_term_id(form, cls) for cls, form in wanted}
         verbs = {key for key in wanted if key[0] == "V"}
-        verb_needles = _needle_pattern(verbs)
         verb_ids = {_cached_term_id(form, "V") for _, form in verbs}
-        pieces: list[tuple[int, int, int]] = []  # (text index, window start, window end) to analyze
-        for index, (text, stored) in enumerate(zip(texts, stems)):
+        # Candidate patterns, built once per query: every term's, or (stems stored) all but verbs'.
+        every_needle = _needle_pattern(wanted)
+        non_verb_needle = _needle_pattern(wanted - verbs) if verbs else every_needle
+        pieces: list[tuple[int, int, int, bool]] = []  # (text index, window start, end, stems stored)
+        for index, (text, stored) in enumerate(zip(texts, stored_spans)):
             if not text or text.isspace():
                 continue
-            spans[index] = _surface_spans(_fold_width(text), surface)
-            if not verbs:
+            if isinstance(stored, dict):
+                out[index] = _matching_spans(stored, wanted_ids)
                 continue
+            pattern = every_needle
             if stored is not None:
-                spans[index] += [(start, end) for tid, start, end in stored if tid in verb_ids]
-                continue
-            windows = _candidate_windows(text, verb_needles)
-            pieces.extend((index, a, b) for a, b in ([(0, len(text))] if windows is None else windows))
+                out[index] = [(start, end) for tid, start, end in stored if tid in verb_ids]
+                pattern = non_verb_needle
+            windows = _candidate_windows(_fold_width(text), pattern)
+            pieces.extend(
+                (index, a, b, stored is not None) for a, b in ([(0, len(text))] if windows is None else windows)
+            )
         if pieces:
-            analyzed = self.analyze_many([texts[i][a:b] for i, a, b in pieces])
-            for (index, a, _), sentences in zip(pieces, analyzed):
-                spans[index] += [
-                    (t.start + a, t.end + a)
-                    for sentence in sentences
-                    for t in sentence.terms
-                    if "+" not in t.tag and t.end > t.start and _key(t) in verbs
-                ]
-        return [_merge_spans(s) for s in spans]
+            analyzed = self.analyze_many([texts[i][a:b] for i, a, b, _ in pieces])
+            for (index, a, _, stems_stored), sentences in zip(pieces, analyzed):
+                places = term_spans(t for sentence in sentences for t in sentence.terms)
+                out[index] += _matching_spans(places, wanted_ids - verb_ids if stems_stored else wanted_ids, a)
+        return [_merge_spans(s) for s in out]
 
 
-def stem_spans(terms: Iterable[Term], *, offset: int = 0) -> list[list[int]]:
-    """[term id, start - offset, end - offset] of each verb or adjective stem among ``terms``:
-    stored with a chunk (offset = the chunk's start) so :meth:`KoreanAnalyzer.highlights`
-    finds conjugated stems without analyzing the chunk again."""
-    return [
-        [_cached_term_id(t.form, "V"), t.start - offset, t.end - offset]
-        for t in terms
-        if tag_class(t.tag) == "V" and t.end > t.start
-    ]  # bigrams are class N or B
+def term_spans(terms: Iterable[Term], *, offset: int = 0) -> dict[str, list[int]]:
+    """What a chunk stores so that :meth:`KoreanAnalyzer.highlights` needs no analysis of it:
+    ``{"<term id>": [start, end, start, end, ...]}``, the places of each content morpheme and,
+    for a noun-noun bigram, of its two parts (not the particle between 도 and 예산 in 도의
+    예산), relative to ``offset`` (the chunk's start). Ids as in the sparse vectors."""
+    places: dict[int, list[int]] = {}
+    first_end: dict[int, int] = {}  # a morpheme's end by its start, to find a bigram's parts
+    second_start: dict[int, int] = {}
+    bigrams = []
+    for t in terms:
+        if t.end <= t.start:
+            continue
+        tid = _highlight_id(t.form, t.tag)
+        if tid is None:  # a bigram of another class than N
+            continue
+        if "+" in t.tag:
+            bigrams.append((tid, t))
+            continue
+        first_end[t.start] = t.end
+        second_start[t.end] = t.start
+        if tid in places:
+            places[tid] += (t.start - offset, t.end - offset)
+        else:
+            places[tid] = [t.start - offset, t.end - offset]
+    for tid, t in bigrams:
+        if t.start in first_end and t.end in second_start:
+            parts = [t.start - offset, first_end[t.start] - offset, second_start[t.end] - offset, t.end - offset]
+            if tid in places:
+                places[tid] += parts
+            else:
+                places[tid] = parts
+    return {str(tid): spans for tid, spans in places.items()}
+
+
+@lru_cache(maxsize=1 << 18)
+def _highlight_id(form: str, tag: str) -> int | None:
+    """Term id of a morpheme or a noun-noun bigram; None for other bigrams (phrase evidence for
+    ranking only: their parts are highlighted on their own)."""
+    cls = tag_class(tag) or ""
+    return None if "+" in tag and cls != "N" else _cached_term_id(form, cls)
+
+
+def _matching_spans(places: dict[str, list[int]], ids: Iterable[int], shift: int = 0) -> list[tuple[int, int]]:
+    """Spans (shifted by ``shift``) of the :func:`term_spans` ``places`` of the term ids ``ids``."""
+    spans = []
+    for tid in ids:
+        flat = places.get(str(tid))
+        if flat:
+            spans += [(flat[i] + shift, flat[i + 1] + shift) for i in range(0, len(flat), 2)]
+    return spans
+
+
+def _after_numeral(tokens: Sequence, index: int) -> bool:
+    """Whether ``tokens[index]`` follows a number, a numeral or a numeral determiner (3분, 삼 분,
+    두 분), a noun suffix such as 여 ("some": 10여 분) in between."""
+    index -= 1
+    while index >= 0 and tokens[index].tag == "XSN":
+        index -= 1
+    if index < 0:
+        return False
+    tag = tokens[index].tag
+    return tag in ("SN", "NR") or (tag == "MM" and tokens[index].form in _NUMERAL_DETERMINERS)
 
 
 def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -437,22 +543,6 @@ def _needle_pattern(wanted: Iterable[tuple[str, str]]) -> re.Pattern | None:
     if not needles:
         return None
     return re.compile("|".join(map(re.escape, sorted(needles, key=len, reverse=True))), re.IGNORECASE)
-
-
-def _surface_spans(text: str, pattern: re.Pattern | None) -> list[tuple[int, int]]:
-    """Where the surfaces of non-conjugating terms (``pattern``) occur; ASCII words only as whole words."""
-    if pattern is None:
-        return []
-    spans = []
-    for match in pattern.finditer(text):
-        start, end = match.span()
-        if match.group().isascii() and (
-            (start > 0 and text[start - 1].isascii() and text[start - 1].isalnum())
-            or (end < len(text) and text[end].isascii() and text[end].isalnum())
-        ):
-            continue  # "ai" inside "maintain"
-        spans.append((start, end))
-    return spans
 
 
 def _needles(wanted: Iterable[tuple[str, str]]) -> set[str]:

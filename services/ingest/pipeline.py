@@ -28,7 +28,7 @@ from services.documents.lifecycle import WorkItem
 from services.documents.models import DocumentStage, chunk_point_id
 from services.errors import SaekinError
 from services.index.base import IndexPoint, VectorIndex, storable_metadata
-from services.ingest.analyzer import KoreanAnalyzer, stem_spans
+from services.ingest.analyzer import KoreanAnalyzer, term_spans
 from services.ingest.chunker import chunk_sentences
 from services.ingest.extract import TEXT_PLAIN, ExtractLimits, extract_file, extract_file_with_timeout
 from services.ingest.normalize import normalize_text
@@ -146,7 +146,7 @@ def _chunk_sections(
                     heading=(section.heading or None) and section.heading[:512],
                     token_count=chunk.token_count,
                     sparse=sparse,
-                    stem_spans=stem_spans(chunk_terms, offset=chunk.char_start),
+                    term_spans=term_spans(chunk_terms, offset=chunk.char_start),
                     # Where context assembly may trim a passage without a second Kiwi pass.
                     sentence_starts=[
                         start - chunk.char_start

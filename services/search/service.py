@@ -200,7 +200,7 @@ def search_collections(
 
     need_highlights = request.highlight or settings.rerank is not None
     highlights = (
-        analyzer.highlights_many([row.text for _, _, row in found], terms, [row.stem_spans for _, _, row in found])
+        analyzer.highlights_many([row.text for _, _, row in found], terms, [row.term_spans for _, _, row in found])
         if need_highlights
         else [[] for _ in found]
     )
@@ -370,7 +370,7 @@ _PASSAGES = (
         _chunks.c.heading,
         _chunks.c.char_start,
         _chunks.c.char_end,
-        _chunks.c.stem_spans,
+        _chunks.c.term_spans,
         _chunks.c.document_id,
         _documents.c.external_id,
         _documents.c.indexed_title.label("title"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -73,3 +74,54 @@ def test_indexed_documents_keep_their_title_and_metadata_through_0005(tmp_path):
         rows = dict(conn.execute(text("SELECT id, indexed_title || ' ' || indexed_metadata FROM documents")).all())
     assert rows == {indexed: '제목 {"k": 1}', waiting: None}
     engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_0008_renames_stem_spans_keeping_old_rows(backend, tmp_path, request):
+    """Rows stored before 0008 keep their list of stems (search tells them by their shape); a
+    downgrade leaves the older code NULL, which it highlights by analyzing, for rows of the new shape."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'm.db'}"
+        command.upgrade(alembic_config(url), "0005")
+    else:
+        url = request.getfixturevalue("own_postgres_url")  # migrated to head
+        command.downgrade(alembic_config(url), "0005")
+    engine = create_engine(url)
+    collection, document, old, new = (str(uuid.uuid4()) for _ in range(4))
+    chunk = (
+        "INSERT INTO chunks (id, document_id, generation, ordinal, text, char_start, char_end, token_count, sparse, {col})"
+        " VALUES (:id, :d, 1, :o, '서울에서 만났다', 0, 8, 4, '{{}}', :spans)"
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO collections (id, name, profile, created_at) "
+                "VALUES (:id, 'c', 'bge-m3-ko', '2026-11-23 00:00:00')"
+            ),
+            {"id": collection},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO documents (id, collection_id, title, sha256, metadata, status, chunk_count, embedded_count,"
+                " generation, indexed_generation, created_at, updated_at) VALUES (:id, :c, 't', 'x', '{}',"
+                " 'indexed', 2, 2, 1, 1, '2026-11-23 00:00:00', '2026-11-23 00:00:00')"
+            ),
+            {"id": document, "c": collection},
+        )
+        conn.execute(text(chunk.format(col="stem_spans")), {"id": old, "d": document, "o": 0, "spans": "[[7, 5, 7]]"})
+    upgrade_database(url)
+    new_spans = '{"3": [0, 2], "7": [5, 7], "9": [0, 2, 5, 7]}'
+    with engine.begin() as conn:
+        conn.execute(text(chunk.format(col="term_spans")), {"id": new, "d": document, "o": 1, "spans": new_spans})
+        stored = dict(conn.execute(text("SELECT ordinal, term_spans FROM chunks")).all())
+
+    def as_json(value):
+        return json.loads(value) if isinstance(value, str) else value  # SQLite returns the JSON text
+
+    assert {k: as_json(v) for k, v in stored.items()} == {0: [[7, 5, 7]], 1: json.loads(new_spans)}
+    command.downgrade(alembic_config(url), "0005")
+    with engine.connect() as conn:
+        stored = dict(conn.execute(text("SELECT ordinal, stem_spans FROM chunks")).all())
+    assert {k: as_json(v) for k, v in stored.items()} == {0: [[7, 5, 7]], 1: None}  # older code analyzes NULL rows
+    engine.dispose()
+    upgrade_database(url)

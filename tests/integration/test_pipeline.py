@@ -55,13 +55,16 @@ def test_chunks_cover_every_character_and_respect_the_budget(rt):
         assert chunk.token_count <= 48
         assert len(rt.tokenizer(chunk.text, add_special_tokens=False)["input_ids"]) <= 48
         assert chunk.sparse.indices
-        for _, start, end in chunk.stem_spans:  # verb and adjective stems, offsets into the chunk's text
-            assert 0 <= start < end <= len(chunk.text)
+        for flat in chunk.term_spans.values():  # places of content morphemes, offsets into the chunk's text
+            for start, end in zip(flat[::2], flat[1::2]):
+                assert 0 <= start < end <= len(chunk.text)
         for i in range(chunk.char_start, chunk.char_end):
             covered[i] = True
     assert all(covered)
-    stems = {chunk.text[a:b] for chunk in chunks for _, a, b in chunk.stem_spans}
-    assert {"높이", "세워"} <= stems  # 높이는 -> 높이, 세워야 -> 세우
+    places = {
+        chunk.text[a:b] for chunk in chunks for flat in chunk.term_spans.values() for a, b in zip(flat[::2], flat[1::2])
+    }
+    assert {"높이", "세워", "국민", "건강"} <= places  # stems (높이는 -> 높이, 세워야 -> 세우) and nouns
     with session_scope(rt.session_factory) as session:
         doc = session.get(Document, item.document_id)
         assert doc.stage == DocumentStage.embedding and doc.status == DocumentStatus.processing

@@ -17,9 +17,9 @@ from services.ingest.analyzer import (
     Sentence,
     Term,
     get_analyzer,
-    stem_spans,
     tag_class,
     term_id,
+    term_spans,
 )
 from services.ingest.normalize import normalize_text
 from services.vectors import SparseVector
@@ -68,6 +68,86 @@ def test_endings_are_dropped_and_verb_stems_kept(analyzer):
 def test_dependent_nouns_pronouns_and_auxiliaries_dropped(analyzer):
     forms = {form for _, form in keys(analyzer, "그것은 할 수 있는 것이다")}
     assert not forms & {"그것", "수", "것", "이"}
+
+
+# Unit, counter and currency nouns (Kiwi: NNB), alone or after a number, with the term each must give.
+UNIT_CASES = [
+    ("리터는 몇 갤런인가요?", {"리터", "갤런"}),
+    ("사과 3개를 샀다", {"개"}),
+    ("학생 5명이 왔다", {"명"}),
+    ("20살 청년", {"살"}),
+    ("입장료는 1,000원이다", {"원"}),
+    ("금리가 3퍼센트 올랐다", {"퍼센트"}),
+    ("밀가루 10그램과 3피트", {"그램", "피트"}),
+    ("천 원짜리와 100달러", {"원", "달러"}),
+    ("두 마리", {"마리"}),
+]
+
+
+@pytest.mark.parametrize("text, units", UNIT_CASES)
+def test_unit_and_counter_nouns_are_terms(analyzer, text, units):
+    found = keys(analyzer, text)
+    assert {("N", unit) for unit in units} <= found, found
+    # the query and the document sides follow the same rule: the same ids
+    query_ids = ids(analyzer.query_vector(text))
+    assert {term_id(unit, "N") for unit in units} <= query_ids
+    assert query_ids <= ids(analyzer.document_vector(analyzer.terms(text)))
+
+
+def test_a_number_and_its_unit_give_a_phrase_term(analyzer):
+    assert ("SN", "1000") in keys(analyzer, "1,000원")
+    assert analyzer.query_vector("1,000원") == analyzer.query_vector("1000원")
+    assert term_id("1000원", "B") in ids(analyzer.query_vector("1,000원"))  # number + unit bigram
+    assert term_id("3개", "B") in ids(analyzer.document_vector(analyzer.terms("사과 3개를 샀다")))
+
+
+def test_a_number_pairs_with_what_follows_it(analyzer):
+    found = {form for cls, form in keys(analyzer, "공무원연금법 제65조 제1항 제1호")}
+    assert {"65조", "1항", "1호", "조", "호"} <= found
+    assert not found & {"법65", "조1", "항1"}  # a number opens a phrase...
+    assert "코로나19" in {form for _, form in keys(analyzer, "코로나19 백신")}  # ... unless written together
+
+
+@pytest.mark.parametrize("query", ["리터는 몇 갤런인가요?", "퍼센트", "몇 개?", "몇 명이야", "3개", "원"])
+def test_a_query_of_units_is_never_empty(analyzer, query):
+    assert analyzer.query_vector(query)
+
+
+@pytest.mark.parametrize(
+    "text, functional",
+    [
+        ("할 수 있는 것이다", {"수", "것"}),
+        ("그 때문에 갈 데가 없다", {"때문", "데"}),
+        ("본 적이 있다", {"적"}),
+        ("할 줄 안다", {"줄"}),
+        ("먹을 뿐이다", {"뿐"}),
+        ("갈 터이다", {"터"}),
+        ("앉은 채로 자는 듯이", {"채", "듯이"}),
+        ("할 만큼 하는 대로", {"만큼", "대로"}),
+        ("학생 등 교사 등등", {"등", "등등"}),
+        ("오신 분", {"분"}),
+        ("필요 시 회의 중", {"시", "중"}),
+        ("할 거야", {"거"}),
+        ("온 지 오래", {"지"}),
+    ],
+)
+def test_functional_dependent_nouns_are_dropped(analyzer, text, functional):
+    assert not {form for _, form in keys(analyzer, text)} & functional
+
+
+def test_a_functional_form_right_after_a_numeral_counts(analyzer):
+    # 분 "person" / 5분 "five minutes", 시 "when" / 3시, 등 "etc." / 1등 "first place", 두 분 "two people"
+    for text, unit in [
+        ("5분 동안", "분"),
+        ("3시에", "시"),
+        ("1등", "등"),
+        ("두 분", "분"),
+        ("10여 분", "분"),
+        ("삼 분", "분"),
+    ]:
+        assert ("N", unit) in keys(analyzer, text), text
+    assert ("N", "분") not in keys(analyzer, "오신 분")
+    assert ("N", "등") not in keys(analyzer, "학생 등")
 
 
 def test_compound_nouns_parts_and_bigram(analyzer):
@@ -223,32 +303,100 @@ def test_highlights_verbs_and_english(analyzer):
     assert analyzer.highlights(text, "부산") == []
 
 
-def test_stored_stem_spans_highlight_conjugated_stems_without_kiwi(analyzer):
+def test_stored_term_spans_highlight_without_kiwi(analyzer):
     text = "어제 친구를 만났고 오늘도 만나서 밥을 먹었다. 날씨가 아름다웠다."
-    stems = stem_spans(analyzer.terms(text))
-    assert {text[a:b] for _, a, b in stems} >= {"만났", "만나", "먹", "아름다웠"}
+    stored = term_spans(analyzer.terms(text))
+    places = {text[a:b] for flat in stored.values() for a, b in zip(flat[::2], flat[1::2])}
+    assert places >= {"친구", "만났", "만나", "먹", "밥", "날씨", "아름다웠"}  # every content morpheme
+    assert stored[str(term_id("만나", "V"))] == [
+        text.index("만났"),
+        text.index("만났") + 2,
+        text.index("만나서"),
+        text.index("만나서") + 2,
+    ]
     recording = copy.copy(analyzer)
     recording._kiwi = _RecordingKiwi(analyzer._kiwi)
     query = "친구를 만나다 아름답다"
     terms = recording.query_terms(query)  # a search analyzes its query once, for the sparse vector too
     before = recording._kiwi.chars
-    stored = recording.highlights(text, terms, stems)
+    spans = recording.highlights(text, terms, stored)
     assert recording._kiwi.chars == before  # the stored spans replaced the analysis of the text
-    assert stored == analyzer.highlights(text, query)  # ... and gave the same answer
-    assert {text[a:b] for a, b in stored} == {"친구", "만났", "만나", "아름다웠"}
+    assert spans == analyzer.highlights(text, query)  # ... and gave the same answer
+    assert {text[a:b] for a, b in spans} == {"친구", "만났", "만나", "아름다웠"}
     # offsets are relative to the chunk the spans are stored with
-    shifted = stem_spans(analyzer.terms("머리말. " + text), offset=len("머리말. "))
-    assert shifted == stems
+    chunk_terms = [t for t in analyzer.terms("머리말. " + text) if t.start >= len("머리말. ")]
+    assert term_spans(chunk_terms, offset=len("머리말. ")) == stored
+    assert json.loads(json.dumps(stored)) == stored  # stored as JSON
+
+
+def test_chunks_stored_before_term_spans_still_get_the_same_highlights(analyzer):
+    """Older chunks stored verb/adjective stems only ([id, start, end], revisions 0003-0005) or
+    nothing: their stems are used, the rest comes from analyzing the words around candidates."""
+    text = "어제 친구를 만났고 오늘도 만나서 밥을 먹었다. 각 도의 예산은 도가 정한다. " * 3
+    query = "친구를 만나다 도의 예산"
+    new = analyzer.highlights(text, query, term_spans(analyzer.terms(text)))
+    stems = [[term_id(t.form, "V"), t.start, t.end] for t in analyzer.terms(text) if tag_class(t.tag) == "V"]
+    assert analyzer.highlights(text, query, stems) == new
+    assert analyzer.highlights(text, query, None) == new
+    assert analyzer.highlights(text, "만나다", []) == []  # a stored list without the stem: nothing analyzed
 
 
 def test_highlights_many_match_one_text_at_a_time(analyzer):
     texts = ["어제 친구를 만났고 GPU를 샀다", "", "서울에서 친구를 만나서 반가웠다", "관계없는 문장입니다"]
     query = "친구 만나다 gpu"
-    stems = [stem_spans(analyzer.terms(t)) if i == 2 else None for i, t in enumerate(texts)]
-    assert analyzer.highlights_many(texts, query, stems) == [analyzer.highlights(t, query) for t in texts]
+    stored = [term_spans(analyzer.terms(t)) if i == 2 else None for i, t in enumerate(texts)]
+    assert analyzer.highlights_many(texts, query, stored) == [analyzer.highlights(t, query) for t in texts]
     assert analyzer.highlights_many(texts, query) == [analyzer.highlights(t, query) for t in texts]
     with pytest.raises(ValueError):
         analyzer.highlights_many(texts, query, [None])
+
+
+def _marked(analyzer, text, query):
+    """The highlighted strings with their places, from stored spans; the same without them."""
+    spans = analyzer.highlights(text, query, term_spans(analyzer.terms(text)))
+    assert spans == analyzer.highlights(text, query)
+    return [(text[a:b], a) for a, b in spans]
+
+
+def test_a_one_syllable_noun_is_highlighted_only_where_it_is_a_morpheme(analyzer):
+    text = "탄소중립 기본법은 기후위기에 대응한다. 기를 모아 대응한다."
+    assert _marked(analyzer, text, "기를 펴다") == [("기", text.index("기를"))]  # not in 기본법, 기후위기
+    assert _marked(analyzer, "기후위기 대응 기본법", "기를 펴다") == []
+
+
+def test_do_is_highlighted_as_a_noun_not_as_a_particle_or_syllable(analyzer):
+    text = "서울도 좋고 도로도 넓다. 각 도의 예산은 도가 정한다."
+    # the province 도 twice; not the particle 도 (서울도, 도로도) nor the 도 of 도로, nor the particle 의
+    assert _marked(analyzer, text, "도의 예산") == [
+        ("도", text.index("도의")),
+        ("예산", text.index("예산")),
+        ("도", text.index("도가")),
+    ]
+
+
+def test_the_topic_particle_eun_is_never_highlighted(analyzer):
+    text = "서울은 금과 은이 많다. 은은 비싸다."
+    # silver 은 (은이, the first 은 of 은은); not the particle 은 of 서울은 and 은은
+    assert _marked(analyzer, text, "은이 비싸다") == [
+        ("은", text.index("은이")),
+        ("은", text.index("은은")),
+        ("비싸", text.index("비싸")),
+    ]
+    assert _marked(analyzer, "서울은 크다", "정책 은") == []  # a stray particle in the query is no term
+
+
+def test_units_are_highlighted(analyzer):
+    text = "1갤런은 약 3.785리터이다. 사과 3개는 1,000원이다."
+    marked = [m for m, _ in _marked(analyzer, text, "리터는 몇 갤런인가요? 1000원")]
+    assert marked == ["갤런", "리터", "1,000원"]
+
+
+def test_compound_nouns_are_highlighted_in_either_spelling(analyzer):
+    assert _marked(analyzer, "국민연금공단에 문의", "국민연금 공단") == [("국민연금공단", 0)]
+    spaced = "국민연금 공단에 문의"
+    stored = term_spans(analyzer.terms(spaced))
+    assert analyzer.highlights(spaced, "국민연금공단", stored) == [(0, 4), (5, 7)]  # the parts, not the space
+    # (chunks stored before term spans look for the query's spelling: 국민연금공단 is not found here)
 
 
 # -- sentences --------------------------------------------------------------------------
@@ -401,5 +549,5 @@ def test_full_width_letters_and_digits_meet_their_ascii_spelling(analyzer):
     for term in terms:  # offsets point into the text as written
         assert unicodedata.normalize("NFKC", text[term.start : term.end]).lower().replace(",", "") == term.form
     query = {(t.form, tag_class(t.tag)) for t in analyzer.query_terms("KTX 운임 123000원") if "+" not in t.tag}
-    assert query == {("ktx", "SL"), ("운임", "N"), ("123000", "SN")}
+    assert query == {("ktx", "SL"), ("운임", "N"), ("123000", "SN"), ("원", "N")}
     assert [text[a:b] for a, b in analyzer.highlights_many([text], "KTX 123,000")[0]] == ["ＫＴＸ", "１２３，０００"]

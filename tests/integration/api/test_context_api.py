@@ -224,22 +224,34 @@ def test_rerank_without_a_reranker_is_a_clear_404(app_client):
     )
 
 
-def test_rerank_orders_by_the_configured_reranker(app_client):
-    class Lengths:
-        """Not a model: the route's contract (order, top_n, documents) against a plain scorer."""
+def test_rerank_orders_by_the_configured_reranker(make_settings, small_reranker_twin, tmp_path):
+    """The Cohere/Jina shape with a real cross-encoder (a twin: random weights, so the order is the
+    model's, checked against the same model's own scores)."""
+    from fastapi.testclient import TestClient
 
-        name = "by-length"
+    from services.api.app import create_app
+    from services.db import upgrade_database
+    from services.runtime import Runtime
 
-        def rerank(self, query, passages, highlights=None):
-            return [float(len(p)) for p in passages]
-
-    app_client.runtime.__dict__["_reranker"] = Lengths()
-    r = app_client.post(
-        "/v1/rerank",
-        json={"query": "q", "documents": ["bb", {"text": "ccc"}, "a"], "top_n": 2, "return_documents": True},
-    )
+    settings = make_settings(rerank_model=str(small_reranker_twin))
+    upgrade_database(settings.sqlalchemy_url)
+    rt = Runtime(settings)
+    documents = ["서울은 대한민국의 수도이다.", {"text": "부산은 항구 도시이다."}, "감귤은 제주도에서 난다."]
+    with TestClient(create_app(settings, runtime=rt, warm_up=False)) as client:
+        r = client.post(
+            "/v1/rerank",
+            json={"query": "한국의 수도", "documents": documents, "top_n": 2, "return_documents": True},
+        )
+    texts = [d if isinstance(d, str) else d["text"] for d in documents]
+    scores = rt.reranker.rerank("한국의 수도", texts)
+    rt.close()
     assert r.status_code == 200, r.text
-    assert [(x["index"], x["document"]["text"]) for x in r.json()["results"]] == [(1, "ccc"), (0, "bb")]
+    expected = sorted(range(3), key=lambda i: (-scores[i], i))[:2]
+    body = r.json()
+    assert [x["index"] for x in body["results"]] == expected
+    assert [x["document"]["text"] for x in body["results"]] == [texts[i] for i in expected]
+    assert [x["relevance_score"] for x in body["results"]] == pytest.approx([scores[i] for i in expected], abs=1e-5)
+    assert body["model"] == str(small_reranker_twin)
 
 
 def test_every_new_route_is_documented_with_its_errors(app_client):

@@ -183,3 +183,108 @@ def test_search_shows_only_its_own_collections_passages(app_client, corpus):
         )
     assert search(app_client, corpus, query="감귤", mode="sparse")["results"]
     assert search(app_client, twin, query="감귤", mode="sparse")["results"] == []
+
+
+CLIMATE = "탄소중립 기본법은 기후위기에 대응하기 위한 법률이다. 각 도의 예산은 도가 정한다. 서울은 금과 은이 많다."
+UNITS = "1갤런은 약 3.785리터이다. 사과 3개는 1,000원이고 학생 5명은 모두 20살이다."
+
+
+@pytest.fixture
+def morpheme_corpus(app_client):
+    col = unique_collection()
+    for ext, text in {"climate": CLIMATE, "units": UNITS}.items():
+        r = app_client.post(f"/v1/collections/{col}/documents", json={"text": text, "external_id": ext})
+        assert wait_for_status(app_client, col, r.json()["id"])["status"] == "indexed"
+    return col
+
+
+def marked(hit) -> list[tuple[str, int]]:
+    return [(hit["text"][s:e], s) for s, e in hit["highlights"]]
+
+
+@pytest.mark.parametrize("query", ["리터는 몇 갤런인가요?", "사과 3개", "5명", "20살", "1,000원"])
+def test_units_and_counters_are_searchable(app_client, morpheme_corpus, query):
+    hits = search(app_client, morpheme_corpus, query=query, mode="sparse")["results"]
+    assert hits and hits[0]["external_id"] == "units", (query, hits)
+
+
+def test_units_are_highlighted_where_they_are_morphemes(app_client, morpheme_corpus):
+    top = search(app_client, morpheme_corpus, query="리터는 몇 갤런인가요?", mode="sparse")["results"][0]
+    assert marked(top) == [("갤런", UNITS.index("갤런")), ("리터", UNITS.index("리터"))]
+
+
+def test_highlights_are_the_passages_own_morphemes_only(app_client, morpheme_corpus):
+    def top(query: str) -> dict:
+        hit = search(app_client, morpheme_corpus, query=query, mode="sparse")["results"][0]
+        assert hit["external_id"] == "climate"
+        return hit
+
+    # 기: no syllable of 기본법 or 기후위기
+    assert marked(top("기 예산")) == [("예산", CLIMATE.index("예산"))]
+    # 도 the province, not the particle 의 between 도 and 예산
+    assert marked(top("도의 예산")) == [
+        ("도", CLIMATE.index("도의")),
+        ("예산", CLIMATE.index("예산")),
+        ("도", CLIMATE.index("도가")),
+    ]
+    # 은 silver, not the topic particle of 기본법은, 예산은 or 서울은
+    assert marked(top("은이 많다")) == [("은", CLIMATE.index("은이")), ("많", CLIMATE.index("많다"))]
+
+
+@pytest.mark.parametrize("stored", ["stems", "null"])
+def test_chunks_ingested_before_term_spans_get_the_same_highlights(app_client, morpheme_corpus, stored):
+    """Chunks of revisions 0003-0005 hold a list of verb/adjective stems, older ones nothing."""
+    from sqlalchemy import update
+
+    from services.documents.models import Chunk
+    from services.ingest.analyzer import tag_class, term_id
+
+    queries = ["도의 예산", "은이 많다", "리터는 몇 갤런인가요?", "기 예산"]
+    before = [search(app_client, morpheme_corpus, query=q, mode="sparse")["results"] for q in queries]
+    chunks = Chunk.__table__
+    with app_client.runtime.engine.begin() as conn:
+        for chunk in conn.execute(chunks.select()).mappings().all():
+            # what revisions 0003-0005 stored: [term id, start, end] of each verb or adjective stem
+            stems = [
+                [term_id(t.form, "V"), t.start, t.end]
+                for t in app_client.runtime.analyzer.terms(chunk["text"])
+                if tag_class(t.tag) == "V"
+            ]
+            conn.execute(
+                update(chunks).where(chunks.c.id == chunk["id"]).values(term_spans=stems if stored == "stems" else None)
+            )
+    after = [search(app_client, morpheme_corpus, query=q, mode="sparse")["results"] for q in queries]
+    assert [[marked(h) for h in hits] for hits in after] == [[marked(h) for h in hits] for hits in before]
+
+
+def test_rerank_reorders_the_fused_candidates_with_a_real_cross_encoder(make_settings, small_reranker_twin):
+    """Reranking end to end with a reranker twin: the top_k come out in the cross-encoder's order,
+    each with its fused rank and its rerank score, and a collection default turns it on."""
+    from fastapi.testclient import TestClient
+
+    from services.api.app import create_app
+    from services.db import upgrade_database
+    from services.runtime import Runtime
+
+    settings = make_settings(rerank_model=str(small_reranker_twin))
+    upgrade_database(settings.sqlalchemy_url)
+    rt = Runtime(settings)
+    col = unique_collection()
+    with TestClient(create_app(settings, runtime=rt, warm_up=False)) as client:
+        for i, text in enumerate(["서울의 축제", "부산의 축제는 여름에 열린다", "제주 축제와 감귤", "축제 없는 마을"]):
+            doc = client.post(f"/v1/collections/{col}/documents", json={"text": text, "external_id": str(i)}).json()
+            assert wait_for_status(client, col, doc["id"])["status"] == "indexed"
+        body = search(client, col, query="축제", mode="sparse", top_k=3, explain=True, rerank={"depth": 4})
+        assert body["settings"]["rerank"] == {"enabled": True, "depth": 4}
+        hits = body["results"]
+        assert len(hits) == 3
+        scores = [h["score"] for h in hits]
+        assert scores == sorted(scores, reverse=True)  # the reranker's order...
+        expected = rt.reranker.rerank("축제", [h["text"] for h in hits])
+        assert scores == pytest.approx(expected, abs=1e-5)  # ...and its own scores
+        assert all(h["explain"]["rerank"]["score"] == h["score"] for h in hits)
+        assert {h["explain"]["fused"]["rank"] for h in hits} <= {1, 2, 3, 4}
+        client.patch(f"/v1/collections/{col}", json={"search_defaults": {"rerank": True}})
+        assert search(client, col, query="축제", mode="sparse")["settings"]["rerank"]["depth"] == 50
+        assert search(client, col, query="축제", mode="sparse", rerank=False)["settings"]["rerank"] is None
+    rt.close()
