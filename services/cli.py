@@ -405,6 +405,14 @@ def optimize() -> None:
 def eval_command(
     dataset: Annotated[Path, typer.Option(help="AutoRAG folder (qa*.parquet + *corpus*.parquet) or BEIR-like folder.")],
     mode: Annotated[str, typer.Option(help="dense, sparse or hybrid.")] = "hybrid",
+    fusion: Annotated[
+        list[str] | None,
+        typer.Option(help='Hybrid fusion, a name or JSON such as \'{"method": "convex", "alpha": 0.2}\'; repeatable.'),
+    ] = None,
+    rerank: Annotated[bool, typer.Option(help="Rerank the fused candidates (needs SAEKIN_RERANK_PROFILE).")] = False,
+    sweep: Annotated[
+        bool, typer.Option(help="One ingestion, then every leg and the usual fusions (and reranking, if configured).")
+    ] = False,
     k: Annotated[str, typer.Option(help="Cut-offs, comma-separated.")] = "1,3,5,10",
     output_json: Annotated[Path | None, typer.Option(help="Write the result JSON here.")] = None,
     data_dir: Annotated[
@@ -412,57 +420,130 @@ def eval_command(
         typer.Option(help="Embedded mode: where to build the throwaway index (default: a temporary folder)."),
     ] = None,
 ) -> None:
-    """Ingest a benchmark corpus through the real pipeline and report recall, precision, F1, MRR, MAP, NDCG."""
+    """Ingest a benchmark corpus through the real pipeline and report recall, precision, F1, MRR, MAP, NDCG.
+
+    With --sweep (or several --fusion), one ingestion serves every configuration: the table and the
+    JSON show which to make a collection's default (PATCH /v1/collections/{c} with the run's settings).
+    """
     import contextlib
     import json
     import tempfile
 
+    from services.evaluation import runner
     from services.evaluation.datasets import load_dataset
-    from services.evaluation.runner import drop_corpus, format_table, ingest_corpus, run_queries
 
-    if mode not in ("dense", "sparse", "hybrid"):
-        _fail("--mode must be dense, sparse or hybrid")
+    ks = _parse_ks(k)
+    configs = _eval_configs(mode, fusion or [], rerank=rerank, sweep=sweep, reranker_configured=None)
     if output_json is not None:  # checked before the run, which can take an hour
         try:
             output_json.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             _fail(f"cannot write {output_json}: {exc.strerror}")
     try:
-        ks = sorted({int(x) for x in k.split(",") if x.strip()})
-    except ValueError:
-        _fail("--k must be comma-separated integers, e.g. 1,3,5,10")
-    if not ks or ks[0] < 1 or ks[-1] > 100:
-        _fail("--k values must lie between 1 and 100")
-    try:
         ds = load_dataset(dataset)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     settings = _settings()
+    if sweep:
+        configs = _eval_configs(
+            mode, [], rerank=rerank, sweep=True, reranker_configured=settings.reranker_profile is not None
+        )
+    elif any(c.rerank is not None for c in configs) and settings.reranker_profile is None:
+        _fail("--rerank needs a reranker: set SAEKIN_RERANK_PROFILE or SAEKIN_RERANK_MODEL")
     with contextlib.ExitStack() as stack:
         if settings.mode == "embedded":  # a throw-away data directory unless one is given
             where = data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="saekin-eval-")))
             settings = settings.model_copy(update={"data_dir": where})
         rt = stack.enter_context(_runtime(settings))
-        corpus = ingest_corpus(ds, session_factory=rt.session_factory, process=rt.process_now, profile=rt.profile)
+        started = time.perf_counter()
+        needs_model = any(c.mode != "sparse" for c in configs)
+        query_encoder = rt.query_encoder if needs_model else None  # loaded before the clock starts on ingestion
+        reranker = rt.reranker if any(c.rerank is not None for c in configs) else None
+        rt.analyzer, rt.encoder  # noqa: B018 - Kiwi and the model, loaded once and timed apart
+        load_s = time.perf_counter() - started
+        corpus = runner.ingest_corpus(
+            ds, session_factory=rt.session_factory, process=rt.process_now, profile=rt.profile
+        )
         try:
-            result = run_queries(
-                ds,
-                corpus,
-                session_factory=rt.session_factory,
-                index=rt.index,
-                analyzer=rt.analyzer,
-                query_encoder=rt.query_encoder if mode != "sparse" else None,
-                profile=rt.profile,
-                mode=mode,
-                ks=ks,
-            )
+            runs = [
+                runner.run_queries(
+                    ds,
+                    corpus,
+                    config,
+                    session_factory=rt.session_factory,
+                    index=rt.index,
+                    analyzer=rt.analyzer,
+                    query_encoder=query_encoder,
+                    profile=rt.profile,
+                    ks=ks,
+                    reranker=reranker,
+                )
+                for config in configs
+            ]
         finally:
-            drop_corpus(corpus, session_factory=rt.session_factory, index=rt.index)
-    result = {"model": settings.model_name_or_path, "profile": settings.embedding_profile, **result}
-    typer.echo(format_table(result, ks))
+            runner.drop_corpus(corpus, session_factory=rt.session_factory, index=rt.index)
+    result: dict = {
+        "dataset": ds.name,
+        "model": settings.model_name_or_path,
+        "profile": settings.embedding_profile,
+        "reranker": settings.reranker_name_or_path if reranker is not None else None,
+        "n_queries": len(ds.queries),
+        "n_judged_queries": runs[0]["n_judged_queries"],
+        "n_documents": corpus.n_documents,
+        "n_chunks": corpus.n_chunks,
+        "failed_documents": corpus.failed_documents,
+        "timings": {"load_s": round(load_s, 2), "ingest_s": round(corpus.ingest_s, 2)},
+        "warnings": runner.dataset_warnings(ds),
+        "runs": runs,
+    }
+    if len(runs) == 1:  # one configuration: its figures at the top, as before sweeps existed
+        result.update(mode=runs[0]["settings"]["mode"], metrics=runs[0]["metrics"])
+    else:
+        result["best"] = {m: runner.best_run(result, m)["name"] for m in (f"recall@{ks[0]}", f"mrr@{ks[-1]}")}
+    typer.echo(runner.format_table(result, ks))
     if output_json:
         output_json.write_text(json.dumps(result, ensure_ascii=False, indent=2))
         typer.echo(f"wrote {output_json}")
+
+
+def _parse_ks(k: str) -> list[int]:
+    try:
+        ks = sorted({int(x) for x in k.split(",") if x.strip()})
+    except ValueError:
+        _fail("--k must be comma-separated integers, e.g. 1,3,5,10")
+    if not ks or ks[0] < 1 or ks[-1] > 100:
+        _fail("--k values must lie between 1 and 100")
+    return ks
+
+
+def _eval_configs(
+    mode: str, fusions: list[str], *, rerank: bool, sweep: bool, reranker_configured: bool | None
+) -> list:
+    """The search configurations an eval runs; a one-line error for a bad mode or fusion."""
+    import json
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from services.evaluation.runner import SearchConfig, sweep_configs
+    from services.search.schemas import DEFAULT_FUSION, Fusion, RerankOptions
+
+    if mode not in ("dense", "sparse", "hybrid"):
+        _fail("--mode must be dense, sparse or hybrid")
+    if sweep:
+        return sweep_configs(rerank=bool(reranker_configured))
+    parsed: list = []
+    for text in fusions:
+        try:
+            value = json.loads(text) if text.lstrip().startswith("{") else text
+            parsed.append(TypeAdapter(Fusion).validate_python(value))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            _fail(f"--fusion {text}: {exc}")
+    if parsed and mode != "hybrid":
+        _fail("--fusion needs --mode hybrid")
+    options = RerankOptions() if rerank else None
+    if parsed:
+        return [SearchConfig("hybrid", f, options) for f in parsed]
+    return [SearchConfig(mode, DEFAULT_FUSION if mode == "hybrid" else None, options)]  # type: ignore[arg-type]
 
 
 @app.command("make-twin")
