@@ -73,7 +73,6 @@ __all__ = [
     "tag_class",
     "term_id",
     "term_spans",
-    "terms_in_span",
 ]
 
 
@@ -637,17 +636,6 @@ def _blocks(text: str, size: int) -> list[tuple[int, int]]:
         start = cut
     out.append((start, n))
     return out
-
-
-def terms_in_span(sentences: Sequence[Sentence], start: int, end: int) -> list[Term]:
-    """Terms of ``sentences`` lying inside ``[start, end)``, e.g. one chunk's terms."""
-    return [
-        term
-        for sentence in sentences
-        if sentence.end > start and sentence.start < end
-        for term in sentence.terms
-        if term.start >= start and term.end <= end
-    ]
 
 
 _analyzer: KoreanAnalyzer | None = None

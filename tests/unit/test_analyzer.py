@@ -468,17 +468,6 @@ def test_concurrent_use_from_threads(analyzer):
         assert list(pool.map(analyzer.analyze, texts)) == expected
 
 
-def test_terms_in_span_selects_a_chunks_terms(analyzer):
-    from services.ingest.analyzer import terms_in_span
-
-    text = "서울에서 만났다. 부산에서 헤어졌다."
-    sentences = analyzer.analyze(text)
-    second = sentences[1]
-    assert terms_in_span(sentences, second.start, len(text)) == list(second.terms)
-    assert terms_in_span(sentences, 0, len(text)) == analyzer.terms(text)
-    assert terms_in_span(sentences, 0, 0) == []
-
-
 class _RecordingKiwi:
     def __init__(self, kiwi):
         self._kiwi = kiwi
