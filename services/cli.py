@@ -167,7 +167,7 @@ def ingest(
     from services.dispatch import CeleryDispatcher, Dispatcher, InlineDispatcher, intake
     from services.documents import service
     from services.documents.lifecycle import Upload, WorkItem
-    from services.ingest.extract import detect_media_type_path
+    from services.ingest.extract import detect_media_type_data
 
     settings = _settings()
     try:
@@ -188,10 +188,11 @@ def ingest(
         with tqdm(total=len(files), unit="file", desc="upload") as bar:
             for path in files:
                 try:
+                    data = path.read_bytes()
                     upload = Upload(
-                        data=path.read_bytes(),
+                        data=data,
                         filename=path.name,
-                        media_type=detect_media_type_path(path, filename=path.name),  # unknown types: refused now
+                        media_type=detect_media_type_data(data, filename=path.name),  # unknown types: refused now
                         external_id=str(path.resolve()),  # the same file whatever the path was typed as
                     )
                     stored = intake(

@@ -21,6 +21,7 @@ from services.ingest.extract import (
     TEXT_PLAIN,
     XLSX,
     detect_media_type,
+    detect_media_type_data,
     detect_media_type_path,
     extract_file,
 )
@@ -148,3 +149,30 @@ def test_damaged_container_keeps_its_type_so_the_error_is_about_damage(tmp_path)
     path.write_bytes(docx[:200])
     with pytest.raises(ExtractionError):
         extract_file(path, filename="a.docx")
+
+
+def test_detection_in_memory_agrees_with_detection_of_the_file(tmp_path):
+    """Uploads are detected from their bytes (no temporary file): the same answer, or the same refusal."""
+    cases = dict(samples())
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("mimetype", "application/vnd.oasis.opendocument.text")
+        zf.writestr("content.xml", "<office:document-content/>")
+    cases["odt"] = buf.getvalue()
+    cases["xls"] = build_cfb({"Workbook": b"\x00" * 600})
+    hwpx = samples()[HWPX]
+    cases["cut-hwpx"] = hwpx[: len(hwpx) // 2]
+    cases["text"] = "서울특별시 공고 제2024-1호".encode("cp949")
+    cases["png"] = b"\x89PNG\r\n\x1a\n" + bytes(64)
+    for n, (name, data) in enumerate(cases.items()):
+        path = tmp_path / f"upload-{n}"
+        path.write_bytes(data)
+        try:
+            expected: str | type[Exception] = detect_media_type_path(path, filename="upload.bin")
+        except (UnsupportedMediaType, ExtractionError) as exc:
+            expected = type(exc)
+        if isinstance(expected, str):
+            assert detect_media_type_data(data, filename="upload.bin") == expected, name
+        else:
+            with pytest.raises(expected):
+                detect_media_type_data(data, filename="upload.bin")

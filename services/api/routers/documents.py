@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import tempfile
 import uuid
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -21,7 +19,7 @@ from services.documents.lifecycle import Upload
 from services.documents.models import DocumentStatus
 from services.documents.schemas import DocumentOut, DocumentPage, TextDocumentIn
 from services.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from services.ingest.extract import detect_media_type_path
+from services.ingest.extract import detect_media_type_data
 
 router = APIRouter(prefix="/v1/collections/{collection}/documents", tags=["documents"])
 
@@ -158,11 +156,8 @@ async def _read_multipart(request: Request, limit: int) -> Upload:
 
 
 def _detect_type(data: bytes, filename: str | None, declared: str | None) -> str:
-    """415 now for types Saekin cannot read; zip and OLE containers need the whole file to tell."""
-    with tempfile.NamedTemporaryFile() as tmp:
-        tmp.write(data)
-        tmp.flush()
-        return detect_media_type_path(Path(tmp.name), filename=filename, declared=declared)
+    """415 now for types Saekin cannot read (the type is stored: the worker does not detect it again)."""
+    return detect_media_type_data(data, filename=filename, declared=declared)
 
 
 def _text_field(value, name: str, max_len: int) -> str | None:

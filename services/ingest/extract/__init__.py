@@ -27,7 +27,7 @@ from ._types import (
     ExtractLimits,
     Section,
 )
-from .detect import detect_media_type, detect_media_type_path
+from .detect import detect_media_type, detect_media_type_data, detect_media_type_path
 from .sandbox import extract_file_with_timeout
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "ExtractedDocument",
     "Section",
     "detect_media_type",
+    "detect_media_type_data",
     "detect_media_type_path",
     "extract_file",
     "extract_file_with_timeout",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import io
 import re
 import struct
 import zipfile
@@ -159,12 +160,22 @@ def detect_media_type_path(path: Path, *, filename: str | None = None, declared:
     path = Path(path)
     with path.open("rb") as fh:
         head = fh.read(HEAD_BYTES)
+    return _detect_whole(head, path, filename, declared)
+
+
+def detect_media_type_data(data: bytes, *, filename: str | None = None, declared: str | None = None) -> str:
+    """Media type of a whole document held in memory (an upload), opening ZIP and OLE containers
+    to look inside without writing it to a file."""
+    return _detect_whole(data[:HEAD_BYTES], data, filename, declared)
+
+
+def _detect_whole(head: bytes, whole: Path | bytes, filename: str | None, declared: str | None) -> str:
     if not head:
         raise ExtractionError("empty file (0 bytes)")
     if head.startswith(ZIP_MAGICS):
-        return _zip_kind_from_path(path, head, filename, declared)
+        return _zip_kind_from_path(whole, head, filename, declared)
     if head.startswith(OLE_MAGIC):
-        return _ole_kind_from_path(path, head, filename, declared)
+        return _ole_kind_from_path(whole, head, filename, declared)
     return detect_media_type(head, filename=filename, declared=declared)
 
 
@@ -277,9 +288,9 @@ def _classify_zip_names(names: list[str]) -> str | None:
     return None
 
 
-def _zip_kind_from_path(path: Path, head: bytes, filename: str | None, declared: str | None) -> str:
+def _zip_kind_from_path(whole: Path | bytes, head: bytes, filename: str | None, declared: str | None) -> str:
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(io.BytesIO(whole) if isinstance(whole, bytes) else whole) as zf:
             names = zf.namelist()
             if "mimetype" in names and zf.getinfo("mimetype").file_size < 256:
                 try:
@@ -310,11 +321,11 @@ def _describe_other_zip(names: list[str]) -> str:
     return "ZIP archive"
 
 
-def _ole_kind_from_path(path: Path, head: bytes, filename: str | None, declared: str | None) -> str:
+def _ole_kind_from_path(whole: Path | bytes, head: bytes, filename: str | None, declared: str | None) -> str:
     import olefile
 
     try:
-        with olefile.OleFileIO(str(path)) as ole:
+        with olefile.OleFileIO(whole if isinstance(whole, bytes) else str(whole)) as ole:
             if ole.exists("FileHeader"):
                 return HWP
             if ole.exists("WordDocument"):
