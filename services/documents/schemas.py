@@ -76,3 +76,27 @@ class DocumentOut(BaseModel):
 class DocumentPage(BaseModel):
     items: list[DocumentOut]
     next_cursor: str | None = Field(None, description="Pass as `cursor` to get the next page; null on the last page.")
+
+
+class ChunkOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID = Field(
+        ..., description="The chunk's id, equal to its point id in the index (`chunk_id` in search hits)."
+    )
+    ordinal: int = Field(..., description="The chunk's position in its document (0-based).")
+    text: str
+    page: int | None = Field(..., description="The page it starts on (PDF), else null.")
+    heading: str | None = Field(..., description="The section heading it falls under, where known.")
+    token_count: int = Field(..., description="Its length in the embedding model's tokens.")
+    char_start: int = Field(..., description="Where it starts in the document's text.")
+    char_end: int
+
+
+class ChunkPage(BaseModel):
+    document_id: uuid.UUID
+    generation: int = Field(
+        ..., description="The generation listed: the indexed one (what search shows), else the one being processed."
+    )
+    items: list[ChunkOut]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` to get the next page; null on the last page.")

@@ -17,6 +17,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from services.documents.models import (
+    Chunk,
     Collection,
     Document,
     DocumentStatus,
@@ -184,6 +185,28 @@ def list_documents(
     rows = list(session.scalars(query.order_by(Document.created_at.desc(), Document.id.desc()).limit(limit + 1)))
     next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
+
+
+def list_chunks(
+    session: Session,
+    *,
+    collection_name: str,
+    document_id: uuid.UUID,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> tuple[Document, int, list[Chunk], str | None]:
+    """A page of a document's chunks in document order: those of the indexed generation (what
+    search shows), else of the generation being processed; with that generation and the next cursor."""
+    document = get_document(session, collection_name=collection_name, document_id=document_id)
+    generation = document.indexed_generation or document.generation
+    query = select(Chunk).where(Chunk.document_id == document.id, Chunk.generation == generation)
+    if cursor:
+        if not cursor.isdigit() or len(cursor) > 9:
+            raise InvalidInput("invalid cursor", code="invalid_cursor")
+        query = query.where(Chunk.ordinal > int(cursor))
+    rows = list(session.scalars(query.order_by(Chunk.ordinal).limit(limit + 1)))
+    next_cursor = str(rows[limit - 1].ordinal) if len(rows) > limit else None
+    return document, generation, rows[:limit], next_cursor
 
 
 def _encode_cursor(document: Document) -> str:

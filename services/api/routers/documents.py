@@ -17,7 +17,7 @@ from services.dispatch import intake
 from services.documents import lifecycle, service
 from services.documents.lifecycle import Upload
 from services.documents.models import DocumentStatus
-from services.documents.schemas import DocumentOut, DocumentPage, TextDocumentIn
+from services.documents.schemas import ChunkOut, ChunkPage, DocumentOut, DocumentPage, TextDocumentIn
 from services.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from services.ingest.extract import detect_media_type_data
 
@@ -189,6 +189,27 @@ class _LimitedReceive:
 def get_document(collection: str, document_id: uuid.UUID, session: SessionDep) -> DocumentOut:
     """A document's status, stage, counts, error reason and metadata."""
     return DocumentOut.of(service.get_document(session, collection_name=collection, document_id=document_id))
+
+
+@router.get("/{document_id}/chunks", response_model=ChunkPage, responses=error_responses(404))
+def list_document_chunks(
+    collection: str,
+    document_id: uuid.UUID,
+    session: SessionDep,
+    cursor: Annotated[str | None, Query(max_length=16)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> ChunkPage:
+    """A document's chunks in order (text, page, heading, token count, offsets): those search shows,
+    or while a first version is processed, those made so far. Read-only; follow `next_cursor` for more."""
+    document, generation, rows, next_cursor = service.list_chunks(
+        session, collection_name=collection, document_id=document_id, cursor=cursor, limit=limit
+    )
+    return ChunkPage(
+        document_id=document.id,
+        generation=generation,
+        items=[ChunkOut.model_validate(c) for c in rows],
+        next_cursor=next_cursor,
+    )
 
 
 @router.get("", response_model=DocumentPage, responses=error_responses(404))
