@@ -10,9 +10,11 @@ from fastapi import Depends, FastAPI
 
 from config.settings import Settings, get_settings
 from services.api.deps import reject_unknown_query_params, require_api_key
+from services.api.docs import install_docs
 from services.api.errors import install_error_handlers
 from services.api.routers import collections, context, documents, health, openai_compat, search
 from services.collections.service import Deletions
+from services.console import install_console
 from services.dispatch import CeleryDispatcher, Dispatcher, InProcessDispatcher
 from services.documents import lifecycle
 from services.mcp_server import RuntimeBackend, build_mcp_server, mount_mcp
@@ -56,6 +58,8 @@ def create_app(
         title="Saekin",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc: install_docs, with local assets instead of a CDN
+        redoc_url=None,
         description="Korean document retrieval: upload documents, search them with morpheme + dense hybrid search.",
     )
     install_error_handlers(app)
@@ -69,6 +73,8 @@ def create_app(
     ):
         app.include_router(router, dependencies=[Depends(require_api_key), Depends(reject_unknown_query_params)])
     mount_mcp(app, mcp_server, settings)
+    install_docs(app)
+    install_console(app)
     return app
 
 
