@@ -10,7 +10,7 @@ TWIN   ?= .twins/bge-m3-ko-small
 # version downloads gigabytes); on a CUDA host e.g. TORCH='torch --index-url https://download.pytorch.org/whl/cu128'.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install run test test-fast lint twin bench clean
+.PHONY: install run test test-fast test-browser browser-deps lint twin bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,21 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/saekin serve
 
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest
+
+# The console's browser tests (tests/e2e/test_console.py) drive Debian's Chromium through Playwright,
+# with Korean fonts; no browser build is downloaded. Installed here when missing and we are root
+# with apt-get; otherwise those tests skip and say how to install them.
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && fc-list :lang=ko 2>/dev/null | grep -q .; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null) \
+	  || echo "could not install chromium and fonts-noto-cjk: the browser tests will be skipped"; \
+	else echo "browser tests will be skipped: install Debian's chromium and fonts-noto-cjk (apt-get install chromium fonts-noto-cjk)"; fi
+
+test-browser: $(STAMP) browser-deps
+	$(BIN)/python -m pytest tests/e2e/test_console.py
 
 # Day-to-day loop: unit tests only (no database, server or model beyond a cached twin).
 test-fast: $(STAMP)

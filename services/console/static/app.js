@@ -80,10 +80,11 @@ function consoleApp() {
         }
       },
 
+      // The next call (collections, reloaded now) meets the 401 and brings the prompt back.
       forgetKey() {
         storeKey("");
         this.auth.hasKey = false;
-        this.enterRoute();
+        this.loadCollections();
       },
 
       errorText(e) {

@@ -28,7 +28,7 @@ export function collectionsScreen() {
         if (!names.includes(this.current)) this.current = names[0] || "";
         if (!this.upload.collection) this.upload.collection = this.current;
       } catch (e) {
-        this.cols.error = this.errorText(e);
+        if (e.status !== 401) this.cols.error = this.errorText(e); // a 401 brings up the key prompt
       } finally {
         this.cols.loading = false;
       }

@@ -1,12 +1,11 @@
 // Documents: a collection's list with a status filter and cursor paging; one document's page with
 // its metadata and chunks (GET .../documents/{id}/chunks).
 
-const PAGE_SIZE = 20;
 const CHUNK_PAGE = 50;
 
 export function documentsScreen() {
   return {
-    docs: { status: "", items: [], cursor: null, previous: [], next: null, loading: false, error: "" },
+    docs: { status: "", limit: 20, items: [], cursor: null, previous: [], next: null, loading: false, error: "" },
     doc: { collection: "", item: null, chunks: [], generation: null, next: null, loading: false, error: "" },
     docConfirmDelete: null,
     retryTarget: null,
@@ -22,7 +21,7 @@ export function documentsScreen() {
         const { body } = await this.api.get(`/v1/collections/${encodeURIComponent(this.current)}/documents`, {
           status: this.docs.status,
           cursor,
-          limit: PAGE_SIZE,
+          limit: this.docs.limit,
         });
         this.docs.items = body.items;
         this.docs.cursor = cursor;

@@ -99,6 +99,8 @@ export const MESSAGES = {
     // documents
     docsTitle: "문서",
     allStatuses: "모든 상태",
+    perPage: "쪽당 문서 수",
+    perPageN: "{n}개씩",
     doc_title: "제목 / 파일",
     doc_external: "외부 ID",
     doc_created: "업로드",
@@ -285,6 +287,8 @@ export const MESSAGES = {
     stage_done: "finishing",
     docsTitle: "Documents",
     allStatuses: "all statuses",
+    perPage: "documents per page",
+    perPageN: "{n} per page",
     doc_title: "Title / file",
     doc_external: "External id",
     doc_created: "Uploaded",
