@@ -90,7 +90,7 @@ def serve(
     with _runtime(settings) as rt:
         typer.echo(
             f"Saekin embedded mode: data in {settings.data_dir.resolve()}, model {settings.model_name_or_path} "
-            f"({settings.embedding_profile}); http://{host}:{port}/docs"
+            f"({settings.embedding_profile}); console http://{host}:{port}/console, API docs http://{host}:{port}/docs"
         )
         uvicorn.run(create_app(settings, runtime=rt), host=host, port=port)
 
