@@ -224,6 +224,19 @@ def _wait_until_final(page: Page, timeout_s: float = 300) -> None:
     )
 
 
+def _drop_paths(page: Page, paths: list[Path]) -> None:
+    """Drag files or folders from disk onto the drop zone as a person would: Chromium's own drag and
+    drop (DevTools protocol), so the page gets real file-system entries and walks the folders."""
+    box = page.get_by_test_id("dropzone").bounding_box()
+    assert box
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    cdp = page.context.new_cdp_session(page)
+    data = {"items": [], "files": [str(p) for p in paths], "dragOperationsMask": 1}
+    for kind in ("dragEnter", "dragOver", "drop"):
+        cdp.send("Input.dispatchDragEvent", {"type": kind, "x": x, "y": y, "data": data})
+    cdp.detach()
+
+
 def _needs_fixtures() -> None:
     if not FIXTURES.is_dir():
         pytest.skip(f"real Korean documents are read from {FIXTURES}, which is absent")
@@ -234,8 +247,8 @@ def _needs_fixtures() -> None:
 
 @pytest.fixture(scope="module")
 def uploaded(served: str, browser: Browser, shots: Path) -> dict:
-    """The fixtures folder uploaded through the page's folder picker, followed until every file
-    is indexed or failed; what the page showed on the way."""
+    """The fixtures folder dropped on the page, uploaded and followed until every file is indexed
+    or failed; what the page showed on the way."""
     _needs_fixtures()
     context, recorder = _context(browser)
     page = context.new_page()
@@ -243,7 +256,7 @@ def uploaded(served: str, browser: Browser, shots: Path) -> dict:
     page.get_by_test_id("upload-collection").fill(COLLECTION)
     page.get_by_test_id("upload-path-as-id").check()
     page.get_by_test_id("upload-metadata").fill('{"source": "shared-fixtures", "year": 2024}')
-    page.get_by_test_id("folder-input").set_input_files(str(FIXTURES))
+    _drop_paths(page, [FIXTURES])
     n_files = len([f for f in FIXTURES.iterdir() if f.is_file() and not f.name.startswith(".")])
     expect(page.get_by_test_id("start-upload")).to_have_text(f"업로드 시작 ({n_files}개)")
     page.get_by_test_id("start-upload").click()
@@ -294,8 +307,12 @@ def test_fixtures_uploaded_through_the_page_reach_indexed_live(uploaded):
     assert uploaded["batch_bar"] == "100%"
 
 
-def test_drop_files_then_retry_and_delete_a_failed_one(served, page, shots):
+def test_pick_a_folder_drop_files_then_retry_and_delete_a_failed_one(served, page, shots, tmp_path):
     _needs_fixtures()
+    folder = tmp_path / "notes"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "메모.txt").write_text("회의는 매주 화요일 오전에 열린다. 안건은 하루 전에 올린다.")
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     files = [
         ("chardet_euc-kr_ude_euc2.txt", (FIXTURES / "chardet_euc-kr_ude_euc2.txt").read_bytes(), "text/plain"),
         ("broken.pdf", b"%PDF-1.7\n1 0 obj <<>> endobj\nthis is not a PDF body\n%%EOF", "application/pdf"),
@@ -303,6 +320,11 @@ def test_drop_files_then_retry_and_delete_a_failed_one(served, page, shots):
     _open(page, served, "upload")
     page.get_by_test_id("upload-collection").fill("dropped")
     page.get_by_test_id("upload-metadata").fill('{"kind": "memo"}')
+    # The folder picker: files under sub-folders with their paths, hidden files left out.
+    page.get_by_test_id("folder-input").set_input_files(str(folder))
+    expect(page.locator("[data-testid=upload-files] tbody tr")).to_have_count(1)
+    expect(page.locator('tr[data-file="notes/sub/메모.txt"]')).to_have_attribute("data-status", "ready")
+    # Files dropped (a DataTransfer built in the page: no file-system entries, the plain file list).
     page.evaluate(
         """files => {
           const dt = new DataTransfer();
@@ -316,7 +338,7 @@ def test_drop_files_then_retry_and_delete_a_failed_one(served, page, shots):
         }""",
         [{"name": n, "b64": base64.b64encode(b).decode(), "type": t} for n, b, t in files],
     )
-    expect(page.get_by_test_id("start-upload")).to_have_text("업로드 시작 (2개)")
+    expect(page.get_by_test_id("start-upload")).to_have_text("업로드 시작 (3개)")
     # An external id fits one file only: the page says so instead of sending anything.
     page.get_by_test_id("upload-external-id").fill("one-id")
     page.get_by_test_id("start-upload").click()
@@ -328,6 +350,7 @@ def test_drop_files_then_retry_and_delete_a_failed_one(served, page, shots):
     good = page.locator('tr[data-file="chardet_euc-kr_ude_euc2.txt"]')
     bad = page.locator('tr[data-file="broken.pdf"]')
     expect(good).to_have_attribute("data-status", "indexed")
+    expect(page.locator('tr[data-file="notes/sub/메모.txt"]')).to_have_attribute("data-status", "indexed")
     expect(bad).to_have_attribute("data-status", "failed")
     expect(bad.get_by_test_id("file-status")).to_have_text("실패")
     reason = bad.get_by_test_id("file-error").text_content()
@@ -350,7 +373,7 @@ def test_drop_files_then_retry_and_delete_a_failed_one(served, page, shots):
     expect(bad).to_have_count(0)
     assert httpx.get(f"{served}/v1/collections/dropped/documents/{doc_id}").status_code == 404
     meta = httpx.get(f"{served}/v1/collections/dropped/documents", params={"status": "indexed"}).json()["items"]
-    assert [d["metadata"] for d in meta] == [{"kind": "memo"}]
+    assert [d["metadata"] for d in meta] == [{"kind": "memo"}, {"kind": "memo"}]
 
 
 # --- collections ---------------------------------------------------------------------------------
