@@ -532,6 +532,21 @@ def test_search_highlights_explain_latency_and_context(served, page, shots, uplo
     expect(page.get_by_test_id("results")).to_contain_text("결과가 없습니다")
 
 
+def test_highlight_offsets_count_code_points_like_the_api(served, page):
+    """The API's spans are Python string offsets (code points); a character outside the BMP takes
+    two UTF-16 units in JavaScript, so slicing JS strings by those offsets would shift every mark."""
+    _open(page, served, "search")
+    pieces = page.evaluate(
+        """async () => {
+          const { segments } = await import('/console/static/util.js');
+          return segments('𝐀 서울에서 😀 서울을', [[2, 4], [9, 11]]);
+        }"""
+    )
+    text = "𝐀 서울에서 😀 서울을"
+    assert [p["t"] for p in pieces if p["hl"]] == [text[2:4], text[9:11]] == ["서울", "서울"]
+    assert "".join(p["t"] for p in pieces) == text
+
+
 # --- evaluation ----------------------------------------------------------------------------------
 
 
