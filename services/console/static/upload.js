@@ -5,6 +5,7 @@ import { COLLECTION_NAME } from "./util.js";
 
 const PARALLEL_UPLOADS = 3;
 const POLL_MS = 700;
+const LIST_ABOVE = 8; // more files than this in flight: poll with the collection's listing
 const FINAL = new Set(["indexed", "failed"]);
 
 // Every file under the dropped entries (folders walked), skipping hidden files such as .DS_Store.
@@ -167,9 +168,30 @@ export function uploadScreen() {
           this.loadCollections();
           return;
         }
-        for (let i = 0; i < pending.length; i += 6) {
+        // Many at once: one listing per collection (newest first, where fresh uploads are) answers
+        // for most of them; the rest are asked one by one.
+        let single = pending;
+        if (pending.length > LIST_ABOVE) {
+          single = [];
+          for (const collection of new Set(pending.map((f) => f.fields.collection))) {
+            const mine = pending.filter((f) => f.fields.collection === collection);
+            try {
+              const { body } = await this.api.get(`/v1/collections/${encodeURIComponent(collection)}/documents`, {
+                limit: 500,
+              });
+              const byId = new Map(body.items.map((d) => [d.id, d]));
+              for (const f of mine) {
+                if (byId.has(f.doc.id)) f.doc = byId.get(f.doc.id);
+                else single.push(f);
+              }
+            } catch {
+              single.push(...mine);
+            }
+          }
+        }
+        for (let i = 0; i < single.length; i += 6) {
           await Promise.all(
-            pending.slice(i, i + 6).map(async (f) => {
+            single.slice(i, i + 6).map(async (f) => {
               try {
                 const { body } = await this.api.get(
                   `/v1/collections/${encodeURIComponent(f.fields.collection)}/documents/${f.doc.id}`,
