@@ -11,16 +11,13 @@ fusion default has to survive. It is a benchmark instrument here, not a product 
    NFC, one Kiwi pass, chunker, BM25 sparse vectors, chunk rows), with chunks counted in the
    tokens of a small bge-m3-ko twin whose tokenizer is trained on the corpus, as in
    tests/e2e/test_eval.py (or of --model). The twin's own dense vectors are not used.
-2. Every chunk's USE vector is written with the chunk's stored sparse vector (and its document's
-   ids) to a 512-dim collection through Saekin's index layer (VectorIndex.upsert).
-3. Every question gets its sparse vector from the real analyzer (as search does) and its USE
-   vector; each leg alone and every fusion configuration is one VectorIndex.query with a fusion
-   specification (services/index/query.py), with the depth `saekin eval` asks of search.
-   Chunk hits map to documents, first occurrence, and are scored like `saekin eval`.
-
-For now it drives the index layer directly (search_configuration) because the search service is
-being refactored; it will run every question through the search service once that takes fusion
-specifications.
+2. The collection's index is rebuilt with every chunk's USE vector instead of the twin's, with
+   the chunk's stored sparse vector and the payload the pipeline writes, through Saekin's index
+   layer (VectorIndex.upsert), so the chunk rows and the points still share their ids.
+3. Every question goes through the real search service (services.search.service.search) for each
+   leg alone and each fusion configuration, with a query encoder that answers the question's USE
+   vector, at the depth `saekin eval` asks of search. Chunk hits map to documents, first
+   occurrence, and are scored like `saekin eval`.
 
 Prints one JSON object: {"dataset", "n_queries", "legs": {"sparse": {metrics}, "dense": {metrics}},
 "fusions": {"<name>": {metrics}}, "default": "<name of the search service's default fusion>", ...}
@@ -39,6 +36,7 @@ import time
 import unicodedata
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +46,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import TWINS_DIR, emit, log, make_work_dir
-from services.index import Convex, Dbsf, FusionSpec, IndexPoint, Rrf, VectorIndex, fusion_spec
-from services.vectors import SparseVector
+from services.index import Convex, Dbsf, FusionSpec, IndexPoint, Rrf, VectorIndex
 
 KS = (1, 3, 5, 10)
 REPORTED = ("recall@1", "recall@3", "recall@5", "recall@10", "mrr@10")
@@ -77,34 +74,57 @@ FUSIONS: dict[str, FusionSpec] = {
 }
 
 
-def search_configuration(
-    index: VectorIndex, name: str, *, dense: np.ndarray | None, sparse: SparseVector | None, fusion: FusionSpec
-) -> list[str]:
-    """One question under one configuration: external ids of the documents, best first.
+class UseQueryEncoder:
+    """The search service's query encoder, answering each question's USE vector (encoded up front)."""
 
-    `dense` or `sparse` alone is that leg; both are fused by `fusion`. A question without
-    searchable terms is searched with its dense vector alone, as the search service does."""
-    if sparse is not None and not sparse:
-        if dense is None:
-            return []
-        sparse = None
-    hits = index.query(
-        name, dense=dense, sparse=sparse, limit=LIMIT, fusion=fusion, prefetch_limit=PREFETCH, with_payload=True
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self._vectors = vectors
+
+    def submit(self, text: str) -> Future[np.ndarray]:
+        future: Future[np.ndarray] = Future()
+        future.set_result(self._vectors[text])
+        return future
+
+
+def search_configuration(
+    rt: Any, collection: str, question: str, *, encoder: UseQueryEncoder, mode: str, fusion: FusionSpec | None
+) -> list[str]:
+    """One question under one configuration through the search service: external ids of the
+    documents, best first (a question without searchable terms falls back to dense there)."""
+    from pydantic import TypeAdapter
+
+    from services.db import session_scope
+    from services.search.schemas import FusionObject, SearchRequest
+    from services.search.service import search
+
+    request = SearchRequest(
+        query=question,
+        top_k=TOP_K,
+        mode=mode,
+        fusion=TypeAdapter(FusionObject).validate_python(fusion.to_dict()) if fusion is not None else None,
+        highlight=False,
     )
+    with session_scope(rt.session_factory) as session:
+        response = search(
+            session,
+            index=rt.index,
+            analyzer=rt.analyzer,
+            query_encoder=encoder,  # type: ignore[arg-type]
+            profile=rt.profile,
+            collection_name=collection,
+            request=request,
+        )
     seen: dict[str, None] = {}
-    for hit in hits:
-        seen.setdefault(str(hit.payload["external_id"]), None)
+    for hit in response.results:
+        seen.setdefault(str(hit.external_id), None)
     return list(seen)
 
 
 def default_fusion_name() -> tuple[str, FusionSpec]:
     """The search service's default fusion, by its name here ("default" if none matches)."""
-    from services.search.schemas import SearchRequest
+    from services.search.schemas import DEFAULT_FUSION
 
-    value: Any = SearchRequest.model_fields["fusion"].default
-    if hasattr(value, "model_dump"):
-        value = value.model_dump(exclude_none=True)
-    spec = fusion_spec(value)
+    spec = DEFAULT_FUSION.spec()
     return next((n for n, s in FUSIONS.items() if s == spec), "default"), spec
 
 
@@ -144,7 +164,9 @@ def live_chunks(rt: Any, collection: str) -> list[Any]:
     with rt.engine.connect() as conn:
         return list(
             conn.execute(
-                select(c.id, c.text, c.sparse, c.generation, c.document_id, d.external_id)
+                select(
+                    c.id, c.text, c.sparse, c.generation, c.ordinal, c.page, c.document_id, d.external_id, d["metadata"]
+                )
                 .join_from(Chunk.__table__, Document.__table__, c.document_id == d.id)
                 .join(Collection.__table__, Collection.__table__.c.id == d.collection_id)
                 .where(Collection.__table__.c.name == collection, c.generation == d.indexed_generation)
@@ -154,8 +176,10 @@ def live_chunks(rt: Any, collection: str) -> list[Any]:
 
 
 def write_use_collection(index: VectorIndex, name: str, chunks: Sequence[Any], use: Any) -> None:
-    """Every chunk's USE vector and its sparse vector, with the payload fields the index indexes."""
+    """The collection's index rebuilt with every chunk's USE vector, its stored sparse vector and
+    the payload the pipeline writes (same point ids as the chunk rows)."""
     vectors = use.encode([row.text for row in chunks])
+    index.drop_collection(name)
     index.ensure_collection(name, dim=int(vectors.shape[1]))
     index.upsert(
         name,
@@ -168,6 +192,9 @@ def write_use_collection(index: VectorIndex, name: str, chunks: Sequence[Any], u
                     "document_id": str(row.document_id),
                     "external_id": row.external_id,
                     "generation": row.generation,
+                    "ordinal": row.ordinal,
+                    "page": row.page,
+                    "metadata": row.metadata or {},
                 },
             )
             for row, vector in zip(chunks, vectors, strict=True)
@@ -240,42 +267,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     timings: dict[str, float] = {}
     try:
         t0 = time.perf_counter()
-        collection, _ = ingest(rt, dataset)
+        collection, name = ingest(rt, dataset)
         chunks = live_chunks(rt, collection)
         timings["ingest_s"] = round(time.perf_counter() - t0, 1)
         log(f"{len(chunks)} chunks of {len(dataset.corpus)} documents in {timings['ingest_s']} s")
 
         t0 = time.perf_counter()
         use = USE(threads=args.threads)
-        name = f"use512_{collection.replace('-', '_')}"
         write_use_collection(rt.index, name, chunks, use)
         questions = {qid: unicodedata.normalize("NFC", q) for qid, q in dataset.queries.items()}
-        dense_q = dict(zip(questions, use.encode(list(questions.values())), strict=True))
-        sparse_q = {qid: rt.analyzer.query_vector(rt.analyzer.query_terms(q)) for qid, q in questions.items()}
+        encoder = UseQueryEncoder(dict(zip(questions.values(), use.encode(list(questions.values())), strict=True)))
         timings["use_encode_s"] = round(time.perf_counter() - t0, 1)
         log(f"USE vectors written and questions encoded in {timings['use_encode_s']} s")
 
         t0 = time.perf_counter()
-        configurations: dict[str, tuple[bool, bool, FusionSpec]] = {
-            "leg:sparse": (False, True, Rrf()),
-            "leg:dense": (True, False, Rrf()),
-            **{f"fusion:{n}": (True, True, spec) for n, spec in FUSIONS.items()},
+        configurations: dict[str, tuple[str, FusionSpec | None]] = {
+            "leg:sparse": ("sparse", None),
+            "leg:dense": ("dense", None),
+            **{f"fusion:{n}": ("hybrid", spec) for n, spec in FUSIONS.items()},
         }
         default_name, default_spec = default_fusion_name()
         if default_name == "default":
-            configurations["fusion:default"] = (True, True, default_spec)
+            configurations["fusion:default"] = ("hybrid", default_spec)
         results: dict[str, dict[str, float]] = {}
         misses: dict[str, list[str]] = {}
-        for config, (use_dense, use_sparse, spec) in configurations.items():
+        for config, (mode, spec) in configurations.items():
             runs = {
-                qid: search_configuration(
-                    rt.index,
-                    name,
-                    dense=dense_q[qid] if use_dense else None,
-                    sparse=sparse_q[qid] if use_sparse else None,
-                    fusion=spec,
-                )
-                for qid in questions
+                qid: search_configuration(rt, collection, question, encoder=encoder, mode=mode, fusion=spec)
+                for qid, question in questions.items()
             }
             results[config] = scores(runs, dataset.qrels)
             misses[config] = [
