@@ -215,7 +215,13 @@ def stage_breakdown(settings, pages: list[tuple[str, str]], *, torch_threads: in
         index.upsert = clock.wrap("qdrant_upsert", index.upsert)  # type: ignore[method-assign]
         pipeline._publish = clock.wrap("publish", pipeline._publish)
         prepare = clock.wrap("prepare_total", pipeline.prepare_document)
-        stage = dict(engine=rt.engine, analyzer=analyzer, chunking=rt.chunking, extract_limits=rt.extract_limits)
+        stage = dict(
+            engine=rt.engine,
+            analyzer=analyzer,
+            chunking=rt.chunking,
+            extract_limits=rt.extract_limits,
+            lease=rt.lease("bench"),
+        )
         chunks = sum(prepare(item, **stage) or 0 for item in items)
         clock.wrap("embed_total", pipeline.embed_documents)(
             items, engine=rt.engine, encoder=encoder, index=index, profile=rt.profile

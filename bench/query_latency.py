@@ -149,7 +149,12 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
         t1 = time.perf_counter()
         for item in tqdm(items, desc="prepare", unit="doc", file=sys.stderr):
             n = prepare_document(
-                item, engine=rt.engine, analyzer=rt.analyzer, chunking=rt.chunking, extract_limits=rt.extract_limits
+                item,
+                engine=rt.engine,
+                analyzer=rt.analyzer,
+                chunking=rt.chunking,
+                extract_limits=rt.extract_limits,
+                lease=rt.lease("bench"),
             )
             if n:
                 prepared.append((item, n))

@@ -133,6 +133,51 @@ class Settings(BaseSettings):
     # --- workers -----------------------------------------------------------------------------
     task_time_limit_s: int = Field(1800, ge=10, description="Hard limit for one ingest or embed task.")
     extract_time_limit_s: int = Field(120, ge=1, description="Extraction of one document is abandoned after this long.")
+    worker_max_tasks_per_child: int = Field(
+        200,
+        ge=0,
+        description="An ingest worker's pool process is replaced after this many tasks (0: never), so that a "
+        "process left in a bad state cannot fail tasks for ever.",
+    )
+
+    # --- reliability: leases, the reaper, backpressure ----------------------------------------
+    stage_lease_s: float = Field(
+        30.0,
+        ge=1,
+        description="Lease of a claimed stage (prepare or embed); the worker renews it every third of it while it "
+        "works. Once it has expired the document is taken over by another worker.",
+    )
+    stage_max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Claims of one stage of one document (its worker died, or the task was retried) before the "
+        "document fails with a reason naming the stage and the attempts.",
+    )
+    reaper_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often the reaper (in every worker, and in the embedded service) looks for expired leases "
+        "and documents whose task was lost.",
+    )
+    redispatch_after_s: float = Field(
+        60.0,
+        ge=1,
+        description="A document queued (or waiting for the embed stage) this long without being taken is sent "
+        "again: its message may have been lost with the broker. A second message for a taken document is a no-op.",
+    )
+    max_in_flight_documents: int = Field(
+        1000,
+        ge=0,
+        description="Uploads answer 429 with Retry-After while this many documents are queued or processing "
+        "(0: no limit).",
+    )
+    prepare_threads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Embedded mode: documents prepared (extracted, analysed, chunked) at once; extraction of files "
+        "runs in child processes, Kiwi in native threads.",
+    )
 
     # --- RAG serving -------------------------------------------------------------------------
     tiktoken_dir: Path | None = Field(

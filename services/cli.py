@@ -121,13 +121,16 @@ def worker(
     except RuntimeError as exc:
         _fail(str(exc))
     argv = ["worker", f"--queues={queue}", f"--loglevel={loglevel}", f"--hostname={queue}@%h"]
+    celery.conf.saekin_queue = queue  # what each pool process checks it can import (workers/tasks.py)
+    from celery.signals import worker_ready
+
+    from workers.tasks import start_reaper, warm_embed_worker
+
+    # Every worker runs the reaper (expired leases, lost messages) in its main process.
+    worker_ready.connect(lambda **_: start_reaper(celery), weak=False)
     if queue == EMBED_QUEUE:
         # One process per GPU, model loaded once in it; CUDA cannot be used across fork.
         argv += ["--pool=solo"]
-        from celery.signals import worker_ready
-
-        from workers.tasks import warm_embed_worker
-
         worker_ready.connect(lambda **_: warm_embed_worker(), weak=False)
     else:
         # One pool process per core does the parallel work; the tokenizer's own thread pool in

@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 # Stable constraint names, so Alembic migrations are the same on every database.
 NAMING_CONVENTION = {
@@ -34,8 +35,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys."""
+def make_engine(url: str, *, pooled: bool = True) -> Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys. `pooled=False`: no
+    connection is kept between uses (a thread in a process that forks later)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -43,6 +45,8 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    if not pooled:
+        return create_engine(url, poolclass=NullPool)
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 

@@ -9,8 +9,10 @@ contract with workers/tasks.py (services never import workers).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -44,29 +46,52 @@ def intake(
     profile: str,
     dispatcher: Dispatcher,
     model: ModelRef | None = None,
+    redispatch_after_s: float | None = None,
 ) -> Stored:
     """Store `upload` in its own transaction and, once committed, dispatch its new generation.
 
+    The same content uploaded again dispatches the stored generation again when it has waited
+    `redispatch_after_s` without being taken (its message may have been lost). A broker that
+    cannot take the message does not lose the upload: the document is stored, queued, and the
+    reaper (services/leases.py) sends it once the broker is back, so the upload is accepted.
     Blocking (database, broker): the upload route calls it in a worker thread.
     """
     with session_scope(session_factory) as session:
         stored = lifecycle.store(session, collection_name=collection_name, profile=profile, upload=upload, model=model)
-    if stored.created:
-        dispatcher.submit(stored.item)
+        send = stored.created or (
+            redispatch_after_s is not None
+            and lifecycle.redispatch_if_stale(session, stored.item, redispatch_after_s=redispatch_after_s)
+        )
+    if send:
+        try:
+            dispatcher.submit(stored.item)
+        except Exception as exc:  # the broker is down: the stored document is the outbox
+            log.warning("document %s stays queued until the reaper can dispatch it: %r", stored.item.document_id, exc)
     return stored
 
 
 class CeleryDispatcher:
     """Sends each generation to the `ingest` queue; the ingest worker forwards it to `embed`."""
 
+    # With the broker down an upload waits this long for it, then is accepted all the same (queued,
+    # for the reaper to send).
+    publish_retry = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.3, "interval_max": 0.5}
+
     def __init__(self, broker_url: str) -> None:
         from celery import Celery
 
         self._celery = Celery("saekin-api", broker=broker_url)
         self._celery.conf.broker_connection_retry_on_startup = True
+        self._celery.conf.broker_connection_timeout = 2
 
     def submit(self, item: WorkItem) -> None:
-        self._celery.send_task(INGEST_TASK, args=[str(item.document_id), item.generation], queue=INGEST_QUEUE)
+        self._celery.send_task(
+            INGEST_TASK,
+            args=[str(item.document_id), item.generation],
+            queue=INGEST_QUEUE,
+            retry=True,
+            retry_policy=self.publish_retry,
+        )
 
     def ping(self) -> None:
         """Raise if the broker cannot be reached."""
@@ -78,42 +103,67 @@ class CeleryDispatcher:
 
 
 class InProcessDispatcher:
-    """The embedded service: one background thread runs both stages; uploads never wait for it."""
+    """The embedded service: `prepare_threads` threads run the prepare stage of several documents at
+    once (extraction of files in child processes, Kiwi in native threads), one thread the embed stage
+    of whatever they have prepared (many documents per encode call). Uploads never wait for them.
 
-    # Documents taken together so one encode call sees many chunks (fills the model's batches).
-    max_documents_per_round = 32
+    `prepare(item, owner=...)` and `embed(owner=...)` are the Runtime's; a document already waiting
+    here is not queued twice (the reaper may hand back one that is only waiting its turn).
+    """
 
-    def __init__(self, process: Process, *, resume: Sequence[WorkItem] = ()) -> None:
-        self._process = process
+    def __init__(self, prepare: Callable[..., bool], embed: Callable[..., bool], *, prepare_threads: int = 2) -> None:
+        self._prepare, self._embed = prepare, embed
         self._queue: queue.Queue[WorkItem | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="saekin-ingest", daemon=True)
-        self._thread.start()
-        for item in resume:  # generations left queued or in progress by the last process
-            self.submit(item)
+        self._waiting: set[WorkItem] = set()
+        self._lock = threading.Lock()
+        self._embed_wanted = threading.Event()
+        self._closing = False
+        owner = f"embedded-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._threads = [
+            threading.Thread(
+                target=self._prepare_loop, args=(f"{owner}-p{i}",), name=f"saekin-prepare-{i}", daemon=True
+            )
+            for i in range(prepare_threads)
+        ]
+        self._threads.append(
+            threading.Thread(target=self._embed_loop, args=(f"{owner}-e",), name="saekin-embed", daemon=True)
+        )
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, item: WorkItem) -> None:
+        with self._lock:
+            if item in self._waiting:
+                return
+            self._waiting.add(item)
         self._queue.put(item)
 
-    def _run(self) -> None:
+    def request_embedding(self) -> None:
+        self._embed_wanted.set()
+
+    def _prepare_loop(self, owner: str) -> None:
+        while (item := self._queue.get()) is not None:
+            with self._lock:
+                self._waiting.discard(item)
+            if self._prepare(item, owner=owner):
+                self._embed_wanted.set()
+
+    def _embed_loop(self, owner: str) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            self._embed_wanted.wait()
+            self._embed_wanted.clear()
+            if self._closing:
                 return
-            batch = [item]
-            while len(batch) < self.max_documents_per_round:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                batch.append(nxt)
-            self._process(batch)
+            while self._embed(owner=owner) and not self._closing:  # more waiting: the next batch
+                pass
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        self._closing = True
+        for _ in self._threads:
+            self._queue.put(None)
+        self._embed_wanted.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
 
 
 class InlineDispatcher:

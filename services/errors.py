@@ -50,6 +50,17 @@ class ExtractionError(SaekinError):
     http_status = 422
 
 
+class TooManyRequests(SaekinError):
+    """The service is busy (its ingestion backlog is full): try again after `retry_after_s` seconds."""
+
+    code = "too_many_requests"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after_s: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
+
 class ServiceUnavailable(SaekinError):
     code = "unavailable"
     http_status = 503

@@ -9,6 +9,8 @@ Kiwi, the ingest worker never loads the model.
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,7 +21,7 @@ from services.db import make_engine, make_session_factory
 if TYPE_CHECKING:
     from services.collections.model import ModelRef
     from services.context.tokens import HFCounter, Resolved, TokenizerName
-    from services.documents.lifecycle import WorkItem
+    from services.documents.lifecycle import Lease, WorkItem
     from services.embedding.encoder import Encoder
     from services.embedding.query_encoder import QueryEncoder
     from services.embedding.reranker import Reranker
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from services.ingest.policy import ChunkPolicy
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -146,8 +149,19 @@ class Runtime:
 
         return resolve_counter(name, directory=self.settings.tiktoken_dir, embedding=self.embedding_counter)
 
+    def lease(self, owner: str) -> Lease:
+        """The lease `owner` (a task id, a thread of this process) holds on the stages it claims."""
+        from services.documents.lifecycle import Lease
+
+        return Lease(owner[:64], self.settings.stage_lease_s, self.settings.stage_max_attempts)
+
+    @property
+    def embed_batch_chunks(self) -> int:
+        """SAEKIN_EMBED_TASK_MAX_CHUNKS, else by device: seconds of work on a GPU, minutes on CPU."""
+        return self.settings.embed_task_max_chunks or (2048 if self.encoder.is_cuda else 128)
+
     def process_now(self, items: Sequence[WorkItem]) -> None:
-        """Both ingestion stages for `items` in this process (embedded mode, the CLI, evaluation)."""
+        """Both ingestion stages for `items` in this process (the CLI, evaluation)."""
         from services.ingest.pipeline import process_now
 
         process_now(
@@ -159,7 +173,41 @@ class Runtime:
             encoder=self.encoder,
             index=self.index,
             profile=self.profile,
+            lease=self.lease(f"inline-{os.getpid()}-{threading.get_ident()}"),
         )
+
+    def prepare(self, item: WorkItem, *, owner: str) -> bool:
+        """The prepare stage of `item` in this process (the embedded service's threads); whether
+        chunks were written. Failures are recorded on the document."""
+        from services.ingest.pipeline import prepare_or_fail
+
+        return prepare_or_fail(
+            item,
+            engine=self.engine,
+            analyzer=self.analyzer,
+            chunking=self.chunking,
+            extract_limits=self.extract_limits,
+            lease=self.lease(owner),
+        )
+
+    def embed_waiting(self, *, owner: str) -> bool:
+        """Claim the documents waiting for the embed stage (a batch) and embed them in this process
+        (the embedded service's embed thread); whether more wait. Failures are recorded."""
+        from services.documents import lifecycle
+        from services.ingest.pipeline import embed_claimed
+
+        lease = self.lease(owner)
+        batch = lifecycle.claim_embed_batch(self.engine, lease=lease, max_chunks=self.embed_batch_chunks)
+        if not batch.items:
+            return False
+        try:
+            embed_claimed(
+                batch, engine=self.engine, encoder=self.encoder, index=self.index, profile=self.profile, lease=lease
+            )
+        except Exception as exc:  # the whole batch failed (model, index): each document keeps the reason
+            log.exception("embedding failed for %s", batch.items)
+            lifecycle.fail_claim(self.engine, lease.owner, f"internal error while embedding: {exc!r}")
+        return batch.more_waiting
 
     def loaded(self, name: str) -> bool:
         return f"_{name}" in self.__dict__

@@ -273,7 +273,12 @@ def prepare(rt, item: WorkItem) -> int | None:
     from services.ingest.pipeline import prepare_document
 
     return prepare_document(
-        item, engine=rt.engine, analyzer=rt.analyzer, chunking=rt.chunking, extract_limits=rt.extract_limits
+        item,
+        engine=rt.engine,
+        analyzer=rt.analyzer,
+        chunking=rt.chunking,
+        extract_limits=rt.extract_limits,
+        lease=rt.lease("test"),
     )
 
 

@@ -24,9 +24,16 @@ def create_celery(settings: Settings | None = None) -> Celery:
     app.conf.update(
         task_queues=[Queue(INGEST_QUEUE), Queue(EMBED_QUEUE)],
         task_default_queue=INGEST_QUEUE,
-        task_acks_late=True,  # a killed worker's task is redelivered; stages are idempotent
+        # A task whose pool process died is redelivered at once (acks_late, reject_on_worker_lost)
+        # and takes its own lease back; one whose whole worker died waits for the visibility
+        # timeout, long after the reaper has handed its document to another worker; it then finds
+        # the lease live or the stage done, and does nothing (services/documents/lifecycle.py).
+        task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A pool process is replaced after this many tasks; one that fails its set-up exits at once
+        # (workers/tasks.py), so a broken process cannot fail task after task.
+        worker_max_tasks_per_child=settings.worker_max_tasks_per_child or None,
         task_time_limit=settings.task_time_limit_s,
         task_soft_time_limit=max(settings.task_time_limit_s - 30, 10),
         # Redelivery of unacked tasks happens after this; it must exceed the longest task.

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import redis
-from celery import Celery, Task, shared_task
-from celery.signals import worker_process_shutdown
+from celery import Celery, Task, current_app, shared_task
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from config.settings import get_settings
-from services.dispatch import EMBED_QUEUE, EMBED_TASK, INGEST_TASK
+from services.db import make_engine
+from services.dispatch import EMBED_QUEUE, EMBED_TASK, INGEST_QUEUE, INGEST_TASK
 from services.documents import lifecycle
 from services.documents.lifecycle import WorkItem
-from services.ingest.pipeline import embed_each_on_failure, prepare_document
+from services.ingest.pipeline import embed_claimed, prepare_document
+from services.leases import Reaper
 from services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -89,13 +94,22 @@ def request_embedding(app: Celery) -> bool:
 
 @shared_task(name=INGEST_TASK, base=_IngestTask, bind=True)
 def ingest(self, document_id: str, generation: int) -> None:
-    """CPU stage: extract, normalize, chunk, analyse; then ask the embed queue for a batch."""
+    """CPU stage: extract, normalize, chunk, analyse; then ask the embed queue for a batch.
+
+    The task id owns the document's lease: this task redelivered (its process died) takes it back
+    at once, and any other message for the document finds the lease live and does nothing."""
     item = WorkItem(uuid.UUID(document_id), int(generation))
-    # Committed before the request: a waiting embed task, or the one queued here, will see it.
     rt = runtime()
-    prepared = prepare_document(
-        item, engine=rt.engine, analyzer=rt.analyzer, chunking=rt.chunking, extract_limits=rt.extract_limits
-    )
+    with _exit_if_broken():
+        prepared = prepare_document(
+            item,
+            engine=rt.engine,
+            analyzer=rt.analyzer,
+            chunking=rt.chunking,
+            extract_limits=rt.extract_limits,
+            lease=rt.lease(self.request.id or str(uuid.uuid4())),
+        )
+    # Committed before the request: a waiting embed task, or the one queued here, will see it.
     if prepared is not None:
         request_embedding(self.app)
 
@@ -108,7 +122,7 @@ class _EmbedTask(_RetryingTask):
 
 def embed_task_max_chunks(rt: Runtime) -> int:
     """SAEKIN_EMBED_TASK_MAX_CHUNKS, else by device: seconds of work on a GPU, minutes on CPU."""
-    return rt.settings.embed_task_max_chunks or (2048 if rt.encoder.is_cuda else 128)
+    return rt.embed_batch_chunks
 
 
 @shared_task(name=EMBED_TASK, base=_EmbedTask, bind=True)
@@ -118,22 +132,97 @@ def embed(self) -> None:
     # Uploads finished from now on may be missed by the query below: they must queue a new task.
     if (flags := _request_flags(self.app.conf.broker_url)) is not None:
         flags.delete(EMBED_REQUESTED_KEY)
-    # The task id names the claim: this task, redelivered or retried, takes its batch back.
-    batch = lifecycle.claim_embed_batch(
-        rt.engine,
-        claim=self.request.id or str(uuid.uuid4()),
-        lease_s=rt.settings.task_time_limit_s,
-        max_chunks=embed_task_max_chunks(rt),
-    )
+    # The task id owns the lease: this task, redelivered or retried, takes its batch back.
+    lease = rt.lease(self.request.id or str(uuid.uuid4()))
+    batch = lifecycle.claim_embed_batch(rt.engine, lease=lease, max_chunks=embed_task_max_chunks(rt))
     if batch.more_waiting:
         request_embedding(self.app)  # the next batch can start on another GPU meanwhile
-    failures = embed_each_on_failure(
-        batch.items, engine=rt.engine, encoder=rt.encoder, index=rt.index, profile=rt.profile
-    )
-    for item, exc in failures:
-        lifecycle.fail(rt.engine, item, f"internal error while embedding: {exc!r}")
+    if batch.items:
+        with _exit_if_broken():
+            embed_claimed(batch, engine=rt.engine, encoder=rt.encoder, index=rt.index, profile=rt.profile, lease=lease)
 
 
 def warm_embed_worker() -> None:
-    """Load the model once at worker start, so the first task does not pay for it."""
-    runtime().encoder.warmup()
+    """Load the model once at worker start, so the first task does not pay for it. A worker that
+    cannot load it is no worker: it exits, for its supervisor to restart (and to be seen)."""
+    try:
+        runtime().encoder.warmup()
+    except BaseException:
+        log.critical("the embed worker could not load its model; exiting", exc_info=True)
+        os._exit(WORKER_SETUP_FAILED)
+
+
+# --- a pool process that cannot work is replaced, not kept ---------------------------------------
+
+# Exit status of a worker process whose set-up failed (EX_SOFTWARE).
+WORKER_SETUP_FAILED = 70
+# What a process of each queue imports before its first task. An import interrupted half-way (a
+# soft time limit firing during the first task's `import torch`) leaves a process that fails every
+# later task; done here, outside any task, a failure replaces the process instead.
+SETUP_IMPORTS = {
+    INGEST_QUEUE: ("services.ingest.pipeline", "services.ingest.extract", "kiwipiepy", "tokenizers", "transformers"),
+    EMBED_QUEUE: ("torch", "sentence_transformers", "services.embedding.encoder"),
+}
+_in_pool_child = False
+
+
+def check_process_setup(queue: str | None) -> None:
+    """Import what a worker process of `queue` needs (both queues when unknown); raises if it cannot."""
+    for name in SETUP_IMPORTS.get(queue or "", ()) if queue else (m for ms in SETUP_IMPORTS.values() for m in ms):
+        importlib.import_module(name)
+
+
+@worker_process_init.connect
+def _check_pool_child(**_) -> None:
+    """A prefork pool child that cannot set itself up exits at once; the pool starts another."""
+    global _in_pool_child
+    _in_pool_child = True
+    try:
+        check_process_setup(current_app.conf.get("saekin_queue"))
+    except BaseException:
+        log.critical(
+            "worker process %d failed its set-up; exiting so that the pool replaces it", os.getpid(), exc_info=True
+        )
+        os._exit(WORKER_SETUP_FAILED)
+
+
+@contextmanager
+def _exit_if_broken() -> Iterator[None]:
+    """An ImportError inside a task means this process's modules are broken (a half-done import):
+    a pool child exits, so that the pool replaces it and the broker redelivers the task (acks_late,
+    reject_on_worker_lost) to a sound one. In the solo pool the error goes to Celery's retry."""
+    try:
+        yield
+    except ImportError:
+        if not _in_pool_child:
+            raise
+        log.critical("worker process %d cannot import what its task needs; exiting", os.getpid(), exc_info=True)
+        os._exit(WORKER_SETUP_FAILED)
+
+
+# --- the reaper, in every worker's main process ------------------------------------------------
+
+_reaper: Reaper | None = None
+
+
+def start_reaper(app: Celery) -> Reaper:
+    """Run the reaper in this worker's main process: documents of dead workers and lost messages are
+    dispatched again (several workers' reapers at once are safe). Its engine keeps no connection
+    open between passes, so that pool processes forked later inherit none."""
+    global _reaper
+    settings = get_settings()
+    engine = make_engine(settings.sqlalchemy_url, pooled=False)
+
+    def dispatch(item: WorkItem) -> None:
+        app.send_task(INGEST_TASK, args=[str(item.document_id), item.generation], queue=INGEST_QUEUE)
+
+    _reaper = Reaper.from_settings(
+        engine, settings, dispatch=dispatch, request_embedding=lambda: request_embedding(app)
+    ).start()
+    return _reaper
+
+
+@worker_shutdown.connect
+def _stop_reaper(**_) -> None:
+    if _reaper is not None:
+        _reaper.close()

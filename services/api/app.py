@@ -16,7 +16,7 @@ from services.api.routers import collections, context, documents, health, openai
 from services.collections.service import Deletions
 from services.console import install_console
 from services.dispatch import CeleryDispatcher, Dispatcher, InProcessDispatcher
-from services.documents import lifecycle
+from services.leases import Reaper
 from services.mcp_server import RuntimeBackend, build_mcp_server, mount_mcp
 from services.runtime import Runtime
 
@@ -41,6 +41,7 @@ def create_app(
         app.state.runtime = rt
         mcp_backend.rt = rt
         app.state.dispatcher = dispatcher or _dispatcher(settings, rt)
+        reaper = _embedded_reaper(settings, rt, app.state.dispatcher) if dispatcher is None else None
         app.state.deletions = Deletions()
         app.state.model_ready = threading.Event()
         if warm_up:
@@ -50,6 +51,8 @@ def create_app(
             app.state.model_ready.set()
         async with mcp_server.session_manager.run():
             yield
+        if reaper is not None:
+            reaper.close()
         app.state.dispatcher.close()
         if runtime is None:
             rt.close()
@@ -86,11 +89,23 @@ class _LateRuntimeBackend(RuntimeBackend):
 
 
 def _dispatcher(settings: Settings, rt: Runtime) -> Dispatcher:
-    """Celery in production; in the embedded service a thread, which first resumes what the last
-    process left queued or in progress."""
+    """Celery in production; in the embedded service threads in this process."""
     if settings.broker_url:
         return CeleryDispatcher(settings.broker_url)
-    return InProcessDispatcher(rt.process_now, resume=lifecycle.pending(rt.engine))
+    return InProcessDispatcher(rt.prepare, rt.embed_waiting, prepare_threads=settings.prepare_threads)
+
+
+def _embedded_reaper(settings: Settings, rt: Runtime, dispatcher: Dispatcher) -> Reaper | None:
+    """The embedded service's reaper: at start it takes back everything the last process left
+    queued or in progress, then it looks every SAEKIN_REAPER_INTERVAL_S. In production the
+    workers run it (workers/tasks.py)."""
+    if not isinstance(dispatcher, InProcessDispatcher):
+        return None
+    reaper = Reaper.from_settings(
+        rt.engine, settings, dispatch=dispatcher.submit, request_embedding=dispatcher.request_embedding
+    )
+    reaper.run_once(everything=True)
+    return reaper.start()
 
 
 def _warm_up(rt: Runtime, ready: threading.Event) -> None:

@@ -34,6 +34,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "conflict (profile or model mismatch, concurrent change)",
         413: "body too large",
         422: "invalid request: body, path or query parameters (including unknown ones)",
+        429: "too many documents waiting for ingestion: retry after the Retry-After header's seconds",
         503: "a dependency (index, model) is unavailable",
     }
     return {s: {"model": ErrorBody, "description": meaning.get(s, "error")} for s in (401, 422, *statuses)}
@@ -46,7 +47,9 @@ def error_body(code: str, message: str, **extra) -> dict:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SaekinError)
     async def _domain(_: Request, exc: SaekinError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.http_status)
+        retry_after = getattr(exc, "retry_after_s", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -2,12 +2,18 @@
 
     store ─▶ claim ─▶ (report_stage) ─▶ store_chunks ─▶ claim_embed_batch ─▶ publish
                  ╰──────────────── fail / fail_claim ◀───────────────╯         cancel (any time)
+    renew (a claimed stage's heartbeat) · reap (expired leases, lost messages) · redispatch_if_stale
 
 A generation (document id, generation number) is the unit of work: an upload stores a new one,
 and every later step writes only while that generation is still the document's latest, so a
 replaced or deleted document's late workers change nothing. `store` and `cancel` run inside the
 caller's session (the request's transaction); the worker steps take the engine and each runs its
 own short transaction on plain Core statements (ORM objects cost more CPU there than the SQL).
+
+Both claimed stages hold a lease (lease_owner, lease_until): a claim takes it, the worker renews it
+while it works, and a claim of a stage whose lease has expired takes the document over, counting
+one more attempt. A message delivered twice (a broker redelivering an unacked task, or the reaper's
+second message for a document whose first was only slow) finds the lease live and does nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Row, Table, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Engine, Row, Table, and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -63,6 +69,23 @@ class WorkItem:
 
     document_id: uuid.UUID
     generation: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who claims a stage (a Celery task id, or an embedded service's thread), for how long each
+    renewal lasts, and how many claims of one stage a document gets before it fails."""
+
+    owner: str
+    seconds: float
+    max_attempts: int
+
+    def until(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.seconds)
+
+
+# The prepare stage's steps, in the order a document shows them.
+_PREPARING = (DocumentStage.extracting, DocumentStage.chunking)
 
 
 # --- store and cancel: in the request's session ----------------------------------------------
@@ -249,6 +272,9 @@ def _reset_for_generation(
     document.chunk_count = 0
     document.embedded_count = 0
     document.char_count = None
+    document.attempts = 0
+    document.lease_owner = None
+    document.lease_until = None
     document.updated_at = now or utcnow()
 
 
@@ -287,25 +313,94 @@ class Claimed:
     title: str | None  # as stored at upload: the client's, or the file name
 
 
-def claim(engine: Engine, item: WorkItem) -> Claimed | None:
-    """queued → processing (extracting), returning the uploaded bytes in the same statement;
-    None when the generation was deleted or replaced since it was queued."""
-    source = _sources.c
+def _abandoned(stage: str, attempts: int) -> str:
+    return (
+        f"gave up after {attempts} attempts at the {stage} stage: each time, the worker holding it stopped "
+        "renewing its lease before finishing (killed, out of memory, or its task was retried)"
+    )
+
+
+def claim(engine: Engine, item: WorkItem, lease: Lease) -> Claimed | None:
+    """queued → processing (extracting) under `lease`, returning the uploaded bytes in the same
+    statement; None when there is nothing to do for this claimer.
+
+    The prepare stage can be claimed while queued, or while processing if its lease has expired
+    (a dead worker's) or belongs to `lease.owner` already (a task redelivered after its process
+    died). A generation deleted, replaced, taken by a live worker or done gives None; one that
+    has used its attempts fails instead.
+    """
+    d, source = _documents.c, _sources.c
+    now = utcnow()
     uploaded = (
         select(source.data)
         .where(source.document_id == item.document_id, source.generation == item.generation)
         .scalar_subquery()
     )
+    claimable = or_(
+        d.status == DocumentStatus.queued,
+        and_(
+            d.status == DocumentStatus.processing,
+            d.stage.in_(_PREPARING),
+            or_(d.lease_owner.is_(None), d.lease_owner == lease.owner, d.lease_until < now),
+        ),
+    )
     with engine.begin() as conn:
         row = conn.execute(
-            _update_generation(
-                item, status=DocumentStatus.processing, stage=DocumentStage.extracting, error=None
-            ).returning(_documents.c.filename, _documents.c.media_type, uploaded, _documents.c.title)
+            update(_documents)
+            .where(
+                d.id == item.document_id, d.generation == item.generation, claimable, d.attempts < lease.max_attempts
+            )
+            .values(
+                status=DocumentStatus.processing,
+                stage=DocumentStage.extracting,
+                error=None,
+                lease_owner=lease.owner,
+                lease_until=lease.until(now),
+                attempts=d.attempts + 1,
+                updated_at=now,
+            )
+            .returning(d.filename, d.media_type, uploaded, d.title)
         ).first()
-        if row is None or row[2] is None:
+        if row is None:
+            attempts = conn.scalar(
+                select(d.attempts).where(d.id == item.document_id, d.generation == item.generation, claimable)
+            )
+            if attempts is not None:  # claimable but out of attempts
+                conn.execute(
+                    _update_generation(
+                        item,
+                        status=DocumentStatus.failed,
+                        error=_abandoned("prepare", attempts),
+                        stage=None,
+                        lease_owner=None,
+                        lease_until=None,
+                    )
+                )
+            return None
+        if row[2] is None:
             conn.rollback()
             return None
     return Claimed(filename=row[0], media_type=row[1], data=row[2], title=row[3])
+
+
+def renew(engine: Engine, lease: Lease, items: Sequence[WorkItem]) -> int:
+    """Extend `lease` on those of `items` it still holds (a working stage's heartbeat); how many.
+
+    Fewer than asked means a document was taken over, replaced or deleted meanwhile."""
+    if not items:
+        return 0
+    d = _documents.c
+    with engine.begin() as conn:
+        return conn.execute(
+            update(_documents)
+            .where(
+                tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in items]),
+                d.lease_owner == lease.owner,
+                d.status == DocumentStatus.processing,
+            )
+            # updated_at stays: the embed stage takes the oldest waiting documents first.
+            .values(lease_until=lease.until(utcnow()), updated_at=d.updated_at)
+        ).rowcount
 
 
 def report_stage(engine: Engine, item: WorkItem, stage: DocumentStage) -> None:
@@ -322,10 +417,13 @@ def store_chunks(
     text: str,
     media_type: str,
     title: str | None = None,
+    lease: Lease | None = None,
 ) -> bool:
     """The chunk rows of a prepared generation, which then waits for the embed stage; False when
-    the generation was deleted or replaced meanwhile (nothing is written). `title`: the one found
-    in the document, to replace a stored title that was only the file name."""
+    the generation was deleted or replaced meanwhile, or `lease` was taken over by another worker
+    (nothing is written). `title`: the one found in the document, to replace a stored title that
+    was only the file name."""
+    held = (_documents.c.lease_owner == lease.owner,) if lease is not None else ()
     with engine.begin() as conn:
         written = conn.execute(
             _update_generation(
@@ -337,9 +435,10 @@ def store_chunks(
                 text_sha256=hashlib.sha256(text.encode()).hexdigest(),
                 stage=DocumentStage.embedding,
                 media_type=media_type,
-                embed_claim=None,
-                embed_claimed_until=None,
-            )
+                lease_owner=None,
+                lease_until=None,
+                attempts=0,  # the embed stage counts its own
+            ).where(*held)
         )
         if written.rowcount == 0:
             conn.rollback()
@@ -363,8 +462,8 @@ def fail(engine: Engine, item: WorkItem, reason: str) -> None:
                 status=DocumentStatus.failed,
                 error=reason[:2000],
                 stage=None,
-                embed_claim=None,
-                embed_claimed_until=None,
+                lease_owner=None,
+                lease_until=None,
             )
         )
 
@@ -375,23 +474,23 @@ class EmbedBatch:
     more_waiting: bool  # the limits left claimable generations behind
 
 
-def claim_embed_batch(
-    engine: Engine, *, claim: str, lease_s: float, max_chunks: int = 2048, max_documents: int = 64
-) -> EmbedBatch:
-    """The oldest generations waiting for the embed stage, up to `max_chunks` chunks, claimed for `claim`.
+def claim_embed_batch(engine: Engine, *, lease: Lease, max_chunks: int = 2048, max_documents: int = 64) -> EmbedBatch:
+    """The oldest generations waiting for the embed stage, up to `max_chunks` chunks, claimed under `lease`.
 
     One embed task takes many documents so that small ones fill the GPU's batches as well as
-    one large one; a document larger than `max_chunks` goes alone. The claim keeps other embed
-    workers (one per GPU) from taking the same documents while the lease lasts. `claim` is the
-    Celery task id: a task redelivered after its worker died, or retried after an error, has
-    the same id and takes its batch back at once; the documents of a claim that nobody comes
-    back for are free again when the lease ends.
+    one large one; a document larger than `max_chunks` goes alone. The lease keeps other embed
+    workers (one per GPU) from taking the same documents while its owner renews it. The owner is
+    the Celery task id: a task redelivered after its worker died, or retried after an error, has
+    the same id and takes its batch back at once; the documents of a lease that nobody renews are
+    free again when it expires. Each claim counts an attempt; a document out of attempts is left
+    for the reaper, which fails it.
     """
     d = _documents.c
     now = utcnow()
     claimable = (
         *_WAITING_FOR_EMBED,
-        or_(d.embed_claim.is_(None), d.embed_claim == claim, d.embed_claimed_until < now),
+        or_(d.lease_owner.is_(None), d.lease_owner == lease.owner, d.lease_until < now),
+        d.attempts < lease.max_attempts,
     )
     with engine.begin() as conn:
         # FOR UPDATE SKIP LOCKED (PostgreSQL): rows another worker is claiming right now are not ours.
@@ -415,7 +514,10 @@ def claim_embed_batch(
                 update(_documents)
                 .where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in items]))
                 .values(
-                    embed_claim=claim, embed_claimed_until=now + timedelta(seconds=lease_s), updated_at=d.updated_at
+                    lease_owner=lease.owner,
+                    lease_until=lease.until(now),
+                    attempts=d.attempts + 1,
+                    updated_at=d.updated_at,
                 )
             )
     return EmbedBatch(items, more_waiting=len(rows) > len(items))
@@ -433,13 +535,13 @@ def fail_claim(engine: Engine, claim: str, reason: str) -> int:
     with engine.begin() as conn:
         return conn.execute(
             update(_documents)
-            .where(d.embed_claim == claim, *_WAITING_FOR_EMBED)
+            .where(d.lease_owner == claim, *_WAITING_FOR_EMBED)
             .values(
                 status=DocumentStatus.failed,
                 error=reason[:2000],
                 stage=None,
-                embed_claim=None,
-                embed_claimed_until=None,
+                lease_owner=None,
+                lease_until=None,
                 updated_at=utcnow(),
             )
         ).rowcount
@@ -530,8 +632,8 @@ def publish(engine: Engine, items: Sequence[WorkItem], index_names: dict[uuid.UU
                     indexed_metadata=d["metadata"],
                     indexed_at=now,
                     updated_at=now,
-                    embed_claim=None,
-                    embed_claimed_until=None,
+                    lease_owner=None,
+                    lease_until=None,
                     embedded_count=select(func.count())
                     .where(c.document_id == d.id, c.generation == d.generation)
                     .scalar_subquery(),
@@ -565,13 +667,117 @@ def publish(engine: Engine, items: Sequence[WorkItem], index_names: dict[uuid.UU
     return stale
 
 
-def pending(engine: Engine) -> list[WorkItem]:
-    """Generations that were queued or in progress when the process stopped (embedded recovery)."""
+@dataclass(frozen=True)
+class Reaped:
+    """What one pass of the reaper found."""
+
+    dispatch: list[WorkItem]  # queued again (an expired prepare lease) or still queued after a lost message
+    embed_waiting: bool  # documents wait for the embed stage with no live lease: ask for an embed task
+    failed: list[WorkItem]  # out of attempts
+
+    @property
+    def empty(self) -> bool:
+        return not (self.dispatch or self.embed_waiting or self.failed)
+
+
+def reap(engine: Engine, *, redispatch_after_s: float, max_attempts: int, everything: bool = False) -> Reaped:
+    """One pass of the reaper: take back what dead workers and lost messages left behind.
+
+    - a prepare stage whose lease expired: queued again (to dispatch now), or failed when out of attempts;
+    - an embed stage whose lease expired: freed for the next embed task, or failed when out of attempts;
+    - a document queued, or waiting for the embed stage unclaimed, for `redispatch_after_s`: its
+      message may have been lost (a broker restarted without persistence, an upload while the
+      broker was down), so it is dispatched again (a second message finds the document taken and
+      does nothing).
+
+    `everything`: at the start of the embedded service, which owns its data directory alone, every
+    lease belongs to the process that stopped and every queued document's message was in its memory.
+    Each change re-checks its condition in its own UPDATE, so reapers in several workers at once
+    (and a worker renewing its lease at that moment) never undo each other.
+    """
     d = _documents.c
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(d.id, d.generation)
-            .where(d.status.in_([DocumentStatus.queued, DocumentStatus.processing]))
-            .order_by(d.created_at)
+    now = utcnow()
+    stale = now - timedelta(seconds=redispatch_after_s)
+    if everything:
+        abandoned = or_(d.lease_owner.is_not(None), d.stage.in_(_PREPARING))
+    else:
+        # A prepare stage without an owner was claimed before leases existed (revision 0009).
+        abandoned = or_(
+            and_(d.lease_owner.is_not(None), d.lease_until < now),
+            and_(d.lease_owner.is_(None), d.stage.in_(_PREPARING), d.updated_at < stale),
         )
-        return [WorkItem(doc_id, gen) for doc_id, gen in rows]
+    dispatch: list[WorkItem] = []
+    failed: list[WorkItem] = []
+    embed_waiting = False
+    with engine.begin() as conn:
+        held = conn.execute(
+            select(d.id, d.generation, d.stage, d.attempts).where(d.status == DocumentStatus.processing, abandoned)
+        ).all()
+        for doc_id, generation, stage, attempts in held:
+            item = WorkItem(doc_id, generation)
+            same = (
+                d.id == doc_id,
+                d.generation == generation,
+                d.status == DocumentStatus.processing,
+                d.stage == stage,
+                abandoned,
+            )
+            if attempts >= max_attempts:
+                name = "embed" if stage == DocumentStage.embedding else "prepare"
+                values: dict[str, Any] = dict(
+                    status=DocumentStatus.failed, error=_abandoned(name, attempts), stage=None, updated_at=now
+                )
+            elif stage == DocumentStage.embedding:
+                values = dict(updated_at=d.updated_at)  # keeps its place in the embed queue
+            else:
+                values = dict(status=DocumentStatus.queued, stage=None, updated_at=now)
+            if conn.execute(
+                update(_documents).where(*same).values(lease_owner=None, lease_until=None, **values)
+            ).rowcount:
+                if attempts >= max_attempts:
+                    log.warning("document %s generation %s: %s", doc_id, generation, values["error"])
+                    failed.append(item)
+                elif stage == DocumentStage.embedding:
+                    embed_waiting = True
+                else:
+                    dispatch.append(item)
+        lost = (
+            (d.status == DocumentStatus.queued, d.updated_at < stale)
+            if not everything
+            else (d.status == DocumentStatus.queued,)
+        )
+        # Sent again now: updated_at restarts the wait, so the next pass does not send it again.
+        for doc_id, generation in conn.execute(
+            update(_documents).where(*lost).values(updated_at=now).returning(d.id, d.generation)
+        ):
+            dispatch.append(WorkItem(doc_id, generation))
+        unclaimed = (*_WAITING_FOR_EMBED, d.lease_owner.is_(None))
+        if not embed_waiting:
+            embed_waiting = (
+                conn.scalar(select(d.id).where(*unclaimed, *(() if everything else (d.updated_at < stale,))).limit(1))
+                is not None
+            )
+    return Reaped(dispatch=dispatch, embed_waiting=embed_waiting, failed=failed)
+
+
+def redispatch_if_stale(session: Session, item: WorkItem, *, redispatch_after_s: float) -> bool:
+    """Whether `item`, uploaded again unchanged, must be dispatched again: still queued after
+    `redispatch_after_s` (its message may be lost), or its prepare lease has expired (queued
+    again here). Restarts its wait, so that concurrent re-uploads send one message."""
+    d = _documents.c
+    now = utcnow()
+    stale = now - timedelta(seconds=redispatch_after_s)
+    waiting = or_(
+        and_(d.status == DocumentStatus.queued, d.updated_at < stale),
+        and_(d.status == DocumentStatus.processing, d.stage.in_(_PREPARING), d.lease_until < now),
+    )
+    return (
+        session.execute(
+            update(_documents)
+            .where(d.id == item.document_id, d.generation == item.generation, waiting)
+            .values(status=DocumentStatus.queued, stage=None, lease_owner=None, lease_until=None, updated_at=now)
+            .returning(d.id)
+            .execution_options(synchronize_session=False)
+        ).first()
+        is not None
+    )

@@ -140,10 +140,14 @@ class Document(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
     indexed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    # The embed task (Celery task id) whose batch holds this waiting generation, so that embed
-    # workers on several GPUs never embed the same document twice; free again after the lease.
-    embed_claim: Mapped[str | None] = mapped_column(String(64))
-    embed_claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The lease of the stage that holds this generation (prepare: status processing, stage
+    # extracting/chunking; embed: stage embedding): who works on it (a Celery task id, or an
+    # embedded service's thread) and until when. The worker renews it while it works; once it has
+    # expired, the reaper (services/leases.py) or another worker takes the document over.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Claims of the current stage; at SAEKIN_STAGE_MAX_ATTEMPTS the document fails instead.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     collection: Mapped[Collection] = relationship(lazy="joined")
 

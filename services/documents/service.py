@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, overload
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.documents.models import (
@@ -138,6 +138,16 @@ def nfc(value: None) -> None: ...
 def nfc(value: str | None) -> str | None: ...
 def nfc(value: str | None) -> str | None:
     return unicodedata.normalize("NFC", value) if value is not None else None
+
+
+def count_in_flight(session: Session) -> int:
+    """Documents queued or processing, in every collection: the ingestion backlog uploads are held to."""
+    return (
+        session.scalar(
+            select(func.count()).where(Document.status.in_([DocumentStatus.queued, DocumentStatus.processing]))
+        )
+        or 0
+    )
 
 
 def get_document(session: Session, *, collection_name: str, document_id: uuid.UUID) -> Document:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine
 
 from services.documents import lifecycle
-from services.documents.lifecycle import WorkItem
+from services.documents.lifecycle import EmbedBatch, Lease, WorkItem
 from services.documents.models import DocumentStage, chunk_point_id
 from services.errors import SaekinError
 from services.index.base import IndexPoint, VectorIndex, storable_metadata
@@ -33,6 +33,7 @@ from services.ingest.chunker import chunk_sentences
 from services.ingest.extract import TEXT_PLAIN, ExtractLimits, extract_file, extract_file_with_timeout
 from services.ingest.normalize import normalize_text
 from services.ingest.policy import ChunkPolicy
+from services.leases import Heartbeat
 
 if TYPE_CHECKING:  # the ingest worker never imports torch
     from services.embedding.encoder import Encoder
@@ -48,12 +49,41 @@ STAGE_REPORT_MIN_CHARS = 50_000
 
 
 def prepare_document(
-    item: WorkItem, *, engine: Engine, analyzer: KoreanAnalyzer, chunking: ChunkPolicy, extract_limits: ExtractLimits
+    item: WorkItem,
+    *,
+    engine: Engine,
+    analyzer: KoreanAnalyzer,
+    chunking: ChunkPolicy,
+    extract_limits: ExtractLimits,
+    lease: Lease,
 ) -> int | None:
-    """Run the CPU stage for one generation; the number of chunks written, or None if stale or failed."""
-    claimed = lifecycle.claim(engine, item)
-    if claimed is None:  # deleted or replaced since it was queued
+    """Run the CPU stage for one generation under `lease` (renewed while it works); the number of
+    chunks written, or None if there was nothing to do (stale, taken by a live worker) or it failed."""
+    claimed = lifecycle.claim(engine, item, lease)
+    if claimed is None:  # deleted, replaced, done or held by a live worker since it was queued
         return None
+    with Heartbeat(engine, lease, [item]):
+        return _prepare_claimed(
+            item,
+            claimed,
+            engine=engine,
+            analyzer=analyzer,
+            chunking=chunking,
+            extract_limits=extract_limits,
+            lease=lease,
+        )
+
+
+def _prepare_claimed(
+    item: WorkItem,
+    claimed: lifecycle.Claimed,
+    *,
+    engine: Engine,
+    analyzer: KoreanAnalyzer,
+    chunking: ChunkPolicy,
+    extract_limits: ExtractLimits,
+    lease: Lease,
+) -> int | None:
     try:
         started = time.monotonic()
         media_type, sections, found_title = _extract_sections(claimed, extract_limits)
@@ -69,8 +99,8 @@ def prepare_document(
     # The title inside the document (HWP summary, HWPX/DOCX metadata, PDF info, HTML <title>)
     # replaces the file name when the client gave no title (the upload stored the file name).
     title = found_title if found_title and claimed.title in (None, claimed.filename) else None
-    if not lifecycle.store_chunks(engine, item, rows=rows, text=text, media_type=media_type, title=title):
-        return None  # deleted or replaced while we worked
+    if not lifecycle.store_chunks(engine, item, rows=rows, text=text, media_type=media_type, title=title, lease=lease):
+        return None  # deleted, replaced or taken over while we worked
     return len(rows)
 
 
@@ -250,6 +280,41 @@ def embed_each_on_failure(
     return failures
 
 
+def embed_claimed(
+    batch: EmbedBatch, *, engine: Engine, encoder: Encoder, index: VectorIndex, profile: str, lease: Lease
+) -> None:
+    """The embed stage for a batch claimed under `lease` (renewed while it works); a document that
+    fails on its own is marked failed, a failure of the whole batch is raised."""
+    with Heartbeat(engine, lease, batch.items):
+        failures = embed_each_on_failure(batch.items, engine=engine, encoder=encoder, index=index, profile=profile)
+    for item, exc in failures:
+        lifecycle.fail(engine, item, f"internal error while embedding: {exc!r}")
+
+
+def prepare_or_fail(
+    item: WorkItem,
+    *,
+    engine: Engine,
+    analyzer: KoreanAnalyzer,
+    chunking: ChunkPolicy,
+    extract_limits: ExtractLimits,
+    lease: Lease,
+) -> bool:
+    """:func:`prepare_document` in this process, an unexpected error recorded as the document's
+    failure instead of raised; whether chunks were written."""
+    try:
+        return (
+            prepare_document(
+                item, engine=engine, analyzer=analyzer, chunking=chunking, extract_limits=extract_limits, lease=lease
+            )
+            is not None
+        )
+    except Exception as exc:  # an unexpected bug must not stop the queue; its reason is kept
+        log.exception("prepare failed for %s", item)
+        lifecycle.fail(engine, item, f"internal error while preparing: {exc!r}")
+        return False
+
+
 def process_now(
     items: Sequence[WorkItem],
     *,
@@ -260,21 +325,11 @@ def process_now(
     encoder: Encoder,
     index: VectorIndex,
     profile: str,
+    lease: Lease,
 ) -> None:
-    """Both stages in this process (embedded mode and the CLI); failures are recorded, never raised."""
-    prepared = []
-    for item in items:
-        try:
-            if (
-                prepare_document(
-                    item, engine=engine, analyzer=analyzer, chunking=chunking, extract_limits=extract_limits
-                )
-                is not None
-            ):
-                prepared.append(item)
-        except Exception as exc:  # an unexpected bug must not stop the queue; its reason is kept
-            log.exception("prepare failed for %s", item)
-            lifecycle.fail(engine, item, f"internal error while preparing: {exc!r}")
+    """Both stages in this process (the CLI, evaluation); failures are recorded, never raised."""
+    stage = dict(engine=engine, analyzer=analyzer, chunking=chunking, extract_limits=extract_limits, lease=lease)
+    prepared = [item for item in items if prepare_or_fail(item, **stage)]  # type: ignore[arg-type]
     if not prepared:
         return
     failures: list[tuple[WorkItem, Exception]]

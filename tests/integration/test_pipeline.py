@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from services.db import session_scope
 from services.documents import lifecycle
-from services.documents.lifecycle import EmbedBatch, WorkItem
+from services.documents.lifecycle import EmbedBatch, Lease, WorkItem
 from services.documents.models import Chunk, Collection, Document, DocumentStage, DocumentStatus, index_name
 from services.ingest.pipeline import embed_each_on_failure
 from services.vectors import SparseVector
@@ -75,10 +75,10 @@ def test_embedding_batch_takes_waiting_documents_together(rt):
     items = [submit(rt, f"{i}번 문서의 내용은 서로 다르다. 번호는 {i}이다.") for i in range(5)]
     for item in items:
         prepare(rt, item)
-    batch = lifecycle.claim_embed_batch(rt.engine, claim="task-0", lease_s=600, max_chunks=1000)
+    batch = lifecycle.claim_embed_batch(rt.engine, lease=Lease("task-0", 600, 10), max_chunks=1000)
     assert batch.items == items and not batch.more_waiting  # oldest first
     # A document over the budget still goes, alone.
-    assert lifecycle.claim_embed_batch(rt.engine, claim="task-0", lease_s=600, max_chunks=0) == EmbedBatch(
+    assert lifecycle.claim_embed_batch(rt.engine, lease=Lease("task-0", 600, 10), max_chunks=0) == EmbedBatch(
         items[:1], more_waiting=True
     )
     embed(rt, batch.items)
@@ -88,17 +88,17 @@ def test_embedding_batch_takes_waiting_documents_together(rt):
     assert rt.index.count(index_name_of(rt)) == sum(len(chunks_of(rt, i)) for i in items)
     embed(rt, [items[1]])  # a redelivered batch: nothing to do, no duplicates
     assert rt.index.count(index_name_of(rt)) == sum(len(chunks_of(rt, i)) for i in items)
-    assert lifecycle.claim_embed_batch(rt.engine, claim="task-1", lease_s=600) == EmbedBatch([], more_waiting=False)
+    assert lifecycle.claim_embed_batch(rt.engine, lease=Lease("task-1", 600, 10)) == EmbedBatch([], more_waiting=False)
 
 
 def test_embedding_batch_respects_the_chunk_and_document_limits(rt):
     items = [submit(rt, f"{i}번 문서의 내용은 서로 다르다. 번호는 {i}이다.") for i in range(4)]
     counts = [prepare(rt, item) for item in items]
-    by_chunks = lifecycle.claim_embed_batch(rt.engine, claim="task-0", lease_s=600, max_chunks=counts[0] + counts[1])
+    by_chunks = lifecycle.claim_embed_batch(rt.engine, lease=Lease("task-0", 600, 10), max_chunks=counts[0] + counts[1])
     assert by_chunks == EmbedBatch(items[:2], more_waiting=True)
-    by_documents = lifecycle.claim_embed_batch(rt.engine, claim="task-1", lease_s=600, max_documents=1)
+    by_documents = lifecycle.claim_embed_batch(rt.engine, lease=Lease("task-1", 600, 10), max_documents=1)
     assert by_documents == EmbedBatch(items[2:3], more_waiting=True)
-    assert lifecycle.claim_embed_batch(rt.engine, claim="task-2", lease_s=600) == EmbedBatch(
+    assert lifecycle.claim_embed_batch(rt.engine, lease=Lease("task-2", 600, 10)) == EmbedBatch(
         items[3:], more_waiting=False
     )
 
@@ -122,7 +122,7 @@ def rt_on_each_database(request, make_settings, tmp_path):
 def _claim_state(rt, items) -> set:
     with session_scope(rt.session_factory) as session:
         return {
-            (d.embed_claim, d.status)
+            (d.lease_owner, d.status)
             for d in session.scalars(select(Document).where(Document.id.in_([i.document_id for i in items])))
         }
 
@@ -132,13 +132,13 @@ def test_embed_workers_never_take_documents_another_holds(rt_on_each_database):
     items = [submit(rt, f"{i}번 문서는 청구 시험에 쓰인다.") for i in range(4)]
     for item in items:
         prepare(rt, item)
-    assert lifecycle.claim_embed_batch(rt.engine, claim="gpu-a", lease_s=600).items == items
+    assert lifecycle.claim_embed_batch(rt.engine, lease=Lease("gpu-a", 600, 10)).items == items
     # Another GPU's worker finds nothing to take while the claim lasts.
-    assert lifecycle.claim_embed_batch(rt.engine, claim="gpu-b", lease_s=600).items == []
+    assert lifecycle.claim_embed_batch(rt.engine, lease=Lease("gpu-b", 600, 10)).items == []
     # The first task, redelivered after its worker died, takes its documents back at once.
-    assert lifecycle.claim_embed_batch(rt.engine, claim="gpu-a", lease_s=0).items == items
+    assert lifecycle.claim_embed_batch(rt.engine, lease=Lease("gpu-a", 0, 10)).items == items
     # Its lease (0 s this time) has run out: any task may take them now.
-    assert lifecycle.claim_embed_batch(rt.engine, claim="gpu-b", lease_s=600).items == items
+    assert lifecycle.claim_embed_batch(rt.engine, lease=Lease("gpu-b", 600, 10)).items == items
     embed(rt, items)
     assert _claim_state(rt, items) == {(None, DocumentStatus.indexed)}
     # A new generation waits unclaimed, whatever claim the one before it had.
@@ -152,11 +152,11 @@ def test_an_embed_task_that_gives_up_fails_its_whole_batch(rt):
 
     other = submit(rt, "다른 작업이 잡고 있는 문서이다.")
     prepare(rt, other)
-    assert lifecycle.claim_embed_batch(rt.engine, claim="other-task", lease_s=600).items == [other]
+    assert lifecycle.claim_embed_batch(rt.engine, lease=Lease("other-task", 600, 10)).items == [other]
     items = [submit(rt, f"{i}번 문서는 실패한 일괄 작업에 들어 있었다.") for i in range(3)]
     for item in items:
         prepare(rt, item)
-    assert lifecycle.claim_embed_batch(rt.engine, claim="doomed-task", lease_s=600).items == items
+    assert lifecycle.claim_embed_batch(rt.engine, lease=Lease("doomed-task", 600, 10)).items == items
     tasks.use_runtime(rt)
     try:  # what Celery calls once the task's retries are exhausted
         tasks.embed.on_failure(RuntimeError("CUDA error: out of memory"), "doomed-task", (), {}, None)
@@ -166,7 +166,7 @@ def test_an_embed_task_that_gives_up_fails_its_whole_batch(rt):
         docs = {d.id: d for d in session.scalars(select(Document))}
     for item in items:
         assert docs[item.document_id].status == DocumentStatus.failed
-        assert "out of memory" in docs[item.document_id].error and docs[item.document_id].embed_claim is None
+        assert "out of memory" in docs[item.document_id].error and docs[item.document_id].lease_owner is None
     assert docs[other.document_id].status == DocumentStatus.processing  # another task's batch is not touched
 
 
@@ -185,7 +185,7 @@ def test_concurrent_embed_tasks_claim_disjoint_batches(make_settings, own_postgr
             batches = list(
                 pool.map(
                     lambda i: (
-                        lifecycle.claim_embed_batch(rt.engine, claim=f"task-{i}", lease_s=600, max_documents=3).items
+                        lifecycle.claim_embed_batch(rt.engine, lease=Lease(f"task-{i}", 600, 10), max_documents=3).items
                     ),
                     range(8),
                 )

@@ -13,13 +13,15 @@ from starlette.datastructures import UploadFile
 
 from services.api.deps import DispatcherDep, RuntimeDep, SessionDep
 from services.api.errors import error_responses
+from services.db import session_scope
 from services.dispatch import intake
 from services.documents import lifecycle, service
 from services.documents.lifecycle import Upload
 from services.documents.models import DocumentStatus
 from services.documents.schemas import ChunkOut, ChunkPage, DocumentOut, DocumentPage, TextDocumentIn
-from services.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from services.errors import InvalidInput, PayloadTooLarge, TooManyRequests, UnsupportedMediaType
 from services.ingest.extract import detect_media_type_data
+from services.runtime import Runtime
 
 router = APIRouter(prefix="/v1/collections/{collection}/documents", tags=["documents"])
 
@@ -52,7 +54,7 @@ UPLOAD_OPENAPI = {
     openapi_extra=UPLOAD_OPENAPI,
     responses={
         200: {"model": DocumentOut, "description": "the same content is already stored"},
-        **error_responses(409, 413),
+        **error_responses(409, 413, 429),
         415: {"description": "unsupported type"},
     },
 )
@@ -61,6 +63,7 @@ async def upload_document(
 ) -> DocumentOut:
     """Store a document (multipart file or JSON text) and queue it for indexing; 200 if already stored."""
     service.validate_collection_name(collection)
+    await _hold_back_when_busy(rt)
     limit = rt.settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -84,10 +87,35 @@ async def upload_document(
         profile=rt.profile,
         dispatcher=dispatcher,
         model=rt.model_ref,
+        redispatch_after_s=rt.settings.redispatch_after_s,
     )
     if not stored.created:
         response.status_code = 200
     return DocumentOut.of(stored.document)
+
+
+# A client held back waits about this long: the backlog drains by many documents a second.
+RETRY_AFTER_S = 5
+
+
+async def _hold_back_when_busy(rt: Runtime) -> None:
+    """429 with Retry-After, before the body is read, while SAEKIN_MAX_IN_FLIGHT_DOCUMENTS documents
+    are queued or processing: a backlog no faster than ingestion can only grow, and every
+    document in it waits longer."""
+    limit = rt.settings.max_in_flight_documents
+    if not limit:
+        return
+    in_flight = await run_in_threadpool(_count_in_flight, rt)
+    if in_flight >= limit:
+        raise TooManyRequests(
+            f"{in_flight} documents are waiting for ingestion (the limit is {limit}): retry in {RETRY_AFTER_S} s",
+            retry_after_s=RETRY_AFTER_S,
+        )
+
+
+def _count_in_flight(rt: Runtime) -> int:
+    with session_scope(rt.session_factory) as session:
+        return service.count_in_flight(session)
 
 
 async def _read_body_limited(request: Request, limit: int) -> bytes:
