@@ -32,7 +32,7 @@ def test_pdf_assembly_bill_pages_and_korean_text():
     assert "기후위기 대응을 위한 탄소중립ㆍ녹색성장 기본법" in pages[1]
     assert "제안이유 및 주요내용" in pages[1]
     assert "- 1 -" in pages[1] and "- 2 -" in pages[2] and "- 10 -" in pages[10]
-    assert "부 칙" in pages[5]
+    assert "부칙" in pages[5]  # the letter-spaced heading "부 칙", joined (it reads as one noun)
     assert "신ㆍ구조문대비표" in pages[7]
     # Justified lines wrap inside words (탄소중 / 립기본계획): joined again; the short title lines keep their breaks.
     assert "하고, 탄소중립기본계획 및 주요 정책" in pages[1] and "국민의 민주적 참여를" in pages[1]
@@ -64,7 +64,9 @@ def test_hwpx_gangnam_notice():
 def test_hwp5_sample():
     doc = extract_file(fixture("pyhwp_sample-5017.hwp"))
     assert doc.media_type == HWP
-    assert doc.title == "제목입니다."
+    # The summary's title is Hancom's placeholder "제목입니다." ("the title goes here"): dropped, so
+    # the file name stands (see test_extract_titles.py).
+    assert doc.title is None
     lines = doc.text.splitlines()
     assert lines[0] == "한글 2005 예제 파일입니다."
     assert "본문 내용입니다." in doc.text
@@ -93,3 +95,14 @@ def test_detection_by_content_with_misleading_name(name, kind):
 def test_fixture_through_child_process():
     doc = extract_file_with_timeout(fixture("pyhwp_sample-5017.hwp"))
     assert doc.sections[0].text.startswith("한글 2005 예제 파일입니다.")
+
+
+def test_hwp_forms_letter_spaced_words_are_joined():
+    # 별표6's form title is typed "공 무 원 인 사 기 록 요 약 서" and its labels "성 명", "구 분":
+    # as stored, a search for 공무원 or 성명 finds them; prose and form blanks keep their spaces.
+    doc = extract_file(fixture("hwp_gov_award_forms.hwp"))
+    text = doc.text
+    assert "공무원인사기록요약서" in text
+    assert "4)성명 | 한글" in text and "7)구분 |" in text
+    assert "(만 세)" in text  # a blank to fill in, between brackets
+    assert "공 무 원" not in text

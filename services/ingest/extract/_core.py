@@ -11,6 +11,8 @@ from services.errors import ExtractionError, SaekinError, UnsupportedMediaType
 
 from ._budget import Budget
 from ._pua import map_private_use
+from ._spacing import resolve_spacing
+from ._titles import document_title
 from ._types import (
     DOCX,
     FORMAT_NAMES,
@@ -59,9 +61,10 @@ def extract_file(
     """Extract the text of the document at `path`, detecting its type from content when not given.
 
     Every bad input raises ExtractionError (or UnsupportedMediaType for a type we do not read) with a
-    reason a person can act on; no other exception escapes. resolve_wraps=False leaves the PDF line
-    wraps that need Korean word analysis marked (_wraps.WRAP_MARK) for the caller to decide: the
-    sandbox's child does, so that Kiwi is loaded once in the worker rather than once per document.
+    reason a person can act on; no other exception escapes. resolve_wraps=False leaves what needs
+    Korean word analysis (PDF line wraps marked with _wraps.WRAP_MARK, letter-spaced words) for the
+    caller to decide with decide_korean_words: the sandbox's child does, so that Kiwi is loaded once
+    in the worker rather than once per document.
     """
     path = Path(path)
     try:
@@ -76,6 +79,7 @@ def extract_file(
         doc = _dispatch(path, media_type, budget)
         if doc.media_type in _HANCOM_FORMATS or doc.hancom:
             doc = _map_private_use(doc)
+        doc = dataclasses.replace(doc, title=document_title(doc.title))
         if not any(section.text.strip() for section in doc.sections):
             raise ExtractionError(f"no text: the {FORMAT_NAMES[media_type]} document is empty")
         if not any(_LETTER.search(section.text) for section in doc.sections):
@@ -83,7 +87,7 @@ def extract_file(
                 f"no text: the {FORMAT_NAMES[media_type]} document has no letters (only"
                 " digits, punctuation, symbols or table lines)"
             )
-        return _resolve_wraps(doc) if resolve_wraps else doc
+        return decide_korean_words(doc) if resolve_wraps else doc
     except SaekinError:
         raise
     except MemoryError:
@@ -110,6 +114,12 @@ def _map_private_use(doc: ExtractedDocument) -> ExtractedDocument:
     sections = [sec for sec in sections if sec.text.strip()]
     title = map_private_use(doc.title).strip() or None if doc.title else doc.title
     return dataclasses.replace(doc, sections=sections, title=title)
+
+
+def decide_korean_words(doc: ExtractedDocument) -> ExtractedDocument:
+    """What needs Korean word analysis (Kiwi, loaded once per process): PDF line wraps inside or
+    between words, and letter-spaced form words (성 명 → 성명)."""
+    return resolve_spacing(_resolve_wraps(doc))
 
 
 def _detect(path: Path, filename: str | None) -> str:

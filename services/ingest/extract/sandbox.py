@@ -19,8 +19,8 @@ from pathlib import Path
 from services import errors
 from services.errors import ExtractionError, SaekinError
 
+from ._core import decide_korean_words
 from ._types import ExtractedDocument, ExtractLimits, Section
-from ._wraps import resolve_wraps as _resolve_wraps
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 _ERROR_CLASSES = {
@@ -70,7 +70,7 @@ def extract_file_with_timeout(
         proc.communicate()
         raise
     doc = _decode_reply(proc.returncode, out, err)
-    return _resolve_wraps(doc) if resolve_wraps else doc
+    return decide_korean_words(doc) if resolve_wraps else doc
 
 
 def _child_command() -> list[str]:
