@@ -46,6 +46,19 @@ class Settings(BaseSettings):
     qdrant_path: Path | None = Field(
         None, description="Tests only: qdrant-client local mode at this path (brute force, one process)."
     )
+    index_filter_index_limit: int = Field(
+        16,
+        ge=0,
+        le=256,
+        description="Metadata keys per collection that get a payload index when a search filter first uses them.",
+    )
+    index_optimize_after: int = Field(
+        10_000,
+        ge=0,
+        description="Embedded (Qdrant Edge): optimise a collection in a child process, while it keeps serving, "
+        "once this many points (and a quarter of its size) were written since the last time; 0: only "
+        "`saekin optimize`.",
+    )
 
     # --- HTTP ----------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address `saekin serve` binds to.")

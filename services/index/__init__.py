@@ -48,11 +48,17 @@ def open_index(settings: Settings) -> VectorIndex:
     if settings.qdrant_url:
         from services.index.server import ServerIndex
 
-        return ServerIndex.connect(settings.qdrant_url, api_key=settings.qdrant_api_key)
+        return ServerIndex.connect(
+            settings.qdrant_url, api_key=settings.qdrant_api_key, filter_index_limit=settings.index_filter_index_limit
+        )
     if settings.qdrant_path:
         from services.index.server import ServerIndex
 
         return ServerIndex.local(settings.qdrant_path)
     from services.index.edge import EdgeIndex
 
-    return EdgeIndex(settings.data_dir / "qdrant")
+    return EdgeIndex(
+        settings.data_dir / "qdrant",
+        filter_index_limit=settings.index_filter_index_limit,
+        optimize_after=settings.index_optimize_after or None,
+    )

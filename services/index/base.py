@@ -17,6 +17,7 @@ import numpy as np
 
 from services.errors import InvalidInput
 from services.index.query import (
+    AllOf,
     FusionSpec,
     IndexFilter,
     IndexHit,
@@ -104,7 +105,13 @@ class VectorIndex(ABC):
             explain=explain,
         )
         check_collection_name(name)
+        if plan.filter is not None:
+            self._index_filter(name, plan.filter)
         return plan.answer(self._search(name, plan.searches))
+
+    def _index_filter(self, name: str, condition: AllOf) -> None:  # noqa: B027 (optional hook)
+        """Make payload indexes for the metadata paths the filter uses, where the engine needs
+        them made (query.FilterIndexes says which); by default nothing."""
 
     @abstractmethod
     def _search(self, name: str, searches: Sequence[Search]) -> list[list[IndexHit]]:

@@ -7,10 +7,14 @@ Layout under the root directory: `<collection>/` is an Edge shard (edge_config.j
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +27,14 @@ from services.errors import Conflict, DataDirLocked, InvalidInput, NotFound
 from services.index.base import IndexPoint, VectorIndex, check_collection_name, point_id
 from services.index.query import (
     DENSE,
+    METADATA_PREFIX,
     SPARSE,
     AllOf,
     CollectionSchema,
     ConditionSpelling,
     Dbsf,
+    FilterIndexes,
+    FilterIndexKind,
     FusedSearch,
     IndexFilter,
     IndexHit,
@@ -37,6 +44,8 @@ from services.index.query import (
     dense_list,
     document_condition,
     filter_condition,
+    filter_index_kinds,
+    metadata_path,
     render_condition,
 )
 from services.vectors import SparseVector
@@ -47,8 +56,18 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 LOCK_FILE = ".saekin-index.lock"
+# Metadata paths per collection that get a payload index when a filter first uses them.
+DEFAULT_FILTER_INDEX_LIMIT = 16
 _CONFIG_FILE = "edge_config.json"
 _CREATING_PREFIX = ".creating-"
+# A background optimisation's copy of a shard, and the shard it replaced (until removed).
+_OPTIMIZING_PREFIX = ".optimizing-"
+_RETIRED_PREFIX = ".retired-"
+# Written into the copy once it holds every write, just before the swap.
+_COMPLETE_MARKER = ".saekin-complete"
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+log = logging.getLogger(__name__)
 
 # Edge raises a bare Exception for everything; this text marks a shard whose WAL another
 # process (or another EdgeShard in this process) holds.
@@ -70,16 +89,29 @@ def load_shard(path: Path) -> qe.EdgeShard:
 class EdgeIndex(VectorIndex):
     """Collections as Qdrant Edge shards under one directory owned by this process."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        filter_index_limit: int = DEFAULT_FILTER_INDEX_LIMIT,
+        optimize_after: int | None = None,
+    ) -> None:
+        """`optimize_after`: once this many points (and at least a quarter of the points the
+        last optimisation saw) were written to a collection, optimise it in the background
+        (optimize_in_background); None: only when asked."""
         self._root = Path(root)
+        self._filter_index_limit = filter_index_limit
+        self._optimize_after = optimize_after
         self._root.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock_directory(self._root)
         self._guard = _RWLock()  # shared: use an open shard; exclusive: open, create, drop, close
         self._shards: dict[str, _Shard] = {}
         self._closed = False
-        # Leftovers of a create that crashed before its rename; safe to remove, we own the dir.
+        # Leftovers of a create that crashed before its rename, and of background optimisations
+        # that a crash interrupted; safe to settle, we own the directory.
         for leftover in self._root.glob(f"{_CREATING_PREFIX}*"):
             shutil.rmtree(leftover, ignore_errors=True)
+        _settle_swaps(self._root)
 
     @property
     def root(self) -> Path:
@@ -118,6 +150,7 @@ class EdgeIndex(VectorIndex):
             self._check_open()
             shard = self._shards.pop(name, None)
             if shard is not None:
+                shard.retire()
                 shard.shard.close()
             shutil.rmtree(self._root / name, ignore_errors=True)
 
@@ -134,8 +167,12 @@ class EdgeIndex(VectorIndex):
             ]
             with shard.write_lock:
                 for batch in batches:
-                    shard.shard.update(qe.UpdateOperation.upsert_points(batch))
+                    shard.apply(qe.UpdateOperation.upsert_points(batch))
                 shard.shard.flush()
+                shard.pending += len(points)
+                due = self._optimize_after is not None and shard.optimization_due(self._optimize_after)
+        if due:
+            self.optimize_in_background(name)
 
     def delete_document(
         self, name: str, document_id: str, *, generation: int | None = None, below_generation: int | None = None
@@ -145,7 +182,7 @@ class EdgeIndex(VectorIndex):
         operation = qe.UpdateOperation.delete_points_by_filter(render_condition(condition, _EDGE_CONDITIONS))
         try:
             with self._use(name) as shard, shard.write_lock:
-                shard.shard.update(operation)
+                shard.apply(operation)
                 shard.shard.flush()
         except NotFound:
             return
@@ -158,7 +195,29 @@ class EdgeIndex(VectorIndex):
                 results = [shard.shard.query(requests[0])]
             else:
                 results = shard.shard.query_batch(qe.QueryBatchRequest(requests))
+            # A collection left unoptimised by an earlier run is optimised once it is searched.
+            due = self._optimize_after is not None and shard.optimization_due(self._optimize_after)
+        if due:
+            self.optimize_in_background(name)
         return [[IndexHit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in r] for r in results]
+
+    def _index_filter(self, name: str, condition: AllOf) -> None:
+        """Create (or drop) payload indexes of the metadata paths a filter uses, as
+        FilterIndexes plans; with an index a filtered query stops reading every payload."""
+        wanted = filter_index_kinds(condition)
+        if not wanted:
+            return
+        with self._use(name) as shard:
+            if not shard.filter_indexes.needs_change(wanted):
+                return
+            with shard.write_lock:
+                create, drop = shard.filter_indexes.plan(wanted)
+                for path in drop:
+                    shard.apply(qe.UpdateOperation.delete_field_index(path))
+                for path, kind in create:
+                    shard.apply(qe.UpdateOperation.create_field_index(path, _FILTER_INDEX_PARAMS[kind]()))
+                if create or drop:
+                    shard.shard.flush()
 
     def count(self, name: str, filter: IndexFilter | None = None) -> int:
         """Exact count of the points matching the filter."""
@@ -176,14 +235,47 @@ class EdgeIndex(VectorIndex):
             shard.shard.flush()
             return bool(changed)
 
+    def optimize_in_background(self, name: str) -> threading.Thread | None:
+        """Optimise the collection without stopping searches or writes; the thread doing it, or
+        None when one is already running.
+
+        The shard is copied (writes wait meanwhile, searches go on), a child process optimises
+        the copy (qdrant-edge holds the GIL while it optimises, so not in this process), the
+        writes made meanwhile are applied to the copy, and the copy replaces the shard (searches
+        wait for the last writes, two renames and a load). A crash at any moment leaves the
+        shard or its optimised copy with every write (_settle_swaps picks the right one).
+        """
+        with self._use(name) as shard, shard.write_lock:
+            if shard.optimization is not None or shard.retired:
+                return None
+            thread = threading.Thread(
+                target=self._optimize_copy, args=(name, shard), name=f"optimize-{name}", daemon=True
+            )
+            shard.optimization = _Optimization(thread=thread)
+        thread.start()
+        return thread
+
+    def optimization_status(self, name: str) -> dict[str, Any]:
+        """The collection's background optimisation: running or not, points written since the last
+        one, the last one's duration and error."""
+        with self._use(name) as shard:
+            return {
+                "running": shard.optimization is not None,
+                "pending_points": shard.pending,
+                "last_seconds": shard.last_optimization_s,
+                "last_error": shard.last_optimization_error,
+            }
+
     def close(self) -> None:
-        """Flush and close every shard and release the directory lock; idempotent."""
+        """Flush and close every shard and release the directory lock; idempotent. A background
+        optimisation is abandoned (its child killed, its copy removed at the next start)."""
         with self._guard.write():
             if self._closed:
                 return
             self._closed = True
             try:
                 for shard in self._shards.values():
+                    shard.retire()
                     try:
                         shard.shard.flush()
                     finally:
@@ -227,9 +319,104 @@ class EdgeIndex(VectorIndex):
         except BaseException:
             edge_shard.close()  # else its WAL lock outlives the failure
             raise
-        shard = _Shard(shard=edge_shard, dim=dim)
+        shard = _Shard(shard=edge_shard, dim=dim, filter_indexes=_filter_indexes(edge_shard, self._filter_index_limit))
+        shard.pending = _unoptimised_points(edge_shard)
         self._shards[name] = shard
         return shard
+
+    def _optimize_copy(self, name: str, shard: _Shard) -> None:
+        """The background optimisation (optimize_in_background) of one shard, in its own thread."""
+        path = self._root / name
+        copy = self._root / f"{_OPTIMIZING_PREFIX}{name}"
+        started = time.perf_counter()
+        optimised: qe.EdgeShard | None = None
+        swapped = False
+        try:
+            # 1. A consistent copy: writes wait while it is made, searches go on.
+            with self._guard.read(), shard.write_lock:
+                if shard.retired:
+                    return
+                shard.shard.flush()
+                shutil.rmtree(copy, ignore_errors=True)
+                shutil.copytree(path, copy, ignore=shutil.ignore_patterns(_COMPLETE_MARKER))
+                shard.replay = []
+                copied_pending, copied_points = shard.pending, shard.shard.info().points_count
+            _step("copied")
+            # 2. A child process optimises the copy.
+            self._run_optimiser(shard, copy)
+            _step("optimised")
+            # 3. The writes made meanwhile, applied to the copy: writes wait, searches go on.
+            with self._guard.read(), shard.write_lock:
+                if shard.retired:
+                    return
+                optimised = load_shard(copy)
+                replayed = _replay(shard.replay or [], optimised, 0)
+            _step("caught-up")
+            # 4. The swap: searches and writes wait for the last writes, two renames and a load.
+            with self._guard.write():
+                if self._closed or self._shards.get(name) is not shard:
+                    return
+                _replay(shard.replay or [], optimised, replayed)
+                optimised.flush()
+                optimised.close()
+                optimised = None
+                _write_marker(copy / _COMPLETE_MARKER)
+                _step("marked")
+                shard.retire()
+                shard.shard.close()
+                del self._shards[name]  # reopened from disk below, or on next use after a failure
+                retired = self._root / f"{_RETIRED_PREFIX}{name}"
+                os.replace(path, retired)
+                _step("moved-aside")
+                os.replace(copy, path)
+                _fsync_directory(self._root)
+                swapped = True
+                _step("swapped")
+                (path / _COMPLETE_MARKER).unlink()
+                fresh = self._open_locked(name)
+                fresh.filter_indexes = shard.filter_indexes
+                fresh.pending = max(0, shard.pending - copied_pending)
+                fresh.optimised_points = copied_points
+                fresh.last_optimization_s = time.perf_counter() - started
+            shutil.rmtree(retired, ignore_errors=True)
+            log.info("collection %s optimised in the background in %.1fs", name, time.perf_counter() - started)
+        except Exception as exc:
+            log.exception("background optimisation of collection %s failed", name)
+            shard.last_optimization_error = str(exc)[:500]
+            if optimised is not None:
+                optimised.close()
+                optimised = None
+            with self._guard.write():
+                if not self._closed and name not in self._shards:  # failed mid-swap: settle as a restart would
+                    _settle_swap(self._root, name)
+        finally:
+            if optimised is not None:
+                optimised.close()
+            shard.replay = None
+            shard.optimization = None
+            if not swapped:
+                shutil.rmtree(copy, ignore_errors=True)
+
+    def _run_optimiser(self, shard: _Shard, copy: Path) -> None:
+        """Run edge_optimizer on the copy in a child process and wait for it (without the GIL)."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.index.edge_optimizer", str(copy), str(os.getpid())],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        assert shard.optimization is not None
+        shard.optimization.process = process
+        if shard.retired:  # retired while it started: retire() may have missed it
+            process.kill()
+        _, err = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(
+                f"the optimiser process exited with status {process.returncode}: {err.decode(errors='replace')[-1000:]}"
+            )
 
     def _create(self, name: str, schema: CollectionSchema) -> None:
         """Create a shard in a scratch directory and rename it into place, so a crash leaves no half shard."""
@@ -258,11 +445,43 @@ class EdgeIndex(VectorIndex):
 
 
 @dataclass
+class _Optimization:
+    thread: threading.Thread
+    process: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
 class _Shard:
     shard: qe.EdgeShard
     dim: int
+    filter_indexes: FilterIndexes
     # Serializes updates and their flush; queries do not take it.
     write_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Points written since the last optimisation, and how many that one saw.
+    pending: int = 0
+    optimised_points: int = 0
+    # While a copy is optimised in the background: the updates made since the copy.
+    replay: list[qe.UpdateOperation] | None = None
+    optimization: _Optimization | None = None
+    last_optimization_s: float | None = None
+    last_optimization_error: str | None = None
+    # Closed, dropped or swapped out: a background optimisation of it must stop.
+    retired: bool = False
+
+    def apply(self, operation: qe.UpdateOperation) -> None:
+        """Apply an update (caller holds write_lock), and keep it for the optimised copy if one is made."""
+        self.shard.update(operation)
+        if self.replay is not None:
+            self.replay.append(operation)
+
+    def optimization_due(self, minimum: int) -> bool:
+        return self.optimization is None and self.pending >= max(minimum, self.optimised_points // 4)
+
+    def retire(self) -> None:
+        self.retired = True
+        optimization = self.optimization
+        if optimization is not None and optimization.process is not None:
+            optimization.process.kill()
 
 
 class _RWLock:
@@ -319,6 +538,40 @@ def _ensure_payload_indexes(shard: qe.EdgeShard, schema: CollectionSchema) -> bo
     for key, kind in missing:
         shard.update(qe.UpdateOperation.create_field_index(key, _PAYLOAD_TYPES[kind]))
     return bool(missing)
+
+
+# Integer indexes answer lookups only: with range on, a range condition reads the index, which
+# holds no float values, and misses them (measured on Edge 0.9); a float index serves ranges.
+_FILTER_INDEX_PARAMS: dict[FilterIndexKind, Callable[[], Any]] = {
+    "keyword": lambda: qe.PayloadSchemaType.Keyword,
+    "integer": lambda: qe.IntegerIndexParams(lookup=True, range=False),
+    "bool": lambda: qe.PayloadSchemaType.Bool,
+    "float": lambda: qe.PayloadSchemaType.Float,
+    "datetime": lambda: qe.PayloadSchemaType.Datetime,
+}
+_FILTER_INDEX_KINDS: dict[Any, FilterIndexKind] = {
+    qe.PayloadSchemaType.Keyword: "keyword",
+    qe.PayloadSchemaType.Integer: "integer",
+    qe.PayloadSchemaType.Bool: "bool",
+    qe.PayloadSchemaType.Float: "float",
+    qe.PayloadSchemaType.Datetime: "datetime",
+}
+
+
+def _filter_indexes(shard: qe.EdgeShard, limit: int) -> FilterIndexes:
+    """The metadata indexes a shard already has (made on first use in an earlier run)."""
+    indexes = FilterIndexes(limit=limit)
+    for key, info in shard.info().payload_schema.items():
+        if not key.startswith(METADATA_PREFIX):
+            continue
+        rest = key[len(METADATA_PREFIX) :]  # Edge quotes a key only where it has to
+        path = metadata_path(rest[1:-1] if rest.startswith('"') and rest.endswith('"') else rest)
+        kind = _FILTER_INDEX_KINDS.get(info.data_type)
+        if kind is None:  # made by someone else, of a kind we do not plan: leave it alone
+            indexes.mixed.add(path)
+        else:
+            indexes.indexed[path] = kind
+    return indexes
 
 
 def _edge_request(search: Search, dim: int) -> qe.QueryRequest:
@@ -379,6 +632,62 @@ _EDGE_CONDITIONS = ConditionSpelling(
 
 def _edge_filter(condition: AllOf | None) -> qe.Filter | None:
     return render_condition(condition, _EDGE_CONDITIONS) if condition is not None else None
+
+
+def _step(name: str) -> None:
+    """Called after each step of a background optimisation: the crash tests kill the process here."""
+
+
+def _replay(operations: list[qe.UpdateOperation], shard: qe.EdgeShard, start: int) -> int:
+    """Apply operations[start:] to the shard; how many operations are applied in all."""
+    for operation in operations[start:]:
+        shard.update(operation)
+    return len(operations)
+
+
+def _unoptimised_points(shard: qe.EdgeShard) -> int:
+    """Points not yet in an indexed segment (an estimate, from the shard's counts)."""
+    info = shard.info()
+    return max(0, info.points_count - info.indexed_vectors_count)
+
+
+def _settle_swaps(root: Path) -> None:
+    """Finish or undo the swaps of background optimisations that a crash interrupted.
+
+    A copy marked complete holds every write (the last ones were applied while writes waited),
+    so it replaces a shard it was about to replace; an unmarked copy is discarded, and a shard
+    moved aside is put back if nothing complete replaced it.
+    """
+    names = {p.name[len(prefix) :] for prefix in (_RETIRED_PREFIX, _OPTIMIZING_PREFIX) for p in root.glob(f"{prefix}*")}
+    for name in names:
+        _settle_swap(root, name)
+
+
+def _settle_swap(root: Path, name: str) -> None:
+    """_settle_swaps for one collection."""
+    target, copy, retired = root / name, root / f"{_OPTIMIZING_PREFIX}{name}", root / f"{_RETIRED_PREFIX}{name}"
+    if retired.is_dir() and not (target / _CONFIG_FILE).is_file():
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(copy if (copy / _COMPLETE_MARKER).is_file() else retired, target)
+        _fsync_directory(root)
+    (target / _COMPLETE_MARKER).unlink(missing_ok=True)
+    shutil.rmtree(retired, ignore_errors=True)
+    shutil.rmtree(copy, ignore_errors=True)
+
+
+def _write_marker(path: Path) -> None:
+    with open(path, "w") as f:
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _lock_directory(root: Path) -> int | None:

@@ -66,6 +66,105 @@ class CollectionSchema:
             raise InvalidInput("dim must be at least 1")
 
 
+# --- payload indexes for metadata filters -------------------------------------------------------
+
+# The payload index a metadata condition can use: MatchAny of strings -> keyword, of integers ->
+# integer (lookup only), MatchValue of a boolean -> bool, a numeric range -> float (it indexes
+# integers too), a datetime range -> datetime.
+FilterIndexKind = Literal["keyword", "integer", "bool", "float", "datetime"]
+
+# Indexes made on first use are for the `metadata."key"` paths only; the fixed ones are above.
+METADATA_PREFIX = "metadata."
+
+# Kinds whose index answers the other kind's condition wrongly (measured on Qdrant Edge 0.9:
+# with a float index a datetime range matches nothing, with a datetime index a numeric range
+# matches nothing). Every other pairing falls back to reading the payload, so it stays correct.
+_CONFLICTING_KINDS: frozenset[frozenset[str]] = frozenset({frozenset({"float", "datetime"})})
+
+# Which kind wins when one filter asks for several on one key: ranges gain most from an index.
+_KIND_PRIORITY: tuple[FilterIndexKind, ...] = ("float", "datetime", "keyword", "integer", "bool")
+
+
+def filter_index_kinds(condition: Condition | None) -> dict[str, set[FilterIndexKind]]:
+    """The payload index kinds each metadata path of a condition tree could use."""
+    wanted: dict[str, set[FilterIndexKind]] = {}
+
+    def walk(c: Condition) -> None:
+        if isinstance(c, (AllOf, AnyOf)):
+            for part in c.conditions:
+                walk(part)
+            return
+        if not c.key.startswith(METADATA_PREFIX):
+            return
+        kind: FilterIndexKind
+        if isinstance(c, MatchAny):
+            if not c.values:
+                return
+            kind = "keyword" if isinstance(c.values[0], str) else "integer"
+        elif isinstance(c, MatchValue):
+            kind = "bool" if isinstance(c.value, bool) else "integer"
+        else:
+            kind = "datetime" if c.datetime else "float"
+        wanted.setdefault(c.key, set()).add(kind)
+
+    if condition is not None:
+        walk(condition)
+    return wanted
+
+
+@dataclass
+class FilterIndexes:
+    """The payload indexes of one collection's metadata paths, made when a filter first uses a
+    path (at most `limit` of them), and dropped for good when a path turns out to be filtered
+    in two conflicting ways (see _CONFLICTING_KINDS): correct answers come before fast ones."""
+
+    limit: int
+    indexed: dict[str, FilterIndexKind] = field(default_factory=dict)
+    mixed: set[str] = field(default_factory=set)
+
+    def plan(self, wanted: Mapping[str, set[FilterIndexKind]]) -> tuple[list[tuple[str, FilterIndexKind]], list[str]]:
+        """(indexes to create, indexes to drop) before a filter asking for `wanted` runs; the
+        plan is recorded as done, so call it under the lock that serialises index changes."""
+        create: list[tuple[str, FilterIndexKind]] = []
+        drop: list[str] = []
+        for path, kinds in wanted.items():
+            if path in self.mixed:
+                continue
+            current = self.indexed.get(path)
+            if current is not None:
+                if _conflicting({current, *kinds}):
+                    drop.append(path)
+                    del self.indexed[path]
+                    self.mixed.add(path)
+                continue
+            if _conflicting(kinds):
+                self.mixed.add(path)
+                continue
+            if len(self.indexed) >= self.limit:
+                continue
+            kind = next(k for k in _KIND_PRIORITY if k in kinds)
+            self.indexed[path] = kind
+            create.append((path, kind))
+        return create, drop
+
+    def needs_change(self, wanted: Mapping[str, set[FilterIndexKind]]) -> bool:
+        """Whether plan() would do anything (a cheap check without the lock)."""
+        for path, kinds in wanted.items():
+            if path in self.mixed:
+                continue
+            current = self.indexed.get(path)
+            if current is None:
+                if len(self.indexed) < self.limit or _conflicting(kinds):
+                    return True
+            elif _conflicting({current, *kinds}):
+                return True
+        return False
+
+
+def _conflicting(kinds: set[FilterIndexKind]) -> bool:
+    return any(frozenset({a, b}) in _CONFLICTING_KINDS for a in kinds for b in kinds)
+
+
 # --- filters ------------------------------------------------------------------------------------
 
 

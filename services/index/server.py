@@ -17,12 +17,15 @@ from services.errors import Conflict, DataDirLocked, InvalidInput, NotFound, Ser
 from services.index.base import IndexPoint, VectorIndex, check_collection_name, point_id
 from services.index.query import (
     DENSE,
+    METADATA_PREFIX,
     RRF_K,
     SPARSE,
     AllOf,
     CollectionSchema,
     ConditionSpelling,
     Dbsf,
+    FilterIndexes,
+    FilterIndexKind,
     IndexFilter,
     IndexHit,
     LegSearch,
@@ -31,6 +34,8 @@ from services.index.query import (
     dense_list,
     document_condition,
     filter_condition,
+    filter_index_kinds,
+    metadata_path,
     render_condition,
 )
 from services.vectors import SparseVector
@@ -39,19 +44,24 @@ from services.vectors import SparseVector
 class ServerIndex(VectorIndex):
     """Collections in a Qdrant server (or in qdrant-client's local mode) through qdrant-client."""
 
-    def __init__(self, client: QdrantClient, *, local: bool = False) -> None:
+    def __init__(self, client: QdrantClient, *, local: bool = False, filter_index_limit: int = 16) -> None:
         self._client = client
         self._local = local
+        self._filter_index_limit = filter_index_limit
+        self._filter_indexes: dict[str, FilterIndexes] = {}  # per collection, read from the server once
+        self._filter_indexes_lock = threading.Lock()
         # Local mode is plain Python over dicts and numpy arrays: one call at a time. The remote
         # client (httpx) is thread-safe, so there the lock is a no-op.
         self._lock: contextlib.AbstractContextManager[Any] = threading.RLock() if local else contextlib.nullcontext()
 
     @classmethod
-    def connect(cls, url: str, *, api_key: str | None = None, timeout: int = 30) -> ServerIndex:
+    def connect(
+        cls, url: str, *, api_key: str | None = None, timeout: int = 30, filter_index_limit: int = 16
+    ) -> ServerIndex:
         """A client for a Qdrant server; nothing is contacted until the first call."""
         # check_compatibility would call the server here and only warn on failure.
         client = QdrantClient(url=url, api_key=api_key, timeout=timeout, check_compatibility=False)
-        return cls(client)
+        return cls(client, filter_index_limit=filter_index_limit)
 
     @classmethod
     def local(cls, path: Path | str) -> ServerIndex:
@@ -102,6 +112,8 @@ class ServerIndex(VectorIndex):
     def drop_collection(self, name: str) -> None:
         """Delete the collection (no error if it does not exist)."""
         check_collection_name(name)
+        with self._filter_indexes_lock:
+            self._filter_indexes.pop(name, None)
         with self._calls(name):
             self._client.delete_collection(name)
 
@@ -161,6 +173,27 @@ class ServerIndex(VectorIndex):
             for response in responses
         ]
 
+    def _index_filter(self, name: str, condition: AllOf) -> None:
+        """Create (or drop) payload indexes of the metadata paths a filter uses, as FilterIndexes
+        plans; the server builds them in the background (local mode has no payload indexes)."""
+        wanted = filter_index_kinds(condition)
+        if self._local or not wanted:
+            return
+        with self._filter_indexes_lock:
+            indexes = self._filter_indexes.get(name)
+            if indexes is not None and not indexes.needs_change(wanted):
+                return
+            with self._calls(name):
+                if indexes is None:
+                    indexes = self._filter_indexes[name] = _filter_indexes(
+                        self._client.get_collection(name).payload_schema or {}, self._filter_index_limit
+                    )
+                create, drop = indexes.plan(wanted)
+                for path in drop:
+                    self._client.delete_payload_index(name, path, wait=True)
+                for path, kind in create:
+                    self._client.create_payload_index(name, path, _FILTER_INDEX_SCHEMAS[kind], wait=False)
+
     def count(self, name: str, filter: IndexFilter | None = None) -> int:
         """Exact count of the points matching the filter."""
         check_collection_name(name)
@@ -214,6 +247,41 @@ def _point_struct(point: IndexPoint) -> qm.PointStruct:
 _LIVE_IDF = qm.SearchParams(idf=qm.IdfCorpusParams(corpus=qm.Filter()))
 
 _PAYLOAD_TYPES = {"keyword": qm.PayloadSchemaType.KEYWORD, "integer": qm.PayloadSchemaType.INTEGER}
+
+
+# Integer indexes for lookups only (a range over one would miss float values; see edge.py).
+_FILTER_INDEX_SCHEMAS: dict[FilterIndexKind, qm.PayloadSchemaType | qm.IntegerIndexParams] = {
+    "keyword": qm.PayloadSchemaType.KEYWORD,
+    "integer": qm.IntegerIndexParams(type=qm.IntegerIndexType.INTEGER, lookup=True, range=False),
+    "bool": qm.PayloadSchemaType.BOOL,
+    "float": qm.PayloadSchemaType.FLOAT,
+    "datetime": qm.PayloadSchemaType.DATETIME,
+}
+
+
+def _filter_indexes(schema: dict[str, qm.PayloadIndexInfo], limit: int) -> FilterIndexes:
+    """The metadata indexes a collection already has (the server quotes keys only where needed)."""
+    indexes = FilterIndexes(limit=limit)
+    for key, info in schema.items():
+        if not key.startswith(METADATA_PREFIX):
+            continue
+        rest = key[len(METADATA_PREFIX) :]
+        path = metadata_path(rest[1:-1] if rest.startswith('"') and rest.endswith('"') else rest)
+        kind = _SERVER_KINDS.get(str(info.data_type.value if hasattr(info.data_type, "value") else info.data_type))
+        if kind is None:
+            indexes.mixed.add(path)
+        else:
+            indexes.indexed[path] = kind
+    return indexes
+
+
+_SERVER_KINDS: dict[str, FilterIndexKind] = {
+    "keyword": "keyword",
+    "integer": "integer",
+    "bool": "bool",
+    "float": "float",
+    "datetime": "datetime",
+}
 
 
 def _server_request(search: Search) -> qm.QueryRequest:
