@@ -11,7 +11,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -125,7 +125,7 @@ class VectorIndex(ABC):
     def close(self) -> None:
         """Release the engine (files, locks, connections); the object is unusable afterwards."""
 
-    def __enter__(self) -> VectorIndex:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -50,7 +50,7 @@ def fixed_answers(index: EdgeIndex) -> list[list[tuple[str, float]]]:
         dense = rng.standard_normal(DIM).astype(np.float32)
         sparse = SparseVector([2 + q, 10 + q], [1.0, 0.5])
         for kwargs in ({"dense": dense}, {"sparse": sparse}, {"dense": dense, "sparse": sparse, "fusion": "rrf"}):
-            hits = index.query(NAME, limit=10, filter=FIXED_ONLY, with_payload=False, **kwargs)  # type: ignore[arg-type]
+            hits = index.query(NAME, limit=10, filter=FIXED_ONLY, with_payload=False, **kwargs)
             out.append([(h.id, round(h.score, 5)) for h in hits])
     return out
 
