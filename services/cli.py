@@ -120,7 +120,16 @@ def worker(
         celery = create_celery(_settings())
     except RuntimeError as exc:
         _fail(str(exc))
-    argv = ["worker", f"--queues={queue}", f"--loglevel={loglevel}", f"--hostname={queue}@%h"]
+    # Workers share nothing with each other through the broker (leases live in the database): no
+    # mingle at start (a wait for other workers' replies) and no gossip traffic.
+    argv = [
+        "worker",
+        f"--queues={queue}",
+        f"--loglevel={loglevel}",
+        f"--hostname={queue}@%h",
+        "--without-mingle",
+        "--without-gossip",
+    ]
     celery.conf.saekin_queue = queue  # what each pool process checks it can import (workers/tasks.py)
     from celery.signals import worker_ready
 

@@ -141,6 +141,10 @@ class InProcessDispatcher:
     def request_embedding(self) -> None:
         self._embed_wanted.set()
 
+    def backlog(self) -> int:
+        """Documents waiting for a prepare thread."""
+        return self._queue.qsize()
+
     def _prepare_loop(self, owner: str) -> None:
         while (item := self._queue.get()) is not None:
             with self._lock:

@@ -60,7 +60,9 @@ class Heartbeat:
 class Reaper:
     """Runs :func:`lifecycle.reap` now and then every `interval_s` in a thread, and hands its finds over:
     `dispatch` for documents to send to the prepare stage, `request_embedding` when documents wait
-    for the embed stage with nobody on them."""
+    for the embed stage with nobody on them. `backlog`: how many messages wait in the prepare
+    stage's queue (None: unknown); queued documents are sent again only when none do, so a queue
+    whose workers are down does not fill with copies."""
 
     def __init__(
         self,
@@ -71,9 +73,11 @@ class Reaper:
         interval_s: float,
         redispatch_after_s: float,
         max_attempts: int,
+        backlog: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._engine = engine
         self._dispatch, self._request_embedding = dispatch, request_embedding
+        self._backlog = backlog
         self.interval_s, self.redispatch_after_s, self.max_attempts = interval_s, redispatch_after_s, max_attempts
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -95,8 +99,9 @@ class Reaper:
             redispatch_after_s=self.redispatch_after_s,
             max_attempts=self.max_attempts,
             everything=everything,
+            lost_queued=not self._backlog(),
         )
-        if not reaped.empty:
+        if reaped.dispatch or reaped.failed:
             log.info(
                 "reaper: %d documents dispatched again, %d failed out of attempts, embed stage waiting: %s",
                 len(reaped.dispatch),

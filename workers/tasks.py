@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import redis
 from celery import Celery, Task, current_app, shared_task
-from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
+from celery.signals import task_prerun, worker_process_init, worker_process_shutdown, worker_shutdown
 
 from config.settings import get_settings
 from services.db import make_engine
@@ -172,17 +172,27 @@ def check_process_setup(queue: str | None) -> None:
         importlib.import_module(name)
 
 
+_setup_failure: BaseException | None = None
+
+
 @worker_process_init.connect
 def _check_pool_child(**_) -> None:
-    """A prefork pool child that cannot set itself up exits at once; the pool starts another."""
-    global _in_pool_child
+    """A prefork pool child checks that it can set itself up. One that cannot exits when its first
+    task arrives (before running it): the pool starts another and the broker redelivers the task.
+    It does not exit here: a pool whose process exits while the worker starts stops the worker."""
+    global _in_pool_child, _setup_failure
     _in_pool_child = True
     try:
         check_process_setup(current_app.conf.get("saekin_queue"))
-    except BaseException:
-        log.critical(
-            "worker process %d failed its set-up; exiting so that the pool replaces it", os.getpid(), exc_info=True
-        )
+    except BaseException as exc:
+        _setup_failure = exc
+        log.critical("worker process %d failed its set-up; it will be replaced", os.getpid(), exc_info=True)
+
+
+@task_prerun.connect
+def _leave_if_broken(**_) -> None:
+    if _setup_failure is not None:
+        log.critical("worker process %d failed its set-up: exiting so that the pool replaces it", os.getpid())
         os._exit(WORKER_SETUP_FAILED)
 
 
@@ -216,8 +226,12 @@ def start_reaper(app: Celery) -> Reaper:
     def dispatch(item: WorkItem) -> None:
         app.send_task(INGEST_TASK, args=[str(item.document_id), item.generation], queue=INGEST_QUEUE)
 
+    def backlog() -> int | None:
+        flags = _request_flags(app.conf.broker_url)
+        return None if flags is None else int(flags.llen(INGEST_QUEUE))
+
     _reaper = Reaper.from_settings(
-        engine, settings, dispatch=dispatch, request_embedding=lambda: request_embedding(app)
+        engine, settings, dispatch=dispatch, request_embedding=lambda: request_embedding(app), backlog=backlog
     ).start()
     return _reaper
 

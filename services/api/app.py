@@ -102,7 +102,11 @@ def _embedded_reaper(settings: Settings, rt: Runtime, dispatcher: Dispatcher) ->
     if not isinstance(dispatcher, InProcessDispatcher):
         return None
     reaper = Reaper.from_settings(
-        rt.engine, settings, dispatch=dispatcher.submit, request_embedding=dispatcher.request_embedding
+        rt.engine,
+        settings,
+        dispatch=dispatcher.submit,
+        request_embedding=dispatcher.request_embedding,
+        backlog=dispatcher.backlog,
     )
     reaper.run_once(everything=True)
     return reaper.start()

@@ -680,7 +680,14 @@ class Reaped:
         return not (self.dispatch or self.embed_waiting or self.failed)
 
 
-def reap(engine: Engine, *, redispatch_after_s: float, max_attempts: int, everything: bool = False) -> Reaped:
+def reap(
+    engine: Engine,
+    *,
+    redispatch_after_s: float,
+    max_attempts: int,
+    everything: bool = False,
+    lost_queued: bool = True,
+) -> Reaped:
     """One pass of the reaper: take back what dead workers and lost messages left behind.
 
     - a prepare stage whose lease expired: queued again (to dispatch now), or failed when out of attempts;
@@ -692,6 +699,8 @@ def reap(engine: Engine, *, redispatch_after_s: float, max_attempts: int, everyt
 
     `everything`: at the start of the embedded service, which owns its data directory alone, every
     lease belongs to the process that stopped and every queued document's message was in its memory.
+    `lost_queued=False`: the queue still holds messages, so a queued document's may be among them:
+    it is not sent again yet (a worker that is down for long would otherwise find a copy per pass).
     Each change re-checks its condition in its own UPDATE, so reapers in several workers at once
     (and a worker renewing its lease at that moment) never undo each other.
     """
@@ -747,10 +756,11 @@ def reap(engine: Engine, *, redispatch_after_s: float, max_attempts: int, everyt
             else (d.status == DocumentStatus.queued,)
         )
         # Sent again now: updated_at restarts the wait, so the next pass does not send it again.
-        for doc_id, generation in conn.execute(
-            update(_documents).where(*lost).values(updated_at=now).returning(d.id, d.generation)
-        ):
-            dispatch.append(WorkItem(doc_id, generation))
+        if lost_queued or everything:
+            for doc_id, generation in conn.execute(
+                update(_documents).where(*lost).values(updated_at=now).returning(d.id, d.generation)
+            ):
+                dispatch.append(WorkItem(doc_id, generation))
         unclaimed = (*_WAITING_FOR_EMBED, d.lease_owner.is_(None))
         if not embed_waiting:
             embed_waiting = (

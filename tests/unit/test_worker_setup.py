@@ -25,20 +25,25 @@ def exits(monkeypatch):
     return codes
 
 
-def test_a_pool_process_whose_imports_fail_exits_so_that_the_pool_replaces_it(monkeypatch, exits):
+def test_a_pool_process_whose_imports_fail_exits_before_its_first_task(monkeypatch, exits):
     monkeypatch.setitem(tasks.SETUP_IMPORTS, "ingest", ("services.ingest.pipeline", "no_such_module_saekin"))
     monkeypatch.setattr(tasks, "_in_pool_child", False)
+    monkeypatch.setattr(tasks, "_setup_failure", None)
     monkeypatch.setitem(tasks.current_app.conf, "saekin_queue", "ingest")
+    tasks._check_pool_child()  # not at once: a pool process exiting at start stops the whole worker
+    assert exits == [] and isinstance(tasks._setup_failure, ModuleNotFoundError)
     with pytest.raises(Exited):
-        tasks._check_pool_child()
+        tasks._leave_if_broken()  # its first task: the pool replaces it, the task is redelivered
     assert exits == [tasks.WORKER_SETUP_FAILED]
 
 
 def test_a_sound_pool_process_keeps_running(monkeypatch, exits):
     monkeypatch.setitem(tasks.SETUP_IMPORTS, "ingest", ("services.ingest.pipeline",))
     monkeypatch.setattr(tasks, "_in_pool_child", False)
+    monkeypatch.setattr(tasks, "_setup_failure", None)
     monkeypatch.setitem(tasks.current_app.conf, "saekin_queue", "ingest")
     tasks._check_pool_child()
+    tasks._leave_if_broken()
     assert exits == [] and tasks._in_pool_child
 
 
