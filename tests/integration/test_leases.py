@@ -221,3 +221,32 @@ def test_stage_counts_and_leases_reset_with_a_new_generation(rt):
     with session_scope(rt.session_factory) as session:
         d = session.scalar(select(Document).where(Document.id == replacement.document_id))
         assert (d.generation, d.attempts, d.lease_owner, d.status) == (2, 0, None, DocumentStatus.queued)
+
+
+def test_the_embedded_service_takes_back_what_the_last_process_left_at_start(make_settings, tmp_path):
+    """The embedded service owns its data directory alone: at start every lease is the stopped
+    process's, however long it had to run, and every queued document's message was in its memory."""
+    from fastapi.testclient import TestClient
+
+    from services.api.app import create_app
+    from services.db import upgrade_database
+    from services.runtime import Runtime
+    from tests.conftest import wait_for_status
+
+    url = f"sqlite:///{tmp_path / 'embedded.db'}"
+    upgrade_database(url)
+    settings = make_settings(database_url=url, chunk_tokens=48, chunk_overlap_tokens=8)
+    rt = Runtime(settings)
+    try:
+        queued = submit(rt, TEXT, collection="left")
+        preparing = submit(rt, "두 번째 문서는 준비 중에 멈췄다.", collection="left")
+        lifecycle.claim(rt.engine, preparing, live("stopped-process-thread"))
+        embedding = submit(rt, "세 번째 문서는 임베딩 중에 멈췄다.", collection="left")
+        prepare(rt, embedding)
+        lifecycle.claim_embed_batch(rt.engine, lease=live("stopped-process-embed"))
+        with TestClient(create_app(settings, runtime=rt, warm_up=False)) as client:
+            for item in (queued, preparing, embedding):
+                body = wait_for_status(client, "left", str(item.document_id))
+                assert body["status"] == "indexed", body
+    finally:
+        rt.close()
