@@ -250,3 +250,28 @@ def test_the_embedded_service_takes_back_what_the_last_process_left_at_start(mak
                 assert body["status"] == "indexed", body
     finally:
         rt.close()
+
+
+def test_a_redelivered_ingest_task_does_nothing_while_another_holds_the_lease(rt):
+    """Celery's side of the lease: acks_late redelivers a task whose worker vanished; the message
+    finds the document held by a live lease (the reaper gave it to another worker) and returns
+    without touching it. The same task id (its pool process died) takes its own lease back."""
+    from workers import tasks
+
+    item = submit(rt, TEXT)
+    lifecycle.claim(rt.engine, item, live("task-now-owning-it"))
+    tasks.use_runtime(rt)
+    try:
+        tasks.ingest.apply(args=[str(item.document_id), item.generation], task_id="redelivered-task").get()
+        d = doc(rt, item)
+        assert (d.lease_owner, d.attempts, d.status, d.chunk_count) == (
+            "task-now-owning-it",
+            1,
+            DocumentStatus.processing,
+            0,
+        )
+        tasks.ingest.apply(args=[str(item.document_id), item.generation], task_id="task-now-owning-it").get()
+    finally:
+        tasks.use_runtime(None)
+    d = doc(rt, item)
+    assert d.stage == DocumentStage.embedding and d.chunk_count > 0 and d.lease_owner is None

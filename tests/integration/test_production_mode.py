@@ -1,6 +1,7 @@
-"""Production mode: the API only enqueues; a real Celery worker on the real Redis broker and
-PostgreSQL does the work. Qdrant runs in qdrant-client local mode shared by the worker thread
-(no Qdrant server binary exists here; local mode serves one process)."""
+"""Production mode in one process: the API only enqueues; a Celery worker thread on the real Redis
+broker and PostgreSQL does the work. Qdrant runs in qdrant-client local mode shared by the worker
+thread (no Qdrant server binary exists here; local mode serves one process). Worker processes
+killed for real, and a broker restarted empty, are in tests/e2e/test_worker_processes.py."""
 
 from __future__ import annotations
 
@@ -67,8 +68,9 @@ def test_upload_goes_through_celery_and_is_searchable(production):
 
 
 def test_a_redelivered_task_after_a_crash_leaves_no_duplicates(production):
-    """A worker killed in the middle of embedding: some points written, the document not published.
-    With acks_late the broker redelivers the task; the rerun overwrites the same deterministic ids."""
+    """What a worker killed in the middle of embedding leaves (simulated here: half the points
+    written by hand, the document not published), and the redelivered task that follows: the rerun
+    overwrites the same deterministic ids."""
     from sqlalchemy import select
 
     from services.db import session_scope
