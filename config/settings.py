@@ -1,4 +1,7 @@
-"""Runtime settings, read from SAEKIN_* environment variables (and an optional .env file).
+"""Runtime settings, read from SAEKIN_* environment variables.
+
+No `.env` file is read here: docker compose reads it for the containers (env_file), so URLs placed
+there for the compose stack do not turn `make run` on the same checkout into production mode.
 
 Obtain them through `get_settings()`; nothing here is created at import time. Leaving the
 database, broker and Qdrant URLs empty selects the embedded mode: SQLite, Qdrant Edge and
@@ -7,6 +10,7 @@ in-process ingestion under `data_dir`.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -29,7 +33,7 @@ Mode = Literal["embedded", "production"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SAEKIN_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SAEKIN_", extra="ignore")
 
     # --- where things live -------------------------------------------------------------
     data_dir: Path = Field(Path("./data"), description="Embedded mode: SQLite file, Qdrant Edge shards, uploads.")
@@ -65,7 +69,19 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port `saekin serve` listens on.")
     # NoDecode: the environment gives "k1,k2", not JSON; _split_keys splits it.
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Comma-separated bearer tokens; when set every /v1 route requires one."
+        default_factory=list,
+        description="Comma-separated bearer tokens; when set every route but health, docs and the console page "
+        "requires one (checked before the body is read).",
+    )
+    allow_no_auth: bool = Field(
+        False,
+        description="Let `saekin serve` listen on a non-loopback address without SAEKIN_API_KEYS (anyone who "
+        "reaches the port can then read and delete every document).",
+    )
+    max_json_mb: float = Field(
+        4.0,
+        gt=0,
+        description="Largest JSON body (search, context, rerank, PATCH...); bigger ones get 413 while streaming.",
     )
     max_upload_mb: float = Field(
         50.0, gt=0, description="Largest accepted upload; bigger ones get 413 while streaming."
@@ -220,6 +236,19 @@ class Settings(BaseSettings):
         return value or None
 
     @model_validator(mode="after")
+    def _resolve_paths(self) -> Settings:
+        """Relative paths are resolved once, against the directory the process started in: a
+        worker or a later `cd` then uses the same files, and errors name the absolute path tried."""
+        self.data_dir = Path(os.path.abspath(self.data_dir.expanduser()))
+        if self.tiktoken_dir is not None:
+            self.tiktoken_dir = Path(os.path.abspath(self.tiktoken_dir.expanduser()))
+        for field in ("embedding_model", "rerank_model"):
+            value = getattr(self, field)
+            if value and (Path(value).expanduser().exists() or looks_like_path(value)):
+                setattr(self, field, os.path.abspath(Path(value).expanduser()))
+        return self
+
+    @model_validator(mode="after")
     def _production_needs_all_three(self) -> Settings:
         if self.broker_url and not self.database_url:
             raise ValueError(
@@ -266,8 +295,17 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{(self.data_dir / 'saekin.db').resolve()}"
 
     @property
+    def max_json_bytes(self) -> int:
+        return int(self.max_json_mb * 1024 * 1024)
+
+    @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+
+def looks_like_path(name: str) -> bool:
+    """A model name meant as a directory, not a hub id (`org/model`)."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
 
 
 @lru_cache

@@ -81,7 +81,9 @@ def serve(
 
     settings = _settings()
     host, port = host or settings.host, port or settings.port
+    _refuse_open_without_keys(settings, host)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _check_model(settings)
     if settings.mode == "production":
         uvicorn.run("services.api.app:create_app", factory=True, host=host, port=port, workers=workers)
         return
@@ -93,6 +95,41 @@ def serve(
             f"({settings.embedding_profile}); console http://{host}:{port}/console, API docs http://{host}:{port}/docs"
         )
         uvicorn.run(create_app(settings, runtime=rt), host=host, port=port)
+
+
+def _refuse_open_without_keys(settings: Settings, host: str) -> None:
+    """Listening beyond this machine without API keys lets anyone who reaches the port read and
+    delete every document: refused unless SAEKIN_ALLOW_NO_AUTH=true says it is meant."""
+    if settings.api_keys or settings.allow_no_auth or is_loopback_host(host):
+        return
+    _fail(
+        f"refusing to listen on {host} without API keys: anyone who reaches this port could read and delete "
+        "every document. Set SAEKIN_API_KEYS=<a long random key>[,<another>] (clients send Authorization: "
+        "Bearer <key>), listen on 127.0.0.1 only, or set SAEKIN_ALLOW_NO_AUTH=true if another layer guards it"
+    )
+
+
+def is_loopback_host(host: str) -> bool:
+    """`host` (an address or name to bind) is reachable from this machine only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_model(settings: Settings) -> None:
+    """Fail at start, in seconds, when the configured embedding model cannot be read, rather than
+    serving a process whose every upload and dense search would fail."""
+    from services.embedding.loading import check_embedding_model
+
+    try:
+        check_embedding_model(settings)
+    except SaekinError as exc:
+        _fail(exc.message)
 
 
 @app.command()

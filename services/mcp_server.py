@@ -8,7 +8,6 @@ Two ways to serve it, one set of tools:
 
 from __future__ import annotations
 
-import secrets
 import threading
 import uuid
 from collections.abc import Sequence
@@ -65,16 +64,17 @@ class RuntimeBackend:
 
         names = [collections] if isinstance(collections, str) else list(collections)
         request = _validated(MultiSearchRequest, {"query": query, "collections": names, **fields})
+        encoder, model_sha256 = self.rt.search_model(request.mode)
         with session_scope(self.rt.session_factory) as session:
             return search_collections(
                 session,
                 index=self.rt.index,
                 analyzer=self.rt.analyzer,
-                query_encoder=self.rt.query_encoder if request.mode != "sparse" else None,
+                query_encoder=encoder,
                 profile=self.rt.profile,
                 collection_names=request.collections,
                 request=request,
-                model_sha256=self.rt.model_ref.sha256 if request.mode != "sparse" else None,
+                model_sha256=model_sha256,
                 reranker=self.rt.reranker,
             )
 
@@ -88,17 +88,18 @@ class RuntimeBackend:
         request = _validated(
             MultiContextRequest, {"query": query, "max_tokens": max_tokens, "collections": names, **fields}
         )
+        encoder, model_sha256 = self.rt.search_model(request.mode)
         with session_scope(self.rt.session_factory) as session:
             return build_context(
                 session,
                 index=self.rt.index,
                 analyzer=self.rt.analyzer,
-                query_encoder=self.rt.query_encoder if request.mode != "sparse" else None,
+                query_encoder=encoder,
                 profile=self.rt.profile,
                 counter_for=self.rt.counter_for,
                 collection_names=request.collections,
                 request=request,
-                model_sha256=self.rt.model_ref.sha256 if request.mode != "sparse" else None,
+                model_sha256=model_sha256,
                 reranker=self.rt.reranker,
             )
 
@@ -259,37 +260,9 @@ def build_mcp_server(backend: Backend) -> MCPServer:
     return server
 
 
-class _RequireApiKey:
-    """ASGI wrapper: with SAEKIN_API_KEYS set, `/mcp` needs `Authorization: Bearer <key>` too."""
-
-    def __init__(self, app: Any, settings: Settings) -> None:
-        self.app = app
-        self.settings = settings
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and self.settings.api_keys:
-            headers = dict(scope.get("headers") or [])
-            scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-            if scheme.lower() != "bearer" or not any(
-                secrets.compare_digest(token.encode(), k.encode()) for k in self.settings.api_keys
-            ):
-                from starlette.responses import JSONResponse
-
-                from services.api.errors import error_body
-
-                response = JSONResponse(
-                    error_body("unauthorized", "missing or invalid API key: send Authorization: Bearer <key>"),
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def mount_mcp(app: FastAPI, server: MCPServer, settings: Settings) -> None:
-    """Serve `server` over streamable HTTP at `/mcp` of `app`, behind the API keys. The app's
-    lifespan must run `server.session_manager.run()`."""
+    """Serve `server` over streamable HTTP at `/mcp` of `app`, behind the API keys like every route
+    (the request guard, services/api/guard.py). The app's lifespan must run `server.session_manager.run()`."""
     from starlette.routing import Route
 
     # Stateless: every request stands alone (no server-side session to lose on a restart or to
@@ -299,4 +272,4 @@ def mount_mcp(app: FastAPI, server: MCPServer, settings: Settings) -> None:
     )
     for route in sub.routes:
         if isinstance(route, Route) and route.path == "/mcp":
-            app.router.routes.append(Route("/mcp", endpoint=_RequireApiKey(route.endpoint, settings)))
+            app.router.routes.append(Route("/mcp", endpoint=route.endpoint))

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from config.settings import Settings
 from services.db import make_engine, make_session_factory
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
+# What loading the embedding model builds: a failure of one is remembered (model_failure), so that
+# later callers get the reason at once instead of waiting for the same hub time-outs again.
+_MODEL_PARTS = ("_tokenizer", "_encoder", "_query_encoder", "_model_ref")
+
 
 class Runtime:
     def __init__(self, settings: Settings) -> None:
@@ -40,13 +44,57 @@ class Runtime:
         self.engine = make_engine(settings.sqlalchemy_url)
         self.session_factory = make_session_factory(self.engine)
         self._lock = threading.RLock()
+        self._model_failure: str | None = None
 
     def _once(self, name: str, build: Callable[[], T]) -> T:
         # cached_property is not thread-safe; the API's thread pool may race on first use.
         with self._lock:
             if name not in self.__dict__:
-                self.__dict__[name] = build()
+                if name in _MODEL_PARTS:
+                    self.__dict__[name] = self._build_model_part(build)
+                else:
+                    self.__dict__[name] = build()
             return self.__dict__[name]
+
+    def _build_model_part(self, build: Callable[[], T]) -> T:
+        from services.embedding.loading import model_load_error
+        from services.errors import ModelUnavailable
+
+        if self._model_failure is not None:
+            raise ModelUnavailable(self._model_failure, code="model_unavailable")
+        try:
+            return build()
+        except ModelUnavailable as exc:
+            self._model_failure = exc.message
+            raise
+        except Exception as exc:
+            self._model_failure = model_load_error(self.settings, exc)
+            raise ModelUnavailable(self._model_failure, code="model_unavailable") from exc
+
+    def note_warm_up_failure(self) -> None:
+        """The API's warm-up failed on its way to the model (the index, Kiwi): /readyz says so."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        self._model_failure = f"warm-up failed before the model was ready: {type(exc).__name__}: {exc}"[:400]
+
+    @property
+    def model_failure(self) -> str | None:
+        """Why the embedding model could not be loaded in this process, or None (loaded, or not tried)."""
+        return self._model_failure
+
+    def search_model(self, mode: str | None) -> tuple[QueryEncoder | None, str | None]:
+        """The query encoder and the weights hash a search in `mode` needs (None for a sparse one; a
+        request without a mode may get the collection's default, so it gets both).
+
+        When the model could not be loaded, an encoder that raises the reason (503) as soon as a
+        dense leg asks it: sparse searches keep working, dense and hybrid ones fail at once.
+        """
+        if mode == "sparse":
+            return None, None
+        if self._model_failure is not None:
+            return cast("QueryEncoder", _UnavailableEncoder(self._model_failure)), None
+        return self.query_encoder, self.model_ref.sha256
 
     @property
     def profile(self) -> str:
@@ -218,3 +266,17 @@ class Runtime:
         if self.loaded("index"):
             self.__dict__["_index"].close()
         self.engine.dispose()
+
+
+class _UnavailableEncoder:
+    """Stands in for the query encoder of a model that failed to load."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def _fail(self, *_: Any) -> Any:
+        from services.errors import ModelUnavailable
+
+        raise ModelUnavailable(self.reason, code="model_unavailable")
+
+    encode = submit = _fail

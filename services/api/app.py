@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from config.settings import Settings, get_settings
-from services.api.deps import reject_unknown_query_params, require_api_key
+from services.api.deps import get_principal, reject_unknown_query_params
 from services.api.docs import install_docs
 from services.api.errors import install_error_handlers
+from services.api.guard import RequestGuard
 from services.api.routers import collections, context, documents, health, openai_compat, search
 from services.collections.service import Deletions
 from services.console import install_console
@@ -74,10 +75,12 @@ def create_app(
         context.router,
         openai_compat.router,
     ):
-        app.include_router(router, dependencies=[Depends(require_api_key), Depends(reject_unknown_query_params)])
+        app.include_router(router, dependencies=[Depends(get_principal), Depends(reject_unknown_query_params)])
     mount_mcp(app, mcp_server, settings)
     install_docs(app)
     install_console(app)
+    # Outermost but for Starlette's error middleware: no route reads a body before the key is checked.
+    app.add_middleware(RequestGuard, settings=settings)
     return app
 
 
@@ -122,4 +125,8 @@ def _warm_up(rt: Runtime, ready: threading.Event) -> None:
             rt.reranker.warmup()
         ready.set()
     except Exception:
-        log.exception("warm-up failed; /readyz will report the model as not ready")
+        # A model that cannot be loaded is remembered by the runtime (rt.model_failure): /readyz
+        # says why, dense searches answer 503 with the reason at once, sparse ones keep working.
+        log.exception("warm-up failed; /readyz reports the model as failed")
+        if rt.model_failure is None:
+            rt.note_warm_up_failure()

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
+from services.api.guard import UNAUTHORIZED_MESSAGE, Principal
 from services.db import session_scope
 from services.dispatch import Dispatcher
 from services.errors import InvalidInput
@@ -47,17 +48,22 @@ def get_session(rt: RuntimeDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-async def require_api_key(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:
-    """With SAEKIN_API_KEYS set, every /v1 route needs `Authorization: Bearer <key>`."""
-    if not settings.api_keys:
-        return
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not any(
-        secrets.compare_digest(token.encode(), k.encode()) for k in settings.api_keys
-    ):
-        raise HTTPException(
-            401, "missing or invalid API key: send Authorization: Bearer <key>", headers={"WWW-Authenticate": "Bearer"}
-        )
+# Documents the bearer scheme in the OpenAPI; the key itself is checked by the request guard
+# (services/api/guard.py) before any body is read, so this never refuses anything.
+_bearer = HTTPBearer(auto_error=False, description="An API key from SAEKIN_API_KEYS (when set).")
+
+
+async def get_principal(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None
+) -> Principal:
+    """The caller, as the request guard authenticated it."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None:  # only a route the guard let through without a key: none behind this dependency
+        raise HTTPException(401, UNAUTHORIZED_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 async def reject_unknown_query_params(request: Request) -> None:

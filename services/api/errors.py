@@ -66,7 +66,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(
                 error_body("malformed_body", f"the request body could not be read: {exc.detail}"), status_code=422
             )
-        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error"
+        )
         return JSONResponse(
             error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )

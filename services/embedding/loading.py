@@ -199,3 +199,49 @@ class OnDevice:
     @property
     def is_cuda(self) -> bool:
         return self._precision.is_cuda
+
+
+# --------------------------------------------------------------------------------------------
+# Is the configured model usable? (checked by `saekin serve` before it listens)
+# --------------------------------------------------------------------------------------------
+
+OFFLINE_HINT = (
+    "set SAEKIN_EMBEDDING_MODEL to a local model directory (or a hub id this machine can download); "
+    "without network, `make twin` builds a small test twin in .twins/bge-m3-ko-small to try the service with "
+    "(SAEKIN_EMBEDDING_MODEL=.twins/bge-m3-ko-small)"
+)
+
+
+def _model_setting(settings: Any) -> str:
+    if settings.embedding_model:
+        return f"SAEKIN_EMBEDDING_MODEL={settings.embedding_model}"
+    return f"SAEKIN_EMBEDDING_PROFILE={settings.embedding_profile} (hub id {settings.profile.hub_id})"
+
+
+def model_load_error(settings: Any, exc: BaseException) -> str:
+    """One line saying which setting named a model that could not be loaded, why, and what to do."""
+    detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    return f"the embedding model could not be loaded ({_model_setting(settings)}): {detail}; {OFFLINE_HINT}"
+
+
+def check_embedding_model(settings: Any) -> None:
+    """Raise ModelUnavailable unless the configured model's directory or hub files can be read:
+    its config and tokenizer are loaded (seconds), the weights later by the warm-up."""
+    from config.settings import looks_like_path
+    from services.errors import ModelUnavailable
+
+    name = settings.model_name_or_path
+    path = Path(name).expanduser()
+    if (path.exists() or looks_like_path(name)) and not (path / "config.json").is_file():
+        what = "is not a model directory (no config.json)" if path.is_dir() else "does not exist"
+        raise ModelUnavailable(
+            f"the embedding model {_model_setting(settings)}: {path.resolve()} {what}; {OFFLINE_HINT}",
+            code="model_unavailable",
+        )
+    try:
+        from transformers import AutoConfig
+
+        AutoConfig.from_pretrained(name)
+        load_tokenizer(name)
+    except Exception as exc:
+        raise ModelUnavailable(model_load_error(settings, exc), code="model_unavailable") from exc

@@ -17,17 +17,18 @@ router = APIRouter(prefix="/v1", tags=["context"])
 
 
 def _context(rt: Runtime, collections: list[str], request: ContextRequest) -> ContextResponse:
+    encoder, model_sha256 = rt.search_model(request.mode)
     with session_scope(rt.session_factory) as session:
         return build_context(
             session,
             index=rt.index,
             analyzer=rt.analyzer,
-            query_encoder=rt.query_encoder if request.mode != "sparse" else None,
+            query_encoder=encoder,
             profile=rt.profile,
             counter_for=rt.counter_for,
             collection_names=collections,
             request=request,
-            model_sha256=rt.model_ref.sha256 if request.mode != "sparse" else None,
+            model_sha256=model_sha256,
             reranker=rt.reranker,
         )
 
@@ -52,15 +53,16 @@ def context_many(request: MultiContextRequest, rt: RuntimeDep) -> ContextRespons
 def search_many(request: MultiSearchRequest, rt: RuntimeDep) -> SearchResponse:
     """Search several collections of the service's profile as one: hits merged by score, each
     naming its collection."""
+    encoder, model_sha256 = rt.search_model(request.mode)
     with session_scope(rt.session_factory) as session:
         return search_collections(
             session,
             index=rt.index,
             analyzer=rt.analyzer,
-            query_encoder=rt.query_encoder if request.mode != "sparse" else None,
+            query_encoder=encoder,
             profile=rt.profile,
             collection_names=request.collections,
             request=request,
-            model_sha256=rt.model_ref.sha256 if request.mode != "sparse" else None,
+            model_sha256=model_sha256,
             reranker=rt.reranker,
         )

@@ -19,15 +19,16 @@ def search(collection: str, request: SearchRequest, rt: RuntimeDep) -> SearchRes
     # The session is opened here, not by a generator dependency, which would cost two more
     # thread-pool hand-offs per request (with them and the sync dependencies, a search for an
     # unknown collection took ~4 ms over HTTP on a 2-vCPU EPYC; without, ~2 ms).
+    encoder, model_sha256 = rt.search_model(request.mode)
     with session_scope(rt.session_factory) as session:
         return service.search(
             session,
             index=rt.index,
             analyzer=rt.analyzer,
-            query_encoder=rt.query_encoder,
+            query_encoder=encoder,
             profile=rt.profile,
             collection_name=collection,
             request=request,
-            model_sha256=rt.model_ref.sha256 if request.mode != "sparse" else None,
+            model_sha256=model_sha256,
             reranker=rt.reranker,
         )

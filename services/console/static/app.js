@@ -100,7 +100,7 @@ function consoleApp() {
           const body = await response.json();
           this.ready.state = body.status === "ready" ? "ready" : "loading";
           this.ready.detail = Object.entries(body.checks || {})
-            .map(([k, v]) => `${k}: ${v}`)
+            .map(([k, v]) => `${k}: ${v}` + (body.details && body.details[k] ? ` (${body.details[k]})` : ""))
             .join("\n");
         } catch {
           this.ready.state = "down";
