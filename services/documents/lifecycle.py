@@ -43,9 +43,9 @@ from services.documents.models import (
     utcnow,
 )
 from services.documents.service import (
+    clean_text,
     get_document,
     model_mismatch,
-    nfc,
     profile_mismatch,
     validate_collection_name,
     validate_metadata,
@@ -130,7 +130,10 @@ def store(
         raise InvalidInput("the document is empty", code="empty_document")
     # Names are compared as NFC, the form the text is indexed in: a macOS client sends 서울 decomposed.
     upload = replace(
-        upload, external_id=nfc(upload.external_id), title=nfc(upload.title), filename=nfc(upload.filename)
+        upload,
+        external_id=clean_text(upload.external_id, "external_id"),
+        title=clean_text(upload.title, "title"),
+        filename=clean_text(upload.filename, "filename"),
     )
     metadata = validate_metadata(upload.metadata or {})
     collection = _get_or_create_collection(session, name=collection_name, profile=profile, model=model)

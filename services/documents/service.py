@@ -24,6 +24,7 @@ from services.documents.models import (
 )
 from services.errors import Conflict, InvalidInput, NotFound
 from services.index.base import unstorable_number
+from services.index.query import metadata_key_problem, unstorable_text
 
 COLLECTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 MAX_METADATA_BYTES = 16 * 1024
@@ -41,10 +42,14 @@ def validate_collection_name(name: str) -> str:
 
 
 def validate_metadata(metadata: Any) -> dict[str, Any]:
-    """`metadata` if it is a JSON object of bounded size and depth with plain keys, holding only
-    values the index can store (it goes into every chunk's payload)."""
+    """`metadata` if it is a JSON object of bounded size and depth whose top-level keys a filter
+    can name, holding only values the databases and the index can store (it goes into every
+    chunk's payload)."""
     if not isinstance(metadata, dict):
         raise InvalidInput("metadata must be a JSON object", code="invalid_metadata")
+    for key in metadata:
+        if problem := metadata_key_problem(key):
+            raise InvalidInput(f"metadata key {key!r} {problem}", code="invalid_metadata")
     stack: list[tuple[Any, str, int]] = [(metadata, "metadata", 1)]
     while stack:  # iterative: nesting deep enough to overflow a recursive walk is refused, not crashed on
         value, where, depth = stack.pop()
@@ -53,16 +58,30 @@ def validate_metadata(metadata: Any) -> dict[str, Any]:
                 raise InvalidInput(
                     f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels", code="invalid_metadata"
                 )
+            if isinstance(value, dict):
+                for k in value:
+                    if problem := unstorable_text(k):
+                        raise InvalidInput(f"{where} key {k!r} {problem}", code="invalid_metadata")
             items = value.items() if isinstance(value, dict) else enumerate(value)
             stack.extend((v, f"{where}[{k!r}]", depth + 1) for k, v in items)
+        elif isinstance(value, str):
+            if problem := unstorable_text(value):
+                raise InvalidInput(f"{where} {problem}", code="invalid_metadata")
         elif problem := unstorable_number(value):
             raise InvalidInput(f"{where} = {value!r}: {problem}", code="invalid_metadata")
     if len(json.dumps(metadata, ensure_ascii=False).encode()) > MAX_METADATA_BYTES:
         raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes", code="invalid_metadata")
-    for key in metadata:
-        if not key or "." in key or len(key) > 64:
-            raise InvalidInput(f"metadata key {key!r} must be 1-64 characters without '.'", code="invalid_metadata")
     return metadata
+
+
+def clean_text(value: str | None, field: str) -> str | None:
+    """`value` in NFC (the form text is indexed in: a macOS client sends 서울 decomposed), or
+    InvalidInput naming `field` when no database could store it (NUL, a lone surrogate)."""
+    if value is None:
+        return None
+    if problem := unstorable_text(value):
+        raise InvalidInput(f"{field} {problem}", code="invalid_text")
+    return unicodedata.normalize("NFC", value)
 
 
 def get_collection(session: Session, *, name: str) -> Collection:
@@ -163,7 +182,9 @@ def get_document_by_external_id(session: Session, *, collection_name: str, exter
     """The document with the client's `external_id` in `collection_name`, or NotFound."""
     collection = get_collection(session, name=collection_name)
     document = session.scalar(
-        select(Document).where(Document.collection_id == collection.id, Document.external_id == nfc(external_id))
+        select(Document).where(
+            Document.collection_id == collection.id, Document.external_id == clean_text(external_id, "external_id")
+        )
     )
     if document is None:
         raise NotFound(
@@ -188,7 +209,7 @@ def list_documents(
     if status is not None:
         query = query.where(Document.status == status)
     if external_id is not None:
-        query = query.where(Document.external_id == nfc(external_id))
+        query = query.where(Document.external_id == clean_text(external_id, "external_id"))
     if cursor:
         created_at, last_id = _decode_cursor(cursor)
         query = query.where(tuple_(Document.created_at, Document.id) < tuple_(created_at, last_id))

@@ -11,6 +11,7 @@ those searches return (IndexQuery.answer).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Final, Literal, TypeGuard, cast
@@ -327,6 +328,33 @@ def unstorable_number(value: Any) -> str | None:
     return None
 
 
+_UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable_text(value: str) -> str | None:
+    """Why no database or index here can hold the string `value` (None when they can): PostgreSQL
+    refuses NUL (U+0000) in text and JSON, and a lone surrogate is not Unicode text at all (UTF-8
+    cannot encode it), so one rule holds on SQLite, PostgreSQL and Qdrant alike."""
+    found = _UNSTORABLE_CHARACTER.search(value)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "contains a NUL character (U+0000), which cannot be stored"
+    return f"contains a lone surrogate (U+{ord(found.group()):04X}), which is not valid Unicode text"
+
+
+def metadata_key_problem(key: str) -> str | None:
+    """Why `key` cannot be a filterable metadata key (None when it can): a Qdrant payload path
+    quotes it as metadata."<key>" with no escapes, so neither '"' nor a backslash can be spelt."""
+    if not key or len(key) > 64:
+        return "must be 1-64 characters"
+    if problem := unstorable_text(key):
+        return problem
+    if "." in key or '"' in key or "\\" in key:
+        return "must not contain '.', '\"' or a backslash (a filter could not name it)"
+    return None
+
+
 def metadata_groups(values: list[Any]) -> tuple[list[str], list[int], list[bool], list[float]]:
     """Split accepted metadata values by type: each type needs its own kind of condition."""
     strs: list[str] = []
@@ -351,8 +379,8 @@ def metadata_groups(values: list[Any]) -> tuple[list[str], list[int], list[bool]
 
 def metadata_path(key: str) -> str:
     """The payload path of a metadata key, quoted so that dots, spaces and Hangul are literal."""
-    if not key or '"' in key:
-        raise InvalidInput(f"invalid metadata key {key!r}")
+    if problem := metadata_key_problem(key):
+        raise InvalidInput(f"metadata key {key!r} {problem}", code="invalid_metadata")
     return f'metadata."{key}"'
 
 

@@ -9,7 +9,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from services.index.query import MAX_RRF_K, RRF_K, Convex, Dbsf, FusionSpec, Rrf
+from services.index.query import (
+    MAX_RRF_K,
+    RRF_K,
+    Convex,
+    Dbsf,
+    FusionSpec,
+    Rrf,
+    metadata_key_problem,
+    unstorable_text,
+)
 
 MetadataValue = str | int | float | bool
 Mode = Literal["dense", "sparse", "hybrid"]
@@ -87,6 +96,14 @@ class SearchFilter(BaseModel):
         "(numbers, or ISO 8601 dates as strings); all keys must match.",
     )
 
+    @field_validator("external_ids")
+    @classmethod
+    def _storable_ids(cls, value: list[str] | None) -> list[str] | None:
+        for position, external_id in enumerate(value or ()):
+            if problem := unstorable_text(external_id):
+                raise ValueError(f"external_ids[{position}] {problem}")
+        return value
+
     @field_validator("metadata", mode="before")
     @classmethod
     def _ranges(cls, value: Any) -> Any:
@@ -96,6 +113,11 @@ class SearchFilter(BaseModel):
             return value
         out = {}
         for key, item in value.items():
+            if isinstance(key, str) and (problem := metadata_key_problem(key)):
+                raise ValueError(f"metadata key {key!r} {problem}")
+            for one in item if isinstance(item, list) else [item]:
+                if isinstance(one, str) and (problem := unstorable_text(one)):
+                    raise ValueError(f"value of metadata key {key!r} {problem}")
             if isinstance(item, dict):
                 try:
                     item = RangeFilter.model_validate(item)
@@ -231,6 +253,13 @@ class SearchRequest(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("query must contain some text")
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _storable_query(cls, value: str) -> str:
+        if problem := unstorable_text(value):
+            raise ValueError(f"the query {problem}")
         return value
 
 
