@@ -22,6 +22,7 @@ from services.collections.model import ModelRef
 from services.db import session_scope
 from services.documents import lifecycle
 from services.documents.lifecycle import Stored, Upload, WorkItem
+from services.errors import ConcurrentWrite
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ Process = Callable[[Sequence[WorkItem]], None]
 class Dispatcher(Protocol):
     def submit(self, item: WorkItem) -> None: ...
     def close(self) -> None: ...
+
+
+# Transactions tried per upload: one lost race for the collection and one for the document.
+_STORE_ATTEMPTS = 3
 
 
 def intake(
@@ -56,12 +61,22 @@ def intake(
     reaper (services/leases.py) sends it once the broker is back, so the upload is accepted.
     Blocking (database, broker): the upload route calls it in a worker thread.
     """
-    with session_scope(session_factory) as session:
-        stored = lifecycle.store(session, collection_name=collection_name, profile=profile, upload=upload, model=model)
-        send = stored.created or (
-            redispatch_after_s is not None
-            and lifecycle.redispatch_if_stale(session, stored.item, redispatch_after_s=redispatch_after_s)
-        )
+    for attempt in range(1, _STORE_ATTEMPTS + 1):
+        try:
+            with session_scope(session_factory) as session:
+                stored = lifecycle.store(
+                    session, collection_name=collection_name, profile=profile, upload=upload, model=model
+                )
+                send = stored.created or (
+                    redispatch_after_s is not None
+                    and lifecycle.redispatch_if_stale(session, stored.item, redispatch_after_s=redispatch_after_s)
+                )
+            break
+        except ConcurrentWrite:
+            # A concurrent upload inserted the same document or collection first: the next
+            # transaction sees its row and answers as for a repeated upload.
+            if attempt == _STORE_ATTEMPTS:
+                raise
     if send:
         try:
             dispatcher.submit(stored.item)

@@ -33,6 +33,13 @@ class Conflict(SaekinError):
     http_status = 409
 
 
+class ConcurrentWrite(Conflict):
+    """A row this transaction inserts was inserted by a concurrent one (a unique constraint held):
+    the caller retries the transaction, which then finds that row."""
+
+    code = "concurrent_upload"
+
+
 class PayloadTooLarge(SaekinError):
     code = "payload_too_large"
     http_status = 413

@@ -50,7 +50,7 @@ from services.documents.service import (
     validate_collection_name,
     validate_metadata,
 )
-from services.errors import Conflict, InvalidInput
+from services.errors import ConcurrentWrite, Conflict, InvalidInput
 from services.index.base import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -188,9 +188,11 @@ def store(
     try:
         session.flush()
     except IntegrityError:
-        raise Conflict(
-            f"document with external_id {upload.external_id!r} is being uploaded concurrently; retry",
-            code="concurrent_upload",
+        # The same external_id, or the same content without one, was inserted by a concurrent
+        # upload (the unique constraints): intake retries the transaction, which finds that row.
+        what = f"external_id {upload.external_id!r}" if upload.external_id is not None else "this content"
+        raise ConcurrentWrite(
+            f"a document with {what} is being uploaded concurrently; retry", code="concurrent_upload"
         ) from None
 
     source = session.get(DocumentSource, document.id)
@@ -231,23 +233,22 @@ def _get_or_create_collection(
     twin = session.scalar(
         select(Collection.name).where(func.replace(Collection.name, "-", "_") == name.replace("-", "_"))
     )
+    if twin == name:  # committed by a concurrent upload since the first look
+        return session.scalars(select(Collection).where(Collection.name == name)).one()
     if twin is not None:
         raise Conflict(
             f"collection name {name!r} is too close to the existing collection {twin!r}: names that "
             "differ only in '-' and '_' are not allowed",
             code="collection_name_conflict",
         )
+    collection = Collection(
+        name=name, profile=profile, model=model.name if model else None, model_sha256=model.sha256 if model else None
+    )
+    session.add(collection)
     try:
-        with session.begin_nested():
-            collection = Collection(
-                name=name,
-                profile=profile,
-                model=model.name if model else None,
-                model_sha256=model.sha256 if model else None,
-            )
-            session.add(collection)
-    except IntegrityError:  # created concurrently by another request
-        collection = session.scalars(select(Collection).where(Collection.name == name)).one()
+        session.flush()
+    except IntegrityError:  # created concurrently: intake retries the transaction, which finds it
+        raise ConcurrentWrite(f"collection {name!r} is being created concurrently; retry") from None
     return collection
 
 

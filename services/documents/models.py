@@ -19,6 +19,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -109,6 +110,15 @@ class Document(Base):
     __table_args__ = (
         UniqueConstraint("collection_id", "external_id", name="uq_documents_collection_external_id"),
         Index("ix_documents_collection_sha256", "collection_id", "sha256"),
+        # Deduplication of uploads without an external_id, held by the database under concurrency.
+        Index(
+            "uq_documents_collection_sha256_no_external_id",
+            "collection_id",
+            "sha256",
+            unique=True,
+            postgresql_where=text("external_id IS NULL"),
+            sqlite_where=text("external_id IS NULL"),
+        ),
         Index("ix_documents_collection_status_created", "collection_id", "status", "created_at"),
         # Documents waiting for a stage, across collections: the embed worker's batch, restart recovery.
         Index("ix_documents_status_stage_updated", "status", "stage", "updated_at"),

@@ -64,7 +64,7 @@ def test_indexed_documents_keep_their_title_and_metadata_through_0005(tmp_path):
             conn.execute(
                 text(
                     "INSERT INTO documents (id, collection_id, title, sha256, metadata, status, chunk_count, embedded_count,"
-                    " generation, indexed_generation, created_at, updated_at) VALUES (:id, :c, '제목', 'x', '{\"k\": 1}',"
+                    " generation, indexed_generation, created_at, updated_at) VALUES (:id, :c, '제목', :id, '{\"k\": 1}',"
                     " 'indexed', 0, 0, 1, :g, '2026-11-23 00:00:00', '2026-11-23 00:00:00')"
                 ),
                 {"id": doc, "c": collection, "g": generation},
@@ -125,3 +125,57 @@ def test_0008_renames_stem_spans_keeping_old_rows(backend, tmp_path, request):
     assert {k: as_json(v) for k, v in stored.items()} == {0: [[7, 5, 7]], 1: None}  # older code analyzes NULL rows
     engine.dispose()
     upgrade_database(url)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_0010_merges_duplicate_uploads_into_the_oldest(backend, tmp_path, request):
+    """Documents without an external_id that share their bytes become the oldest of them (its chunks
+    and source kept, the others' deleted); documents with an external_id are left alone."""
+    from sqlalchemy.exc import IntegrityError
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'm.db'}"
+        command.upgrade(alembic_config(url), "0009")
+    else:
+        url = request.getfixturevalue("own_postgres_url")
+        command.downgrade(alembic_config(url), "0009")
+    engine = create_engine(url)
+    collection = str(uuid.uuid4())
+    oldest, younger, youngest, other, with_id = (str(uuid.uuid4()) for _ in range(5))
+    document = (
+        "INSERT INTO documents (id, collection_id, external_id, title, sha256, metadata, status, chunk_count,"
+        " embedded_count, generation, attempts, created_at, updated_at) VALUES (:id, :c, :e, :t, :s, '{}', 'indexed',"
+        " 1, 1, 1, 0, :at, :at)"
+    )
+    chunk = (
+        "INSERT INTO chunks (id, document_id, generation, ordinal, text, char_start, char_end, token_count, sparse)"
+        " VALUES (:id, :d, 1, 0, '본문', 0, 2, 1, '{}')"
+    )
+    source = "INSERT INTO document_sources (document_id, generation, data, size) VALUES (:d, 1, :data, 6)"
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO collections (id, name, profile, created_at) VALUES (:id, 'c', 'bge-m3-ko', :at)"),
+            {"id": collection, "at": "2026-11-23 00:00:00"},
+        )
+        for doc, external_id, sha, at in (
+            (youngest, None, "a" * 64, "2026-11-23 00:00:03"),
+            (oldest, None, "a" * 64, "2026-11-23 00:00:01"),
+            (younger, None, "a" * 64, "2026-11-23 00:00:02"),
+            (other, None, "b" * 64, "2026-11-23 00:00:04"),
+            (with_id, "mine", "a" * 64, "2026-11-23 00:00:05"),
+        ):
+            conn.execute(text(document), {"id": doc, "c": collection, "e": external_id, "t": doc, "s": sha, "at": at})
+            conn.execute(text(chunk), {"id": str(uuid.uuid4()), "d": doc})
+            conn.execute(text(source), {"d": doc, "data": "본문".encode()})
+    upgrade_database(url)
+    with engine.connect() as conn:
+        kept = {str(r[0]) for r in conn.execute(text("SELECT id FROM documents"))}
+        chunk_owners = {str(r[0]) for r in conn.execute(text("SELECT document_id FROM chunks"))}
+        source_owners = {str(r[0]) for r in conn.execute(text("SELECT document_id FROM document_sources"))}
+    assert kept == chunk_owners == source_owners == {oldest, other, with_id}
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # the database now refuses a duplicate
+        conn.execute(
+            text(document),
+            {"id": str(uuid.uuid4()), "c": collection, "e": None, "t": "x", "s": "a" * 64, "at": "2026-11-24 00:00:00"},
+        )
+    engine.dispose()
