@@ -32,7 +32,9 @@ def test_identical_uploads_without_external_id_make_one_document(app_client):
     app_client.post(f"/v1/collections/{col}/documents", json={"text": "준비 문서입니다."})  # the collection exists
     for trial in range(3):
         text = f"같은 본문을 동시에 {trial}번째로 올린다. 중복 문서가 생기면 안 된다."
-        answers = race([lambda: app_client.post(f"/v1/collections/{col}/documents", json={"text": text})] * PARALLEL)
+        answers = race(
+            [lambda text=text: app_client.post(f"/v1/collections/{col}/documents", json={"text": text})] * PARALLEL
+        )
         assert sorted(r.status_code for r in answers) == [200] * (PARALLEL - 1) + [202], [r.text for r in answers]
         assert len({r.json()["id"] for r in answers}) == 1
     assert len(documents(app_client, col)) == 4
@@ -44,7 +46,11 @@ def test_concurrent_first_uploads_create_the_collection_once(app_client):
         col = unique_collection("new")
         answers = race(
             [
-                (lambda i=i: app_client.post(f"/v1/collections/{col}/documents", json={"text": f"새 컬렉션 문서 {i}"}))
+                (
+                    lambda i=i, col=col: app_client.post(
+                        f"/v1/collections/{col}/documents", json={"text": f"새 컬렉션 문서 {i}"}
+                    )
+                )
                 for i in range(8)
             ]
         )
