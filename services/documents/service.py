@@ -26,7 +26,8 @@ from services.errors import Conflict, InvalidInput, NotFound
 from services.index.base import unstorable_number
 from services.index.query import metadata_key_problem, unstorable_text
 
-COLLECTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+COLLECTION_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+COLLECTION_NAME = re.compile(COLLECTION_NAME_PATTERN)
 MAX_METADATA_BYTES = 16 * 1024
 MAX_METADATA_DEPTH = 32
 
@@ -47,8 +48,8 @@ def validate_metadata(metadata: Any) -> dict[str, Any]:
     chunk's payload)."""
     if not isinstance(metadata, dict):
         raise InvalidInput("metadata must be a JSON object", code="invalid_metadata")
-    for key in metadata:
-        if problem := metadata_key_problem(key):
+    for key in metadata:  # the keys a filter names: no '.' either (it would read as a nested path)
+        if problem := metadata_key_problem(key) or ("must not contain '.'" if "." in key else None):
             raise InvalidInput(f"metadata key {key!r} {problem}", code="invalid_metadata")
     stack: list[tuple[Any, str, int]] = [(metadata, "metadata", 1)]
     while stack:  # iterative: nesting deep enough to overflow a recursive walk is refused, not crashed on

@@ -350,8 +350,8 @@ def metadata_key_problem(key: str) -> str | None:
         return "must be 1-64 characters"
     if problem := unstorable_text(key):
         return problem
-    if "." in key or '"' in key or "\\" in key:
-        return "must not contain '.', '\"' or a backslash (a filter could not name it)"
+    if '"' in key or "\\" in key:
+        return "must not contain '\"' or a backslash (a filter could not name it)"
     return None
 
 

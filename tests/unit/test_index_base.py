@@ -32,9 +32,9 @@ def test_order_hits_keeps_real_score_order() -> None:
 
 def test_metadata_path_is_quoted() -> None:
     assert metadata_path("저자") == 'metadata."저자"'
-    assert metadata_path("a b-c") == 'metadata."a b-c"'
-    # Keys uploads refuse too: a quoted path has no escapes, and a dot would be a nested path.
-    for bad in ("", 'a"b', "a\\b", "a.b", "k\x00", "\ud800", "x" * 65):
+    assert metadata_path("a.b c") == 'metadata."a.b c"'
+    # A quoted path has no escapes: '"' and a backslash cannot be spelt.
+    for bad in ("", 'a"b', "a\\b", "k\x00", "\ud800", "x" * 65):
         with pytest.raises(InvalidInput):
             metadata_path(bad)
 

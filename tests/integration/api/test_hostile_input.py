@@ -32,7 +32,7 @@ def indexed(app_client):
 def test_a_metadata_key_a_filter_cannot_name_is_refused_in_filters(app_client, indexed, mode):
     # Qdrant's payload paths quote a key with no escapes: a backslash or '"' cannot be spelt.
     search = f"/v1/collections/{indexed}/search"
-    for key in ("a\\b", 'a"b', "a.b"):
+    for key in ("a\\b", 'a"b'):
         r = app_client.post(search, json={"query": "서울", "mode": mode, "filter": {"metadata": {key: True}}})
         assert r.status_code == 422, r.text
         assert "metadata key" in r.json()["error"]["message"]
