@@ -56,6 +56,18 @@ class Settings(BaseSettings):
         le=256,
         description="Metadata keys per collection that get a payload index when a search filter first uses them.",
     )
+    index_compact: bool = Field(
+        True,
+        description="New collections keep int8 copies of the dense vectors in RAM (searched, then rescored with "
+        "the float originals) and the originals, HNSW graph, sparse index and payloads on disk (memory-mapped). "
+        "Existing collections keep their storage.",
+    )
+    index_hnsw_ef: int = Field(
+        512,
+        ge=16,
+        le=4096,
+        description="Candidates a dense search explores in an HNSW graph: more gives better recall and costs time.",
+    )
     index_optimize_after: int = Field(
         10_000,
         ge=0,

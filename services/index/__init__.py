@@ -49,7 +49,11 @@ def open_index(settings: Settings) -> VectorIndex:
         from services.index.server import ServerIndex
 
         return ServerIndex.connect(
-            settings.qdrant_url, api_key=settings.qdrant_api_key, filter_index_limit=settings.index_filter_index_limit
+            settings.qdrant_url,
+            api_key=settings.qdrant_api_key,
+            filter_index_limit=settings.index_filter_index_limit,
+            compact=settings.index_compact,
+            hnsw_ef=settings.index_hnsw_ef,
         )
     if settings.qdrant_path:
         from services.index.server import ServerIndex
@@ -61,4 +65,6 @@ def open_index(settings: Settings) -> VectorIndex:
         settings.data_dir / "qdrant",
         filter_index_limit=settings.index_filter_index_limit,
         optimize_after=settings.index_optimize_after or None,
+        compact=settings.index_compact,
+        hnsw_ef=settings.index_hnsw_ef,
     )

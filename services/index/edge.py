@@ -6,6 +6,7 @@ Layout under the root directory: `<collection>/` is an Edge shard (edge_config.j
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -27,7 +28,9 @@ from services.errors import Conflict, DataDirLocked, InvalidInput, NotFound
 from services.index.base import IndexPoint, VectorIndex, check_collection_name, point_id
 from services.index.query import (
     DENSE,
+    HNSW_EF,
     METADATA_PREFIX,
+    QUANTIZED_OVERSAMPLING,
     SPARSE,
     AllOf,
     CollectionSchema,
@@ -66,6 +69,8 @@ _RETIRED_PREFIX = ".retired-"
 # Written into the copy once it holds every write, just before the swap.
 _COMPLETE_MARKER = ".saekin-complete"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+# After a failed background optimisation, writes and searches do not start another for this long.
+_RETRY_AFTER_FAILURE_S = 300.0
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +100,18 @@ class EdgeIndex(VectorIndex):
         *,
         filter_index_limit: int = DEFAULT_FILTER_INDEX_LIMIT,
         optimize_after: int | None = None,
+        compact: bool = True,
+        hnsw_ef: int = HNSW_EF,
     ) -> None:
         """`optimize_after`: once this many points (and at least a quarter of the points the
         last optimisation saw) were written to a collection, optimise it in the background
-        (optimize_in_background); None: only when asked."""
+        (optimize_in_background); None: only when asked. `compact`: new collections keep int8
+        dense vectors in RAM and the rest on disk (query.CollectionSchema); existing ones keep
+        the storage they were created with. `hnsw_ef`: candidates a dense search explores in
+        an HNSW graph (more: better recall, slower)."""
         self._root = Path(root)
+        self._compact = compact
+        self._dense_search = _dense_search(hnsw_ef)
         self._filter_index_limit = filter_index_limit
         self._optimize_after = optimize_after
         self._root.mkdir(parents=True, exist_ok=True)
@@ -123,7 +135,7 @@ class EdgeIndex(VectorIndex):
     def ensure_collection(self, name: str, *, dim: int) -> None:
         """Create the shard and its payload indexes unless it exists; Conflict if its dim differs."""
         check_collection_name(name)
-        schema = CollectionSchema(dim=dim)
+        schema = CollectionSchema(dim=dim, compact=self._compact)
         with self._guard.read():  # fast path, without stalling queries behind the exclusive lock
             self._check_open()
             shard = self._shards.get(name)
@@ -190,7 +202,7 @@ class EdgeIndex(VectorIndex):
     def _search(self, name: str, searches: Sequence[Search]) -> list[list[IndexHit]]:
         """The searches as Edge requests, one query or one batch."""
         with self._use(name) as shard:
-            requests = [_edge_request(search, shard.dim) for search in searches]
+            requests = [_edge_request(search, shard.dim, self._dense_search) for search in searches]
             if len(requests) == 1:
                 results = [shard.shard.query(requests[0])]
             else:
@@ -330,7 +342,7 @@ class EdgeIndex(VectorIndex):
         copy = self._root / f"{_OPTIMIZING_PREFIX}{name}"
         started = time.perf_counter()
         optimised: qe.EdgeShard | None = None
-        swapped = False
+        swapped = swapping = False
         try:
             # 1. A consistent copy: writes wait while it is made, searches go on.
             with self._guard.read(), shard.write_lock:
@@ -362,6 +374,7 @@ class EdgeIndex(VectorIndex):
                 optimised = None
                 _write_marker(copy / _COMPLETE_MARKER)
                 _step("marked")
+                swapping = True
                 shard.retire()
                 shard.shard.close()
                 del self._shards[name]  # reopened from disk below, or on next use after a failure
@@ -379,10 +392,15 @@ class EdgeIndex(VectorIndex):
                 fresh.optimised_points = copied_points
                 fresh.last_optimization_s = time.perf_counter() - started
             shutil.rmtree(retired, ignore_errors=True)
+            _release_freed_memory()
             log.info("collection %s optimised in the background in %.1fs", name, time.perf_counter() - started)
         except Exception as exc:
+            if shard.retired and not swapping:  # closed or dropped meanwhile: its child was killed on purpose
+                log.info("background optimisation of collection %s abandoned", name)
+                return
             log.exception("background optimisation of collection %s failed", name)
             shard.last_optimization_error = str(exc)[:500]
+            shard.retry_after = time.monotonic() + _RETRY_AFTER_FAILURE_S
             if optimised is not None:
                 optimised.close()
                 optimised = None
@@ -422,11 +440,7 @@ class EdgeIndex(VectorIndex):
         """Create a shard in a scratch directory and rename it into place, so a crash leaves no half shard."""
         scratch = self._root / f"{_CREATING_PREFIX}{name}"
         shutil.rmtree(scratch, ignore_errors=True)
-        config = qe.EdgeConfig(
-            vectors={DENSE: qe.EdgeVectorParams(size=schema.dim, distance=qe.Distance.Cosine)},
-            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-        )
-        shard = qe.EdgeShard.create(str(scratch), config)
+        shard = qe.EdgeShard.create(str(scratch), _edge_config(schema))
         try:
             _ensure_payload_indexes(shard, schema)
             shard.flush()
@@ -465,6 +479,7 @@ class _Shard:
     optimization: _Optimization | None = None
     last_optimization_s: float | None = None
     last_optimization_error: str | None = None
+    retry_after: float = 0.0  # no automatic optimisation before this (time.monotonic) after a failure
     # Closed, dropped or swapped out: a background optimisation of it must stop.
     retired: bool = False
 
@@ -475,7 +490,11 @@ class _Shard:
             self.replay.append(operation)
 
     def optimization_due(self, minimum: int) -> bool:
-        return self.optimization is None and self.pending >= max(minimum, self.optimised_points // 4)
+        return (
+            self.optimization is None
+            and self.pending >= max(minimum, self.optimised_points // 4)
+            and time.monotonic() >= self.retry_after
+        )
 
     def retire(self) -> None:
         self.retired = True
@@ -574,29 +593,65 @@ def _filter_indexes(shard: qe.EdgeShard, limit: int) -> FilterIndexes:
     return indexes
 
 
-def _edge_request(search: Search, dim: int) -> qe.QueryRequest:
+def _edge_config(schema: CollectionSchema) -> qe.EdgeConfig:
+    """A new shard's configuration (CollectionSchema says what `compact` keeps where)."""
+    if not schema.compact:
+        return qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=schema.dim, distance=qe.Distance.Cosine)},
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        )
+    # Quantized copies and HNSW graphs exist in optimised segments only: new points are searched
+    # exactly (float) until the next optimisation, in the background or by `saekin optimize`.
+    dense = qe.EdgeVectorParams(
+        size=schema.dim,
+        distance=qe.Distance.Cosine,
+        memory=qe.Memory.Cold,
+        quantization_config=qe.ScalarQuantizationConfig(
+            type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned
+        ),
+        hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000, memory=qe.Memory.Cold),
+    )
+    return qe.EdgeConfig(
+        vectors={DENSE: dense},
+        sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf, memory=qe.Memory.Cold)},
+        payload_memory=qe.Memory.Cold,
+    )
+
+
+def _dense_search(hnsw_ef: int) -> qe.SearchParams:
+    """The dense leg's search parameters; collections without quantization ignore its part."""
+    return qe.SearchParams(
+        hnsw_ef=hnsw_ef, quantization=qe.QuantizationSearchParams(rescore=True, oversampling=QUANTIZED_OVERSAMPLING)
+    )
+
+
+def _leg_params(search: LegSearch, dense: qe.SearchParams) -> qe.SearchParams:
+    return _LIVE_IDF if search.leg == SPARSE else dense
+
+
+def _edge_request(search: Search, dim: int, dense: qe.SearchParams) -> qe.QueryRequest:
     if isinstance(search, LegSearch):
         return qe.QueryRequest(
             limit=search.limit,
             query=_nearest(search, dim),
             filter=_edge_filter(search.filter),
-            params=_LIVE_IDF if search.leg == SPARSE else None,
+            params=_leg_params(search, dense),
             with_payload=search.with_payload,
         )
     return qe.QueryRequest(
         limit=search.limit,
         query=_edge_fusion(search),
-        prefetches=[_prefetch(search.dense, dim), _prefetch(search.sparse, dim)],
+        prefetches=[_prefetch(search.dense, dim, dense), _prefetch(search.sparse, dim, dense)],
         with_payload=search.with_payload,
     )
 
 
-def _prefetch(search: LegSearch, dim: int) -> qe.Prefetch:
+def _prefetch(search: LegSearch, dim: int, dense: qe.SearchParams) -> qe.Prefetch:
     return qe.Prefetch(
         limit=search.limit,
         query=_nearest(search, dim),
         filter=_edge_filter(search.filter),
-        params=_LIVE_IDF if search.leg == SPARSE else None,
+        params=_leg_params(search, dense),
     )
 
 
@@ -673,6 +728,16 @@ def _settle_swap(root: Path, name: str) -> None:
     (target / _COMPLETE_MARKER).unlink(missing_ok=True)
     shutil.rmtree(retired, ignore_errors=True)
     shutil.rmtree(copy, ignore_errors=True)
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap the replaced shard freed back to the OS: glibc keeps freed memory in its
+    arenas, so without this the serving process stays at the size of its largest moment (the
+    unoptimised segments' vectors in RAM before the swap)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _write_marker(path: Path) -> None:

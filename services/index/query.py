@@ -55,12 +55,27 @@ PAYLOAD_INDEXES: tuple[tuple[str, PayloadType], ...] = (
 )
 
 
+# Dense search in an HNSW graph: candidates explored per query by default (SAEKIN_INDEX_HNSW_EF;
+# recall@10 against exact search on 100,000 synthetic 1024-dim vectors: 0.88 at 256, 0.967 at
+# 512, 0.991 at 1024, int8 or float alike; README), and with int8 quantization how many times
+# `limit` quantized candidates are rescored with the float originals.
+HNSW_EF = 512
+QUANTIZED_OVERSAMPLING = 2.0
+
+
 @dataclass(frozen=True)
 class CollectionSchema:
-    """A collection: a cosine dense vector of `dim` dimensions, an IDF sparse vector, payload indexes."""
+    """A collection: a cosine dense vector of `dim` dimensions, an IDF sparse vector, payload indexes.
+
+    `compact`: the dense vectors are searched as int8 copies kept in RAM (a quarter of the float
+    size) and the best candidates rescored with the float originals, which stay on disk
+    (memory-mapped) with the HNSW graph, the sparse index and the payloads; the operating
+    system's page cache keeps what searches read. Otherwise everything dense stays in RAM.
+    """
 
     dim: int
     payload_indexes: tuple[tuple[str, PayloadType], ...] = PAYLOAD_INDEXES
+    compact: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1:

@@ -17,7 +17,9 @@ from services.errors import Conflict, DataDirLocked, InvalidInput, NotFound, Ser
 from services.index.base import IndexPoint, VectorIndex, check_collection_name, point_id
 from services.index.query import (
     DENSE,
+    HNSW_EF,
     METADATA_PREFIX,
+    QUANTIZED_OVERSAMPLING,
     RRF_K,
     SPARSE,
     AllOf,
@@ -44,8 +46,18 @@ from services.vectors import SparseVector
 class ServerIndex(VectorIndex):
     """Collections in a Qdrant server (or in qdrant-client's local mode) through qdrant-client."""
 
-    def __init__(self, client: QdrantClient, *, local: bool = False, filter_index_limit: int = 16) -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        *,
+        local: bool = False,
+        filter_index_limit: int = 16,
+        compact: bool = True,
+        hnsw_ef: int = HNSW_EF,
+    ) -> None:
         self._client = client
+        self._dense_search = _dense_search(hnsw_ef)
+        self._compact = compact  # new collections: int8 dense vectors in RAM, the rest on disk
         self._local = local
         self._filter_index_limit = filter_index_limit
         self._filter_indexes: dict[str, FilterIndexes] = {}  # per collection, read from the server once
@@ -56,12 +68,19 @@ class ServerIndex(VectorIndex):
 
     @classmethod
     def connect(
-        cls, url: str, *, api_key: str | None = None, timeout: int = 30, filter_index_limit: int = 16
+        cls,
+        url: str,
+        *,
+        api_key: str | None = None,
+        timeout: int = 30,
+        filter_index_limit: int = 16,
+        compact: bool = True,
+        hnsw_ef: int = HNSW_EF,
     ) -> ServerIndex:
         """A client for a Qdrant server; nothing is contacted until the first call."""
         # check_compatibility would call the server here and only warn on failure.
         client = QdrantClient(url=url, api_key=api_key, timeout=timeout, check_compatibility=False)
-        return cls(client, filter_index_limit=filter_index_limit)
+        return cls(client, filter_index_limit=filter_index_limit, compact=compact, hnsw_ef=hnsw_ef)
 
     @classmethod
     def local(cls, path: Path | str) -> ServerIndex:
@@ -80,15 +99,11 @@ class ServerIndex(VectorIndex):
     def ensure_collection(self, name: str, *, dim: int) -> None:
         """Create the collection and payload indexes unless it exists; Conflict if its dim differs."""
         check_collection_name(name)
-        schema = CollectionSchema(dim=dim)
+        schema = CollectionSchema(dim=dim, compact=self._compact)
         with self._calls(name):
             if not self._client.collection_exists(name):
                 try:
-                    self._client.create_collection(
-                        name,
-                        vectors_config={DENSE: qm.VectorParams(size=schema.dim, distance=qm.Distance.COSINE)},
-                        sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
-                    )
+                    self._client.create_collection(name, **_collection_config(schema))
                 except UnexpectedResponse as exc:
                     if exc.status_code != 409:  # another worker created it meanwhile
                         raise
@@ -148,7 +163,7 @@ class ServerIndex(VectorIndex):
 
     def _search(self, name: str, searches: Sequence[Search]) -> list[list[IndexHit]]:
         """The searches as Query API requests: one query_points call, or one batch."""
-        requests = [_server_request(search) for search in searches]
+        requests = [_server_request(search, self._dense_search) for search in searches]
         with self._calls(name):
             self._require(name)
             if len(requests) == 1:
@@ -284,31 +299,62 @@ _SERVER_KINDS: dict[str, FilterIndexKind] = {
 }
 
 
-def _server_request(search: Search) -> qm.QueryRequest:
+def _collection_config(schema: CollectionSchema) -> dict[str, Any]:
+    """create_collection's arguments for a new collection (CollectionSchema says what `compact` keeps where)."""
+    if not schema.compact:
+        return {
+            "vectors_config": {DENSE: qm.VectorParams(size=schema.dim, distance=qm.Distance.COSINE)},
+            "sparse_vectors_config": {SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+        }
+    return {
+        "vectors_config": {DENSE: qm.VectorParams(size=schema.dim, distance=qm.Distance.COSINE, on_disk=True)},
+        "sparse_vectors_config": {
+            SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF, index=qm.SparseIndexParams(on_disk=True))
+        },
+        "quantization_config": qm.ScalarQuantization(
+            scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8, quantile=0.99, always_ram=True)
+        ),
+        "hnsw_config": qm.HnswConfigDiff(on_disk=True),
+        "on_disk_payload": True,
+    }
+
+
+def _dense_search(hnsw_ef: int) -> qm.SearchParams:
+    """The dense leg's search parameters; collections without quantization ignore its part."""
+    return qm.SearchParams(
+        hnsw_ef=hnsw_ef, quantization=qm.QuantizationSearchParams(rescore=True, oversampling=QUANTIZED_OVERSAMPLING)
+    )
+
+
+def _leg_params(search: LegSearch, dense: qm.SearchParams) -> qm.SearchParams:
+    return _LIVE_IDF if search.leg == SPARSE else dense
+
+
+def _server_request(search: Search, dense: qm.SearchParams) -> qm.QueryRequest:
     if isinstance(search, LegSearch):
         return qm.QueryRequest(
             query=_nearest(search),
             using=search.leg,
             filter=_server_filter(search.filter),
-            params=_LIVE_IDF if search.leg == SPARSE else None,
+            params=_leg_params(search, dense),
             limit=search.limit,
             with_payload=search.with_payload,
         )
     return qm.QueryRequest(
         query=_server_fusion(search.fusion),
-        prefetch=[_prefetch(search.dense), _prefetch(search.sparse)],
+        prefetch=[_prefetch(search.dense, dense), _prefetch(search.sparse, dense)],
         limit=search.limit,
         with_payload=search.with_payload,
     )
 
 
-def _prefetch(search: LegSearch) -> qm.Prefetch:
+def _prefetch(search: LegSearch, dense: qm.SearchParams) -> qm.Prefetch:
     return qm.Prefetch(
         query=_nearest(search),
         using=search.leg,
         limit=search.limit,
         filter=_server_filter(search.filter),
-        params=_LIVE_IDF if search.leg == SPARSE else None,
+        params=_leg_params(search, dense),
     )
 
 

@@ -140,6 +140,7 @@ def test_a_failed_optimiser_leaves_the_shard_as_it_was(tmp_path, monkeypatch):
         assert thread is not None
         thread.join()
         assert "exited with status 1" in (index.optimization_status(NAME)["last_error"] or "")
+        assert not index._shards[NAME].optimization_due(1)  # no retry at every write after a failure
         assert fixed_answers(index) == before
         assert shard_dirs(root) == [NAME]
 

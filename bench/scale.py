@@ -1,0 +1,378 @@
+"""The embedded index at scale (issue 20, item 5): writes, memory, disk and query latency per size, as JSON.
+
+For each size, in a fresh child process (so that its memory is the index's own):
+1. Opens the index as `saekin serve` does (`open_index` on the default settings: Qdrant Edge,
+   compact storage with int8 dense vectors, optimisation in the background after 10,000 new
+   points, payload indexes made on a filter's first use) and writes `size` points through it in
+   batches of 256, as the embed stage does. Sparse vectors are the real ones of AutoRAG chunks
+   (Kiwi morphemes of 330-term windows of the corpus pages, BM25 weights, cycled); dense vectors
+   are synthetic unit vectors of the model's dimension with a low intrinsic dimension (a random
+   48-dim Gaussian mapped to 1024 dims, plus noise) like text embeddings; isotropic random
+   vectors are the worst case of any graph index (recall@10 0.30 at 20,000 here) and nothing a
+   model produces. Each point has a document id and metadata: `lang` (2 values), `topic` (20).
+2. Waits for the background optimisation, then measures recall@10 of the dense leg (quantized
+   HNSW, rescored) against exact search (numpy over the float vectors) on `--recall-queries`
+   queries from the same distribution.
+3. Starts a writer thread that keeps upserting new points in batches of 64 (uploads go on,
+   and with them background optimisations), and times queries from this thread: sparse (the
+   AutoRAG questions' morphemes), hybrid (RRF over dense and sparse, a fixed query vector per
+   question instead of the model) and hybrid with a metadata filter (`topic`: a twentieth of the
+   points), top 10, 100 candidates per leg, as the search service asks the index.
+4. Reports resident memory (RSS growth of the process from before the index was opened,
+   split into anonymous memory and file pages mapped from the index), disk use, and how long
+   the background optimisations took.
+5. Reopens the index in a fresh process (as after a restart) and reports its memory after the
+   same queries without writes (`reopened`): the index's steady state, without what the writing
+   process's allocator kept from its largest moment.
+
+What this does not measure: the HTTP service around the index (the question's encoding, Kiwi on
+the question, the SQL lookup and highlights; bench/query_latency.py measures those at 10,000
+chunks). The index is what grows with the collection; the rest does not.
+
+    .venv/bin/python bench/scale.py --sizes 10000,100000
+    nice -n 10 .venv/bin/python bench/scale.py --sizes 1000000 --queries 200
+
+stdout: {"sizes": [{"chunks", "write_s", "rss_mb", "rss_anon_mb", "rss_file_mb", "disk_mb",
+"p50_ms": {"sparse", "hybrid", "hybrid_filtered"}, "p95_ms": {...}, "recall_at_10_vs_exact",
+"optimised_in_background_s", "optimisations", "written_during_queries"}], ...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import DEFAULT_CORPUS, emit, load_pages, log
+
+COLLECTION = "scale"
+DIM = 1024
+INTRINSIC_DIM = 48
+WINDOW_TERMS = 330  # about the average terms of a 510-token chunk (SAEKIN_BM25_AVG_TERMS)
+WRITE_BATCH = 256
+LIVE_BATCH = 64
+TOPICS = 20
+UNIT = 16
+
+
+class DenseSource:
+    """Unit vectors with a low intrinsic dimension; the same ids give the same vectors."""
+
+    def __init__(self, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.basis = rng.standard_normal((INTRINSIC_DIM, DIM)).astype(np.float32)
+        self.seed = seed
+
+    def block(self, start: int, n: int) -> np.ndarray:
+        """Vectors start..start+n, made in units of UNIT rows so any aligned range gives the same rows."""
+        first = start // UNIT
+        units = [self._unit(u) for u in range(first, -(-(start + n) // UNIT))]
+        offset = start - first * UNIT
+        return np.concatenate(units)[offset : offset + n]
+
+    def _unit(self, u: int) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, u))
+        x = rng.standard_normal((UNIT, INTRINSIC_DIM)).astype(np.float32) @ self.basis
+        x += 0.3 * np.sqrt(INTRINSIC_DIM) * rng.standard_normal((UNIT, DIM)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return x
+
+
+def sparse_corpus(corpus: Path):
+    """Real sparse vectors: AutoRAG pages as 330-term windows, and the questions' query vectors."""
+    import pyarrow.parquet as pq
+
+    from services.ingest.analyzer import get_analyzer
+    from services.ingest.normalize import normalize_text
+
+    analyzer = get_analyzer()
+    pages = load_pages(corpus)
+    chunks = []
+    for page in pages:
+        terms = analyzer.terms(normalize_text(page))
+        for i in range(0, len(terms), WINDOW_TERMS):
+            vector = analyzer.document_vector(terms[i : i + WINDOW_TERMS])
+            if vector:
+                chunks.append(vector)
+    questions = [q for q in pq.read_table(corpus / "qa_v4.parquet", columns=["query"]).column("query").to_pylist() if q]
+    queries = [v for v in (analyzer.query_vector(q) for q in questions) if v]
+    return chunks, queries
+
+
+def make_points(start: int, n: int, dense: DenseSource, sparse: list):
+    from services.index import IndexPoint
+
+    vectors = dense.block(start, n)
+    return [
+        IndexPoint(
+            id=str(uuid.UUID(int=i + 1)),
+            dense=vectors[i - start],
+            sparse=sparse[i % len(sparse)],
+            payload={
+                "document_id": f"doc-{i // 10}",
+                "external_id": f"ext-{i // 10}",
+                "generation": 1,
+                "metadata": {"lang": ["ko", "en"][i % 2], "topic": f"t{(i // 10) % TOPICS}"},
+            },
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def memory_mb() -> dict[str, float]:
+    out = {}
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            key = line.split(":")[0]
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                out[key] = int(line.split()[1]) / 1024
+    return out
+
+
+def disk_mb(path: Path) -> float:
+    total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return round(total / 2**20, 1)
+
+
+def wait_for_optimisation(index, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        shard = index._shards.get(COLLECTION)
+        optimization = shard.optimization if shard is not None else None
+        if optimization is None:
+            return
+        optimization.thread.join(5)
+    log("background optimisation still running at the time limit")
+
+
+def exact_top10(dense: DenseSource, size: int, queries: np.ndarray) -> list[set[str]]:
+    """The exact top 10 (cosine over the float vectors) of each query, in blocks."""
+    best_scores = np.full((len(queries), 10), -np.inf, dtype=np.float32)
+    best_ids = np.zeros((len(queries), 10), dtype=np.int64)
+    for start in range(0, size, 50_000):
+        n = min(50_000, size - start)
+        scores = queries @ dense.block(start, n).T
+        merged_scores = np.concatenate([best_scores, scores], axis=1)
+        merged_ids = np.concatenate([best_ids, np.arange(start, start + n)[None, :].repeat(len(queries), 0)], axis=1)
+        top = np.argsort(-merged_scores, axis=1)[:, :10]
+        best_scores = np.take_along_axis(merged_scores, top, axis=1)
+        best_ids = np.take_along_axis(merged_ids, top, axis=1)
+    return [{str(uuid.UUID(int=int(i) + 1)) for i in row} for row in best_ids]
+
+
+def measure(size: int, args: argparse.Namespace) -> dict:
+    """One size, in this process (the parent runs each size in a child: see main)."""
+    from config.settings import Settings
+    from services.index import IndexFilter, open_index
+    from services.index.edge import EdgeIndex
+
+    chunks, questions = sparse_corpus(args.corpus)
+    dense = DenseSource(args.seed)
+    query_dense = DenseSource(args.seed + 1).block(0, max(args.queries, args.recall_queries))
+    work = Path(tempfile.mkdtemp(prefix="saekin-scale-", dir=args.work_dir))
+    settings = Settings(data_dir=work)
+    log(f"{size}: {len(chunks)} sparse chunk vectors, {len(questions)} questions; data in {work}")
+    before = memory_mb()
+    index = open_index(settings)
+    assert isinstance(index, EdgeIndex), "bench/scale.py measures the embedded index (no SAEKIN_QDRANT_URL)"
+    index.ensure_collection(COLLECTION, dim=DIM)
+    started = time.perf_counter()
+    for start in range(0, size, WRITE_BATCH):
+        index.upsert(COLLECTION, make_points(start, min(WRITE_BATCH, size - start), dense, chunks))
+        if start % (WRITE_BATCH * 200) == 0:
+            log(f"{size}: {start} written, {time.perf_counter() - started:.0f}s")
+    write_s = time.perf_counter() - started
+    log(f"{size}: written in {write_s:.0f}s; waiting for the background optimisation")
+    wait_for_optimisation(index, args.optimise_timeout)
+    thread = index.optimize_in_background(COLLECTION)  # index the tail written after the last one
+    if thread is not None:
+        thread.join(args.optimise_timeout)
+    status = index.optimization_status(COLLECTION)
+    settled_s = time.perf_counter() - started
+
+    # Recall of the dense leg against exact search, on the settled index.
+    truth = exact_top10(dense, size, query_dense[: args.recall_queries])
+    recall = []
+    for q, expected in zip(query_dense[: args.recall_queries], truth):
+        hits = index.query(COLLECTION, dense=q, limit=10, with_payload=False)
+        recall.append(len({h.id for h in hits} & expected) / 10)
+    log(f"{size}: recall@10 {np.mean(recall):.4f}")
+
+    # Queries while a writer keeps adding points (and optimisations run in the background).
+    stop = threading.Event()
+    written = [0]
+
+    def writer() -> None:
+        next_id = size
+        while not stop.is_set():
+            index.upsert(COLLECTION, make_points(next_id, LIVE_BATCH, dense, chunks))
+            next_id += LIVE_BATCH
+            written[0] += LIVE_BATCH
+            time.sleep(args.write_pause)
+
+    writing = threading.Thread(target=writer, daemon=True)
+    writing.start()
+    topic = IndexFilter(metadata={"topic": ["t3"]})
+    modes = {
+        "sparse": lambda i: {"sparse": questions[i % len(questions)]},
+        "hybrid": lambda i: {"dense": query_dense[i], "sparse": questions[i % len(questions)], "fusion": "rrf"},
+        "hybrid_filtered": lambda i: {
+            "dense": query_dense[i],
+            "sparse": questions[i % len(questions)],
+            "fusion": "rrf",
+            "filter": topic,
+        },
+    }
+    p50, p95 = {}, {}
+    for mode, kwargs in modes.items():
+        index.query(COLLECTION, limit=10, with_payload=False, **kwargs(0))  # warm-up (and the filter's index)
+        samples = []
+        for i in range(args.queries):
+            t = time.perf_counter()
+            index.query(COLLECTION, limit=10, prefetch_limit=100, with_payload=False, **kwargs(i))
+            samples.append(time.perf_counter() - t)
+        ms = np.array(samples) * 1000
+        p50[mode], p95[mode] = round(float(np.percentile(ms, 50)), 2), round(float(np.percentile(ms, 95)), 2)
+        log(f"{size}: {mode} p50 {p50[mode]} ms, p95 {p95[mode]} ms")
+    stop.set()
+    writing.join()
+    after = memory_mb()
+    final = index.optimization_status(COLLECTION)
+    index.close()
+    reopened = _reopened(work, args)
+    result = {
+        "chunks": size,
+        "write_s": round(write_s, 1),
+        "settled_s": round(settled_s, 1),
+        "rss_mb": round(after["VmRSS"] - before["VmRSS"], 1),
+        "rss_anon_mb": round(after["RssAnon"] - before["RssAnon"], 1),
+        "rss_file_mb": round(after["RssFile"] - before["RssFile"], 1),
+        "rss_kb_per_chunk": round((after["VmRSS"] - before["VmRSS"]) * 1024 / (size + written[0]), 2),
+        "disk_mb": disk_mb(work / "qdrant"),
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "recall_at_10_vs_exact": round(float(np.mean(recall)), 4),
+        "optimised_in_background_s": status["last_seconds"] and round(status["last_seconds"], 1),
+        "optimisation_running_at_end": final["running"],
+        "written_during_queries": written[0],
+        "reopened": reopened,
+    }
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _reopened(work: Path, args: argparse.Namespace) -> dict:
+    """The index's steady state: a fresh process opens it and answers the same queries, no writes."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--reopen",
+        str(work),
+        "--queries",
+        str(args.queries),
+        "--corpus",
+        str(args.corpus),
+    ]
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        return {"error": f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_reopened(work: Path, args: argparse.Namespace) -> dict:
+    """Open an index written by measure() in this fresh process: its memory after warm queries."""
+    from config.settings import Settings
+    from services.index import IndexFilter, open_index
+
+    _, questions = sparse_corpus(args.corpus)
+    query_dense = DenseSource(args.seed + 1).block(0, args.queries)
+    topic = IndexFilter(metadata={"topic": ["t3"]})
+    before = memory_mb()
+    index = open_index(Settings(data_dir=work, index_optimize_after=0))
+    chunks = index.count(COLLECTION)
+    p50 = {}
+    for mode in ("sparse", "hybrid", "hybrid_filtered"):
+        samples = []
+        for i in range(args.queries):
+            kwargs: dict = {"sparse": questions[i % len(questions)]}
+            if mode != "sparse":
+                kwargs.update(dense=query_dense[i], fusion="rrf")
+            if mode == "hybrid_filtered":
+                kwargs["filter"] = topic
+            t = time.perf_counter()
+            index.query(COLLECTION, limit=10, prefetch_limit=100, with_payload=False, **kwargs)
+            samples.append(time.perf_counter() - t)
+        p50[mode] = round(float(np.percentile(np.array(samples) * 1000, 50)), 2)
+    after = memory_mb()
+    index.close()
+    anon, file = after["RssAnon"] - before["RssAnon"], after["RssFile"] - before["RssFile"]
+    return {
+        "chunks": chunks,
+        "rss_anon_mb": round(anon, 1),
+        "rss_file_mb": round(file, 1),
+        "rss_anon_kb_per_chunk": round(anon * 1024 / chunks, 2),
+        "rss_kb_per_chunk": round((anon + file) * 1024 / chunks, 2),
+        "p50_ms": p50,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated chunk counts")
+    parser.add_argument("--queries", type=int, default=300, help="timed queries per mode")
+    parser.add_argument("--recall-queries", type=int, default=100)
+    parser.add_argument("--write-pause", type=float, default=0.2, help="seconds between the writer's batches of 64")
+    parser.add_argument("--optimise-timeout", type=float, default=3600)
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # a child measuring one size
+    parser.add_argument("--reopen", type=Path, default=None, help=argparse.SUPPRESS)  # a child reopening one
+    args = parser.parse_args()
+
+    if args.reopen is not None:
+        print(json.dumps(measure_reopened(args.reopen, args)), flush=True)
+        return
+    if args.one is not None:
+        print(json.dumps(measure(args.one, args)), flush=True)
+        return
+    results = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        if size % UNIT:
+            raise SystemExit(f"sizes must be multiples of {UNIT}")
+        cmd = [sys.executable, __file__, "--one", str(size)] + [
+            a for a in sys.argv[1:] if not a.startswith("--sizes") and a != args.sizes
+        ]
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if done.returncode != 0:
+            log(f"size {size} failed (exit {done.returncode})")
+            results.append({"chunks": size, "error": f"exit {done.returncode}"})
+            continue
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    emit(
+        {
+            "sizes": results,
+            "dim": DIM,
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
