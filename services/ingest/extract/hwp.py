@@ -142,7 +142,7 @@ def build_tree(records: list[Record], max_depth: int) -> Record:
     stack = [root]
     for rec in records:
         if rec.level > max_depth:
-            raise ExtractionError(f"HWP records nested deeper than {max_depth} levels")
+            raise ExtractionError(f"corrupt HWP: records nested deeper than {max_depth} levels (a damaged file)")
         while stack[-1].level >= rec.level:
             stack.pop()
         stack[-1].children.append(rec)  # a level gap (corrupt) attaches to the nearest open record
