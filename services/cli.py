@@ -1,4 +1,4 @@
-"""The `saekin` command: serve, worker, ingest, search, mcp, optimize, eval, make-twin, migrate."""
+"""The `saekin` command: serve, worker, ingest, search, mcp, optimize, reindex, eval, make-twin, migrate."""
 
 from __future__ import annotations
 
@@ -449,6 +449,53 @@ def optimize() -> None:
                 f"{name}: {rt.index.count(name)} points, "
                 f"{'optimized' if changed else 'already optimal'} in {time.perf_counter() - started:.1f}s"
             )
+
+
+@app.command()
+def reindex(
+    collection: Annotated[str, typer.Option("--collection", "-c", help="The collection to reindex.")],
+    profile: Annotated[
+        str | None, typer.Option(help=f"Embedding profile of the new model ({', '.join(PROFILES)}).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="The new model: a hub id or a local directory (default: the profile's).")
+    ] = None,
+    sparse_only: Annotated[
+        bool, typer.Option("--sparse-only", help="Keep the dense vectors; recompute the sparse ones (analyzer change).")
+    ] = False,
+) -> None:
+    """Build a collection's index again (a new model, a new analyzer, or as it is) beside the live
+    one, then switch searches to it and drop the old one.
+
+    Searches read the old index until the switch; documents uploaded meanwhile are copied too.
+    Default model: this service's (SAEKIN_EMBEDDING_PROFILE / SAEKIN_EMBEDDING_MODEL). Embedded
+    mode: run it while `saekin serve` is stopped, or ask the running service (POST
+    /v1/collections/{name}/reindex); production: run it anywhere with the service's settings.
+    """
+    from tqdm import tqdm
+
+    from services.collections.reindex import run_for_runtime
+
+    settings = _settings()
+    with _runtime(settings) as rt, tqdm(unit="doc", desc=f"reindex {collection}", file=sys.stderr) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            result = run_for_runtime(
+                rt, name=collection, profile=profile, model=model, sparse_only=sparse_only, progress=progress
+            )
+        except SaekinError as exc:
+            bar.close()
+            _fail(exc.message)
+    sparse = "sparse vectors recomputed" if result.recomputed_sparse else "sparse vectors kept"
+    typer.echo(
+        f"{collection}: {result.documents} documents, {result.chunks} chunks into {result.physical_index} "
+        f"({result.replayed} copied again after changes; {sparse}) in {result.seconds:.1f}s; "
+        f"searches now read {result.index_name}"
+    )
 
 
 @app.command("eval")

@@ -147,6 +147,26 @@ class Runtime:
             ),
         )
 
+    def encoder_for(self, model_name_or_path: str, profile: str) -> Encoder:
+        """The encoder of `model_name_or_path` (of `profile`): this process's own, or another one
+        loaded once (a reindex to a new model)."""
+        from config.profiles import get_profile
+        from services.embedding.encoder import Encoder
+
+        s = self.settings
+        if model_name_or_path == s.model_name_or_path and profile == s.embedding_profile:
+            return self.encoder
+        return self._once(
+            f"_encoder:{profile}:{model_name_or_path}",
+            lambda: Encoder(
+                model_name_or_path,
+                get_profile(profile),
+                device=s.embedding_device,
+                precision=s.embedding_precision,
+                max_batch_tokens=s.embed_max_batch_tokens,
+            ),
+        )
+
     @property
     def query_encoder(self) -> QueryEncoder:
         from services.embedding.query_encoder import QueryEncoder

@@ -30,6 +30,36 @@ class CollectionOut(BaseModel):
     search_defaults: SearchDefaults = Field(
         ..., description="What a search of this collection uses where the request leaves it out (PATCH to change)."
     )
+    analyzer_version: str | None = Field(
+        None, description="Analyzer that made the sparse vectors; null: older than recorded versions."
+    )
+    analyzer_current: bool = Field(
+        True, description="False: this service analyses with another version (saekin reindex --sparse-only)."
+    )
+    index_name: str | None = Field(None, description="The Qdrant collection (or alias) searches read.")
+    reindex: ReindexStatus | None = Field(None, description="The running or last reindex.")
+
+
+class ReindexStatus(BaseModel):
+    """The running or last reindex of a collection (`saekin reindex`)."""
+
+    status: Literal["building", "switching", "done", "failed"] = Field(
+        ..., description="building: searches still read the old index; done: they read the new one."
+    )
+    profile: str
+    model: str | None = Field(None, description="The model the new index is embedded with.")
+    model_sha256: str | None = None
+    sparse_only: bool = Field(False, description="Dense vectors kept, sparse vectors recomputed.")
+    recompute_sparse: bool = Field(False, description="Sparse vectors recomputed with this analyzer.")
+    target_index: str = Field(..., description="The Qdrant collection being written.")
+    started_at: datetime
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+    documents_total: int = Field(0, description="Indexed documents when the reindex began.")
+    documents_done: int = 0
+    chunks_done: int = 0
+    documents_replayed: int = Field(0, description="Documents published during the reindex, copied again.")
+    error: str | None = None
 
 
 class CollectionPatch(BaseModel):

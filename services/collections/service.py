@@ -10,11 +10,13 @@ from collections.abc import Sequence
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.collections.schemas import CollectionOut, DocumentCounts
+from services.collections.schemas import CollectionOut, DocumentCounts, ReindexStatus
 from services.db import session_scope
-from services.documents.models import Chunk, Collection, Document, index_name, utcnow
+from services.documents.lifecycle import reindex_target
+from services.documents.models import Chunk, Collection, Document, index_name, physical_index_name, utcnow
 from services.documents.service import get_collection
 from services.index.base import VectorIndex
+from services.ingest.analyzer import analyzer_version
 from services.search.schemas import SearchDefaults
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,10 @@ def describe(session: Session, collections: Sequence[Collection]) -> list[Collec
             documents=counts[c.id],
             chunk_count=chunks.get(c.id, 0),
             search_defaults=SearchDefaults.model_validate(c.search_defaults or {}),
+            analyzer_version=c.analyzer_version,
+            analyzer_current=c.analyzer_version == analyzer_version(),
+            index_name=index_name(c),
+            reindex=ReindexStatus.model_validate(c.reindex) if c.reindex else None,
         )
         for c in collections
     ]
@@ -95,7 +101,7 @@ class Deletions:
             collection = get_collection(session, name=name)
             if collection.deleting_at is None:
                 session.execute(update(Collection).where(Collection.id == collection.id).values(deleting_at=utcnow()))
-            target = (collection.id, index_name(collection))
+            target = (collection.id, collection_indexes(collection))
         with self._lock:
             thread = self._running.get(name)
             if thread is None or not thread.is_alive():
@@ -113,10 +119,10 @@ class Deletions:
         index: VectorIndex,
         name: str,
         collection_id: uuid.UUID,
-        qdrant_name: str,
+        qdrant_names: list[str],
     ) -> None:
         try:
-            purge(session_factory=session_factory, index=index, collection_id=collection_id, index_name=qdrant_name)
+            purge(session_factory=session_factory, index=index, collection_id=collection_id, index_names=qdrant_names)
         except Exception:
             log.exception("deleting collection %s failed; DELETE it again to finish", name)
         finally:
@@ -125,10 +131,21 @@ class Deletions:
                     del self._running[name]
 
 
+def collection_indexes(collection: Collection) -> list[str]:
+    """Every Qdrant collection a collection holds: the live one (by its physical name, and the
+    name searches address where that is an alias) and the one a running reindex is writing."""
+    names = [
+        physical_index_name(collection.name, collection.profile, collection.index_version or 1),
+        index_name(collection),
+        reindex_target(collection),
+    ]
+    return list(dict.fromkeys(n for n in names if n))
+
+
 def purge(
-    *, session_factory: sessionmaker[Session], index: VectorIndex, collection_id: uuid.UUID, index_name: str
+    *, session_factory: sessionmaker[Session], index: VectorIndex, collection_id: uuid.UUID, index_names: list[str]
 ) -> None:
-    """Remove a collection's documents (in batches), its Qdrant collection, then its row."""
+    """Remove a collection's documents (in batches), its Qdrant collections, then its row."""
     d = Document.__table__.c
     while True:
         with session_scope(session_factory) as session:
@@ -136,6 +153,7 @@ def purge(
             if not ids:
                 break
             session.execute(delete(Document).where(Document.id.in_(ids)))
-    index.drop_collection(index_name)
+    for name in index_names:
+        index.drop_collection(name)
     with session_scope(session_factory) as session:
         session.execute(delete(Collection).where(Collection.id == collection_id))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Row, Table, and_, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, Row, Table, and_, bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -52,6 +52,7 @@ from services.documents.service import (
 )
 from services.errors import ConcurrentWrite, Conflict, InvalidInput
 from services.index.base import VectorIndex
+from services.ingest.analyzer import analyzer_version
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,13 @@ def _get_or_create_collection(
             code="collection_name_conflict",
         )
     collection = Collection(
-        name=name, profile=profile, model=model.name if model else None, model_sha256=model.sha256 if model else None
+        name=name,
+        profile=profile,
+        model=model.name if model else None,
+        model_sha256=model.sha256 if model else None,
+        index_name=collection_index_name(name, profile),
+        index_version=1,
+        analyzer_version=analyzer_version(),
     )
     session.add(collection)
     try:
@@ -288,10 +295,21 @@ def cancel(session: Session, *, index: VectorIndex, collection_name: str, docume
     A worker still busy with it finds no row to write to; publication then removes what it upserted.
     """
     document = get_document(session, collection_name=collection_name, document_id=document_id)
-    name = index_name(document.collection)
-    if index.collection_exists(name):
-        index.delete_document(name, str(document.id))
+    # A reindex being built copies only documents that exist; this one may be copied already.
+    for name in (index_name(document.collection), reindex_target(document.collection)):
+        if name is not None and index.collection_exists(name):
+            index.delete_document(name, str(document.id))
     session.execute(delete(Document).where(Document.id == document.id))
+
+
+def reindex_target(collection: Collection) -> str | None:
+    """The index a running reindex of `collection` is building, if any."""
+    state = collection.reindex or {}
+    return state.get("target_index") if state.get("status") in REINDEX_RUNNING else None
+
+
+# Reindex states while the new index is written (services/collections/reindex.py).
+REINDEX_RUNNING = ("building", "switching")
 
 
 # --- the worker steps: each its own transaction on the engine ---------------------------------
@@ -555,12 +573,8 @@ def fail_claim(engine: Engine, claim: str, reason: str) -> int:
 class EmbedInput:
     """What the embed stage reads of the generations waiting for it."""
 
-    documents: dict[uuid.UUID, Row]  # id → (id, generation, external_id, metadata, collection, profile, index_name)
+    documents: dict[uuid.UUID, Row]  # id → (id, generation, external_id, metadata, collection, profile)
     chunks: list[Row]  # (id, document_id, generation, ordinal, page, text, sparse), in document order
-
-    def index_name(self, document_id: uuid.UUID) -> str:
-        doc = self.documents[document_id]
-        return collection_index_name(doc.collection, doc.profile)
 
 
 def read_for_embedding(engine: Engine, items: Sequence[WorkItem], *, profile: str) -> EmbedInput:
@@ -599,6 +613,21 @@ def read_for_embedding(engine: Engine, items: Sequence[WorkItem], *, profile: st
     return EmbedInput(documents, chunks)
 
 
+def index_addresses(engine: Engine, document_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[str, int]]:
+    """For each document that still exists: the index its collection's writes address now, and
+    that index's build number (what :func:`publish` checks)."""
+    d, coll = _documents.c, _collections.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(d.id, coll.name, coll.profile, coll.index_name, coll.index_version)
+            .join_from(_documents, _collections, d.collection_id == coll.id)
+            .where(d.id.in_(document_ids))
+        ).all()
+    return {
+        row.id: (row.index_name or collection_index_name(row.name, row.profile), int(row.index_version)) for row in rows
+    }
+
+
 @dataclass(frozen=True)
 class StalePoints:
     """Points of a document that publication made dead: all of them, one generation's, or those below one."""
@@ -609,42 +638,94 @@ class StalePoints:
     below_generation: int | None = None
 
 
-def publish(engine: Engine, items: Sequence[WorkItem], index_names: dict[uuid.UUID, str]) -> list[StalePoints]:
+@dataclass(frozen=True)
+class Publication:
+    """What :func:`publish` did: the points that are now dead, and the generations it left waiting
+    because their collection switched to a new index (a reindex) after their points were written."""
+
+    stale: list[StalePoints]
+    moved: list[WorkItem]
+
+
+def publish(
+    engine: Engine,
+    items: Sequence[WorkItem],
+    index_names: dict[uuid.UUID, str],
+    *,
+    index_versions: dict[uuid.UUID, int] | None = None,
+) -> Publication:
     """Make each item the searchable generation and drop earlier generations' chunk rows; the
     points the caller must now delete from the index.
 
     Only what is certainly dead: older generations below the published one, or a late worker's
     own generation, so a newer generation another worker is writing keeps its points.
+
+    With `index_versions` (the collection's index build each document's points were written to),
+    a generation whose collection has switched to a newer build since is not published but left
+    waiting (`moved`): its points went to the index the switch retired, and the caller writes
+    them again. A reindex's switch and publication exclude each other on the collection row.
     """
     if not items:
-        return []
-    d, c = _documents.c, _chunks.c
+        return Publication([], [])
+    d, c, coll = _documents.c, _chunks.c, _collections.c
     now = utcnow()
     stale: list[StalePoints] = []
+    moved: list[WorkItem] = []
+    by_version: dict[int | None, list[WorkItem]] = {}
+    for item in items:
+        by_version.setdefault((index_versions or {}).get(item.document_id), []).append(item)
     with engine.begin() as conn:
-        # One statement for the batch; a generation deleted or replaced meanwhile matches no row.
-        published = set(
-            conn.scalars(
-                update(_documents)
-                .where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in items]))
-                .values(
-                    status=DocumentStatus.indexed,
-                    stage=DocumentStage.done,
-                    error=None,
-                    indexed_generation=d.generation,
-                    indexed_title=d.title,
-                    indexed_metadata=d["metadata"],
-                    indexed_at=now,
-                    updated_at=now,
-                    lease_owner=None,
-                    lease_until=None,
-                    embedded_count=select(func.count())
-                    .where(c.document_id == d.id, c.generation == d.generation)
-                    .scalar_subquery(),
-                )
-                .returning(d.id)
+        if index_versions:
+            # PostgreSQL: wait for a switch in progress (it holds the row), and keep the next one
+            # out until this commits. SQLite has one writer at a time anyway (no FOR SHARE there).
+            conn.execute(
+                select(coll.id)
+                .where(coll.id.in_(select(d.collection_id).where(d.id.in_([i.document_id for i in items]))))
+                .with_for_update(read=True)
             )
-        )
+        published: set[uuid.UUID] = set()
+        for version, group in by_version.items():
+            # One statement per index build (usually one); a generation deleted or replaced
+            # meanwhile matches no row, nor one whose collection switched to another build.
+            fence = (
+                (d.collection_id.in_(select(coll.id).where(coll.index_version == version)),)
+                if version is not None
+                else ()
+            )
+            published |= set(
+                conn.scalars(
+                    update(_documents)
+                    .where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in group]), *fence)
+                    .values(
+                        status=DocumentStatus.indexed,
+                        stage=DocumentStage.done,
+                        error=None,
+                        indexed_generation=d.generation,
+                        indexed_title=d.title,
+                        indexed_metadata=d["metadata"],
+                        indexed_at=now,
+                        updated_at=now,
+                        lease_owner=None,
+                        lease_until=None,
+                        embedded_count=select(func.count())
+                        .where(c.document_id == d.id, c.generation == d.generation)
+                        .scalar_subquery(),
+                    )
+                    .returning(d.id)
+                )
+            )
+        unpublished = [item for item in items if item.document_id not in published]
+        if unpublished and index_versions:
+            # Still the latest generation, waiting: refused by the fence alone.
+            latest = set(
+                conn.execute(
+                    select(d.id, d.generation).where(
+                        tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in unpublished]),
+                        *_WAITING_FOR_EMBED,
+                    )
+                ).all()
+            )
+            moved = [item for item in unpublished if (item.document_id, item.generation) in latest]
         for item in items:
             # Only replacements and retries have older rows and points.
             if item.document_id in published and item.generation > 1:
@@ -652,7 +733,7 @@ def publish(engine: Engine, items: Sequence[WorkItem], index_names: dict[uuid.UU
                 stale.append(
                     StalePoints(index_names[item.document_id], item.document_id, below_generation=item.generation)
                 )
-        gone = [item for item in items if item.document_id not in published]
+        gone = [item for item in unpublished if item not in moved]
         if gone:
             # Deleted or replaced while we embedded: our points must not linger.
             indexed = dict(
@@ -668,7 +749,17 @@ def publish(engine: Engine, items: Sequence[WorkItem], index_names: dict[uuid.UU
                     stale.append(
                         StalePoints(index_names[item.document_id], item.document_id, generation=item.generation)
                     )
-    return stale
+    return Publication(stale, moved)
+
+
+def store_chunk_analysis(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """New sparse vectors and term spans of existing chunk rows ({"id", "sparse", "term_spans"}),
+    in the caller's transaction: a reindex recomputing them after an analyzer change."""
+    if rows:
+        conn.execute(
+            update(_chunks).where(_chunks.c.id == bindparam("chunk_id")),
+            [{"chunk_id": r["id"], "sparse": r["sparse"], "term_spans": r["term_spans"]} for r in rows],
+        )
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,16 @@ class Collection(Base):
     model_sha256: Mapped[str | None] = mapped_column(String(64))
     # Set while a DELETE of the collection runs in the background.
     deleting_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The index that searches and writes address (revision 0011; None before: the name derived
+    # from name and profile). On Qdrant Edge the shard itself, so switching it here is how a
+    # reindex goes live; on a Qdrant server an alias, switched there (services/collections/reindex.py).
+    index_name: Mapped[str | None] = mapped_column(String(255))
+    # Counts the index builds: each reindex writes a new physical index, physical_index_name(.., n).
+    index_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # services.ingest.analyzer.analyzer_version() of the chunks' sparse vectors (None: unknown, older).
+    analyzer_version: Mapped[str | None] = mapped_column(String(64))
+    # The running or last reindex: status, target model, progress counts (collections/reindex.py).
+    reindex: Mapped[dict | None] = mapped_column(JsonType)
 
 
 class Document(Base):
@@ -209,10 +219,24 @@ def chunk_point_id(document_id: uuid.UUID, generation: int, ordinal: int) -> uui
 
 
 def index_name(collection: Collection) -> str:
-    """The Qdrant collection holding `collection`'s points; one per Saekin collection and profile."""
-    return collection_index_name(collection.name, collection.profile)
+    """The index name that searches and writes of `collection` address (an alias on a Qdrant server
+    after a reindex); the derived one for a row that has none."""
+    return collection.index_name or collection_index_name(collection.name, collection.profile)
 
 
 def collection_index_name(name: str, profile: str) -> str:
-    """:func:`index_name` from the collection's name and profile columns."""
+    """The first index of a collection, from its name and profile columns."""
     return f"saekin_{name.replace('-', '_')}_{profile.replace('-', '_')}"
+
+
+def physical_index_name(name: str, profile: str, version: int) -> str:
+    """The Qdrant collection (Edge shard) of a collection's `version`-th index build. Later builds
+    carry '-v<n>': the derived names never hold '-', so no collection's first index can clash."""
+    base = collection_index_name(name, profile)
+    return base if version <= 1 else f"{base}-v{version}"
+
+
+def index_alias(name: str) -> str:
+    """The alias a Qdrant server's searches address once a collection has been reindexed ('-': no
+    physical name starts so)."""
+    return f"saekin-{name}"

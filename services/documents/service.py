@@ -101,6 +101,7 @@ class SearchCollection:
     profile: str
     model_sha256: str | None
     search_defaults: dict[str, Any] | None
+    index_name: str | None = None  # what searches address (None: derived from name and profile)
 
 
 def get_search_collection(session: Session, *, name: str) -> SearchCollection:
@@ -108,13 +109,18 @@ def get_search_collection(session: Session, *, name: str) -> SearchCollection:
     `name`, or NotFound (a collection being deleted is not found)."""
     table = Collection.__table__
     row = session.execute(
-        select(table.c.id, table.c.profile, table.c.model_sha256, table.c.search_defaults, table.c.deleting_at).where(
-            table.c.name == validate_collection_name(name)
-        )
+        select(
+            table.c.id,
+            table.c.profile,
+            table.c.model_sha256,
+            table.c.search_defaults,
+            table.c.deleting_at,
+            table.c.index_name,
+        ).where(table.c.name == validate_collection_name(name))
     ).first()
     if row is None or row.deleting_at is not None:
         raise _collection_not_found(name, deleting=row is not None)
-    return SearchCollection(row.id, row.profile, row.model_sha256, row.search_defaults)
+    return SearchCollection(row.id, row.profile, row.model_sha256, row.search_defaults, row.index_name)
 
 
 def set_search_defaults(session: Session, *, name: str, defaults: dict[str, Any] | None) -> Collection:

@@ -121,6 +121,21 @@ class VectorIndex(ABC):
     def count(self, name: str, filter: IndexFilter | None = None) -> int:
         """Exact number of points matching the filter."""
 
+    def dense_vectors(self, name: str, ids: Sequence[str]) -> dict[str, list[float]]:
+        """The stored dense vectors of those of the points `ids` that exist, by id (a reindex that
+        only recomputes sparse vectors copies them)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read vectors back")
+
+    def switch(self, *, alias: str, target: str) -> tuple[str, str | None]:
+        """Make the searches of a collection read `target` from now on, atomically for the engine.
+
+        Returns the name the database records for searches and writes to address, and the
+        index that name pointed at until now when it was an alias (None otherwise). Engines
+        without aliases (Qdrant Edge: one process owns it) answer (`target`, None): switching
+        the name the database records is the switch.
+        """
+        return target, None
+
     @abstractmethod
     def close(self) -> None:
         """Release the engine (files, locks, connections); the object is unusable afterwards."""

@@ -236,6 +236,17 @@ class EdgeIndex(VectorIndex):
         with self._use(name) as shard:
             return int(shard.shard.count(qe.CountRequest(exact=True, filter=_edge_filter(filter_condition(filter)))))
 
+    def dense_vectors(self, name: str, ids: Sequence[str]) -> dict[str, list[float]]:
+        """The dense vectors of the points that exist among `ids`."""
+        with self._use(name) as shard:
+            records = shard.shard.retrieve([point_id(i) for i in ids], with_payload=False, with_vector=[DENSE])
+        vectors: dict[str, list[float]] = {}
+        for record in records:
+            found: Any = record.vector  # {name: vector} for named vectors
+            if isinstance(found, dict) and DENSE in found:
+                vectors[str(record.id)] = list(found[DENSE])
+        return vectors
+
     def optimize(self, name: str) -> bool:
         """Merge segments, vacuum deletions and build HNSW; Edge never does this by itself.
 

@@ -119,10 +119,10 @@ class ServerIndex(VectorIndex):
                         self._client.create_payload_index(name, key, _PAYLOAD_TYPES[kind], wait=True)
 
     def collection_exists(self, name: str) -> bool:
-        """Whether the collection exists."""
+        """Whether the collection, or an alias of that name, exists."""
         check_collection_name(name)
         with self._calls(name):
-            return bool(self._client.collection_exists(name))
+            return bool(self._client.collection_exists(name)) or self._alias_target(name) is not None
 
     def drop_collection(self, name: str) -> None:
         """Delete the collection (no error if it does not exist)."""
@@ -217,6 +217,40 @@ class ServerIndex(VectorIndex):
             return int(
                 self._client.count(name, count_filter=_server_filter(filter_condition(filter)), exact=True).count
             )
+
+    def dense_vectors(self, name: str, ids: Sequence[str]) -> dict[str, list[float]]:
+        """The dense vectors of the points that exist among `ids`."""
+        check_collection_name(name)
+        with self._calls(name):
+            self._require(name)
+            records = self._client.retrieve(name, [point_id(i) for i in ids], with_payload=False, with_vectors=[DENSE])
+        return {
+            str(r.id): list(r.vector[DENSE])  # type: ignore[arg-type]
+            for r in records
+            if isinstance(r.vector, dict) and DENSE in r.vector
+        }
+
+    def switch(self, *, alias: str, target: str) -> tuple[str, str | None]:
+        """Point the alias at `target` in one alias update, which Qdrant applies atomically:
+        searches through the alias read the old collection or the new one, never neither."""
+        check_collection_name(alias)
+        check_collection_name(target)
+        with self._calls(target):
+            previous = self._alias_target(alias)
+            operations: list[qm.AliasOperations] = []
+            if previous is not None:
+                operations.append(qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=alias)))
+            operations.append(
+                qm.CreateAliasOperation(create_alias=qm.CreateAlias(collection_name=target, alias_name=alias))
+            )
+            self._client.update_collection_aliases(change_aliases_operations=operations)
+        return alias, previous
+
+    def _alias_target(self, alias: str) -> str | None:
+        for found in self._client.get_aliases().aliases:
+            if found.alias_name == alias:
+                return found.collection_name
+        return None
 
     def close(self) -> None:
         """Close the client (local mode: release its storage lock)."""

@@ -65,15 +65,35 @@ from services.ingest.normalize import normalize_text
 from services.vectors import SparseVector
 
 __all__ = [
+    "ANALYZER_VERSION",
     "KoreanAnalyzer",
     "Sentence",
     "StoredSpans",
     "Term",
+    "analyzer_version",
     "get_analyzer",
     "tag_class",
     "term_id",
     "term_spans",
 ]
+
+# Bump whenever the same text would give other sparse vectors or term spans: which morphemes are
+# terms, their forms, tag classes, hashing, bigrams or the BM25 weighting. A collection records
+# the version its chunks were analysed with (with the Kiwi release, whose model splits and tags
+# too); `saekin reindex --sparse-only` brings an older one up to date without re-embedding.
+ANALYZER_VERSION = "3"
+
+
+@lru_cache(maxsize=1)
+def analyzer_version() -> str:
+    """This code's analyzer version with the Kiwi release, e.g. ``3/kiwipiepy-0.24.0``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        kiwi = version("kiwipiepy")
+    except PackageNotFoundError:  # pragma: no cover - kiwipiepy is a dependency
+        kiwi = "unknown"
+    return f"{ANALYZER_VERSION}/kiwipiepy-{kiwi}"
 
 
 @dataclass(frozen=True)

@@ -203,17 +203,36 @@ def _line_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+# How often a generation is written again when a reindex switched its collection to a new index
+# between the write of its points and their publication (a switch takes seconds; more is a bug).
+MOVED_RETRIES = 3
+
+
 def embed_documents(
     items: Sequence[WorkItem], *, engine: Engine, encoder: Encoder, index: VectorIndex, profile: str
 ) -> None:
     """Run the GPU stage for several prepared generations at once (one encode call fills the GPU)."""
+    for _ in range(MOVED_RETRIES):
+        items = _embed_once(items, engine=engine, encoder=encoder, index=index, profile=profile)
+        if not items:
+            return
+    raise RuntimeError(f"the index of {len(items)} documents kept switching while they were embedded")
+
+
+def _embed_once(
+    items: Sequence[WorkItem], *, engine: Engine, encoder: Encoder, index: VectorIndex, profile: str
+) -> list[WorkItem]:
+    """One pass of the embed stage; the generations to write again (their collection's index moved)."""
     if not items:
-        return
+        return []
     batch = lifecycle.read_for_embedding(engine, items, profile=profile)
     if not batch.documents:
-        return
-    names = {doc_id: batch.index_name(doc_id) for doc_id in batch.documents}
+        return []
     vectors: Any = encoder.encode_documents([chunk.text for chunk in batch.chunks]) if batch.chunks else []
+    # Where to write is read after encoding, which can take minutes: a reindex may have switched
+    # the collection to a new index meanwhile (and be about to drop the old one).
+    addresses = lifecycle.index_addresses(engine, list(batch.documents))
+    names = {doc_id: name for doc_id, (name, _) in addresses.items()}
     points: dict[str, list[IndexPoint]] = {}  # per Qdrant collection: one upsert (one flush) for the batch
     for chunk, vector in zip(batch.chunks, vectors):
         document = batch.documents[chunk.document_id]
@@ -222,32 +241,55 @@ def embed_documents(
                 id=str(chunk.id),
                 dense=vector,
                 sparse=chunk.sparse,
-                payload={
-                    "document_id": str(document.id),
-                    "external_id": document.external_id,
-                    "generation": chunk.generation,
-                    "ordinal": chunk.ordinal,
-                    "page": chunk.page,
-                    "metadata": storable_metadata(document.metadata or {}),
-                },
+                payload=chunk_payload(chunk, external_id=document.external_id, metadata=document.metadata),
             )
         )
     for name in set(names.values()):
         index.ensure_collection(name, dim=encoder.dim)
         if points.get(name):
             index.upsert(name, points[name])
-    _publish([item for item in items if item.document_id in batch.documents], names, engine=engine, index=index)
+    versions = {doc_id: version for doc_id, (_, version) in addresses.items()}
+    return _publish(
+        [item for item in items if item.document_id in names],
+        names,
+        engine=engine,
+        index=index,
+        versions=versions,
+    )
 
 
-def _publish(items: Sequence[WorkItem], names: dict[uuid.UUID, str], *, engine: Engine, index: VectorIndex) -> None:
-    """Make the generations searchable, then delete the points that publication made dead."""
-    for stale in lifecycle.publish(engine, items, names):
+def chunk_payload(chunk: Any, *, external_id: str | None, metadata: dict | None) -> dict[str, Any]:
+    """A chunk's point payload (what filters match on): `chunk` has document_id, generation,
+    ordinal and page; metadata is its document's, as published with that generation."""
+    return {
+        "document_id": str(chunk.document_id),
+        "external_id": external_id,
+        "generation": chunk.generation,
+        "ordinal": chunk.ordinal,
+        "page": chunk.page,
+        "metadata": storable_metadata(metadata or {}),
+    }
+
+
+def _publish(
+    items: Sequence[WorkItem],
+    names: dict[uuid.UUID, str],
+    *,
+    engine: Engine,
+    index: VectorIndex,
+    versions: dict[uuid.UUID, int] | None = None,
+) -> list[WorkItem]:
+    """Make the generations searchable, then delete the points that publication made dead; the
+    generations whose collection switched index meanwhile (to be written again)."""
+    publication = lifecycle.publish(engine, items, names, index_versions=versions)
+    for stale in publication.stale:
         index.delete_document(
             stale.index_name,
             str(stale.document_id),
             generation=stale.generation,
             below_generation=stale.below_generation,
         )
+    return publication.moved
 
 
 def embed_each_on_failure(

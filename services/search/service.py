@@ -243,7 +243,7 @@ def _target(
         raise profile_mismatch(name, collection.profile, profile)
     if mode != "sparse" and model_sha256 and collection.model_sha256 and collection.model_sha256 != model_sha256:
         raise model_mismatch(name, collection.model_sha256, model_sha256)
-    return _Target(name, collection.id, collection_index_name(name, collection.profile))
+    return _Target(name, collection.id, collection.index_name or collection_index_name(name, collection.profile))
 
 
 @dataclass(frozen=True)

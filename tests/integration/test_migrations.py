@@ -179,3 +179,29 @@ def test_0010_merges_duplicate_uploads_into_the_oldest(backend, tmp_path, reques
             {"id": str(uuid.uuid4()), "c": collection, "e": None, "t": "x", "s": "a" * 64, "at": "2026-11-24 00:00:00"},
         )
     engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_0011_names_each_existing_collections_index_as_the_code_derived_it(backend, tmp_path, request):
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'm.db'}"
+        command.upgrade(alembic_config(url), "0010")
+    else:
+        url = request.getfixturevalue("own_postgres_url")  # migrated to head
+        command.downgrade(alembic_config(url), "0010")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO collections (id, name, profile, created_at) "
+                "VALUES (:id, 'hr-docs', 'ko-sroberta-multitask', '2026-11-23 00:00:00')"
+            ),
+            {"id": str(uuid.uuid4())},
+        )
+    upgrade_database(url)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT index_name, index_version, analyzer_version, reindex FROM collections")).one()
+    assert tuple(row) == ("saekin_hr_docs_ko_sroberta_multitask", 1, None, None)
+    command.downgrade(alembic_config(url), "0010")
+    engine.dispose()
+    upgrade_database(url)

@@ -7,6 +7,7 @@ import threading
 import pytest
 from sqlalchemy import update
 
+from services.ingest.analyzer import analyzer_version
 from tests.conftest import unique_collection, wait_for_status
 
 
@@ -29,6 +30,9 @@ def test_list_get_and_delete_a_collection(app_client):
     assert one["chunk_count"] == 2
     assert one["model"].endswith("bge-m3-ko-small") and len(one["model_sha256"]) == 64
     assert one["model_sha256"] == app_client.runtime.model_ref.sha256
+    # The analyzer its sparse vectors come from, the index searches read, no reindex yet.
+    assert one["analyzer_version"] == analyzer_version() and one["analyzer_current"] is True
+    assert one["index_name"].startswith("saekin_") and one["reindex"] is None
     assert one["search_defaults"] == {"mode": None, "fusion": None, "rerank": None}  # the service's, until PATCHed
 
     assert app_client.delete(f"/v1/collections/{col}").status_code == 204

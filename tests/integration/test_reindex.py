@@ -1,0 +1,332 @@
+"""`saekin reindex`: a new index built beside the live one from the stored chunks, then switched to,
+on Qdrant Edge (the database names the shard) and through qdrant-client (a Qdrant alias; local
+mode here), with uploads, replacements and deletions during the build."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select, update
+
+from services.collections.model import model_ref
+from services.collections.reindex import ReindexError, reindex_collection, run_for_runtime
+from services.collections.service import get_collection_out
+from services.db import session_scope
+from services.documents import lifecycle
+from services.documents.models import Chunk, Collection, Document, DocumentStatus
+from services.errors import Conflict
+from services.index.base import VectorIndex
+from services.search.schemas import SearchRequest
+from services.search.service import search
+from services.vectors import SparseVector
+from tests.conftest import embed, prepare
+from tests.conftest import submit_text as submit
+
+DOCS = {
+    "leave": "연차 휴가는 매년 15일이다. 입사 첫해에는 한 달에 하루씩 생긴다.",
+    "travel": "국내 출장 숙박비는 하루 10만 원까지 지급한다. 영수증을 내야 한다.",
+    "salary": "급여는 매월 25일에 지급한다. 휴일이면 그 전날 지급한다.",
+    "security": "사내 보안 교육은 분기마다 한 번 받는다. 미이수자는 계정이 잠긴다.",
+}
+
+
+@pytest.fixture(scope="module")
+def other_twin(tmp_path_factory) -> Path:
+    """Same architecture as the small twin, other (seeded) weights: a model change of one profile."""
+    from config.profiles import get_profile
+    from services.embedding.twin import build_twin
+
+    return build_twin(get_profile("bge-m3-ko"), tmp_path_factory.mktemp("twins") / "other", small=True, seed=1)
+
+
+@pytest.fixture(
+    params=[("edge", "sqlite"), ("local", "sqlite"), ("edge", "postgres")], ids=["edge", "qdrant-alias", "edge-pg"]
+)
+def rt(request, make_settings, tmp_path):
+    from services.db import upgrade_database
+    from services.runtime import Runtime
+
+    engine, database = request.param
+    overrides: dict = dict(chunk_tokens=48, chunk_overlap_tokens=8)
+    if engine == "local":
+        overrides["qdrant_path"] = tmp_path / "qdrant-local"
+    if database == "postgres":
+        overrides["database_url"] = request.getfixturevalue("own_postgres_url")
+    settings = make_settings(**overrides)
+    upgrade_database(settings.sqlalchemy_url)
+    runtime = Runtime(settings)
+    runtime.engine_kind = engine
+    yield runtime
+    runtime.close()
+
+
+def ingest(rt, external_id: str, text: str):
+    item = submit(rt, text, external_id=external_id)
+    prepare(rt, item)
+    embed(rt, [item])
+    return item
+
+
+def collection_row(rt, name: str = "c") -> Collection:
+    with session_scope(rt.session_factory) as session:
+        return session.scalars(select(Collection).where(Collection.name == name)).one()
+
+
+def searchable_chunks(rt, name: str = "c") -> dict[str, tuple]:
+    """Chunk id -> (document, generation) of every chunk searches may show."""
+    with session_scope(rt.session_factory) as session:
+        rows = session.execute(
+            select(Chunk.id, Chunk.document_id, Chunk.generation)
+            .join(Document, Document.id == Chunk.document_id)
+            .join(Collection, Collection.id == Document.collection_id)
+            .where(Collection.name == name, Chunk.generation == Document.indexed_generation)
+        ).all()
+    return {str(cid): (doc, gen) for cid, doc, gen in rows}
+
+
+def sparse_search(rt, query: str, name: str = "c") -> list[str | None]:
+    with session_scope(rt.session_factory) as session:
+        response = search(
+            session,
+            index=rt.index,
+            analyzer=rt.analyzer,
+            query_encoder=None,
+            profile=rt.profile,
+            collection_name=name,
+            request=SearchRequest(query=query, mode="sparse", top_k=3),
+        )
+    return [hit.external_id for hit in response.results]
+
+
+def point_ids(index: VectorIndex, name: str, chunk_ids) -> set[str]:
+    return set(index.dense_vectors(name, list(chunk_ids)))
+
+
+def test_a_model_change_builds_a_new_index_switches_to_it_and_drops_the_old(rt, other_twin):
+    for key, text in DOCS.items():
+        ingest(rt, key, text)
+    before = collection_row(rt)
+    old_index = before.index_name
+    assert before.index_version == 1 and old_index == "saekin_c_bge_m3_ko"
+    found_before = sparse_search(rt, "출장 숙박비")
+    chunks = searchable_chunks(rt)
+
+    seen: list[tuple[int, int, str | None, str]] = []
+
+    def progress(done: int, total: int) -> None:
+        # Until the switch, searches read the old index and GET shows the reindex going on.
+        with session_scope(rt.session_factory) as session:
+            out = get_collection_out(session, name="c")
+        seen.append((done, total, out.index_name, out.reindex.status if out.reindex else ""))
+        assert sparse_search(rt, "출장 숙박비") == found_before
+
+    result = run_for_runtime(rt, name="c", model=str(other_twin), progress=progress, batch_documents=1)
+
+    assert seen[0][:2] == (0, 4) and seen[-1][:2] == (4, 4)
+    assert all(name == old_index and status == "building" for _, _, name, status in seen[:-1])
+    after = collection_row(rt)
+    assert after.index_version == 2
+    assert after.model == str(other_twin.resolve()) and after.model_sha256 == model_ref(str(other_twin)).sha256
+    assert after.model_sha256 != rt.model_ref.sha256
+    assert after.reindex["status"] == "done" and after.reindex["documents_done"] == 4
+    assert after.reindex["chunks_done"] == len(chunks) == result.chunks
+    if rt.engine_kind == "edge":
+        # The database names the shard searches open.
+        assert after.index_name == result.physical_index == "saekin_c_bge_m3_ko-v2"
+    else:
+        # A Qdrant alias names the collection; the alias was moved.
+        assert after.index_name == "saekin-c" and result.physical_index == "saekin_c_bge_m3_ko-v2"
+    assert not rt.index.collection_exists(old_index)
+    assert rt.index.count(after.index_name) == len(chunks)
+    assert sparse_search(rt, "출장 숙박비") == found_before  # the sparse vectors are the same
+
+    # The new index holds the new model's vectors of the stored chunk texts.
+    with session_scope(rt.session_factory) as session:
+        texts = {str(i): t for i, t in session.execute(select(Chunk.id, Chunk.text)).all() if str(i) in chunks}
+    encoder = rt.encoder_for(str(other_twin), "bge-m3-ko")
+    ids = list(texts)
+    expected = encoder.encode_documents([texts[i] for i in ids])
+    stored = rt.index.dense_vectors(after.index_name, ids)
+    for cid, vector in zip(ids, expected):
+        got = np.asarray(stored[cid])
+        assert np.allclose(got / np.linalg.norm(got), vector / np.linalg.norm(vector), atol=1e-4)
+
+    # Again, back to the service's model: the alias (or the database) moves on, v2 goes.
+    again = run_for_runtime(rt, name="c")
+    assert collection_row(rt).index_version == 3 and again.physical_index == "saekin_c_bge_m3_ko-v3"
+    assert not rt.index.collection_exists("saekin_c_bge_m3_ko-v2")
+    assert rt.index.count(collection_row(rt).index_name) == len(chunks)
+    assert collection_row(rt).model_sha256 == rt.model_ref.sha256
+
+
+def test_uploads_replacements_and_deletions_during_the_build_reach_the_new_index(rt):
+    items = {key: ingest(rt, key, text) for key, text in DOCS.items()}
+    doomed = ingest(rt, "doomed", "폐기될 규정이다. 곧 삭제된다.")
+    done_once = []
+
+    def meanwhile(done: int, total: int) -> None:
+        if done != 1 or done_once:
+            return
+        done_once.append(True)
+        # While the new index is written: a new document, a replacement of every document (the
+        # one copied already among them), a deletion; all published into the live index.
+        ingest(rt, "new", "재택 근무는 주 2회까지 신청할 수 있다.")
+        for key in DOCS:
+            ingest(rt, key, DOCS[key] + " 이 규정은 내년부터 바뀐다.")
+        with session_scope(rt.session_factory) as session:
+            lifecycle.cancel(session, index=rt.index, collection_name="c", document_id=doomed.document_id)
+
+    result = run_for_runtime(rt, name="c", progress=meanwhile, batch_documents=1)
+
+    assert done_once and result.replayed >= 1  # at least the document copied before its replacement
+    chunks = searchable_chunks(rt)
+    name = collection_row(rt).index_name
+    assert point_ids(rt.index, name, chunks) == set(chunks)  # every searchable chunk has its point
+    assert {gen for _, gen in chunks.values()} == {1, 2}
+    assert sparse_search(rt, "재택 근무") == ["new"]
+    assert "doomed" not in sparse_search(rt, "폐기 규정 삭제")
+    from services.index import IndexFilter
+
+    # Only generation 2 is left of the replaced documents; nothing of the deleted one.
+    for item in items.values():
+        assert rt.index.count(name, IndexFilter(document_ids=[str(item.document_id)])) == sum(
+            1 for doc, _ in chunks.values() if doc == item.document_id
+        )
+    assert rt.index.count(name, IndexFilter(document_ids=[str(doomed.document_id)])) == 0
+
+
+def test_a_worker_that_wrote_to_the_old_index_writes_again_after_the_switch(rt, monkeypatch):
+    ingest(rt, "leave", DOCS["leave"])
+    late = submit(rt, DOCS["travel"], external_id="travel")
+    prepare(rt, late)
+    upsert = rt.index.upsert
+    switched = []
+
+    def switch_before_publication(name, points, **kwargs):
+        upsert(name, points, **kwargs)  # the worker's points go to the index of its time...
+        if not switched:
+            switched.append(name)
+            run_for_runtime(rt, name="c")  # ...which a reindex retires before the worker publishes
+
+    monkeypatch.setattr(rt.index, "upsert", switch_before_publication)
+    embed(rt, [late])
+
+    row = collection_row(rt)
+    assert switched == ["saekin_c_bge_m3_ko"] and row.index_version == 2
+    with session_scope(rt.session_factory) as session:
+        assert session.get(Document, late.document_id).status == DocumentStatus.indexed
+    chunks = searchable_chunks(rt)
+    assert point_ids(rt.index, row.index_name, chunks) == set(chunks)
+    assert sparse_search(rt, "출장 숙박비")[0] == "travel"
+
+
+def test_an_analyzer_change_recomputes_only_the_sparse_vectors(rt, make_settings):
+    for key, text in DOCS.items():
+        ingest(rt, key, text)
+    chunks = searchable_chunks(rt)
+    with session_scope(rt.session_factory) as session:
+        good = {str(c.id): (c.sparse, c.term_spans) for c in session.scalars(select(Chunk))}
+    name = collection_row(rt).index_name
+    dense_before = rt.index.dense_vectors(name, list(chunks))
+    # An older analyzer: other sparse vectors in the rows and the index, another version recorded.
+    bogus = SparseVector([7], [1.0])
+    with session_scope(rt.session_factory) as session:
+        session.execute(update(Chunk).values(sparse=bogus, term_spans={}))
+        session.execute(update(Collection).values(analyzer_version="2/kiwipiepy-0.20.0"))
+    with session_scope(rt.session_factory) as session:
+        assert get_collection_out(session, name="c").analyzer_current is False
+
+    from services.runtime import Runtime
+
+    rt.index.close()  # a process of its own (an index has one owner), without the model loaded
+    fresh = Runtime(rt.settings)
+    try:
+        result = run_for_runtime(fresh, name="c", sparse_only=True)
+        assert result.recomputed_sparse and not fresh.loaded("encoder")  # the model was never loaded
+    finally:
+        fresh.close()
+    rt.__dict__.pop("_index")
+    with session_scope(rt.session_factory) as session:
+        out = get_collection_out(session, name="c")
+        rows = {str(c.id): (c.sparse, c.term_spans) for c in session.scalars(select(Chunk))}
+    assert out.analyzer_current and out.reindex is not None and out.reindex.sparse_only
+    # Each chunk analysed alone: the same terms as the pipeline's (which analyses whole sections).
+    for cid, (sparse, spans) in rows.items():
+        assert set(sparse.indices) == set(good[cid][0].indices) and spans == good[cid][1]
+    new_name = collection_row(rt).index_name
+    dense_after = rt.index.dense_vectors(new_name, list(chunks))
+    assert dense_after.keys() == dense_before.keys()
+    assert all(np.allclose(dense_after[k], dense_before[k], atol=1e-6) for k in dense_before)
+    assert sparse_search(rt, "출장 숙박비")[0] == "travel"
+
+
+def test_the_live_index_is_untouched_when_a_reindex_cannot_finish(rt, make_settings):
+    from services.ingest.policy import ChunkPolicy
+
+    for key, text in DOCS.items():
+        ingest(rt, key, text)
+    before = collection_row(rt)
+    from services.collections.reindex import ReindexTarget
+
+    tiny = ChunkPolicy(
+        tokenizer=rt.tokenizer, max_tokens=4, overlap_tokens=0, bm25_k1=1.2, bm25_b=0.75, bm25_avg_terms=10
+    )
+    target = ReindexTarget(profile="bge-m3-ko", model=before.model, model_sha256=before.model_sha256)
+    with pytest.raises(ReindexError, match="chunked again"):
+        reindex_collection(
+            engine=rt.engine,
+            index=rt.index,
+            name="c",
+            target=target,
+            analyzer=rt.analyzer,
+            policy=tiny,
+            encoder=rt.encoder,
+        )
+    after = collection_row(rt)
+    assert after.index_name == before.index_name and after.index_version == 1
+    assert after.reindex["status"] == "failed" and "chunked again" in after.reindex["error"]
+    assert not rt.index.collection_exists("saekin_c_bge_m3_ko-v2")
+    assert sparse_search(rt, "출장 숙박비")[0] == "travel"
+
+    # One reindex at a time: a running one (recently alive) refuses a second.
+    with session_scope(rt.session_factory) as session:
+        state = dict(after.reindex, status="building", updated_at=after.reindex["finished_at"])
+        session.execute(update(Collection).values(reindex=state))
+    with pytest.raises(Conflict, match="being reindexed"):
+        run_for_runtime(rt, name="c")
+
+
+def test_deleting_a_reindexed_collection_drops_its_index(rt):
+    from services.collections.service import Deletions
+
+    ingest(rt, "leave", DOCS["leave"])
+    result = run_for_runtime(rt, name="c")
+    assert rt.index.collection_exists(result.index_name)
+    assert Deletions().delete(session_factory=rt.session_factory, index=rt.index, name="c", wait_s=30)
+    assert not rt.index.collection_exists(result.physical_index)
+    assert not rt.index.collection_exists(result.index_name)
+
+
+def test_the_cli_reindexes_with_a_progress_bar(tmp_path: Path, small_twin: Path, saekin) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for key, text in DOCS.items():
+        (docs / f"{key}.txt").write_text(text, encoding="utf-8")
+    env = dict(SAEKIN_DATA_DIR=str(tmp_path / "data"), SAEKIN_EMBEDDING_MODEL=str(small_twin))
+    assert saekin("ingest", str(docs), "--collection", "hr", **env).exit_code == 0
+    before = json.loads(saekin("search", "출장 숙박비", "-c", "hr", "--json", **env).stdout)["results"]
+
+    done = saekin("reindex", "--collection", "hr", **env)
+    assert done.exit_code == 0, done.stderr
+    assert "4 documents" in done.stdout and "saekin_hr_bge_m3_ko-v2" in done.stdout
+    assert "reindex hr: 100%" in done.stderr  # tqdm's bar
+    after = json.loads(saekin("search", "출장 숙박비", "-c", "hr", "--json", **env).stdout)["results"]
+    assert [h["chunk_id"] for h in after] == [h["chunk_id"] for h in before]
+
+    sparse = saekin("reindex", "-c", "hr", "--sparse-only", "--profile", "ko-sroberta-multitask", **env)
+    assert sparse.exit_code == 1 and "--sparse-only keeps the collection's model" in sparse.stderr
+    missing = saekin("reindex", "-c", "nope", **env)
+    assert missing.exit_code == 1 and "does not exist" in missing.stderr
