@@ -171,7 +171,9 @@ def test_uploads_replacements_and_deletions_during_the_build_reach_the_new_index
     def meanwhile(done: int, total: int) -> None:
         if done != 1 or done_once:
             return
-        target = collection_row(rt).reindex["target_index"]
+        state = collection_row(rt).reindex
+        assert state is not None
+        target = state["target_index"]
         copied = [
             key
             for key, item in items.items()
