@@ -109,6 +109,17 @@ class Settings(BaseSettings):
         None,
         description="Empty: bf16 on CUDA, fp32 on CPU. bf16/int8 on CPU trade accuracy for speed; check with `saekin eval`.",
     )
+    embedding_backend: Literal["torch", "onnx", "openvino"] = Field(
+        "torch",
+        description="What runs the embedding transformer: torch (any device), or on CPU onnx (ONNX Runtime) or "
+        "openvino, from files exported once per model into data_dir/encoders (`saekin export-encoder` does it "
+        "ahead of time). With onnx/openvino, SAEKIN_EMBEDDING_PRECISION is fp32 (default) or int8.",
+    )
+    embedding_onnx_optimization: Literal["O1", "O2", "O3"] = Field(
+        "O2",
+        description="ONNX Runtime graph optimisation of the onnx backend: O1 basic, O2 + transformer fusions "
+        "(exact), O3 + GELU approximation.",
+    )
     embed_max_batch_tokens: int = Field(
         16384, ge=512, description="Padded tokens per model forward pass (embed worker)."
     )
@@ -261,6 +272,21 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _backend_fits_device_and_precision(self) -> Settings:
+        if self.embedding_backend != "torch":
+            if self.embedding_device not in (None, "cpu"):
+                raise ValueError(
+                    f"SAEKIN_EMBEDDING_BACKEND={self.embedding_backend} runs on the CPU only; "
+                    f"SAEKIN_EMBEDDING_DEVICE={self.embedding_device} needs SAEKIN_EMBEDDING_BACKEND=torch"
+                )
+            if self.embedding_precision not in (None, "fp32", "int8"):
+                raise ValueError(
+                    f"SAEKIN_EMBEDDING_BACKEND={self.embedding_backend} takes SAEKIN_EMBEDDING_PRECISION fp32 or "
+                    f"int8, not {self.embedding_precision}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _production_needs_all_three(self) -> Settings:
         if self.broker_url and not self.database_url:
             raise ValueError(
@@ -296,6 +322,11 @@ class Settings(BaseSettings):
         """The reranker to load (hub id or directory), or None when reranking is not configured."""
         profile = self.reranker_profile
         return None if profile is None else self.rerank_model or profile.hub_id
+
+    @property
+    def encoder_export_dir(self) -> Path:
+        """Where the onnx/openvino encoder backends keep their exported models."""
+        return self.data_dir / "encoders"
 
     @property
     def effective_chunk_tokens(self) -> int:

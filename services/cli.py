@@ -1,4 +1,4 @@
-"""The `saekin` command: serve, worker, ingest, search, mcp, optimize, reindex, eval, make-twin, migrate."""
+"""The `saekin` command: serve, worker, ingest, search, mcp, optimize, reindex, eval, make-twin, export-encoder, migrate."""
 
 from __future__ import annotations
 
@@ -675,6 +675,86 @@ def make_twin(
     typer.echo(
         f"twin of {prof.hub_id} written to {path}; use it with {variables}_PROFILE={prof.name} "
         f"{variables}_MODEL={path.resolve()}"
+    )
+
+
+@app.command("export-encoder")
+def export_encoder(
+    backend: Annotated[str | None, typer.Option(help="onnx or openvino. Default: SAEKIN_EMBEDDING_BACKEND.")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="fp32 or int8. Default: SAEKIN_EMBEDDING_PRECISION, else fp32.")
+    ] = None,
+    optimization: Annotated[
+        str | None, typer.Option(help="ONNX Runtime level O1, O2 or O3. Default: SAEKIN_EMBEDDING_ONNX_OPTIMIZATION.")
+    ] = None,
+    check: Annotated[
+        int, typer.Option(help="Sentences to compare with fp32 PyTorch after the export (0: no check).", min=0)
+    ] = 32,
+) -> None:
+    """Export the embedding model for a CPU backend (ONNX Runtime or OpenVINO) into
+    SAEKIN_DATA_DIR/encoders, once; the service and workers then load the exported files."""
+    from tqdm import tqdm
+
+    from services.embedding.backends import BackendSpec, centred_cosine, model_key, planned_stages
+    from services.embedding.encoder import Encoder
+    from services.embedding.twin import CORPUS_PATH
+
+    settings = _settings()
+    name = backend or settings.embedding_backend
+    if name == "torch":
+        _fail("the torch backend needs no export: pass --backend onnx or openvino (or set SAEKIN_EMBEDDING_BACKEND)")
+    try:
+        spec = BackendSpec.resolve(
+            name, precision or settings.embedding_precision, optimization or settings.embedding_onnx_optimization
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    model = settings.model_name_or_path
+    root = settings.encoder_export_dir
+    stages = planned_stages(root, model_key(model), spec)
+    bar = tqdm(total=len(stages), desc=f"export {spec.name}", unit="stage", file=sys.stderr, disable=not stages)
+
+    started_stages = [0]
+
+    def progress(stage: str) -> None:  # called as each stage starts
+        if started_stages[0]:
+            bar.update(1)
+        started_stages[0] += 1
+        bar.set_postfix_str(stage)
+
+    started = time.perf_counter()
+    try:
+        enc = Encoder(
+            model,
+            settings.profile,
+            device="cpu",
+            precision=spec.precision,
+            backend=spec.backend,
+            onnx_optimization=spec.optimization,
+            export_dir=root,
+            export_progress=progress,
+        )
+    except (ValueError, RuntimeError) as exc:
+        bar.close()
+        _fail(str(exc))
+    bar.update(bar.total - bar.n)
+    bar.close()
+    what = "exported" if stages else "already exported"
+    typer.echo(f"{model}: {spec.name} {what} in {enc.export_path} ({time.perf_counter() - started:.0f} s)")
+    if check:
+        lines = [t for t in CORPUS_PATH.read_text(encoding="utf-8").splitlines() if t and not t.startswith("#")]
+        texts = lines[:: max(1, len(lines) // check)][:check]
+        got = enc.encode_documents(texts)
+        del enc
+        ref = Encoder(model, settings.profile, device="cpu", precision="fp32").encode_documents(texts)
+        cos = centred_cosine(got, ref)
+        typer.echo(
+            f"agreement with fp32 PyTorch over {len(texts)} sentences: centred cosine min {cos.min():.4f}, "
+            f"mean {cos.mean():.4f}"
+        )
+    typer.echo(
+        f"use it with SAEKIN_EMBEDDING_BACKEND={spec.backend} SAEKIN_EMBEDDING_PRECISION={spec.precision}"
+        + (f" SAEKIN_EMBEDDING_ONNX_OPTIMIZATION={spec.optimization}" if spec.optimization else "")
     )
 
 

@@ -14,6 +14,9 @@ then runs its own forward pass, equal to `SentenceTransformer.encode` within flo
   without an attention mask (the fast kernels then apply);
 - precision (loading.py): bf16 (default) or fp16 weights on CUDA; on CPU fp32 (default), bf16
   autocast, or int8 dynamic quantization of the nn.Linear layers;
+- backend (backends.py): on CPU the transformer's forward pass can instead run in ONNX Runtime or
+  OpenVINO (fp32 or int8), from files exported once per model into `export_dir`; batches are then
+  padded, never packed (the exported graph takes a plain attention mask);
 - pooling and normalization are the loaded model's own modules (Pooling, Normalize, ...), so
   the vectors match the plain path; a mismatch with the profile is logged.
 
@@ -26,11 +29,13 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from config.profiles import ModelProfile
+from services.embedding.backends import BACKENDS, BackendSpec
 from services.embedding.batching import (
     CPU_MAX_BATCH_TOKENS,
     CPU_MIN_FILL,
@@ -71,11 +76,31 @@ class Encoder(OnDevice):
         precision: str | None = None,
         max_batch_tokens: int = 16384,
         cpu_max_batch_tokens: int | None = CPU_MAX_BATCH_TOKENS,
+        backend: str = "torch",
+        export_dir: Path | None = None,
+        onnx_optimization: str | None = None,
+        export_progress: Callable[[str], None] | None = None,
     ) -> None:
+        """`backend` torch (default), onnx or openvino; the latter two run on CPU only, take
+        precision fp32 or int8 (and `onnx_optimization` O1-O3 for onnx), and keep their exported
+        files under `export_dir` (exported on first use; `export_progress(stage)` reports it)."""
         from sentence_transformers import SentenceTransformer
 
         self.model_name_or_path = str(model_name_or_path)
         self.profile = profile
+        if backend not in BACKENDS:
+            raise ValueError(f"encoder backend {backend!r} is unknown; choose one of {BACKENDS}")
+        self.backend = backend
+        spec: BackendSpec | None = None
+        if backend != "torch":
+            spec = BackendSpec.resolve(backend, precision, onnx_optimization)
+            if device not in (None, "cpu"):
+                raise ValueError(f"encoder backend {backend} runs on the CPU only, not on {device}")
+            if export_dir is None:
+                raise ValueError(f"encoder backend {backend} needs export_dir (where its exported model is kept)")
+            # The PyTorch model is loaded in fp32 to export it (once) and for its tokenizer and
+            # pooling modules; its weights are released once the exported model is loaded.
+            device, precision = "cpu", "fp32"
         self._precision = Precision.resolve(device, precision)
 
         self.model = SentenceTransformer(
@@ -107,7 +132,15 @@ class Encoder(OnDevice):
         # Padding-free batches only on CPU: a GPU computes padding in parallel, and the packed
         # path is not measured there.
         self.pack_position_offset = None if self.is_cuda else packing_position_offset(self._transformer)
-        self._transformer = self._precision.prepare(self._transformer)
+        self.export_path: Path | None = None  # the exported model's directory (onnx, openvino)
+        self.variant = backend if spec is None else spec.name  # e.g. torch, onnx-O2-int8, openvino-fp32
+        if spec is None:
+            self._transformer = self._precision.prepare(self._transformer)
+        else:
+            assert export_dir is not None
+            self._transformer = self._load_exported(spec, Path(export_dir), export_progress)
+            self._precision = Precision(device="cpu", name=spec.precision, is_cuda=False)
+            self.pack_position_offset = None
 
         # sentence-transformers 6 renamed get_sentence_embedding_dimension (5 has only that name).
         get_dimension = (
@@ -116,14 +149,38 @@ class Encoder(OnDevice):
         self.dim = int(get_dimension() or config.hidden_size)
         self._lock = threading.Lock()
         log.info(
-            "encoder %s on %s (%s, attention=%s, dim=%d, max_seq_length=%d)",
+            "encoder %s on %s (%s %s, attention=%s, dim=%d, max_seq_length=%d)",
             self.model_name_or_path,
             self.device,
+            self.variant,
             self.precision,
             self.attn_implementation,
             self.dim,
             self.max_seq_length,
         )
+
+    def _load_exported(self, spec: BackendSpec, root: Path, progress: Callable[[str], None] | None) -> Any:
+        """The exported transformer of `spec` (exported first if needed); the PyTorch weights are
+        then dropped (moved to the meta device) so that only one copy stays in memory."""
+        import torch
+
+        from services.embedding.backends import ExportedTransformer, ensure_export, model_key
+
+        config = self._transformer.config
+        directory = ensure_export(
+            self._transformer,
+            spec,
+            root=root,
+            key=model_key(self.model_name_or_path),
+            model_name=self.model_name_or_path,
+            num_heads=int(config.num_attention_heads),
+            hidden_size=int(config.hidden_size),
+            progress=progress,
+        )
+        self.export_path = directory
+        exported = ExportedTransformer(directory, spec, num_threads=torch.get_num_threads())
+        self._transformer.to("meta")
+        return exported
 
     def _check_profile(self) -> None:
         """Log when the model's pooling or normalization differs from the profile's."""
