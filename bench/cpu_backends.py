@@ -8,9 +8,11 @@ made once into --export-dir and reused by later runs (the first run also reports
 Measured per variant, in this process, on the AutoRAG questions (../shared/data/autorag-ko):
 
 - `query_p50_ms` / `query_p95_ms`: `encode_queries([q])`, one question per call, as the query
-  encoder runs an idle service's questions; `cpu_ms_p50` is the process CPU time per question
-  (less disturbed by other processes on a shared machine than wall time); `ratio_p50` is the
-  variant's p50 over PyTorch fp32's;
+  encoder runs an idle service's questions; `ratio_p50` is the variant's p50 over PyTorch
+  fp32's; `cpu_ms_p50` is the process CPU time per question and `cpu_ratio_p50` its ratio to
+  PyTorch fp32's: on a machine shared with other busy processes wall time mostly measures the
+  neighbours (run with --threads 1 there: multi-threaded runtimes wait for descheduled
+  threads), CPU time much less;
 - `docs_tokens_per_s`: `encode_documents` over --docs token windows of --doc-tokens tokens
   (the CPU embed worker's work);
 - agreement with PyTorch fp32: `cosine_min` and `centred_cosine_min`/`_mean` over the questions
@@ -76,6 +78,9 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="AutoRAG folder (qa*.parquet, corpus)")
     ap.add_argument("--queries", type=int, default=40, help="AutoRAG questions timed per round (default 40)")
     ap.add_argument("--rounds", type=int, default=2, help="passes over the questions per variant (default 2)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads of every backend (default: torch's, one per core)"
+    )
     ap.add_argument("--gap-ms", type=float, default=100, help="idle time before each timed question (default 100)")
     ap.add_argument("--docs", type=int, default=4, help="token windows for document agreement and speed")
     ap.add_argument("--doc-tokens", type=int, default=256, help="tokens per document window")
@@ -104,6 +109,9 @@ def main() -> None:
         names.insert(0, "torch-fp32")  # the reference
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the encoder gives ONNX Runtime and OpenVINO the same count
 
     from config.profiles import get_profile
     from services.embedding.encoder import Encoder
@@ -150,6 +158,7 @@ def main() -> None:
     wall: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
     paired_ref: dict[str, list[float]] = {}
+    paired_ref_cpu: dict[str, list[float]] = {}
     rows: list[dict[str, Any]] = []
 
     def timed(enc: Encoder, q: str) -> tuple[float, float, np.ndarray]:
@@ -166,7 +175,7 @@ def main() -> None:
         export_s: float | None = None
         if name != "torch-fp32":
             enc, load_s, export_s = load(name)
-        wall[name], cpu[name], paired_ref[name] = [], [], []
+        wall[name], cpu[name], paired_ref[name], paired_ref_cpu[name] = [], [], [], []
         vectors: list[np.ndarray] = []
         for rnd in range(args.rounds):
             for i, q in enumerate(questions):
@@ -175,16 +184,18 @@ def main() -> None:
                     wall[name].append(w)
                     cpu[name].append(c)
                     paired_ref[name].append(w)
+                    paired_ref_cpu[name].append(c)
                 else:
                     first_ref = (i + rnd) % 2 == 0
                     if first_ref:
-                        rw, _, _ = timed(reference, q)
+                        rw, rc, _ = timed(reference, q)
                     w, c, v = timed(enc, q)
                     if not first_ref:
-                        rw, _, _ = timed(reference, q)
+                        rw, rc, _ = timed(reference, q)
                     wall[name].append(w)
                     cpu[name].append(c)
                     paired_ref[name].append(rw)
+                    paired_ref_cpu[name].append(rc)
                 if rnd == 0:
                     vectors.append(v)
         got_q = np.stack(vectors)
@@ -198,6 +209,7 @@ def main() -> None:
             "cpu_ms_p50": round(statistics.median(cpu[name]) * 1000, 1),
             "torch_fp32_p50_ms_same_pass": round(ref_p50 * 1000, 1),
             "ratio_p50": round(p50 / ref_p50, 3),
+            "cpu_ratio_p50": round(statistics.median(cpu[name]) / statistics.median(paired_ref_cpu[name]), 3),
             "queries_cosine_min": round(float(_cosine(got_q, ref_queries).min()), 5),
             "queries_centred_cosine_min": round(float(_centred(got_q, ref_queries).min()), 5),
             "queries_centred_cosine_mean": round(float(_centred(got_q, ref_queries).mean()), 5),

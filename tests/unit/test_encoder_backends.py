@@ -4,6 +4,7 @@ vectors within the stated tolerance of fp32 PyTorch, one export per model and va
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -114,14 +115,18 @@ def test_export_happens_once_and_is_reused(small_twin, tmp_path):
     ]
 
 
-def test_failed_export_leaves_nothing_half_written(small_twin, tmp_path):
+def test_failed_export_leaves_nothing_half_written(small_twin, export_root, tmp_path):
+    key = model_key(str(small_twin))
+    # Start from a finished base export (saves exporting the PyTorch model once more).
+    Encoder(str(small_twin), PROFILE, backend="onnx", onnx_optimization="O1", export_dir=export_root)
+    shutil.copytree(export_root / key / "onnx-base", tmp_path / key / "onnx-base")
+
     def fail_at_optimise(stage: str) -> None:
         if stage.startswith("optimising"):
             raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError, match="killed"):
         Encoder(str(small_twin), PROFILE, backend="onnx", export_dir=tmp_path, export_progress=fail_at_optimise)
-    key = model_key(str(small_twin))
     assert not variant_dir(tmp_path, key, BackendSpec.resolve("onnx", None)).exists()
     assert not [p for p in (tmp_path / key).iterdir() if ".tmp-" in p.name]
     enc = Encoder(str(small_twin), PROFILE, backend="onnx", export_dir=tmp_path)  # the next start exports it
