@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, HTTPException, Path, Request, Security
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,6 +15,7 @@ from config.settings import Settings
 from services.api.guard import UNAUTHORIZED_MESSAGE, Principal
 from services.db import session_scope
 from services.dispatch import Dispatcher
+from services.documents.service import COLLECTION_NAME_PATTERN
 from services.errors import InvalidInput
 from services.runtime import Runtime
 
@@ -33,6 +34,17 @@ async def get_dispatcher(request: Request) -> Dispatcher:
 async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.runtime.settings
 
+
+# A collection's name in a path: the pattern is in the OpenAPI schema, and a name outside it gets
+# the same 422 (invalid_collection_name) as before (services/api/errors.py).
+CollectionName = Annotated[
+    str,
+    Path(
+        pattern=COLLECTION_NAME_PATTERN,
+        max_length=63,
+        description="1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit.",
+    ),
+]
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.errors import SaekinError, describe_validation_errors
+from services.errors import InvalidInput, SaekinError, describe_validation_errors
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ def error_body(code: str, message: str, **extra) -> dict:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    from services.documents.service import validate_collection_name
+
     @app.exception_handler(SaekinError)
     async def _domain(_: Request, exc: SaekinError) -> JSONResponse:
         retry_after = getattr(exc, "retry_after_s", None)
@@ -54,6 +56,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
+        for e in errors:  # a collection name outside the pattern: the answer validate_collection_name gives
+            if tuple(e.get("loc", ()))[:2] == ("path", "collection"):
+                try:
+                    validate_collection_name(str(e.get("input", "")))
+                except InvalidInput as problem:
+                    return JSONResponse(error_body(problem.code, problem.message), status_code=422)
         details = [{"loc": list(e.get("loc", ())), "message": e.get("msg", "")} for e in errors]
         message = describe_validation_errors(errors) or "invalid request"
         return JSONResponse(error_body("invalid_request", message, details=details), status_code=422)

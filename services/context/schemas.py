@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.search.schemas import SearchRequest
+from services.search.schemas import CollectionNameField, SearchRequest
 
 MAX_CONTEXT_TOKENS = 32_768
 MAX_NEIGHBORS = 5
@@ -43,7 +43,7 @@ class ContextRequest(SearchRequest):
 
 
 class MultiContextRequest(ContextRequest):
-    collections: list[str] = Field(
+    collections: list[CollectionNameField] = Field(
         ...,
         min_length=1,
         max_length=MAX_COLLECTIONS,

@@ -9,20 +9,53 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.documents.models import DocumentStage, DocumentStatus
+from services.index.query import METADATA_KEY_PATTERN, STORABLE_TEXT_PATTERN
+
+# What a metadata value may be, as JSON Schema (validate_metadata checks it): text without NUL,
+# 64-bit integers, finite numbers, booleans, null, and lists or objects of those, nested.
+_SCALAR = [
+    {"type": "string", "pattern": STORABLE_TEXT_PATTERN},
+    {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+    {"type": "number", "minimum": -1e308, "maximum": 1e308},
+    {"type": "boolean"},
+    {"type": "null"},
+]
+METADATA_VALUE_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        *_SCALAR,
+        {"type": "array", "items": {"anyOf": _SCALAR}},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": STORABLE_TEXT_PATTERN},
+            "additionalProperties": {"anyOf": _SCALAR},
+        },
+    ]
+}
 
 
 class TextDocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(..., min_length=1, description="The document's text (UTF-8).")
+    text: str = Field(
+        ..., min_length=1, description="The document's text (UTF-8).", json_schema_extra={"pattern": r"\S"}
+    )
     external_id: str | None = Field(
         None,
         min_length=1,
         max_length=256,
         description="Your id; unique per collection. A known id with new content replaces that document.",
+        json_schema_extra={"pattern": STORABLE_TEXT_PATTERN},
     )
-    title: str | None = Field(None, max_length=512)
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Returned with every hit; filterable in search.")
+    title: str | None = Field(None, max_length=512, json_schema_extra={"pattern": STORABLE_TEXT_PATTERN})
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Returned with every hit; filterable in search. Keys: 1-64 characters without '.', '\"' or "
+        "a backslash; no NUL anywhere; integers within 64 bits, finite numbers.",
+        json_schema_extra={
+            "propertyNames": {"pattern": METADATA_KEY_PATTERN},
+            "additionalProperties": METADATA_VALUE_SCHEMA,
+        },
+    )
 
 
 class DocumentOut(BaseModel):

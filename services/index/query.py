@@ -358,6 +358,13 @@ def unstorable_text(value: str) -> str | None:
     return f"contains a lone surrogate (U+{ord(found.group()):04X}), which is not valid Unicode text"
 
 
+# The same rules as JSON Schema patterns, for the OpenAPI document (generated clients and schemathesis
+# then know them); validation stays with the functions here, whose messages name the problem.
+STORABLE_TEXT_PATTERN = r"^[^\x00]*$"
+FILTER_KEY_PATTERN = r'^[^"\\\x00]{1,64}$'
+METADATA_KEY_PATTERN = r'^[^."\\\x00]{1,64}$'
+
+
 def metadata_key_problem(key: str) -> str | None:
     """Why `key` cannot be a filterable metadata key (None when it can): a Qdrant payload path
     quotes it as metadata."<key>" with no escapes, so neither '"' nor a backslash can be spelt."""

@@ -7,11 +7,23 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
+from services.documents.service import COLLECTION_NAME_PATTERN
 from services.index.query import (
+    FILTER_KEY_PATTERN,
     MAX_RRF_K,
     RRF_K,
+    STORABLE_TEXT_PATTERN,
     Convex,
     Dbsf,
     FusionSpec,
@@ -20,7 +32,9 @@ from services.index.query import (
     unstorable_text,
 )
 
-MetadataValue = str | int | float | bool
+# Text that can be stored (no NUL), as its JSON Schema says; the validators below give the messages.
+StorableText = Annotated[str, WithJsonSchema({"type": "string", "pattern": STORABLE_TEXT_PATTERN})]
+MetadataValue = StorableText | int | float | bool
 Mode = Literal["dense", "sparse", "hybrid"]
 Bound = int | float | str
 
@@ -89,9 +103,10 @@ class SearchFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     document_ids: list[uuid.UUID] | None = Field(None, max_length=1000)
-    external_ids: list[str] | None = Field(None, max_length=1000)
+    external_ids: list[StorableText] | None = Field(None, max_length=1000)
     metadata: dict[str, MetadataValue | list[MetadataValue] | RangeFilter] | None = Field(
         None,
+        json_schema_extra={"propertyNames": {"pattern": FILTER_KEY_PATTERN}},
         description='key → value, list of accepted values, or a range `{"gte": 2020, "lt": 2025}` '
         "(numbers, or ISO 8601 dates as strings); all keys must match.",
     )
@@ -226,7 +241,7 @@ class SearchDefaults(BaseModel):
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(..., min_length=1, max_length=4000)
+    query: str = Field(..., min_length=1, max_length=4000, json_schema_extra={"pattern": STORABLE_TEXT_PATTERN})
     top_k: int = Field(10, ge=1, le=100)
     mode: Mode | None = Field(
         None,
@@ -263,8 +278,12 @@ class SearchRequest(BaseModel):
         return value
 
 
+# A collection's name in a body, with the pattern in the schema (services/documents/service.py).
+CollectionNameField = Annotated[str, StringConstraints(pattern=COLLECTION_NAME_PATTERN, max_length=63)]
+
+
 class MultiSearchRequest(SearchRequest):
-    collections: list[str] = Field(
+    collections: list[CollectionNameField] = Field(
         ..., min_length=1, max_length=20, description="Collections of the service's profile, searched as one."
     )
 

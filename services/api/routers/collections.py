@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from services.api.deps import RuntimeDep, SessionDep
+from services.api.deps import CollectionName, RuntimeDep, SessionDep
 from services.api.errors import error_responses
 from services.collections import service
 from services.collections.schemas import CollectionList, CollectionOut, CollectionPatch, DeletionAccepted
@@ -22,13 +22,13 @@ def list_collections(session: SessionDep) -> CollectionList:
 
 
 @router.get("/{collection}", response_model=CollectionOut, responses=error_responses(404))
-def get_collection(collection: str, session: SessionDep) -> CollectionOut:
+def get_collection(collection: CollectionName, session: SessionDep) -> CollectionOut:
     """One collection: profile, model (hub id or path, weights sha256), counts, search defaults."""
     return service.get_collection_out(session, name=collection)
 
 
 @router.patch("/{collection}", response_model=CollectionOut, responses=error_responses(404))
-def patch_collection(collection: str, patch: CollectionPatch, session: SessionDep) -> CollectionOut:
+def patch_collection(collection: CollectionName, patch: CollectionPatch, session: SessionDep) -> CollectionOut:
     """Set the collection's default search settings (mode, fusion, rerank), used where a search
     request leaves them out. They change how stored vectors are searched: nothing is re-indexed.
     Fields left out or null fall back to the service's defaults."""
@@ -45,7 +45,7 @@ def patch_collection(collection: str, patch: CollectionPatch, session: SessionDe
         **error_responses(404),
     },
 )
-async def delete_collection(collection: str, request: Request, rt: RuntimeDep) -> Response:
+async def delete_collection(collection: CollectionName, request: Request, rt: RuntimeDep) -> Response:
     """Delete the collection: its documents, chunks and Qdrant collection. 204 when done; 202 while a
     long one goes on (GET shows `status: deleting`; a repeated DELETE finishes an interrupted one)."""
     deletions: service.Deletions = request.app.state.deletions

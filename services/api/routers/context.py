@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.api.deps import RuntimeDep
+from services.api.deps import CollectionName, RuntimeDep
 from services.api.errors import error_responses
 from services.context.schemas import ContextRequest, ContextResponse, MultiContextRequest
 from services.context.service import build_context
@@ -34,7 +34,7 @@ def _context(rt: Runtime, collections: list[str], request: ContextRequest) -> Co
 
 
 @router.post("/collections/{collection}/context", response_model=ContextResponse, responses=error_responses(404, 409))
-def context(collection: str, request: ContextRequest, rt: RuntimeDep) -> ContextResponse:
+def context(collection: CollectionName, request: ContextRequest, rt: RuntimeDep) -> ContextResponse:
     """Cited passages for an LLM prompt within `max_tokens`: hits of one document that touch are
     merged in document order (the chunks' sentence overlap once), neighbouring chunks added while
     the budget allows, passages ordered by their best hit and each started by `[n] title · p. N ·

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from services.api.deps import DispatcherDep, RuntimeDep, SessionDep
+from services.api.deps import CollectionName, DispatcherDep, RuntimeDep, SessionDep
 from services.api.errors import error_responses
 from services.db import session_scope
 from services.dispatch import intake
@@ -20,6 +20,7 @@ from services.documents.lifecycle import Upload
 from services.documents.models import DocumentStatus
 from services.documents.schemas import ChunkOut, ChunkPage, DocumentOut, DocumentPage, TextDocumentIn
 from services.errors import InvalidInput, PayloadTooLarge, TooManyRequests, UnsupportedMediaType
+from services.index.query import STORABLE_TEXT_PATTERN
 from services.ingest.extract import detect_media_type_data
 from services.runtime import Runtime
 
@@ -35,11 +36,15 @@ UPLOAD_OPENAPI = {
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        "external_id": {"type": "string"},
-                        "title": {"type": "string"},
-                        "metadata": {"type": "string", "description": "a JSON object"},
+                        "external_id": {"type": "string", "maxLength": 256, "pattern": STORABLE_TEXT_PATTERN},
+                        "title": {"type": "string", "maxLength": 512, "pattern": STORABLE_TEXT_PATTERN},
+                        "metadata": TextDocumentIn.model_json_schema()["properties"]["metadata"],
                     },
-                }
+                    # Another field is refused (422): a misspelt `titel` must not be dropped silently.
+                    "additionalProperties": False,
+                },
+                # metadata travels as a JSON text part
+                "encoding": {"metadata": {"contentType": "application/json"}},
             },
             "application/json": {"schema": TextDocumentIn.model_json_schema()},
         },
@@ -59,7 +64,7 @@ UPLOAD_OPENAPI = {
     },
 )
 async def upload_document(
-    collection: str, request: Request, response: Response, rt: RuntimeDep, dispatcher: DispatcherDep
+    collection: CollectionName, request: Request, response: Response, rt: RuntimeDep, dispatcher: DispatcherDep
 ) -> DocumentOut:
     """Store a document (multipart file or JSON text) and queue it for indexing; 200 if already stored."""
     service.validate_collection_name(collection)
@@ -150,10 +155,21 @@ async def _read_json(request: Request, limit: int) -> Upload:
     )
 
 
+_MULTIPART_FIELDS = frozenset({"file", "external_id", "title", "metadata"})
+
+
 async def _read_multipart(request: Request, limit: int) -> Upload:
     # Starlette spools file parts to disk; the wrapper below stops reading once the limit is passed.
     counted = _LimitedReceive(request, limit)
     form = await Request(request.scope, counted).form(max_files=1, max_fields=16)
+    unknown = sorted(set(form.keys()) - _MULTIPART_FIELDS)
+    if unknown:
+        await form.close()
+        raise InvalidInput(
+            f"unknown multipart field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: "
+            f"an upload takes {', '.join(sorted(_MULTIPART_FIELDS))}",
+            code="unknown_field",
+        )
     file = form.get("file")
     if not isinstance(file, UploadFile):
         raise InvalidInput("multipart upload needs a 'file' field with the document", code="missing_file")
@@ -214,14 +230,14 @@ class _LimitedReceive:
 
 
 @router.get("/{document_id}", response_model=DocumentOut, responses=error_responses(404))
-def get_document(collection: str, document_id: uuid.UUID, session: SessionDep) -> DocumentOut:
+def get_document(collection: CollectionName, document_id: uuid.UUID, session: SessionDep) -> DocumentOut:
     """A document's status, stage, counts, error reason and metadata."""
     return DocumentOut.of(service.get_document(session, collection_name=collection, document_id=document_id))
 
 
 @router.get("/{document_id}/chunks", response_model=ChunkPage, responses=error_responses(404))
 def list_document_chunks(
-    collection: str,
+    collection: CollectionName,
     document_id: uuid.UUID,
     session: SessionDep,
     cursor: Annotated[str | None, Query(max_length=16)] = None,
@@ -242,7 +258,7 @@ def list_document_chunks(
 
 @router.get("", response_model=DocumentPage, responses=error_responses(404))
 def list_documents(
-    collection: str,
+    collection: CollectionName,
     session: SessionDep,
     status: Annotated[DocumentStatus | None, Query()] = None,
     external_id: Annotated[
@@ -261,7 +277,7 @@ def list_documents(
 
 @router.delete("", status_code=204, responses=error_responses(404))
 def delete_document_by_external_id(
-    collection: str,
+    collection: CollectionName,
     session: SessionDep,
     rt: RuntimeDep,
     external_id: Annotated[str, Query(min_length=1, max_length=256, description="Your id of the document.")],
@@ -273,7 +289,9 @@ def delete_document_by_external_id(
 
 
 @router.delete("/{document_id}", status_code=204, responses=error_responses(404))
-def delete_document(collection: str, document_id: uuid.UUID, session: SessionDep, rt: RuntimeDep) -> Response:
+def delete_document(
+    collection: CollectionName, document_id: uuid.UUID, session: SessionDep, rt: RuntimeDep
+) -> Response:
     """Remove a document from the database and the vector index."""
     lifecycle.cancel(session, index=rt.index, collection_name=collection, document_id=document_id)
     return Response(status_code=204)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from services.api.deps import RuntimeDep
 from services.api.errors import error_responses
@@ -20,11 +20,20 @@ MAX_INPUTS = 256
 MAX_INPUT_CHARS = 32_000
 
 
+# What `input` takes, as the validator below checks it: texts that are not blank, within the limits.
+_TEXT_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_INPUT_CHARS, "pattern": r"\S"}
+_INPUT_SCHEMA = {
+    "anyOf": [_TEXT_SCHEMA, {"type": "array", "items": _TEXT_SCHEMA, "minItems": 1, "maxItems": MAX_INPUTS}]
+}
+
+
 class EmbeddingsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(..., description="The active profile's name (e.g. bge-m3-ko) or its hub id.")
-    input: str | list[str] = Field(..., description="One text or a list of texts (token arrays are not accepted).")
+    input: Annotated[str | list[str], WithJsonSchema(_INPUT_SCHEMA)] = Field(
+        ..., description="One text or a list of texts (token arrays are not accepted)."
+    )
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="float: lists of numbers; base64: little-endian float32 bytes, base64-encoded."
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.api.deps import RuntimeDep
+from services.api.deps import CollectionName, RuntimeDep
 from services.api.errors import error_responses
 from services.db import session_scope
 from services.search import service
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1/collections/{collection}", tags=["search"])
 
 
 @router.post("/search", response_model=SearchResponse, responses=error_responses(404, 409))
-def search(collection: str, request: SearchRequest, rt: RuntimeDep) -> SearchResponse:
+def search(collection: CollectionName, request: SearchRequest, rt: RuntimeDep) -> SearchResponse:
     """Ranked passages for a question, with their document metadata and highlighted query terms."""
     # The session is opened here, not by a generator dependency, which would cost two more
     # thread-pool hand-offs per request (with them and the sync dependencies, a search for an
