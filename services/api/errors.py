@@ -33,6 +33,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "not found",
         409: "conflict (profile or model mismatch, concurrent change)",
         413: "body too large",
+        415: "a file type Saekin cannot read, or a body that is neither multipart nor JSON",
         422: "invalid request: body, path or query parameters (including unknown ones)",
         429: "too many documents waiting for ingestion: retry after the Retry-After header's seconds",
         503: "a dependency (index, model) is unavailable",
@@ -67,7 +68,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("invalid_request", message, details=details), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:
             # FastAPI's and Starlette's body parsers (bytes that are not UTF-8, broken multipart, too
             # many parts): invalid input like any other, 422 as documented.
@@ -77,11 +78,33 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status_code, "http_error"
         )
-        return JSONResponse(
-            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
-        )
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+            # Starlette's Allow names only the first route matching the path; several routes (GET,
+            # PATCH and DELETE of one path) each take their own method.
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the API's schema lists for the request's path (its routes are matched by their
+    templates; FastAPI nests included routers, whose matching is not public)."""
+    import re
+
+    methods: set[str] = set()
+    path = request.scope.get("path", "")
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods |= {m.upper() for m in operations if m in _HTTP_METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})

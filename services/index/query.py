@@ -361,6 +361,7 @@ def unstorable_text(value: str) -> str | None:
 # The same rules as JSON Schema patterns, for the OpenAPI document (generated clients and schemathesis
 # then know them); validation stays with the functions here, whose messages name the problem.
 STORABLE_TEXT_PATTERN = r"^[^\x00]*$"
+QUERY_TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"  # and not blank
 FILTER_KEY_PATTERN = r'^[^"\\\x00]{1,64}$'
 METADATA_KEY_PATTERN = r'^[^."\\\x00]{1,64}$'
 

@@ -22,6 +22,7 @@ from services.documents.service import COLLECTION_NAME_PATTERN
 from services.index.query import (
     FILTER_KEY_PATTERN,
     MAX_RRF_K,
+    QUERY_TEXT_PATTERN,
     RRF_K,
     STORABLE_TEXT_PATTERN,
     Convex,
@@ -99,12 +100,33 @@ def _rfc3339(value: str) -> str:
     return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _range_of(bound: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": dict.fromkeys(("gt", "gte", "lt", "lte"), bound),
+        "additionalProperties": False,
+        "minProperties": 1,
+        "not": {"anyOf": [{"required": ["gt", "gte"]}, {"required": ["lt", "lte"]}]},
+    }
+
+
+# RangeFilter as JSON Schema: at least one bound, at most one on each side, all numbers or all dates.
+_RANGE_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        _range_of({"type": "number"}),
+        _range_of({"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}),
+    ]
+}
+
+
 class SearchFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     document_ids: list[uuid.UUID] | None = Field(None, max_length=1000)
     external_ids: list[StorableText] | None = Field(None, max_length=1000)
-    metadata: dict[str, MetadataValue | list[MetadataValue] | RangeFilter] | None = Field(
+    metadata: (
+        dict[str, MetadataValue | list[MetadataValue] | Annotated[RangeFilter, WithJsonSchema(_RANGE_SCHEMA)]] | None
+    ) = Field(
         None,
         json_schema_extra={"propertyNames": {"pattern": FILTER_KEY_PATTERN}},
         description='key → value, list of accepted values, or a range `{"gte": 2020, "lt": 2025}` '
@@ -241,7 +263,7 @@ class SearchDefaults(BaseModel):
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(..., min_length=1, max_length=4000, json_schema_extra={"pattern": STORABLE_TEXT_PATTERN})
+    query: str = Field(..., min_length=1, max_length=4000, json_schema_extra={"pattern": QUERY_TEXT_PATTERN})
     top_k: int = Field(10, ge=1, le=100)
     mode: Mode | None = Field(
         None,

@@ -27,7 +27,7 @@ def get_collection(collection: CollectionName, session: SessionDep) -> Collectio
     return service.get_collection_out(session, name=collection)
 
 
-@router.patch("/{collection}", response_model=CollectionOut, responses=error_responses(404))
+@router.patch("/{collection}", response_model=CollectionOut, responses=error_responses(404, 413))
 def patch_collection(collection: CollectionName, patch: CollectionPatch, session: SessionDep) -> CollectionOut:
     """Set the collection's default search settings (mode, fusion, rerank), used where a search
     request leaves them out. They change how stored vectors are searched: nothing is re-indexed.

@@ -33,7 +33,9 @@ def _context(rt: Runtime, collections: list[str], request: ContextRequest) -> Co
         )
 
 
-@router.post("/collections/{collection}/context", response_model=ContextResponse, responses=error_responses(404, 409))
+@router.post(
+    "/collections/{collection}/context", response_model=ContextResponse, responses=error_responses(404, 409, 413, 503)
+)
 def context(collection: CollectionName, request: ContextRequest, rt: RuntimeDep) -> ContextResponse:
     """Cited passages for an LLM prompt within `max_tokens`: hits of one document that touch are
     merged in document order (the chunks' sentence overlap once), neighbouring chunks added while
@@ -42,14 +44,14 @@ def context(collection: CollectionName, request: ContextRequest, rt: RuntimeDep)
     return _context(rt, [collection], request)
 
 
-@router.post("/context", response_model=ContextResponse, responses=error_responses(404, 409))
+@router.post("/context", response_model=ContextResponse, responses=error_responses(404, 409, 413, 503))
 def context_many(request: MultiContextRequest, rt: RuntimeDep) -> ContextResponse:
     """The context endpoint over several collections of the service's profile, searched as one
     (a collection of another profile: 409 naming it)."""
     return _context(rt, request.collections, request)
 
 
-@router.post("/search", response_model=SearchResponse, responses=error_responses(404, 409))
+@router.post("/search", response_model=SearchResponse, responses=error_responses(404, 409, 413, 503))
 def search_many(request: MultiSearchRequest, rt: RuntimeDep) -> SearchResponse:
     """Search several collections of the service's profile as one: hits merged by score, each
     naming its collection."""

@@ -59,8 +59,7 @@ UPLOAD_OPENAPI = {
     openapi_extra=UPLOAD_OPENAPI,
     responses={
         200: {"model": DocumentOut, "description": "the same content is already stored"},
-        **error_responses(409, 413, 429),
-        415: {"description": "unsupported type"},
+        **error_responses(409, 413, 415, 429, 503),
     },
 )
 async def upload_document(

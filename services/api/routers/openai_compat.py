@@ -78,7 +78,7 @@ def served_models(rt: Runtime) -> set[str]:
     return {rt.profile, rt.settings.profile.hub_id, rt.settings.model_name_or_path}
 
 
-@router.post("/embeddings", response_model=EmbeddingsResponse, responses=error_responses(404))
+@router.post("/embeddings", response_model=EmbeddingsResponse, responses=error_responses(404, 413, 503))
 def embeddings(request: EmbeddingsRequest, rt: RuntimeDep) -> EmbeddingsResponse:
     """OpenAI-compatible embeddings from the warm query encoder (requests that arrive together share
     a forward pass). Point the `openai` client's `base_url` at `http://host:port/v1`."""
@@ -140,7 +140,7 @@ class RerankResponse(BaseModel):
     results: list[RerankResult]
 
 
-@router.post("/rerank", response_model=RerankResponse, responses=error_responses(404), tags=["rerank"])
+@router.post("/rerank", response_model=RerankResponse, responses=error_responses(404, 413, 503), tags=["rerank"])
 def rerank(request: RerankRequest, rt: RuntimeDep) -> RerankResponse:
     """Reorder documents by relevance to the query (the request and answer of Cohere's and Jina's
     rerank APIs). 404 when no reranker is configured."""

@@ -13,7 +13,7 @@ from services.search.schemas import SearchRequest, SearchResponse
 router = APIRouter(prefix="/v1/collections/{collection}", tags=["search"])
 
 
-@router.post("/search", response_model=SearchResponse, responses=error_responses(404, 409))
+@router.post("/search", response_model=SearchResponse, responses=error_responses(404, 409, 413, 503))
 def search(collection: CollectionName, request: SearchRequest, rt: RuntimeDep) -> SearchResponse:
     """Ranked passages for a question, with their document metadata and highlighted query terms."""
     # The session is opened here, not by a generator dependency, which would cost two more

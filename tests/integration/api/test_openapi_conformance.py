@@ -108,3 +108,34 @@ def test_every_operation_conforms_to_the_schema(api_schema, mode):
         except (Exception, BaseExceptionGroup) as exc:  # schemathesis's FailureGroup is an exception group
             failures.append(f"{operation.label}: {exc}"[:2000])
     assert not failures, "\n\n".join(failures)
+
+
+def test_the_schema_says_what_the_api_does(api_schema):
+    """The findings of `schemathesis run --checks all` on the API before: each one, directly."""
+    from fastapi.testclient import TestClient
+
+    raw = api_schema.raw_schema
+    collection = next(p for p in raw["paths"]["/v1/collections/{collection}"]["get"]["parameters"])
+    assert collection["schema"]["pattern"] == "^[a-z0-9][a-z0-9_-]{0,62}$"
+    search = raw["paths"]["/v1/collections/{collection}/search"]["post"]["responses"]
+    assert {"401", "404", "409", "413", "422", "503"} <= set(search)
+    upload = raw["paths"]["/v1/collections/{collection}/documents"]["post"]
+    assert {"401", "409", "413", "415", "422", "429", "503"} <= set(upload["responses"])
+    assert upload["requestBody"]["content"]["multipart/form-data"]["schema"]["additionalProperties"] is False
+
+    app = api_schema.app.app  # its lifespan runs in the fixture: a client without one
+    client = TestClient(app, headers={"Authorization": f"Bearer {KEY}"})
+    if True:
+        # Multipart with a field the upload does not take: refused, nothing stored.
+        r = client.post(
+            "/v1/collections/c/documents", data={"titel": "오타"}, files={"file": ("a.txt", "새 문서".encode())}
+        )
+        assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_field", r.text
+        assert "'titel'" in r.json()["error"]["message"]
+        # 405 names every method the path takes.
+        r = client.put("/v1/collections/c")
+        assert r.status_code == 405
+        assert set(r.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "PATCH", "DELETE"}
+        # A name outside the pattern keeps its own error code.
+        r = client.get("/v1/collections/Bad%20Name")
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_collection_name"
