@@ -161,6 +161,10 @@ async def _read_multipart(request: Request, limit: int) -> Upload:
     # Starlette spools file parts to disk; the wrapper below stops reading once the limit is passed.
     counted = _LimitedReceive(request, limit)
     form = await Request(request.scope, counted).form(max_files=1, max_fields=16)
+    file = form.get("file")
+    if not isinstance(file, UploadFile):
+        await form.close()
+        raise InvalidInput("multipart upload needs a 'file' field with the document", code="missing_file")
     unknown = sorted(set(form.keys()) - _MULTIPART_FIELDS)
     if unknown:
         await form.close()
@@ -169,9 +173,6 @@ async def _read_multipart(request: Request, limit: int) -> Upload:
             f"an upload takes {', '.join(sorted(_MULTIPART_FIELDS))}",
             code="unknown_field",
         )
-    file = form.get("file")
-    if not isinstance(file, UploadFile):
-        raise InvalidInput("multipart upload needs a 'file' field with the document", code="missing_file")
     data = await file.read()
     await form.close()
     if not data:
