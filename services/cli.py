@@ -1,4 +1,5 @@
-"""The `saekin` command: serve, worker, ingest, search, mcp, optimize, reindex, eval, make-twin, export-encoder, migrate."""
+"""The `saekin` command: serve, worker, ingest, search, mcp, optimize, reindex, backup, restore, eval, make-twin,
+export-encoder, migrate."""
 
 from __future__ import annotations
 
@@ -495,6 +496,72 @@ def reindex(
         f"{collection}: {result.documents} documents, {result.chunks} chunks into {result.physical_index} "
         f"({result.replayed} copied again after changes; {sparse}) in {result.seconds:.1f}s; "
         f"searches now read {result.index_name}"
+    )
+
+
+@app.command()
+def backup(
+    directory: Annotated[Path, typer.Argument(help="A new (or empty) directory for the backup.")],
+) -> None:
+    """Embedded mode: back up the SQLite database and the Qdrant Edge index into DIRECTORY.
+
+    The two are taken consistent with each other (index writes pause for the database copy and
+    the shard copies; searches go on). Production: pg_dump and Qdrant snapshots (README).
+    """
+    from services.backup import backup_embedded
+
+    settings = _settings()
+    if settings.mode != "embedded" or settings.database_url or settings.qdrant_url or settings.qdrant_path:
+        _fail("backup is for the embedded default (SQLite + Qdrant Edge); see README 'Backups' for production")
+    with _runtime(settings) as rt:
+        try:
+            manifest = backup_embedded(
+                database_path=settings.data_dir / "saekin.db", index=rt.index, destination=directory
+            )
+        except SaekinError as exc:
+            _fail(exc.message)
+    for name, info in sorted(manifest.collections.items()):
+        typer.echo(f"{name}: {info['documents']} documents, {info['chunks']} chunks, {info['points']} points")
+    typer.echo(
+        f"backup in {directory}: {len(manifest.shards)} index shards in {manifest.seconds:.1f}s "
+        f"(index writes paused {manifest.paused_writes_s:.2f}s)"
+        + (
+            f"; {manifest.reembed_documents} documents are embedded again on restore"
+            if manifest.reembed_documents
+            else ""
+        )
+    )
+
+
+@app.command()
+def restore(
+    directory: Annotated[Path, typer.Argument(help="A directory written by `saekin backup`.")],
+    force: Annotated[
+        bool, typer.Option(help="Restore over existing data (moved aside into the data directory, not deleted).")
+    ] = False,
+) -> None:
+    """Embedded mode: restore a backup into SAEKIN_DATA_DIR (the service must be stopped)."""
+    from services.backup import restore_embedded
+
+    settings = _settings()
+    if settings.mode != "embedded" or settings.database_url or settings.qdrant_url or settings.qdrant_path:
+        _fail("restore is for the embedded default (SQLite + Qdrant Edge); see README 'Backups' for production")
+    try:
+        restored = restore_embedded(directory, settings.data_dir, force=force)
+    except SaekinError as exc:
+        _fail(exc.message)
+    if restored.moved_aside:
+        typer.echo(f"the data that was in {settings.data_dir} is now in {restored.moved_aside}")
+    waiting = int(restored.manifest.get("reembed_documents", 0))
+    if waiting:
+        # Documents whose points the backup lacked: embedded again now (or by the service at start).
+        with _runtime(settings) as rt:
+            owner = f"restore-{os.getpid()}"
+            while rt.embed_waiting(owner=owner):
+                pass
+    typer.echo(
+        f"restored {directory} into {settings.data_dir}: {len(restored.manifest.get('collections', {}))} collections"
+        + (f", {waiting} documents embedded again" if waiting else "")
     )
 
 

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,6 +277,37 @@ class EdgeIndex(VectorIndex):
             shard.optimization = _Optimization(thread=thread)
         thread.start()
         return thread
+
+    def snapshot(self, destination: Path, *, while_paused: Callable[[], None] | None = None) -> list[str]:
+        """Copy every collection's shard to `destination/<name>` (a backup); the names copied.
+
+        Writes to all collections wait from before `while_paused` (run with them paused: the
+        database's backup) until the last copy is made, so the copies are of one moment, after
+        the database's; searches go on. The copy of a flushed shard under its write lock is
+        what a background optimisation starts from too.
+        """
+        names = sorted(
+            p.name for p in self._root.iterdir() if not p.name.startswith(".") and (p / _CONFIG_FILE).is_file()
+        )
+        for name in names:  # opened first: opening needs the exclusive lock
+            with self._use(name):
+                pass
+        destination.mkdir(parents=True, exist_ok=True)
+        with self._guard.read():
+            self._check_open()
+            shards = [(name, self._shards[name]) for name in names if name in self._shards]
+            with ExitStack() as paused:
+                for _, shard in shards:
+                    paused.enter_context(shard.write_lock)
+                for _, shard in shards:
+                    shard.shard.flush()
+                if while_paused is not None:
+                    while_paused()
+                for name, _ in shards:
+                    shutil.copytree(
+                        self._root / name, destination / name, ignore=shutil.ignore_patterns(_COMPLETE_MARKER)
+                    )
+        return [name for name, _ in shards]
 
     def optimization_status(self, name: str) -> dict[str, Any]:
         """The collection's background optimisation: running or not, points written since the last
