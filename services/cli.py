@@ -464,6 +464,12 @@ def reindex(
     sparse_only: Annotated[
         bool, typer.Option("--sparse-only", help="Keep the dense vectors; recompute the sparse ones (analyzer change).")
     ] = False,
+    url: Annotated[
+        str | None, typer.Option(help="Ask this running service to reindex (embedded: the process owning the index).")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="SAEKIN_API_KEY", help="API key of the service at --url.")
+    ] = None,
 ) -> None:
     """Build a collection's index again (a new model, a new analyzer, or as it is) beside the live
     one, then switch searches to it and drop the old one.
@@ -477,6 +483,9 @@ def reindex(
 
     from services.collections.reindex import run_for_runtime
 
+    if url:
+        _reindex_remote(url, api_key, collection, dict(profile=profile, model=model, sparse_only=sparse_only))
+        return
     settings = _settings()
     with _runtime(settings) as rt, tqdm(unit="doc", desc=f"reindex {collection}", file=sys.stderr) as bar:
 
@@ -496,6 +505,31 @@ def reindex(
         f"{collection}: {result.documents} documents, {result.chunks} chunks into {result.physical_index} "
         f"({result.replayed} copied again after changes; {sparse}) in {result.seconds:.1f}s; "
         f"searches now read {result.index_name}"
+    )
+
+
+def _reindex_remote(url: str, api_key: str | None, collection: str, body: dict) -> None:
+    """POST the reindex to a running service, then follow GET's progress with a bar."""
+    import httpx
+    from tqdm import tqdm
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=60) as client:
+        started = client.post(f"/v1/collections/{collection}/reindex", json=body)
+        if started.status_code != 202:
+            _fail(started.json().get("error", {}).get("message", started.text))
+        state = started.json()["reindex"]
+        with tqdm(total=state["documents_total"], unit="doc", desc=f"reindex {collection}", file=sys.stderr) as bar:
+            while state["status"] in ("building", "switching"):
+                time.sleep(1)
+                state = client.get(f"/v1/collections/{collection}").json()["reindex"]
+                bar.total = state["documents_total"]
+                bar.update(state["documents_done"] - bar.n)
+    if state["status"] != "done":
+        _fail(f"the reindex failed: {state.get('error')}")
+    typer.echo(
+        f"{collection}: {state['documents_done']} documents, {state['chunks_done']} chunks into "
+        f"{state['target_index']} ({state['documents_replayed']} copied again after changes)"
     )
 
 

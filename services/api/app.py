@@ -14,6 +14,7 @@ from services.api.docs import install_docs
 from services.api.errors import install_error_handlers
 from services.api.guard import RequestGuard
 from services.api.routers import collections, context, documents, health, openai_compat, search
+from services.collections.reindex import Reindexes
 from services.collections.service import Deletions
 from services.console import install_console
 from services.dispatch import CeleryDispatcher, Dispatcher, InProcessDispatcher
@@ -44,6 +45,7 @@ def create_app(
         app.state.dispatcher = dispatcher or _dispatcher(settings, rt)
         reaper = _embedded_reaper(settings, rt, app.state.dispatcher) if dispatcher is None else None
         app.state.deletions = Deletions()
+        app.state.reindexes = Reindexes()
         app.state.model_ready = threading.Event()
         if warm_up:
             # Load the index, Kiwi and the query model in the background; /readyz says when done.

@@ -30,6 +30,7 @@ reindex stops before writing anything and says so; re-ingest the documents inste
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -50,7 +51,7 @@ from services.documents.models import (
     physical_index_name,
     utcnow,
 )
-from services.errors import Conflict, NotFound, SaekinError
+from services.errors import Conflict, InvalidInput, NotFound, SaekinError
 from services.index.base import IndexPoint, VectorIndex
 from services.ingest.analyzer import KoreanAnalyzer, analyzer_version, term_spans
 from services.ingest.pipeline import chunk_payload
@@ -100,8 +101,8 @@ class ReindexResult:
     seconds: float
 
 
-class ReindexError(SaekinError):
-    """A reindex that cannot proceed (the live index is untouched)."""
+class ReindexError(InvalidInput):
+    """A reindex that cannot proceed with what it was asked (the live index is untouched)."""
 
 
 Progress = Callable[[int, int], None]  # (documents copied, documents to copy)
@@ -586,3 +587,68 @@ def run_for_runtime(
         progress=progress,
         batch_documents=batch_documents,
     )
+
+
+class Reindexes:
+    """Reindexes running in this process (the API's), one thread each: how the embedded service,
+    which owns its index, rebuilds a collection while it keeps serving it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, threading.Thread] = {}
+
+    def start(
+        self,
+        rt: Runtime,
+        *,
+        name: str,
+        profile: str | None = None,
+        model: str | None = None,
+        sparse_only: bool = False,
+        wait_s: float = 5.0,
+    ) -> None:
+        """Start reindexing `name` in the background; a refusal found while starting (no such
+        collection, one running, a model that cannot be loaded, chunks too long) is raised here."""
+        began = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                run_for_runtime(
+                    rt,
+                    name=name,
+                    profile=profile,
+                    model=model,
+                    sparse_only=sparse_only,
+                    progress=lambda *_: began.set(),
+                )
+            except BaseException as exc:
+                failure.append(exc)
+                if began.is_set():
+                    log.exception("reindex of %s failed", name)
+            finally:
+                began.set()
+                with self._lock:
+                    if self._running.get(name) is threading.current_thread():
+                        del self._running[name]
+
+        with self._lock:
+            thread = self._running.get(name)
+            if thread is not None and thread.is_alive():
+                raise Conflict(f"collection {name!r} is being reindexed", code="reindex_running")
+            thread = threading.Thread(target=run, name=f"reindex-{name}", daemon=True)
+            self._running[name] = thread
+            thread.start()
+        began.wait(wait_s)
+        if failure:
+            error = failure[0]
+            if isinstance(error, SaekinError):
+                raise error
+            raise ReindexError(f"the reindex could not start: {error!r}")
+
+    def wait(self, name: str, timeout: float | None = None) -> None:
+        """Wait for the reindex of `name` in this process to end (tests, shutdown)."""
+        with self._lock:
+            thread = self._running.get(name)
+        if thread is not None:
+            thread.join(timeout)

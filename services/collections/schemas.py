@@ -62,6 +62,16 @@ class ReindexStatus(BaseModel):
     error: str | None = None
 
 
+class ReindexRequest(BaseModel):
+    """What to rebuild a collection's index with (`saekin reindex` takes the same)."""
+
+    profile: str | None = Field(None, description="Embedding profile of the new model (default: the service's).")
+    model: str | None = Field(
+        None, description="Hub id or a directory on the server (default: the profile's, or the service's model)."
+    )
+    sparse_only: bool = Field(False, description="Keep the dense vectors; recompute the sparse ones.")
+
+
 class CollectionPatch(BaseModel):
     search_defaults: SearchDefaults
 

@@ -339,3 +339,30 @@ def test_the_cli_reindexes_with_a_progress_bar(tmp_path: Path, small_twin: Path,
     assert sparse.exit_code == 1 and "--sparse-only keeps the collection's model" in sparse.stderr
     missing = saekin("reindex", "-c", "nope", **env)
     assert missing.exit_code == 1 and "does not exist" in missing.stderr
+
+
+def test_the_running_service_reindexes_a_collection_it_serves(app_client):
+    from tests.conftest import unique_collection, wait_for_status
+
+    col = unique_collection()
+    for key, text in DOCS.items():
+        r = app_client.post(f"/v1/collections/{col}/documents", json={"text": text, "external_id": key})
+        assert wait_for_status(app_client, col, r.json()["id"])["status"] == "indexed"
+    first = app_client.get(f"/v1/collections/{col}").json()
+
+    started = app_client.post(f"/v1/collections/{col}/reindex", json={})
+    assert started.status_code == 202, started.text
+    assert started.json()["reindex"]["status"] in ("building", "switching", "done")
+    app_client.app.state.reindexes.wait(col, timeout=120)
+
+    done = app_client.get(f"/v1/collections/{col}").json()
+    assert done["reindex"]["status"] == "done" and done["reindex"]["documents_done"] == 4
+    assert done["index_name"] != first["index_name"] and done["index_name"].endswith("-v2")
+    assert done["chunk_count"] == first["chunk_count"]
+    hits = app_client.post(f"/v1/collections/{col}/search", json={"query": "출장 숙박비", "top_k": 1}).json()
+    assert hits["results"][0]["external_id"] == "travel"
+
+    wrong = app_client.post(f"/v1/collections/{col}/reindex", json={"sparse_only": True, "profile": "bge-m3-ko"})
+    assert wrong.status_code == 422 and "--sparse-only keeps" in wrong.json()["error"]["message"]
+    missing = app_client.post("/v1/collections/nope-nope/reindex", json={})
+    assert missing.status_code == 404

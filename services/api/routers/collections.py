@@ -9,7 +9,15 @@ from fastapi.responses import JSONResponse
 from services.api.deps import CollectionName, RuntimeDep, SessionDep
 from services.api.errors import error_responses
 from services.collections import service
-from services.collections.schemas import CollectionList, CollectionOut, CollectionPatch, DeletionAccepted
+from services.collections.reindex import Reindexes
+from services.collections.schemas import (
+    CollectionList,
+    CollectionOut,
+    CollectionPatch,
+    DeletionAccepted,
+    ReindexRequest,
+)
+from services.db import session_scope
 from services.documents.service import set_search_defaults
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
@@ -56,3 +64,23 @@ async def delete_collection(collection: CollectionName, request: Request, rt: Ru
         return Response(status_code=204)
     body = DeletionAccepted(name=collection, message=f"collection {collection!r} is being deleted")
     return JSONResponse(body.model_dump(), status_code=202)
+
+
+@router.post(
+    "/{collection}/reindex", status_code=202, response_model=CollectionOut, responses=error_responses(404, 409)
+)
+async def reindex_collection(collection: str, body: ReindexRequest, request: Request, rt: RuntimeDep) -> CollectionOut:
+    """Rebuild the collection's index in this service (a new model, or only the sparse vectors)
+    beside the live one, then switch searches to it; 202 once it has begun. Searches read the old
+    index until the switch, uploads meanwhile are copied too; GET shows `reindex` with its progress.
+    `model` names a hub id or a directory on this server, loaded into this process."""
+    reindexes: Reindexes = request.app.state.reindexes
+    await run_in_threadpool(
+        reindexes.start, rt, name=collection, profile=body.profile, model=body.model, sparse_only=body.sparse_only
+    )
+    return await run_in_threadpool(_describe, rt, collection)
+
+
+def _describe(rt, name: str) -> CollectionOut:
+    with session_scope(rt.session_factory) as session:
+        return service.get_collection_out(session, name=name)
