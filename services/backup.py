@@ -31,7 +31,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, select, update
 
@@ -46,6 +46,9 @@ from services.documents.models import (
     collection_index_name,
 )
 from services.errors import Conflict, InvalidInput
+
+if TYPE_CHECKING:
+    from services.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,10 @@ def backup_embedded(*, database_path: Path, index: Any, destination: Path) -> Ba
     from services.index.edge import EdgeIndex
 
     if not isinstance(index, EdgeIndex):
-        raise InvalidInput("saekin backup is for the embedded default (Qdrant Edge); see the README for production")
+        raise InvalidInput(
+            "saekin backup is for the embedded default (Qdrant Edge); production: pg_dump and Qdrant snapshots",
+            code="backup_not_embedded",
+        )
     destination = Path(destination)
     if destination.exists() and any(destination.iterdir()):
         raise Conflict(f"{destination} is not empty: back up into a new directory", code="backup_exists")
@@ -109,6 +115,21 @@ def backup_embedded(*, database_path: Path, index: Any, destination: Path) -> Ba
         "backup in %s: %d shards, %.1fs (writes paused %.2fs)", destination, len(shards), manifest.seconds, paused_s
     )
     return manifest
+
+
+def backup_runtime(rt: Runtime, destination: Path) -> BackupManifest:
+    """:func:`backup_embedded` of this process's database and index; InvalidInput outside the
+    embedded default (SQLite and Qdrant Edge)."""
+    url = rt.engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        raise InvalidInput(
+            "saekin backup is for the embedded default (SQLite + Qdrant Edge); production: pg_dump and "
+            "Qdrant snapshots (README, Backups)",
+            code="backup_not_embedded",
+        )
+    if not Path(destination).is_absolute():
+        raise InvalidInput("the backup directory must be an absolute path", code="invalid_backup_directory")
+    return backup_embedded(database_path=Path(url.database), index=rt.index, destination=destination)
 
 
 def _check_points(destination: Path, manifest: BackupManifest) -> None:

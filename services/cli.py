@@ -536,24 +536,40 @@ def _reindex_remote(url: str, api_key: str | None, collection: str, body: dict) 
 @app.command()
 def backup(
     directory: Annotated[Path, typer.Argument(help="A new (or empty) directory for the backup.")],
+    url: Annotated[
+        str | None, typer.Option(help="Ask this running embedded service to take it (DIRECTORY on its machine).")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="SAEKIN_API_KEY", help="API key of the service at --url.")
+    ] = None,
 ) -> None:
     """Embedded mode: back up the SQLite database and the Qdrant Edge index into DIRECTORY.
 
     The two are taken consistent with each other (index writes pause for the database copy and
     the shard copies; searches go on). Production: pg_dump and Qdrant snapshots (README).
     """
-    from services.backup import backup_embedded
+    from services.backup import BackupManifest, backup_runtime
 
-    settings = _settings()
-    if settings.mode != "embedded" or settings.database_url or settings.qdrant_url or settings.qdrant_path:
-        _fail("backup is for the embedded default (SQLite + Qdrant Edge); see README 'Backups' for production")
-    with _runtime(settings) as rt:
-        try:
-            manifest = backup_embedded(
-                database_path=settings.data_dir / "saekin.db", index=rt.index, destination=directory
-            )
-        except SaekinError as exc:
-            _fail(exc.message)
+    directory = directory.resolve()
+    if url:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        answer = httpx.post(
+            f"{url.rstrip('/')}/v1/backup", json={"directory": str(directory)}, headers=headers, timeout=3600
+        )
+        if answer.status_code != 200:
+            _fail(answer.json().get("error", {}).get("message", answer.text))
+        manifest = BackupManifest(**answer.json()["manifest"])
+    else:
+        settings = _settings()
+        if settings.mode != "embedded" or settings.database_url or settings.qdrant_url or settings.qdrant_path:
+            _fail("backup is for the embedded default (SQLite + Qdrant Edge); see README 'Backups' for production")
+        with _runtime(settings) as rt:
+            try:
+                manifest = backup_runtime(rt, directory)
+            except SaekinError as exc:
+                _fail(exc.message)
     for name, info in sorted(manifest.collections.items()):
         typer.echo(f"{name}: {info['documents']} documents, {info['chunks']} chunks, {info['points']} points")
     typer.echo(

@@ -13,7 +13,7 @@ from services.api.deps import get_principal, reject_unknown_query_params
 from services.api.docs import install_docs
 from services.api.errors import install_error_handlers
 from services.api.guard import RequestGuard
-from services.api.routers import collections, context, documents, health, openai_compat, search
+from services.api.routers import backup, collections, context, documents, health, openai_compat, search
 from services.collections.reindex import Reindexes
 from services.collections.service import Deletions
 from services.console import install_console
@@ -76,6 +76,7 @@ def create_app(
         search.router,
         context.router,
         openai_compat.router,
+        backup.router,
     ):
         app.include_router(router, dependencies=[Depends(get_principal), Depends(reject_unknown_query_params)])
     mount_mcp(app, mcp_server, settings)

@@ -214,3 +214,41 @@ def test_the_cli_backs_up_and_restores(tmp_path: Path, small_twin: Path, saekin)
     assert refused.exit_code == 1 and "--force" in refused.stderr
     production = saekin("backup", str(tmp_path / "c"), **live, SAEKIN_QDRANT_URL="http://127.0.0.1:1")
     assert production.exit_code == 1 and "embedded default" in production.stderr
+
+
+def test_the_running_service_takes_a_backup_while_it_serves(app_client, make_settings, tmp_path):
+    from tests.conftest import unique_collection, wait_for_status
+
+    col = unique_collection()
+    for key, text in DOCS.items():
+        r = app_client.post(f"/v1/collections/{col}/documents", json={"text": text, "external_id": key})
+        assert wait_for_status(app_client, col, r.json()["id"])["status"] == "indexed"
+    query = {"query": "출장 숙박비", "top_k": 2, "mode": "sparse"}
+    before = app_client.post(f"/v1/collections/{col}/search", json=query).json()["results"]
+
+    taken = app_client.post("/v1/backup", json={"directory": str(tmp_path / "b")})
+    if app_client.runtime.engine.url.get_backend_name() != "sqlite":  # production: pg_dump and snapshots
+        assert taken.status_code == 422 and taken.json()["error"]["code"] == "backup_not_embedded"
+        return
+    assert taken.status_code == 200, taken.text
+    assert taken.json()["manifest"]["collections"][col]["chunks"] == 4
+    relative = app_client.post("/v1/backup", json={"directory": "relative/dir"})
+    assert relative.status_code == 422
+    # The service went on serving; the backup restores to the same results.
+    assert app_client.post(f"/v1/collections/{col}/search", json=query).json()["results"] == before
+    restore_embedded(tmp_path / "b", tmp_path / "fresh")
+    fresh = open_runtime(make_settings(data_dir=tmp_path / "fresh"))
+    try:
+        with session_scope(fresh.session_factory) as session:
+            response = search(
+                session,
+                index=fresh.index,
+                analyzer=fresh.analyzer,
+                query_encoder=None,
+                profile=fresh.profile,
+                collection_name=col,
+                request=SearchRequest(**query),
+            )
+        assert [str(h.chunk_id) for h in response.results] == [h["chunk_id"] for h in before]
+    finally:
+        fresh.close()
