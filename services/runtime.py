@@ -167,6 +167,9 @@ class Runtime:
                 device=s.embedding_device,
                 precision=s.embedding_precision,
                 max_batch_tokens=s.embed_max_batch_tokens,
+                backend=s.embedding_backend,
+                export_dir=s.encoder_export_dir,
+                onnx_optimization=s.embedding_onnx_optimization,
             ),
         )
 
