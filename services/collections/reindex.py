@@ -74,7 +74,8 @@ CLOCK_SKEW = timedelta(seconds=30)
 # Catch-up passes before the switch; the switch copies whatever the last one left.
 CATCH_UP_PASSES = 5
 # A running reindex that has not reported for this long died with its process: another may start.
-STALE_AFTER = timedelta(minutes=10)
+# It reports after every batch, which a large model on CPUs can take many minutes to embed.
+STALE_AFTER = timedelta(hours=1)
 # Searches that read the old index name just before the switch finish on it before it is dropped.
 DROP_GRACE_S = 2.0
 
