@@ -29,6 +29,8 @@ from services.index.base import IndexPoint, VectorIndex, check_collection_name, 
 from services.index.query import (
     DENSE,
     HNSW_EF,
+    HNSW_EF_CONSTRUCT,
+    HNSW_M,
     METADATA_PREFIX,
     QUANTIZED_OVERSAMPLING,
     SPARSE,
@@ -651,7 +653,9 @@ def _edge_config(schema: CollectionSchema) -> qe.EdgeConfig:
         quantization_config=qe.ScalarQuantizationConfig(
             type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned
         ),
-        hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000, memory=qe.Memory.Cold),
+        hnsw_config=qe.HnswIndexConfig(
+            m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=10_000, memory=qe.Memory.Cold
+        ),
     )
     return qe.EdgeConfig(
         vectors={DENSE: dense},

@@ -18,6 +18,8 @@ from services.index.base import IndexPoint, VectorIndex, check_collection_name, 
 from services.index.query import (
     DENSE,
     HNSW_EF,
+    HNSW_EF_CONSTRUCT,
+    HNSW_M,
     METADATA_PREFIX,
     QUANTIZED_OVERSAMPLING,
     RRF_K,
@@ -348,7 +350,7 @@ def _collection_config(schema: CollectionSchema) -> dict[str, Any]:
         "quantization_config": qm.ScalarQuantization(
             scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8, quantile=0.99, always_ram=True)
         ),
-        "hnsw_config": qm.HnswConfigDiff(on_disk=True),
+        "hnsw_config": qm.HnswConfigDiff(on_disk=True, m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT),
         "on_disk_payload": True,
     }
 
