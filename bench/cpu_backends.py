@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import statistics
 import sys
@@ -222,6 +223,7 @@ def main() -> None:
             row["docs_tokens_per_s"] = round(sum(enc.count_tokens(docs)) / (time.perf_counter() - t0), 1)
             row["docs_centred_cosine_min"] = round(float(_centred(got_d, ref_docs).min()), 5)
         rows.append(row)
+        log(json.dumps(row))  # each variant's figures as soon as they are known
         log(
             f"{name}: query p50 {p50 * 1000:.0f} ms vs torch fp32 {ref_p50 * 1000:.0f} ms (ratio {row['ratio_p50']}), "
             f"centred cosine min {row['queries_centred_cosine_min']}"

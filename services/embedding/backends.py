@@ -216,9 +216,12 @@ def ensure_export(
     num_heads: int,
     hidden_size: int,
     progress: Progress | None = None,
+    release: Callable[[], None] | None = None,
 ) -> Path:
     """The directory of `spec`'s export of `transformer` (fp32 PyTorch, CPU), exporting it first
-    when it is not there yet. `progress(stage)` is called before each stage of an export."""
+    when it is not there yet. `progress(stage)` is called before each stage of an export;
+    `release()` once the PyTorch model is no longer needed (after the ONNX base export), so that
+    the later stages (a quantizer holds several copies of the graph) have its memory."""
     target = variant_dir(root, key, spec)
     if is_exported(target, spec):
         return target
@@ -229,6 +232,8 @@ def ensure_export(
         started = time.monotonic()
         log.info("exporting %s for the %s encoder backend into %s (once per model)", model_name, spec.name, target)
         base = _ensure_base_onnx(transformer, Path(root) / key, model_name=model_name, say=say)
+        if release is not None:
+            release()
         with _staging(target) as tmp:
             if spec.backend == "onnx":
                 _onnx_variant(base, tmp, spec, num_heads=num_heads, hidden_size=hidden_size, say=say)

@@ -176,6 +176,7 @@ class Encoder(OnDevice):
             num_heads=int(config.num_attention_heads),
             hidden_size=int(config.hidden_size),
             progress=progress,
+            release=lambda: self._transformer.to("meta"),
         )
         self.export_path = directory
         exported = ExportedTransformer(directory, spec, num_threads=torch.get_num_threads())
