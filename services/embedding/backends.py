@@ -385,9 +385,18 @@ def _openvino_variant(base: Path, out: Path, spec: BackendSpec, *, say: Progress
         # The embedding tables (Gather) stay fp32: compressed, they moved the small twin's
         # vectors far (centred cosine 0.52 against 0.994 without them), and a lookup reads only
         # a few rows anyway.
-        model = nncf.compress_weights(
-            model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=nncf.IgnoredScope(types=["Gather"])
-        )
+        # NNCF logs its statistics table to stdout and draws a progress bar there: keep stdout
+        # clean (commands and benchmarks print their results on it).
+        nncf_log = logging.getLogger("nncf")
+        level = nncf_log.level
+        nncf_log.setLevel(logging.WARNING)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                model = nncf.compress_weights(
+                    model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=nncf.IgnoredScope(types=["Gather"])
+                )
+        finally:
+            nncf_log.setLevel(level)
     ov.save_model(model, str(out / "model.xml"), compress_to_fp16=False)
 
 
