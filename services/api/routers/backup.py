@@ -17,7 +17,11 @@ router = APIRouter(prefix="/v1", tags=["operations"])
 
 
 class BackupRequest(BaseModel):
-    directory: str = Field(..., description="An absolute path on the server: a new or empty directory.")
+    directory: str = Field(
+        ...,
+        description="An absolute path on the server: a new or empty directory.",
+        json_schema_extra={"pattern": "^/"},
+    )
 
 
 class BackupOut(BaseModel):

@@ -69,7 +69,9 @@ async def delete_collection(collection: CollectionName, request: Request, rt: Ru
 @router.post(
     "/{collection}/reindex", status_code=202, response_model=CollectionOut, responses=error_responses(404, 409)
 )
-async def reindex_collection(collection: str, body: ReindexRequest, request: Request, rt: RuntimeDep) -> CollectionOut:
+async def reindex_collection(
+    collection: CollectionName, body: ReindexRequest, request: Request, rt: RuntimeDep
+) -> CollectionOut:
     """Rebuild the collection's index in this service (a new model, or only the sparse vectors)
     beside the live one, then switch searches to it; 202 once it has begun. Searches read the old
     index until the switch, uploads meanwhile are copied too; GET shows `reindex` with its progress.

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "12"))
 KEY = "conformance-key"
+UNSAFE_TO_FUZZ = {"POST /v1/backup"}
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,13 @@ def test_every_operation_conforms_to_the_schema(api_schema, mode):
     from schemathesis.generation.modes import GenerationMode
 
     failures: list[str] = []
-    operations = [result.ok() for result in api_schema.get_all_operations()]
+    # POST /v1/backup writes a backup into whatever absolute directory it is given: generated paths
+    # would write across this machine's filesystem (tests/integration/test_backup.py tests it).
+    operations = [
+        operation
+        for operation in (result.ok() for result in api_schema.get_all_operations())
+        if operation.label not in UNSAFE_TO_FUZZ
+    ]
     assert len(operations) >= 15
     for operation in operations:
 
