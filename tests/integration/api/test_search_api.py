@@ -92,7 +92,13 @@ def test_fusion_objects_and_their_validation(app_client, corpus):
         {"method": "dbsf", "weights": {"dense": 0.25, "sparse": 1}},
     ):
         body = search(app_client, corpus, query="해운대 모래 축제", mode="hybrid", fusion=fusion)
-        assert body["results"][0]["external_id"] == "busan"
+        ranked = [hit["external_id"] for hit in body["results"]]
+        if fusion["method"] == "rrf":
+            # RRF with k=60 on three documents: sparse rank 1 and 2 differ by 1/60 - 1/61, so the
+            # twin's random dense leg decides the order; only the answer's shape is checked.
+            assert "busan" in ranked and body["settings"]["fusion"]["k"] == 60
+        else:  # score-based fusion with a small dense weight keeps the sparse leg's clear winner
+            assert ranked[0] == "busan", (fusion, ranked)
         assert body["settings"]["fusion"]["method"] == fusion["method"]
     assert search(app_client, corpus, query="해운대", mode="hybrid")["settings"]["fusion"] == {
         "method": "convex",
