@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest JSON body (search, context, rerank, PATCH...); bigger ones get 413 while streaming.",
     )
+    metrics_token: str | None = Field(
+        None,
+        description="Bearer token that opens GET /metrics only (for Prometheus). With API keys set, /metrics "
+        "otherwise needs an admin key; without keys it is open like the API.",
+    )
     max_upload_mb: float = Field(
         50.0, gt=0, description="Largest accepted upload; bigger ones get 413 while streaming."
     )
@@ -180,6 +185,19 @@ class Settings(BaseSettings):
         gt=0,
         description="Average terms per chunk for BM25; default 0.65 x the chunk token budget "
         "(Kiwi content morphemes plus bigrams per model token, measured on Korean text).",
+    )
+
+    # --- logs and worker metrics ----------------------------------------------------------------
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per record; json: one JSON object per line (log shippers)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Lowest level logged.")
+    worker_metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="`saekin worker` serves Prometheus metrics of all its pool processes on this port "
+        "(multiprocess mode). Empty: no worker metrics.",
     )
 
     # --- workers -----------------------------------------------------------------------------

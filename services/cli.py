@@ -80,13 +80,24 @@ def serve(
     """Run the HTTP API. Embedded (no URLs set): SQLite, Qdrant Edge and ingestion in this process."""
     import uvicorn
 
+    from services.observability.logs import configure_logging
+    from services.observability.metrics import MULTIPROC_ENV, use_multiprocess_dir
+
     settings = _settings()
     host, port = host or settings.host, port or settings.port
     _refuse_open_without_keys(settings, host)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_format, settings.log_level)
     _check_model(settings)
+    # Saekin logs one line per request itself (with its request id), so uvicorn's access log is off;
+    # log_config=None keeps the logging configured above.
+    quiet = dict(access_log=False, log_config=None)
     if settings.mode == "production":
-        uvicorn.run("services.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+        if workers > 1 and not os.environ.get(MULTIPROC_ENV):
+            # Each uvicorn worker is a process: /metrics sums them through prometheus-client's files.
+            import tempfile
+
+            use_multiprocess_dir(tempfile.mkdtemp(prefix="saekin-metrics-"))
+        uvicorn.run("services.api.app:create_app", factory=True, host=host, port=port, workers=workers, **quiet)  # type: ignore[arg-type]
         return
     from services.api.app import create_app
 
@@ -95,7 +106,7 @@ def serve(
             f"Saekin embedded mode: data in {settings.data_dir.resolve()}, model {settings.model_name_or_path} "
             f"({settings.embedding_profile}); console http://{host}:{port}/console, API docs http://{host}:{port}/docs"
         )
-        uvicorn.run(create_app(settings, runtime=rt), host=host, port=port)
+        uvicorn.run(create_app(settings, runtime=rt), host=host, port=port, **quiet)  # type: ignore[arg-type]
 
 
 def _refuse_open_without_keys(settings: Settings, host: str) -> None:
@@ -142,6 +153,18 @@ def migrate() -> None:
     typer.echo("database is at the latest revision")
 
 
+def _serve_worker_metrics(port: int) -> None:
+    """The worker's pool processes record into PROMETHEUS_MULTIPROC_DIR (a fresh directory unless
+    set); this main process serves their sum on `port`."""
+    import tempfile
+
+    from services.observability.metrics import MULTIPROC_ENV, serve_worker_metrics, use_multiprocess_dir
+
+    use_multiprocess_dir(os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="saekin-worker-metrics-"))
+    serve_worker_metrics(port)
+    typer.echo(f"worker metrics on http://0.0.0.0:{port}/metrics")
+
+
 @app.command()
 def worker(
     queue: Annotated[str, typer.Option(help="ingest (CPU stages) or embed (the model; GPU).")] = "ingest",
@@ -158,6 +181,15 @@ def worker(
         celery = create_celery(_settings())
     except RuntimeError as exc:
         _fail(str(exc))
+    from celery.signals import setup_logging
+
+    from services.observability.logs import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_format, loglevel.upper())
+    setup_logging.connect(lambda **_: None, weak=False)  # Celery keeps the logging configured above
+    if settings.worker_metrics_port:
+        _serve_worker_metrics(settings.worker_metrics_port)
     # Workers share nothing with each other through the broker (leases live in the database): no
     # mingle at start (a wait for other workers' replies) and no gossip traffic.
     argv = [

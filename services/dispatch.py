@@ -14,7 +14,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,6 +41,8 @@ class Dispatcher(Protocol):
 
 # Transactions tried per upload: one lost race for the collection and one for the document.
 _STORE_ATTEMPTS = 3
+
+# Dispatchers may also answer `queue_depths() -> dict[str, int]` (the queue depth metric).
 
 
 def intake(
@@ -98,6 +100,8 @@ class CeleryDispatcher:
         self._celery = Celery("saekin-api", broker=broker_url)
         self._celery.conf.broker_connection_retry_on_startup = True
         self._celery.conf.broker_connection_timeout = 2
+        self._broker_url = broker_url
+        self._redis: Any = None  # the broker's Redis, opened by the first scrape of queue depths
 
     def submit(self, item: WorkItem) -> None:
         self._celery.send_task(
@@ -113,8 +117,24 @@ class CeleryDispatcher:
         with self._celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
 
+    def queue_depths(self) -> dict[str, int]:
+        """Tasks waiting in each queue: the length of its Redis list (Celery's Redis transport);
+        empty for another broker."""
+        if not self._broker_url.startswith(("redis://", "rediss://", "unix://")):
+            return {}
+        if self._redis is None:
+            import redis
+
+            self._redis = redis.Redis.from_url(self._broker_url, socket_timeout=2)
+        pipe = self._redis.pipeline(transaction=False)
+        for name in (INGEST_QUEUE, EMBED_QUEUE):
+            pipe.llen(name)
+        return dict(zip((INGEST_QUEUE, EMBED_QUEUE), pipe.execute()))
+
     def close(self) -> None:
         self._celery.close()
+        if self._redis is not None:
+            self._redis.close()
 
 
 class InProcessDispatcher:
@@ -160,6 +180,10 @@ class InProcessDispatcher:
         """Documents waiting for a prepare thread."""
         return self._queue.qsize()
 
+    def queue_depths(self) -> dict[str, int]:
+        """Generations waiting for a prepare thread (the queue depth metric)."""
+        return {"inprocess": self.backlog()}
+
     def _prepare_loop(self, owner: str) -> None:
         while (item := self._queue.get()) is not None:
             with self._lock:
@@ -194,6 +218,9 @@ class InlineDispatcher:
 
     def submit(self, item: WorkItem) -> None:
         self.pending.append(item)
+
+    def queue_depths(self) -> dict[str, int]:
+        return {"inline": len(self.pending)}
 
     def drain(self, *, batch: int = 32, progress: Callable[[int], object] = lambda n: None) -> list[WorkItem]:
         """Process everything submitted, `batch` generations at a time (one encode call each);

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # What loading the embedding model builds: a failure of one is remembered (model_failure), so that
 # later callers get the reason at once instead of waiting for the same hub time-outs again.
 _MODEL_PARTS = ("_tokenizer", "_encoder", "_query_encoder", "_model_ref")
+# Runtime attributes that hold a model, by the name the saekin_model_loaded gauge gives them.
+_MODELS = {"_encoder": "embedding", "_reranker": "reranker", "_analyzer": "analyzer"}
 
 
 class Runtime:
@@ -54,6 +56,10 @@ class Runtime:
                     self.__dict__[name] = self._build_model_part(build)
                 else:
                     self.__dict__[name] = build()
+                if name in _MODELS and self.__dict__[name] is not None:
+                    from services.observability.metrics import MODEL_LOADED
+
+                    MODEL_LOADED.labels(_MODELS[name]).set(1)
             return self.__dict__[name]
 
     def _build_model_part(self, build: Callable[[], T]) -> T:
@@ -287,6 +293,12 @@ class Runtime:
         return f"_{name}" in self.__dict__
 
     def close(self) -> None:
+        if any(name in self.__dict__ for name in _MODELS):
+            from services.observability.metrics import MODEL_LOADED
+
+            for name, label in _MODELS.items():
+                if self.__dict__.get(name) is not None:
+                    MODEL_LOADED.labels(label).set(0)
         if self.loaded("query_encoder"):
             self.__dict__["_query_encoder"].close()
         if self.loaded("index"):

@@ -21,6 +21,7 @@ from services.documents import lifecycle
 from services.documents.lifecycle import WorkItem
 from services.ingest.pipeline import embed_claimed, prepare_document
 from services.leases import Reaper
+from services.observability.metrics import mark_process_dead
 from services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,10 @@ def use_runtime(rt: Runtime | None) -> None:
 
 
 @worker_process_shutdown.connect
-def _close(**_) -> None:
+def _close(pid: int | None = None, **_) -> None:
     if _runtime is not None:
         _runtime.close()
+    mark_process_dead(pid or os.getpid())  # its live gauges (models loaded) leave the worker's metrics
 
 
 class _RetryingTask(Task):

@@ -13,7 +13,8 @@ from services.api.deps import get_principal, reject_unknown_query_params
 from services.api.docs import install_docs
 from services.api.errors import install_error_handlers
 from services.api.guard import RequestGuard
-from services.api.routers import backup, collections, context, documents, health, openai_compat, search
+from services.api.observe import ObserveRequests
+from services.api.routers import backup, collections, context, documents, health, metrics, openai_compat, search
 from services.collections.reindex import Reindexes
 from services.collections.service import Deletions
 from services.console import install_console
@@ -34,6 +35,10 @@ def create_app(
 ) -> FastAPI:
     """The API; embedded mode runs ingestion in-process, production mode only enqueues."""
     settings = settings or get_settings()
+    if not logging.getLogger().handlers:  # a uvicorn worker process started by `saekin serve --workers N`
+        from services.observability.logs import configure_logging
+
+        configure_logging(settings.log_format, settings.log_level)
     mcp_backend = _LateRuntimeBackend()
     mcp_server = build_mcp_server(mcp_backend)
 
@@ -44,6 +49,7 @@ def create_app(
         mcp_backend.rt = rt
         app.state.dispatcher = dispatcher or _dispatcher(settings, rt)
         reaper = _embedded_reaper(settings, rt, app.state.dispatcher) if dispatcher is None else None
+        app.state.metrics_registry = metrics.scrape_registry(app, rt)
         app.state.deletions = Deletions()
         app.state.reindexes = Reindexes()
         app.state.model_ready = threading.Event()
@@ -70,6 +76,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(health.router, dependencies=[Depends(reject_unknown_query_params)])
+    app.include_router(metrics.router, dependencies=[Depends(reject_unknown_query_params)])
     for router in (
         collections.router,
         documents.router,
@@ -84,6 +91,8 @@ def create_app(
     install_console(app)
     # Outermost but for Starlette's error middleware: no route reads a body before the key is checked.
     app.add_middleware(RequestGuard, settings=settings)
+    # Outside the guard: refused requests get their request id, access line and latency too.
+    app.add_middleware(ObserveRequests)
     return app
 
 

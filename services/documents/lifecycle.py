@@ -67,8 +67,11 @@ from services.documents.service import (
 from services.errors import ConcurrentWrite, Conflict, InvalidInput
 from services.index.base import VectorIndex
 from services.ingest.analyzer import analyzer_version
+from services.observability.metrics import INGEST_DOCUMENTS
 
 log = logging.getLogger(__name__)
+# One line per state change of a document generation (services/observability/logs.py formats the fields).
+events = logging.getLogger("saekin.documents")
 
 _documents: Table = Document.__table__  # type: ignore[assignment]
 _sources: Table = DocumentSource.__table__  # type: ignore[assignment]
@@ -76,6 +79,45 @@ _chunks: Table = Chunk.__table__  # type: ignore[assignment]
 _collections: Table = Collection.__table__  # type: ignore[assignment]
 # A generation whose chunk rows are written and whose embed stage has not finished.
 _WAITING_FOR_EMBED = (_documents.c.status == DocumentStatus.processing, _documents.c.stage == DocumentStage.embedding)
+# The document's collection name, for the event lines of the worker steps (which know only ids).
+_COLLECTION_NAME = select(_collections.c.name).where(_collections.c.id == _documents.c.collection_id).scalar_subquery()
+
+
+def _event(
+    document_id: uuid.UUID,
+    generation: int,
+    collection: str | None,
+    status: str,
+    stage: str | None = None,
+    *,
+    duration_s: float | None = None,
+    chunks: int | None = None,
+    reason: str | None = None,
+) -> None:
+    """Log one state change: document id, collection, status and stage, the previous stage's
+    duration where the caller measured it, chunk count, failure reason."""
+    if status in (DocumentStatus.indexed, DocumentStatus.failed):
+        INGEST_DOCUMENTS.labels(status).inc()
+    level = logging.WARNING if status == DocumentStatus.failed else logging.INFO
+    if not events.isEnabledFor(level):
+        return
+    events.log(
+        level,
+        "document %s %s%s",
+        document_id,
+        status,
+        f" ({stage})" if stage else "",
+        extra={
+            "document_id": str(document_id),
+            "generation": generation,
+            "collection": collection,
+            "status": str(status),
+            "stage": stage,
+            "duration_s": None if duration_s is None else round(duration_s, 3),
+            "chunks": chunks,
+            "reason": reason and reason[:500],
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -220,6 +262,7 @@ def store(
     else:
         source.generation, source.data, source.size = document.generation, upload.data, len(upload.data)
     session.flush()
+    _event(document.id, document.generation, collection.name, DocumentStatus.queued.value)
     return Stored(document, created=True, generation=document.generation)
 
 
@@ -314,6 +357,7 @@ def cancel(session: Session, *, index: VectorIndex, collection_name: str, docume
         if name is not None and index.collection_exists(name):
             index.delete_document(name, str(document.id))
     session.execute(delete(Document).where(Document.id == document.id))
+    _event(document.id, document.generation, collection_name, "deleted")
 
 
 def reindex_target(collection: Collection) -> str | None:
@@ -395,7 +439,7 @@ def claim(engine: Engine, item: WorkItem, lease: Lease) -> Claimed | None:
                 attempts=d.attempts + 1,
                 updated_at=now,
             )
-            .returning(d.filename, d.media_type, uploaded, d.title)
+            .returning(d.filename, d.media_type, uploaded, d.title, _COLLECTION_NAME)
         ).first()
         if row is None:
             attempts = conn.scalar(
@@ -412,10 +456,18 @@ def claim(engine: Engine, item: WorkItem, lease: Lease) -> Claimed | None:
                         lease_until=None,
                     )
                 )
+                _event(
+                    item.document_id,
+                    item.generation,
+                    None,
+                    DocumentStatus.failed.value,
+                    reason=_abandoned("prepare", attempts),
+                )
             return None
         if row[2] is None:
             conn.rollback()
             return None
+    _event(item.document_id, item.generation, row[4], DocumentStatus.processing.value, DocumentStage.extracting.value)
     return Claimed(filename=row[0], media_type=row[1], data=row[2], title=row[3])
 
 
@@ -439,10 +491,18 @@ def renew(engine: Engine, lease: Lease, items: Sequence[WorkItem]) -> int:
         ).rowcount
 
 
-def report_stage(engine: Engine, item: WorkItem, stage: DocumentStage) -> None:
-    """Show pollers where a long-running generation is."""
+def report_stage(engine: Engine, item: WorkItem, stage: DocumentStage, *, duration_s: float | None = None) -> None:
+    """Show pollers where a long-running generation is; `duration_s`: how long the previous stage took."""
     with engine.begin() as conn:
-        conn.execute(_update_generation(item, stage=stage))
+        collection = conn.execute(_update_generation(item, stage=stage).returning(_COLLECTION_NAME)).scalar()
+    _event(
+        item.document_id,
+        item.generation,
+        collection,
+        DocumentStatus.processing.value,
+        stage.value,
+        duration_s=duration_s,
+    )
 
 
 def store_chunks(
@@ -454,11 +514,12 @@ def store_chunks(
     media_type: str,
     title: str | None = None,
     lease: Lease | None = None,
+    duration_s: float | None = None,
 ) -> bool:
     """The chunk rows of a prepared generation, which then waits for the embed stage; False when
     the generation was deleted or replaced meanwhile, or `lease` was taken over by another worker
     (nothing is written). `title`: the one found in the document, to replace a stored title that
-    was only the file name."""
+    was only the file name; `duration_s`: how long preparing took (for the event line)."""
     held = (_documents.c.lease_owner == lease.owner,) if lease is not None else ()
     with engine.begin() as conn:
         written = conn.execute(
@@ -474,9 +535,11 @@ def store_chunks(
                 lease_owner=None,
                 lease_until=None,
                 attempts=0,  # the embed stage counts its own
-            ).where(*held)
-        )
-        if written.rowcount == 0:
+            )
+            .where(*held)
+            .returning(_COLLECTION_NAME)
+        ).first()
+        if written is None:
             conn.rollback()
             return False
         # A redelivered task replaces what an interrupted one wrote for this generation.
@@ -485,14 +548,22 @@ def store_chunks(
         )
         if rows:
             conn.execute(insert(_chunks), list(rows))
+    _event(
+        item.document_id,
+        item.generation,
+        written[0],
+        DocumentStatus.processing.value,
+        DocumentStage.embedding.value,
+        duration_s=duration_s,
+        chunks=len(rows),
+    )
     return True
 
 
-def fail(engine: Engine, item: WorkItem, reason: str) -> None:
+def fail(engine: Engine, item: WorkItem, reason: str, *, duration_s: float | None = None) -> None:
     """Record why a generation failed; an older indexed generation stays searchable."""
-    log.warning("document %s generation %s failed: %s", item.document_id, item.generation, reason)
     with engine.begin() as conn:
-        conn.execute(
+        row = conn.execute(
             _update_generation(
                 item,
                 status=DocumentStatus.failed,
@@ -500,8 +571,14 @@ def fail(engine: Engine, item: WorkItem, reason: str) -> None:
                 stage=None,
                 lease_owner=None,
                 lease_until=None,
-            )
+            ).returning(_COLLECTION_NAME)
+        ).first()
+    if row is None:  # deleted or replaced meanwhile: nothing changed, but the reason is worth a line
+        log.warning(
+            "document %s generation %s failed (no longer current): %s", item.document_id, item.generation, reason
         )
+        return
+    _event(item.document_id, item.generation, row[0], DocumentStatus.failed.value, duration_s=duration_s, reason=reason)
 
 
 @dataclass(frozen=True)
@@ -569,7 +646,7 @@ def fail_claim(engine: Engine, claim: str, reason: str) -> int:
     d = _documents.c
     log.warning("embed batch %s failed: %s", claim, reason)
     with engine.begin() as conn:
-        return conn.execute(
+        failed = conn.execute(
             update(_documents)
             .where(d.lease_owner == claim, *_WAITING_FOR_EMBED)
             .values(
@@ -580,7 +657,11 @@ def fail_claim(engine: Engine, claim: str, reason: str) -> int:
                 lease_until=None,
                 updated_at=utcnow(),
             )
-        ).rowcount
+            .returning(d.id, d.generation, _COLLECTION_NAME)
+        ).all()
+    for document_id, generation, collection in failed:
+        _event(document_id, generation, collection, DocumentStatus.failed.value, reason=reason)
+    return len(failed)
 
 
 @dataclass(frozen=True)
@@ -667,9 +748,11 @@ def publish(
     index_names: dict[uuid.UUID, str],
     *,
     index_versions: dict[uuid.UUID, int] | None = None,
+    duration_s: float | None = None,
 ) -> Publication:
     """Make each item the searchable generation and drop earlier generations' chunk rows; the
-    points the caller must now delete from the index.
+    points the caller must now delete from the index. `duration_s`: how long embedding the batch
+    took (for the event lines).
 
     Only what is certainly dead: older generations below the published one, or a late worker's
     own generation, so a newer generation another worker is writing keeps its points.
@@ -697,7 +780,7 @@ def publish(
                 .where(coll.id.in_(select(d.collection_id).where(d.id.in_([i.document_id for i in items]))))
                 .with_for_update(read=True)
             )
-        published: set[uuid.UUID] = set()
+        published_rows: list[Any] = []
         for version, group in by_version.items():
             # One statement per index build (usually one); a generation deleted or replaced
             # meanwhile matches no row, nor one whose collection switched to another build.
@@ -706,28 +789,27 @@ def publish(
                 if version is not None
                 else ()
             )
-            published |= set(
-                conn.scalars(
-                    update(_documents)
-                    .where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in group]), *fence)
-                    .values(
-                        status=DocumentStatus.indexed,
-                        stage=DocumentStage.done,
-                        error=None,
-                        indexed_generation=d.generation,
-                        indexed_title=d.title,
-                        indexed_metadata=d["metadata"],
-                        indexed_at=now,
-                        updated_at=now,
-                        lease_owner=None,
-                        lease_until=None,
-                        embedded_count=select(func.count())
-                        .where(c.document_id == d.id, c.generation == d.generation)
-                        .scalar_subquery(),
-                    )
-                    .returning(d.id)
+            published_rows += conn.execute(
+                update(_documents)
+                .where(tuple_(d.id, d.generation).in_([(i.document_id, i.generation) for i in group]), *fence)
+                .values(
+                    status=DocumentStatus.indexed,
+                    stage=DocumentStage.done,
+                    error=None,
+                    indexed_generation=d.generation,
+                    indexed_title=d.title,
+                    indexed_metadata=d["metadata"],
+                    indexed_at=now,
+                    updated_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                    embedded_count=select(func.count())
+                    .where(c.document_id == d.id, c.generation == d.generation)
+                    .scalar_subquery(),
                 )
-            )
+                .returning(d.id, d.generation, d.embedded_count, _COLLECTION_NAME)
+            ).all()
+        published = {row[0] for row in published_rows}
         unpublished = [item for item in items if item.document_id not in published]
         if unpublished and index_versions:
             # Still the latest generation, waiting: refused by the fence alone.
@@ -763,6 +845,16 @@ def publish(
                     stale.append(
                         StalePoints(index_names[item.document_id], item.document_id, generation=item.generation)
                     )
+    for document_id, generation, chunks, collection in published_rows:
+        _event(
+            document_id,
+            generation,
+            collection,
+            DocumentStatus.indexed.value,
+            DocumentStage.done.value,
+            duration_s=duration_s,
+            chunks=chunks,
+        )
     return Publication(stale, moved)
 
 

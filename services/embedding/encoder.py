@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -50,6 +51,7 @@ from services.embedding.batching import (
     unpack,
 )
 from services.embedding.loading import OnDevice, Precision, rust_tokenizer
+from services.observability.metrics import EMBEDDING_SECONDS, EMBEDDING_TOKENS
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -225,18 +227,18 @@ class Encoder(OnDevice):
         """float32 (len(texts), dim) embeddings in input order. `progress(n)` is called with the
         number of texts finished after each batch. Texts over max_seq_length are truncated (the
         chunker guarantees that never happens for documents; it is logged)."""
-        return self._encode(texts, progress=progress, warn_truncation=True)
+        return self._encode(texts, progress=progress, warn_truncation=True, kind="document")
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """float32 (len(texts), dim) query embeddings; queries are truncated at max_seq_length."""
-        return self._encode(texts, progress=None, warn_truncation=False)
+        return self._encode(texts, progress=None, warn_truncation=False, kind="query")
 
     def warmup(self) -> None:
         """Run a few forward passes so the first real request pays no start-up cost."""
         self.encode_queries(["워밍업 질의입니다."])
         self.encode_queries(["질문 하나", "조금 더 긴 두 번째 질문입니다", "세 번째"])
         filler = "이 문장은 모델을 미리 데워 두기 위한 문서입니다. "
-        self._encode([filler * 4, filler * 12], progress=None, warn_truncation=False)
+        self._encode([filler * 4, filler * 12], progress=None, warn_truncation=False, kind="warmup")
 
     # -- the engine -----------------------------------------------------------------------------
 
@@ -294,7 +296,12 @@ class Encoder(OnDevice):
             return embeddings
 
     def _encode(
-        self, texts: Sequence[str], *, progress: Callable[[int], None] | None, warn_truncation: bool
+        self,
+        texts: Sequence[str],
+        *,
+        progress: Callable[[int], None] | None,
+        warn_truncation: bool,
+        kind: str = "query",
     ) -> np.ndarray:
         if isinstance(texts, str):
             raise TypeError("pass a sequence of texts, not a single string")
@@ -312,7 +319,11 @@ class Encoder(OnDevice):
                 # One forward pass at a time per model; the lock is taken per batch, so a query
                 # waits for at most one document batch, not for a whole document job.
                 with self._lock:
+                    started = time.perf_counter()
                     vecs = forward_splitting_on_oom(self._forward, batch)
+                    # On a GPU the time is the launch's until results are copied; over many batches it evens out.
+                    EMBEDDING_SECONDS.labels(kind).inc(time.perf_counter() - started)
+                EMBEDDING_TOKENS.labels(kind).inc(_real_tokens(batch))
                 if self.is_cuda:
                     # Keep results on the GPU while the next batch is launched; copy in bulk.
                     pending.append((batch.indices, vecs))
@@ -327,6 +338,13 @@ class Encoder(OnDevice):
             if stop is not None:
                 stop.set()
         return out
+
+
+def _real_tokens(batch: Batch) -> int:
+    """Tokens of the batch's texts, padding excluded."""
+    if batch.lengths is not None:
+        return sum(batch.lengths)
+    return int(batch.attention_mask.sum())
 
 
 def _drain(pending: list[tuple[np.ndarray, torch.Tensor]], out: np.ndarray) -> None:

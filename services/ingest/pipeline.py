@@ -34,6 +34,7 @@ from services.ingest.extract import TEXT_PLAIN, ExtractLimits, extract_file, ext
 from services.ingest.normalize import normalize_text
 from services.ingest.policy import ChunkPolicy
 from services.leases import Heartbeat
+from services.observability.metrics import INGEST_CHUNKS, INGEST_STAGE_SECONDS, timed
 
 if TYPE_CHECKING:  # the ingest worker never imports torch
     from services.embedding.encoder import Encoder
@@ -84,23 +85,35 @@ def _prepare_claimed(
     extract_limits: ExtractLimits,
     lease: Lease,
 ) -> int | None:
+    started = time.monotonic()
     try:
-        started = time.monotonic()
-        media_type, sections, found_title = _extract_sections(claimed, extract_limits)
-        if (
-            time.monotonic() - started > STAGE_REPORT_AFTER_S
-            or sum(len(sec.text) for sec in sections) > STAGE_REPORT_MIN_CHARS
-        ):
-            lifecycle.report_stage(engine, item, DocumentStage.chunking)
-        text, rows = _chunk_sections(item, sections, analyzer=analyzer, chunking=chunking)
+        with timed(INGEST_STAGE_SECONDS, "extract"):
+            media_type, sections, found_title = _extract_sections(claimed, extract_limits)
+        extracted_s = time.monotonic() - started
+        if extracted_s > STAGE_REPORT_AFTER_S or sum(len(sec.text) for sec in sections) > STAGE_REPORT_MIN_CHARS:
+            lifecycle.report_stage(engine, item, DocumentStage.chunking, duration_s=extracted_s)
+        with timed(INGEST_STAGE_SECONDS, "chunk"):
+            text, rows = _chunk_sections(item, sections, analyzer=analyzer, chunking=chunking)
     except SaekinError as exc:
-        lifecycle.fail(engine, item, exc.message)
+        lifecycle.fail(engine, item, exc.message, duration_s=time.monotonic() - started)
         return None
     # The title inside the document (HWP summary, HWPX/DOCX metadata, PDF info, HTML <title>)
     # replaces the file name when the client gave no title (the upload stored the file name).
     title = found_title if found_title and claimed.title in (None, claimed.filename) else None
-    if not lifecycle.store_chunks(engine, item, rows=rows, text=text, media_type=media_type, title=title, lease=lease):
+    with timed(INGEST_STAGE_SECONDS, "store"):
+        stored = lifecycle.store_chunks(
+            engine,
+            item,
+            rows=rows,
+            text=text,
+            media_type=media_type,
+            title=title,
+            lease=lease,
+            duration_s=time.monotonic() - started,
+        )
+    if not stored:
         return None  # deleted, replaced or taken over while we worked
+    INGEST_CHUNKS.labels("prepare").inc(len(rows))
     return len(rows)
 
 
@@ -228,7 +241,9 @@ def _embed_once(
     batch = lifecycle.read_for_embedding(engine, items, profile=profile)
     if not batch.documents:
         return []
-    vectors: Any = encoder.encode_documents([chunk.text for chunk in batch.chunks]) if batch.chunks else []
+    started = time.monotonic()
+    with timed(INGEST_STAGE_SECONDS, "embed"):
+        vectors: Any = encoder.encode_documents([chunk.text for chunk in batch.chunks]) if batch.chunks else []
     # Where to write is read after encoding, which can take minutes: a reindex may have switched
     # the collection to a new index meanwhile (and be about to drop the old one).
     addresses = lifecycle.index_addresses(engine, list(batch.documents))
@@ -244,18 +259,23 @@ def _embed_once(
                 payload=chunk_payload(chunk, external_id=document.external_id, metadata=document.metadata),
             )
         )
-    for name in set(names.values()):
-        index.ensure_collection(name, dim=encoder.dim)
-        if points.get(name):
-            index.upsert(name, points[name])
+    with timed(INGEST_STAGE_SECONDS, "upsert"):
+        for name in set(names.values()):
+            index.ensure_collection(name, dim=encoder.dim)
+            if points.get(name):
+                index.upsert(name, points[name])
     versions = {doc_id: version for doc_id, (_, version) in addresses.items()}
-    return _publish(
-        [item for item in items if item.document_id in names],
-        names,
-        engine=engine,
-        index=index,
-        versions=versions,
-    )
+    with timed(INGEST_STAGE_SECONDS, "publish"):
+        moved = _publish(
+            [item for item in items if item.document_id in names],
+            names,
+            engine=engine,
+            index=index,
+            versions=versions,
+            duration_s=time.monotonic() - started,
+        )
+    INGEST_CHUNKS.labels("embed").inc(len(batch.chunks))
+    return moved
 
 
 def chunk_payload(chunk: Any, *, external_id: str | None, metadata: dict | None) -> dict[str, Any]:
@@ -278,10 +298,12 @@ def _publish(
     engine: Engine,
     index: VectorIndex,
     versions: dict[uuid.UUID, int] | None = None,
+    duration_s: float | None = None,
 ) -> list[WorkItem]:
     """Make the generations searchable, then delete the points that publication made dead; the
-    generations whose collection switched index meanwhile (to be written again)."""
-    publication = lifecycle.publish(engine, items, names, index_versions=versions)
+    generations whose collection switched index meanwhile (to be written again). `duration_s`:
+    how long embedding took (for the document event lines)."""
+    publication = lifecycle.publish(engine, items, names, index_versions=versions, duration_s=duration_s)
     for stale in publication.stale:
         index.delete_document(
             stale.index_name,

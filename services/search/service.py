@@ -24,6 +24,7 @@ from services.documents.service import (
 from services.errors import ServiceUnavailable
 from services.index import IndexFilter, IndexHit, IndexRange, VectorIndex
 from services.ingest.analyzer import KoreanAnalyzer
+from services.observability.metrics import SEARCH_STAGE_SECONDS, SEARCHES, StageTimes
 from services.search.schemas import (
     DEFAULT_FUSION,
     DEFAULT_MODE,
@@ -141,7 +142,9 @@ def search_collections(
     dense or hybrid search of a collection embedded by other weights is refused too.
     """
     started = time.perf_counter()
-    collections = {name: get_search_collection(session, name=name) for name in dict.fromkeys(collection_names)}
+    times = StageTimes()
+    with times.stage("sql"):
+        collections = {name: get_search_collection(session, name=name) for name in dict.fromkeys(collection_names)}
     one = next(iter(collections.values())) if len(collections) == 1 else None
     settings = resolve_settings(
         request, SearchDefaults.model_validate(one.search_defaults) if one and one.search_defaults else None
@@ -163,10 +166,12 @@ def search_collections(
         note = "reranking is not configured; results are not reranked"
 
     # The model works on the question while this thread analyses it (sparse leg and highlights).
+    encode_started = time.perf_counter()
     dense_future = query_encoder.submit(request.query) if query_encoder is not None and mode != "sparse" else None
     needs_terms = mode != "dense" or request.highlight or settings.rerank is not None
-    terms = analyzer.query_terms(request.query) if needs_terms else ()
-    sparse = analyzer.query_vector(terms) if mode != "dense" else SparseVector()
+    with times.stage("analyse"):
+        terms = analyzer.query_terms(request.query) if needs_terms else ()
+        sparse = analyzer.query_vector(terms) if mode != "dense" else SparseVector()
     if mode != "dense" and not sparse:
         if mode == "sparse":
             return SearchResponse(
@@ -178,7 +183,10 @@ def search_collections(
             )
         mode, note = "dense", "the query has no searchable terms; dense search only"
         settings = settings.model_copy(update={"mode": mode, "fusion": None})
+    # encode: from the question's submission until its vector is ready (it overlaps the analysis).
     dense = dense_future.result() if dense_future is not None else None
+    if dense_future is not None:
+        times.add("encode", time.perf_counter() - encode_started)
 
     # Reranking scores more candidates than it keeps.
     wanted = max(request.top_k, settings.rerank.depth) if settings.rerank is not None else request.top_k
@@ -193,23 +201,25 @@ def search_collections(
     found: list[tuple[int, IndexHit, Row]] = []
     for position, target in enumerate(targets):
         if index.collection_exists(target.index_name):
-            found.extend((position, hit, row) for hit, row in _collect(session, index, target, query, wanted))
+            found.extend((position, hit, row) for hit, row in _collect(session, index, target, query, wanted, times))
     if len(targets) > 1:
         found.sort(key=lambda f: (-f[1].score, f[0], f[1].id))
     found = found[:wanted]
 
     need_highlights = request.highlight or settings.rerank is not None
-    highlights = (
-        analyzer.highlights_many([row.text for _, _, row in found], terms, [row.term_spans for _, _, row in found])
-        if need_highlights
-        else [[] for _ in found]
-    )
+    with times.stage("highlight"):
+        highlights = (
+            analyzer.highlights_many([row.text for _, _, row in found], terms, [row.term_spans for _, _, row in found])
+            if need_highlights
+            else [[] for _ in found]
+        )
     candidates = [
         _Candidate(fused_rank, hit, row, targets[position].name, spans)
         for fused_rank, ((position, hit, row), spans) in enumerate(zip(found, highlights), start=1)
     ]
     if settings.rerank is not None and reranker is not None and candidates:
-        candidates = _rerank(reranker, request.query, candidates)
+        with times.stage("rerank"):
+            candidates = _rerank(reranker, request.query, candidates)
     results = [
         SearchHit(
             rank=rank,
@@ -231,6 +241,8 @@ def search_collections(
         )
         for rank, c in enumerate(candidates[: request.top_k], start=1)
     ]
+    times.observe(SEARCH_STAGE_SECONDS)
+    SEARCHES.labels(mode).inc()
     return SearchResponse(results=results, mode=mode, settings=settings, took_ms=_ms(started), note=note)
 
 
@@ -259,23 +271,24 @@ class _IndexQuery:
 
 
 def _collect(
-    session: Session, index: VectorIndex, target: _Target, query: _IndexQuery, wanted: int
+    session: Session, index: VectorIndex, target: _Target, query: _IndexQuery, wanted: int, times: StageTimes
 ) -> list[tuple[IndexHit, Row]]:
     """The first `wanted` hits of one collection whose rows are of the searchable generation."""
     limit = wanted + OVERFETCH
 
     def ask_index(limit: int) -> list[IndexHit]:
-        return index.query(
-            target.index_name,
-            dense=query.dense,
-            sparse=query.sparse,
-            limit=limit,
-            filter=query.filter,
-            fusion=query.fusion,
-            prefetch_limit=max(query.prefetch, limit),
-            with_payload=False,
-            explain=query.explain,
-        )
+        with times.stage("index_query"):
+            return index.query(
+                target.index_name,
+                dense=query.dense,
+                sparse=query.sparse,
+                limit=limit,
+                filter=query.filter,
+                fusion=query.fusion,
+                prefetch_limit=max(query.prefetch, limit),
+                with_payload=False,
+                explain=query.explain,
+            )
 
     hits = ask_index(limit)
     # Rows for the first hits; only when some are skipped (a document deleted meanwhile, or an
@@ -297,7 +310,8 @@ def _collect(
         batch = hits[position : position + wanted - len(passages)]
         position += len(batch)
         seen.update(h.id for h in batch)
-        rows = _load_passages(session, target.collection_id, [uuid.UUID(h.id) for h in batch])
+        with times.stage("sql"):
+            rows = _load_passages(session, target.collection_id, [uuid.UUID(h.id) for h in batch])
         for hit in batch:
             row = rows.get(hit.id)
             if row is not None and row.generation == row.indexed_generation:

@@ -1,0 +1,1 @@
+"""Metrics (Prometheus), logs (text or JSON lines, a request id on each) and per-request timing."""
