@@ -65,6 +65,26 @@ def test_upload_goes_through_celery_and_is_searchable(production):
     hits = client.post(f"/v1/collections/{col}/search", json={"query": "한라산 높이"}).json()["results"]
     assert hits[0]["external_id"] == "jeju" and hits[0]["metadata"] == {"island": True}
     assert client.get("/readyz").json()["checks"]["broker"] == "ok"
+    metrics = client.get("/metrics").text
+    assert 'saekin_queue_depth{queue="ingest"}' in metrics and 'saekin_queue_depth{queue="embed"}' in metrics
+
+
+def test_queue_depth_is_the_length_of_each_celery_queue(redis_url):
+    import uuid
+
+    from services.dispatch import CeleryDispatcher
+    from services.documents.lifecycle import WorkItem
+
+    redis.Redis.from_url(redis_url).flushdb()
+    dispatcher = CeleryDispatcher(redis_url)
+    try:
+        assert dispatcher.queue_depths() == {"ingest": 0, "embed": 0}
+        for _ in range(3):  # no worker consumes them
+            dispatcher.submit(WorkItem(uuid.uuid4(), 1))
+        assert dispatcher.queue_depths() == {"ingest": 3, "embed": 0}
+    finally:
+        dispatcher.close()
+        redis.Redis.from_url(redis_url).flushdb()
 
 
 def test_a_redelivered_task_after_a_crash_leaves_no_duplicates(production):
