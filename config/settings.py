@@ -100,6 +100,17 @@ class Settings(BaseSettings):
         description="Bearer token that opens GET /metrics only (for Prometheus). With API keys set, /metrics "
         "otherwise needs an admin key; without keys it is open like the API.",
     )
+    key_rate_limit_rps: float | None = Field(
+        None,
+        gt=0,
+        description="Requests per second per API key (a token bucket of one second's requests), for keys "
+        "without their own limit. Empty: unlimited.",
+    )
+    key_upload_mb_per_day: float | None = Field(
+        None,
+        gt=0,
+        description="Upload megabytes per API key and UTC day, for keys without their own. Empty: unlimited.",
+    )
     max_upload_mb: float = Field(
         50.0, gt=0, description="Largest accepted upload; bigger ones get 413 while streaming."
     )
@@ -358,6 +369,10 @@ class Settings(BaseSettings):
     @property
     def max_json_bytes(self) -> int:
         return int(self.max_json_mb * 1024 * 1024)
+
+    @property
+    def key_upload_bytes_per_day(self) -> int | None:
+        return int(self.key_upload_mb_per_day * 1024 * 1024) if self.key_upload_mb_per_day else None
 
     @property
     def max_upload_bytes(self) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
+from services.auth import models as auth_models  # noqa: F401  (registers the tables on Base.metadata)
 from services.db import Base, make_engine
-from services.documents import models  # noqa: F401  (registers the tables on Base.metadata)
+from services.documents import models  # noqa: F401
 
 config = context.config
 

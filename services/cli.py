@@ -112,13 +112,31 @@ def serve(
 def _refuse_open_without_keys(settings: Settings, host: str) -> None:
     """Listening beyond this machine without API keys lets anyone who reaches the port read and
     delete every document: refused unless SAEKIN_ALLOW_NO_AUTH=true says it is meant."""
-    if settings.api_keys or settings.allow_no_auth or is_loopback_host(host):
+    if settings.api_keys or settings.allow_no_auth or is_loopback_host(host) or _live_keys_exist(settings):
         return
     _fail(
         f"refusing to listen on {host} without API keys: anyone who reaches this port could read and delete "
-        "every document. Set SAEKIN_API_KEYS=<a long random key>[,<another>] (clients send Authorization: "
+        "every document. Set SAEKIN_API_KEYS=<a long random key>[,<another>] or create one with saekin keys create "
+        "(clients send Authorization: "
         "Bearer <key>), listen on 127.0.0.1 only, or set SAEKIN_ALLOW_NO_AUTH=true if another layer guards it"
     )
+
+
+def _live_keys_exist(settings: Settings) -> bool:
+    """Keys made by `saekin keys create` (or /v1/keys) are live in the database."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from services.auth.keys import any_live_key
+    from services.db import make_engine, make_session_factory, session_scope
+
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            return any_live_key(session)
+    except SQLAlchemyError:  # not migrated yet: no keys
+        return False
+    finally:
+        engine.dispose()
 
 
 def is_loopback_host(host: str) -> bool:
@@ -645,6 +663,118 @@ def restore(
         f"restored {directory} into {settings.data_dir}: {len(restored.manifest.get('collections', {}))} collections"
         + (f", {waiting} documents embedded again" if waiting else "")
     )
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys: create (shown once), list, revoke.")
+app.add_typer(keys_app, name="keys")
+
+
+def _keys_session():
+    """A session on the configured database (migrated first in embedded mode). Keys are rows of
+    the database, so this works while `saekin serve` runs; the service sees a change within 2 s."""
+    from services.db import make_engine, make_session_factory, session_scope, upgrade_database
+
+    settings = _settings()
+    if settings.mode == "embedded":
+        upgrade_database(settings.sqlalchemy_url)
+    return session_scope(make_session_factory(make_engine(settings.sqlalchemy_url)))
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who or what the key is for.")],
+    scope: Annotated[
+        str,
+        typer.Option(
+            help="read (search, context, get, list), write (also upload, delete), admin (also keys, settings)."
+        ),
+    ] = "read",
+    collections: Annotated[
+        str, typer.Option(help="Comma-separated collection names or glob patterns (hr-*); '*' for all.")
+    ] = "*",
+    rps: Annotated[float | None, typer.Option(help="Requests per second (default: SAEKIN_KEY_RATE_LIMIT_RPS).")] = None,
+    upload_mb_per_day: Annotated[
+        float | None, typer.Option(help="Upload MB per UTC day (default: SAEKIN_KEY_UPLOAD_MB_PER_DAY).")
+    ] = None,
+) -> None:
+    """Create an API key and print it: it is stored only as a hash and cannot be shown again."""
+    from services.auth.keys import create_key
+    from services.auth.models import Scope
+
+    try:
+        chosen = Scope(scope)
+    except ValueError:
+        _fail(f"--scope must be read, write or admin (got {scope!r})")
+    if (rps is not None and rps <= 0) or (upload_mb_per_day is not None and upload_mb_per_day <= 0):
+        _fail("--rps and --upload-mb-per-day must be positive")
+    try:
+        with _keys_session() as session:
+            created = create_key(
+                session,
+                name=name,
+                scope=chosen,
+                collections=collections.split(","),
+                rate_limit_rps=rps,
+                upload_bytes_per_day=int(upload_mb_per_day * 1024 * 1024) if upload_mb_per_day else None,
+            )
+            key_id = created.key.id
+    except SaekinError as exc:
+        _fail(exc.message)
+    typer.echo(created.plain)
+    typer.echo(
+        f"key {key_id} ({chosen.value}, collections {', '.join(created.key.collections)}): store it now, "
+        "it is not shown again",
+        err=True,
+    )
+
+
+@keys_app.command("list")
+def keys_list(
+    all_keys: Annotated[bool, typer.Option("--all", help="Also revoked keys.")] = False,
+) -> None:
+    """The keys: id, prefix, name, scope, collections, limits, created (never the keys themselves)."""
+    from services.auth.keys import list_keys
+
+    with _keys_session() as session:
+        rows = list_keys(session, include_revoked=all_keys)
+        for k in rows:
+            limits = []
+            if k.rate_limit_rps:
+                limits.append(f"{k.rate_limit_rps:g} rps")
+            if k.upload_bytes_per_day:
+                limits.append(f"{k.upload_bytes_per_day / 1024 / 1024:g} MB/day")
+            typer.echo(
+                "\t".join(
+                    [
+                        str(k.id),
+                        k.prefix + "…",
+                        k.name,
+                        k.scope.value,
+                        ",".join(k.collections),
+                        " ".join(limits) or "-",
+                        k.created_at.strftime("%Y-%m-%d %H:%M"),
+                        "revoked " + k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "live",
+                    ]
+                )
+            )
+    if not rows:
+        typer.echo("no keys (SAEKIN_API_KEYS, if set, are admin keys)", err=True)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (or its start), or its prefix sk_….")],
+) -> None:
+    """Revoke a key: every API process refuses it within 2 seconds."""
+    from services.auth.keys import revoke_key
+
+    try:
+        with _keys_session() as session:
+            key = revoke_key(session, key_id)
+            revoked = key.id
+    except SaekinError as exc:
+        _fail(exc.message)
+    typer.echo(f"revoked {revoked}")
 
 
 @app.command("eval")

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from pydantic import Field, ValidationError
 
+from services.auth.models import Scope
+from services.auth.principal import ANONYMOUS, Principal
 from services.collections.schemas import CollectionList
 from services.context.schemas import ContextResponse, MultiContextRequest
 from services.documents.schemas import DocumentOut
@@ -52,17 +55,32 @@ class Backend(Protocol):
     ) -> DocumentOut: ...
 
 
-class RuntimeBackend:
-    """The tools' backend in this process: the same service functions the HTTP routes call."""
+# The caller of the /mcp request being served (set by the key check around the endpoint).
+current_principal: ContextVar[Principal | None] = ContextVar("saekin_mcp_principal", default=None)
 
-    def __init__(self, rt: Runtime) -> None:
+
+def principal_of_request() -> Principal:
+    principal = current_principal.get()
+    if principal is None:  # no key check ran: refuse rather than answer for everyone
+        raise SaekinError("no API key was checked for this MCP request", code="unauthorized")
+    return principal
+
+
+class RuntimeBackend:
+    """The tools' backend in this process: the same service functions the HTTP routes call, with
+    the same access rule: a collection the caller's key may not see is not found."""
+
+    def __init__(self, rt: Runtime, principal: Callable[[], Principal] = lambda: ANONYMOUS) -> None:
         self.rt = rt
+        # stdio (`saekin mcp` on the data directory): the local user, every right.
+        self.principal = principal
 
     def search(self, collections: str | Sequence[str], query: str, **fields: Any) -> SearchResponse:
         from services.db import session_scope
         from services.search.service import search_collections
 
         names = [collections] if isinstance(collections, str) else list(collections)
+        self.principal().require(Scope.read, names)
         request = _validated(MultiSearchRequest, {"query": query, "collections": names, **fields})
         encoder, model_sha256 = self.rt.search_model(request.mode)
         with session_scope(self.rt.session_factory) as session:
@@ -85,6 +103,7 @@ class RuntimeBackend:
         from services.db import session_scope
 
         names = [collections] if isinstance(collections, str) else list(collections)
+        self.principal().require(Scope.read, names)
         request = _validated(
             MultiContextRequest, {"query": query, "max_tokens": max_tokens, "collections": names, **fields}
         )
@@ -107,8 +126,10 @@ class RuntimeBackend:
         from services.collections.service import list_collections
         from services.db import session_scope
 
+        principal = self.principal()
+        principal.require(Scope.read)
         with session_scope(self.rt.session_factory) as session:
-            return CollectionList(items=list_collections(session))
+            return CollectionList(items=[c for c in list_collections(session) if principal.sees(c.name)])
 
     def get_document(
         self, collection: str, *, document_id: uuid.UUID | str | None = None, external_id: str | None = None
@@ -116,6 +137,7 @@ class RuntimeBackend:
         from services.db import session_scope
         from services.documents import service
 
+        self.principal().require(Scope.read, [collection])
         with session_scope(self.rt.session_factory) as session:
             if document_id is not None:
                 document = service.get_document(
@@ -260,6 +282,60 @@ def build_mcp_server(backend: Backend) -> MCPServer:
     return server
 
 
+class _RequireApiKey:
+    """ASGI wrapper: `/mcp` takes the same API keys as the HTTP API (the app's Authenticator); the
+    caller's principal is what the tools check collections against, and its request rate counts."""
+
+    def __init__(self, app: Any, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
+
+        from services.api.errors import error_body
+        from services.auth.limits import retry_after
+
+        state = scope["app"].state
+        principal = (scope.get("state") or {}).get("principal")  # the request guard's answer
+        if not isinstance(principal, Principal):
+            headers = dict(scope.get("headers") or [])
+            scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+            token = token.strip() if scheme.lower() == "bearer" else ""
+            hit, principal = state.authenticator.cached(token or None)
+            if not hit:
+                principal = await run_in_threadpool(state.authenticator.authenticate, token or None)
+        response = None
+        if principal is None:
+            response = JSONResponse(
+                error_body("unauthorized", "missing or invalid API key: send Authorization: Bearer <key>"),
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        elif principal.rate_limit_rps and (
+            wait := state.limits.take_request(principal.limit_key, principal.rate_limit_rps)
+        ):
+            response = JSONResponse(
+                error_body(
+                    "rate_limited", f"this API key is limited to {principal.rate_limit_rps:g} requests per second"
+                ),
+                status_code=429,
+                headers={"Retry-After": str(retry_after(wait))},
+            )
+        if response is not None:
+            await response(scope, receive, send)
+            return
+        token_var = current_principal.set(principal)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_principal.reset(token_var)
+
+
 def mount_mcp(app: FastAPI, server: MCPServer, settings: Settings) -> None:
     """Serve `server` over streamable HTTP at `/mcp` of `app`, behind the API keys like every route
     (the request guard, services/api/guard.py). The app's lifespan must run `server.session_manager.run()`."""
@@ -272,4 +348,4 @@ def mount_mcp(app: FastAPI, server: MCPServer, settings: Settings) -> None:
     )
     for route in sub.routes:
         if isinstance(route, Route) and route.path == "/mcp":
-            app.router.routes.append(Route("/mcp", endpoint=route.endpoint))
+            app.router.routes.append(Route("/mcp", endpoint=_RequireApiKey(route.endpoint, settings)))

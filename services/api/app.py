@@ -7,20 +7,25 @@ import threading
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.concurrency import run_in_threadpool
 
 from config.settings import Settings, get_settings
-from services.api.deps import get_principal, reject_unknown_query_params
+from services.api.auth import authorize
+from services.api.deps import reject_unknown_query_params
 from services.api.docs import install_docs
 from services.api.errors import install_error_handlers
 from services.api.guard import RequestGuard
 from services.api.observe import ObserveRequests
-from services.api.routers import backup, collections, context, documents, health, metrics, openai_compat, search
+from services.api.routers import backup, collections, context, documents, health, keys, metrics, openai_compat, search
+from services.auth.authn import Authenticator
+from services.auth.limits import Limits, LocalLimits, RedisLimits
+from services.auth.principal import Principal
 from services.collections.reindex import Reindexes
 from services.collections.service import Deletions
 from services.console import install_console
 from services.dispatch import CeleryDispatcher, Dispatcher, InProcessDispatcher
 from services.leases import Reaper
-from services.mcp_server import RuntimeBackend, build_mcp_server, mount_mcp
+from services.mcp_server import RuntimeBackend, build_mcp_server, mount_mcp, principal_of_request
 from services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,8 @@ def create_app(
     async def lifespan(app: FastAPI):
         rt = runtime or Runtime(settings)
         app.state.runtime = rt
+        app.state.authenticator = Authenticator(settings, rt.session_factory)
+        app.state.limits = _limits(settings)
         mcp_backend.rt = rt
         app.state.dispatcher = dispatcher or _dispatcher(settings, rt)
         reaper = _embedded_reaper(settings, rt, app.state.dispatcher) if dispatcher is None else None
@@ -76,31 +83,56 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(health.router, dependencies=[Depends(reject_unknown_query_params)])
-    app.include_router(metrics.router, dependencies=[Depends(reject_unknown_query_params)])
     for router in (
+        metrics.router,
         collections.router,
         documents.router,
         search.router,
         context.router,
         openai_compat.router,
         backup.router,
+        keys.router,
     ):
-        app.include_router(router, dependencies=[Depends(get_principal), Depends(reject_unknown_query_params)])
+        # authorize: the caller's key, the route's scope, the {collection} it may see, its request rate.
+        app.include_router(router, dependencies=[Depends(authorize), Depends(reject_unknown_query_params)])
     mount_mcp(app, mcp_server, settings)
     install_docs(app)
     install_console(app)
     # Outermost but for Starlette's error middleware: no route reads a body before the key is checked.
-    app.add_middleware(RequestGuard, settings=settings)
+    app.add_middleware(RequestGuard, settings=settings, authenticate=_authenticate_with(app))
     # Outside the guard: refused requests get their request id, access line and latency too.
     app.add_middleware(ObserveRequests)
     return app
 
 
 class _LateRuntimeBackend(RuntimeBackend):
-    """The MCP tools' backend, given the runtime when the app starts."""
+    """The MCP tools' backend, given the runtime when the app starts; each tool call acts for the
+    key of its /mcp request."""
 
     def __init__(self) -> None:
-        pass
+        self.principal = principal_of_request
+
+
+def _authenticate_with(app: FastAPI):
+    """The request guard's hook: the app's Authenticator (SAEKIN_API_KEYS, SAEKIN_METRICS_TOKEN and
+    the database's keys); a cached answer costs no thread hand-off."""
+
+    async def authenticate(settings: Settings, token: str | None) -> Principal | None:
+        authenticator: Authenticator = app.state.authenticator
+        hit, principal = authenticator.cached(token)
+        if hit:
+            return principal
+        return await run_in_threadpool(authenticator.authenticate, token)
+
+    return authenticate
+
+
+def _limits(settings: Settings) -> Limits:
+    """Per-key limits counted in the broker's Redis in production (shared by every API process),
+    in this process when embedded."""
+    if settings.broker_url and settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisLimits(settings.broker_url)
+    return LocalLimits()
 
 
 def _dispatcher(settings: Settings, rt: Runtime) -> Dispatcher:

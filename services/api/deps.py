@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request, Security
+from fastapi import Depends, Path, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
-from services.api.guard import UNAUTHORIZED_MESSAGE, Principal
 from services.db import session_scope
 from services.dispatch import Dispatcher
 from services.documents.service import COLLECTION_NAME_PATTERN
@@ -58,24 +56,6 @@ def get_session(rt: RuntimeDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
-
-
-# Documents the bearer scheme in the OpenAPI; the key itself is checked by the request guard
-# (services/api/guard.py) before any body is read, so this never refuses anything.
-_bearer = HTTPBearer(auto_error=False, description="An API key from SAEKIN_API_KEYS (when set).")
-
-
-async def get_principal(
-    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None
-) -> Principal:
-    """The caller, as the request guard authenticated it."""
-    principal = getattr(request.state, "principal", None)
-    if principal is None:  # only a route the guard let through without a key: none behind this dependency
-        raise HTTPException(401, UNAUTHORIZED_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
-    return principal
-
-
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 async def reject_unknown_query_params(request: Request) -> None:

@@ -29,16 +29,18 @@ class ErrorBody(BaseModel):
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries with the error body, for a route's documented failures."""
     meaning = {
-        401: "missing or invalid API key (when SAEKIN_API_KEYS is set)",
-        404: "not found",
+        401: "missing or invalid API key (when keys are configured)",
+        403: "the API key's scope is too small for this operation",
+        404: "not found (also a collection the API key may not see)",
         409: "conflict (profile or model mismatch, concurrent change)",
         413: "body too large",
         415: "a file type Saekin cannot read, or a body that is neither multipart nor JSON",
         422: "invalid request: body, path or query parameters (including unknown ones)",
-        429: "too many documents waiting for ingestion: retry after the Retry-After header's seconds",
+        429: "over the API key's request rate or daily upload bytes, or too many documents waiting for "
+        "ingestion: retry after the Retry-After header's seconds",
         503: "a dependency (index, model) is unavailable",
     }
-    return {s: {"model": ErrorBody, "description": meaning.get(s, "error")} for s in (401, 422, *statuses)}
+    return {s: {"model": ErrorBody, "description": meaning.get(s, "error")} for s in (401, 403, 422, 429, *statuses)}
 
 
 def error_body(code: str, message: str, **extra) -> dict:

@@ -137,6 +137,11 @@ def _collection_not_found(name: str, *, deleting: bool = False) -> NotFound:
     return NotFound(f"collection {name!r} does not exist", code="collection_not_found")
 
 
+def collection_not_found(name: str) -> NotFound:
+    """The 404 of a collection that does not exist, also answered for one an API key may not see."""
+    return _collection_not_found(name)
+
+
 def profile_mismatch(name: str, collection_profile: str, service_profile: str) -> Conflict:
     """A collection's vectors come from one model: another profile's would be wrong without a word."""
     return Conflict(

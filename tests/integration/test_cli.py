@@ -79,3 +79,29 @@ def test_make_twin_refuses_to_overwrite_unless_asked(tmp_path: Path, saekin) -> 
     assert saekin(*args, "--overwrite").exit_code == 0
     missing = saekin("make-twin", "--small", "--out", str(tmp_path / "t2"), "--corpus", str(tmp_path / "nope.txt"))
     assert failed_cleanly(missing) and "no such file" in missing.stderr
+
+
+def test_keys_create_list_revoke(tmp_path: Path, saekin) -> None:
+    env = dict(SAEKIN_DATA_DIR=str(tmp_path / "data"))
+    created = saekin("keys", "create", "--name", "인사팀 챗봇", "--scope", "write", "--collections", "hr,hr-*", **env)
+    assert created.exit_code == 0, created.output
+    plain = created.stdout.strip()
+    assert plain.startswith("sk_") and len(plain) > 40 and "not shown again" in created.stderr
+    listed = saekin("keys", "list", **env)
+    assert listed.exit_code == 0 and plain not in listed.stdout  # only its prefix
+    key_id, prefix, name, scope, collections, limits, _, state = listed.stdout.strip().split("\t")
+    assert (prefix, name, scope, collections, limits, state) == (
+        plain[:10] + "…",
+        "인사팀 챗봇",
+        "write",
+        "hr,hr-*",
+        "-",
+        "live",
+    )
+    assert failed_cleanly(saekin("keys", "create", "--name", "x", "--scope", "owner", **env))
+    assert failed_cleanly(saekin("keys", "create", "--name", "x", "--collections", "a b", **env))
+    revoked = saekin("keys", "revoke", key_id[:8], **env)
+    assert revoked.exit_code == 0 and key_id in revoked.stdout
+    assert saekin("keys", "list", **env).stdout == ""
+    assert "revoked" in saekin("keys", "list", "--all", **env).stdout
+    assert failed_cleanly(saekin("keys", "revoke", "no-such-key", **env))

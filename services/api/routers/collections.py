@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from services.api.auth import PrincipalDep
 from services.api.deps import CollectionName, RuntimeDep, SessionDep
 from services.api.errors import error_responses
 from services.collections import service
@@ -24,9 +25,10 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
 
 @router.get("", response_model=CollectionList, responses=error_responses())
-def list_collections(session: SessionDep) -> CollectionList:
-    """Every collection: profile, model, document counts by status, chunk count, search defaults."""
-    return CollectionList(items=service.list_collections(session))
+def list_collections(session: SessionDep, principal: PrincipalDep) -> CollectionList:
+    """Every collection the API key may see: profile, model, document counts by status, chunk
+    count, search defaults."""
+    return CollectionList(items=[c for c in service.list_collections(session) if principal.sees(c.name)])
 
 
 @router.get("/{collection}", response_model=CollectionOut, responses=error_responses(404))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from services.api.auth import PrincipalDep, require_collections
 from services.api.deps import CollectionName, RuntimeDep
 from services.api.errors import error_responses
 from services.context.schemas import ContextRequest, ContextResponse, MultiContextRequest
@@ -45,16 +46,18 @@ def context(collection: CollectionName, request: ContextRequest, rt: RuntimeDep)
 
 
 @router.post("/context", response_model=ContextResponse, responses=error_responses(404, 409, 413, 503))
-def context_many(request: MultiContextRequest, rt: RuntimeDep) -> ContextResponse:
+def context_many(request: MultiContextRequest, rt: RuntimeDep, principal: PrincipalDep) -> ContextResponse:
     """The context endpoint over several collections of the service's profile, searched as one
     (a collection of another profile: 409 naming it)."""
+    require_collections(principal, request.collections)
     return _context(rt, request.collections, request)
 
 
 @router.post("/search", response_model=SearchResponse, responses=error_responses(404, 409, 413, 503))
-def search_many(request: MultiSearchRequest, rt: RuntimeDep) -> SearchResponse:
+def search_many(request: MultiSearchRequest, rt: RuntimeDep, principal: PrincipalDep) -> SearchResponse:
     """Search several collections of the service's profile as one: hits merged by score, each
     naming its collection."""
+    require_collections(principal, request.collections)
     encoder, model_sha256 = rt.search_model(request.mode)
     with session_scope(rt.session_factory) as session:
         return search_collections(

@@ -2,42 +2,30 @@
 
 from __future__ import annotations
 
-import secrets
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
-from services.api.deps import SettingsDep, require_api_key
+from services.api.auth import PrincipalDep
+from services.auth.principal import Forbidden
 from services.observability.collectors import DocumentsCollector, QueueCollector
 from services.observability.metrics import render
 from services.runtime import Runtime
 
+# With keys configured /metrics needs an admin key of every collection, or SAEKIN_METRICS_TOKEN (a
+# token that opens /metrics only, for the Prometheus configuration): metrics name every collection.
 router = APIRouter(tags=["health"])
-
-
-async def require_metrics_access(
-    request: Request, settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
-) -> None:
-    """With API keys configured, /metrics needs an admin key, or SAEKIN_METRICS_TOKEN (a token that
-    opens /metrics only, for the Prometheus configuration). Metrics name every collection."""
-    token = settings.metrics_token
-    if token:
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() == "bearer" and secrets.compare_digest(given.encode(), token.encode()):
-            return
-    await require_api_key(settings, authorization)
 
 
 @router.get(
     "/metrics",
     response_class=Response,
-    dependencies=[Depends(require_metrics_access)],
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
 )
-def metrics(request: Request) -> Response:
+def metrics(request: Request, principal: PrincipalDep) -> Response:
     """Prometheus metrics: request latency per route and status, search and ingestion stages,
     documents by status per collection, queue depth, embedding tokens, loaded models."""
+    if not (principal.metrics_only or principal.all_collections):
+        raise Forbidden("/metrics names every collection: it needs an admin key for '*'", code="insufficient_scope")
     return Response(render(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
 

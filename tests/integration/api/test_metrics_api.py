@@ -152,4 +152,4 @@ def test_metrics_behind_the_keys(make_settings, sqlite_url):
         assert client.get("/metrics", headers={"Authorization": "Bearer admin-key"}).status_code == 200
         assert client.get("/metrics", headers={"Authorization": "Bearer scrape-only"}).status_code == 200
         # the scrape token opens /metrics only
-        assert client.get("/v1/collections", headers={"Authorization": "Bearer scrape-only"}).status_code == 401
+        assert client.get("/v1/collections", headers={"Authorization": "Bearer scrape-only"}).status_code == 403
