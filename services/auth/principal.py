@@ -38,6 +38,11 @@ class Principal:
     metrics_only: bool = False  # SAEKIN_METRICS_TOKEN: /metrics and nothing else
 
     @property
+    def authenticated(self) -> bool:
+        """A key was given and accepted (not the open service's anonymous caller)."""
+        return self is not ANONYMOUS and self.name != "anonymous"
+
+    @property
     def all_collections(self) -> bool:
         return "*" in self.collections
 
