@@ -43,8 +43,8 @@ class LocalLimits:
         with self._lock:
             tokens, last = self._buckets.get(key, (_burst(rps), now))
             tokens = min(_burst(rps), tokens + (now - last) * rps)
-            if tokens >= 1:
-                self._buckets[key] = (tokens - 1, now)
+            if tokens >= 1 - 1e-9:  # (float error of the refill)
+                self._buckets[key] = (max(0.0, tokens - 1), now)
                 return None
             self._buckets[key] = (tokens, now)
             return (1 - tokens) / rps
