@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.auth.authn import Authenticator
-from services.auth.limits import Limits, retry_after
+from services.auth.limits import Limits, LocalLimits, retry_after
 from services.auth.models import Scope
 from services.auth.principal import Forbidden, Principal
 from services.errors import TooManyRequests
@@ -96,7 +96,11 @@ async def authorize(
         return principal
     collection = request.path_params.get("collection")
     principal.require(needed, [collection] if collection is not None else ())
-    check_request_rate(request, principal)
+    if principal.rate_limit_rps:
+        if isinstance(request.app.state.limits, LocalLimits):
+            check_request_rate(request, principal)
+        else:  # a round trip to Redis: off the event loop
+            await run_in_threadpool(check_request_rate, request, principal)
     return principal
 
 
