@@ -11,12 +11,8 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-<<<<<<< HEAD
-from services.api.deps import CollectionName, DispatcherDep, RuntimeDep, SessionDep
-=======
 from services.api.auth import PrincipalDep, check_upload_room, take_upload
-from services.api.deps import DispatcherDep, RuntimeDep, SessionDep
->>>>>>> 1664e80 (API keys, scopes and tenants: keys stored as sha256 hashes in a new api_keys table (migration 0010) with a scope (read, write, admin) and collection names or glob patterns; saekin keys create|list|revoke and admin-only /v1/keys (the plain key shown once); SAEKIN_API_KEYS stay admin keys of every collection; every /v1 route and /metrics has one access rule (ROUTE_SCOPES, new routes fail closed): a key gets 404 collection_not_found for a collection it may not see on every route, multi-collection search and context, the MCP tools and the collection listing (filtered), 403 for too small a scope; per-key requests per second and upload bytes per day answered 429 with Retry-After (in process embedded, in the broker's Redis in production); the OpenAPI declares the HTTPBearer scheme; a test walks the app's route table)
+from services.api.deps import CollectionName, DispatcherDep, RuntimeDep, SessionDep
 from services.api.errors import error_responses
 from services.db import session_scope
 from services.dispatch import intake
@@ -68,16 +64,12 @@ UPLOAD_OPENAPI = {
     },
 )
 async def upload_document(
-<<<<<<< HEAD
-    collection: CollectionName, request: Request, response: Response, rt: RuntimeDep, dispatcher: DispatcherDep
-=======
-    collection: str,
+    collection: CollectionName,
     request: Request,
     response: Response,
     rt: RuntimeDep,
     dispatcher: DispatcherDep,
     principal: PrincipalDep,
->>>>>>> 1664e80 (API keys, scopes and tenants: keys stored as sha256 hashes in a new api_keys table (migration 0010) with a scope (read, write, admin) and collection names or glob patterns; saekin keys create|list|revoke and admin-only /v1/keys (the plain key shown once); SAEKIN_API_KEYS stay admin keys of every collection; every /v1 route and /metrics has one access rule (ROUTE_SCOPES, new routes fail closed): a key gets 404 collection_not_found for a collection it may not see on every route, multi-collection search and context, the MCP tools and the collection listing (filtered), 403 for too small a scope; per-key requests per second and upload bytes per day answered 429 with Retry-After (in process embedded, in the broker's Redis in production); the OpenAPI declares the HTTPBearer scheme; a test walks the app's route table)
 ) -> DocumentOut:
     """Store a document (multipart file or JSON text) and queue it for indexing; 200 if already stored."""
     service.validate_collection_name(collection)
