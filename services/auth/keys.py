@@ -23,7 +23,8 @@ from services.errors import InvalidInput, NotFound
 
 KEY_PREFIX = "sk_"
 # A collection pattern: the characters of collection names plus the glob characters * ? [ ] !
-_PATTERN = re.compile(r"[A-Za-z0-9_\-*?\[\]!.]{1,128}")
+PATTERN_REGEX = r"^[A-Za-z0-9_\-*?\[\]!.]{1,128}$"
+_PATTERN = re.compile(PATTERN_REGEX)
 
 
 def hash_key(plain: str) -> str:

@@ -5,34 +5,50 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.api.auth import PrincipalDep
 from services.api.deps import SessionDep
 from services.api.errors import error_responses
 from services.auth import keys
+from services.auth.keys import PATTERN_REGEX
 from services.auth.models import ApiKey, Scope
 from services.auth.principal import Forbidden, Principal
+from services.index.query import QUERY_TEXT_PATTERN
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+# A collection name or glob pattern (the characters of names, and * ? [ ] !), as keys.validate_patterns checks.
+CollectionPattern = Annotated[str, StringConstraints(pattern=PATTERN_REGEX, min_length=1, max_length=128)]
 
 
 class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., min_length=1, max_length=128, description="Who or what the key is for.")
+    name: str = Field(
+        ...,
+        min_length=1,
+        max_length=128,
+        pattern=QUERY_TEXT_PATTERN,  # not blank, no NUL
+        description="Who or what the key is for.",
+    )
     scope: Scope = Field(
         Scope.read,
         description="read: search, context, get, list; write: also upload and "
         "delete; admin: also keys, collection settings and deletion, /metrics.",
     )
-    collections: list[str] = Field(
+    collections: list[CollectionPattern] = Field(
         ["*"], min_length=1, max_length=100, description="Collection names or glob patterns (e.g. hr-*); * is all."
     )
-    rate_limit_rps: float | None = Field(None, gt=0, description="Requests per second; null: the service default.")
-    upload_mb_per_day: float | None = Field(None, gt=0, description="Upload MB per UTC day; null: the service default.")
+    rate_limit_rps: float | None = Field(
+        None, gt=0, le=1_000_000, description="Requests per second; null: the service default."
+    )
+    upload_mb_per_day: float | None = Field(
+        None, gt=0, le=1_000_000_000, description="Upload MB per UTC day; null: the service default."
+    )
 
 
 class KeyOut(BaseModel):

@@ -6,6 +6,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from services.api.auth import PrincipalDep
+from services.api.errors import error_responses
 from services.auth.principal import Forbidden
 from services.observability.collectors import DocumentsCollector, QueueCollector
 from services.observability.metrics import render
@@ -19,7 +20,10 @@ router = APIRouter(tags=["health"])
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"},
+        **error_responses(),
+    },
 )
 def metrics(request: Request, principal: PrincipalDep) -> Response:
     """Prometheus metrics: request latency per route and status, search and ingestion stages,
