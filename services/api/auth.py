@@ -49,10 +49,20 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope] = {
     ("POST", "/v1/context"): Scope.read,  # body collections: require_collections
     ("POST", "/v1/embeddings"): Scope.read,  # no collection: any read key
     ("POST", "/v1/rerank"): Scope.read,
-    ("GET", "/v1/keys"): Scope.admin,  # keys: admin of every collection (see keys router)
+    ("GET", "/v1/keys"): Scope.admin,
     ("POST", "/v1/keys"): Scope.admin,
     ("DELETE", "/v1/keys/{key_id}"): Scope.admin,
+    ("POST", "/v1/backup"): Scope.admin,
     ("GET", "/metrics"): Scope.admin,  # or SAEKIN_METRICS_TOKEN
+}
+# Routes about the whole service (every collection's data or names, or keys that could reach any
+# collection): an admin key of every collection ('*') only.
+WHOLE_SERVICE = {
+    ("GET", "/v1/keys"),
+    ("POST", "/v1/keys"),
+    ("DELETE", "/v1/keys/{key_id}"),
+    ("POST", "/v1/backup"),
+    ("GET", "/metrics"),
 }
 
 
@@ -86,16 +96,18 @@ async def authorize(
 ) -> Principal:
     """The route's access rule for the caller (see the module's docstring)."""
     principal = await principal_of(request)
-    route = request.scope.get("route")
-    needed = ROUTE_SCOPES.get((request.method, getattr(route, "path", "")))
+    route_path = getattr(request.scope.get("route"), "path", "")
+    needed = ROUTE_SCOPES.get((request.method, route_path))
     if needed is None:  # a route nobody gave a rule: refused, not open
-        raise Forbidden(
-            f"{request.method} {getattr(route, 'path', request.url.path)} has no access rule", code="no_access_rule"
-        )
-    if principal.metrics_only and getattr(route, "path", "") == "/metrics":
+        raise Forbidden(f"{request.method} {route_path or request.url.path} has no access rule", code="no_access_rule")
+    if principal.metrics_only and route_path == "/metrics":
         return principal
     collection = request.path_params.get("collection")
     principal.require(needed, [collection] if collection is not None else ())
+    if (request.method, route_path) in WHOLE_SERVICE and not principal.all_collections:
+        raise Forbidden(
+            f"{route_path} concerns every collection: it needs an admin key for '*'", code="insufficient_scope"
+        )
     if principal.rate_limit_rps:
         if isinstance(request.app.state.limits, LocalLimits):
             check_request_rate(request, principal)

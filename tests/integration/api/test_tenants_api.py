@@ -54,6 +54,7 @@ CASES: dict[tuple[str, str], tuple[str, dict | None, dict | None]] = {
     ("GET", "/v1/collections/{collection}"): (f"/v1/collections/{B}", None, None),
     ("PATCH", "/v1/collections/{collection}"): (f"/v1/collections/{B}", {"search_defaults": {"mode": "sparse"}}, None),
     ("DELETE", "/v1/collections/{collection}"): (f"/v1/collections/{B}", None, None),
+    ("POST", "/v1/collections/{collection}/reindex"): (f"/v1/collections/{B}/reindex", {"sparse_only": True}, None),
     ("POST", "/v1/collections/{collection}/documents"): (f"/v1/collections/{B}/documents", {"text": "침입 문서"}, None),
     ("GET", "/v1/collections/{collection}/documents"): (f"/v1/collections/{B}/documents", None, None),
     ("DELETE", "/v1/collections/{collection}/documents"): (
@@ -89,6 +90,7 @@ CASES: dict[tuple[str, str], tuple[str, dict | None, dict | None]] = {
     ("GET", "/v1/keys"): ("/v1/keys", None, None),
     ("POST", "/v1/keys"): ("/v1/keys", {"name": "mine", "scope": "admin", "collections": [B]}, None),
     ("DELETE", "/v1/keys/{key_id}"): ("/v1/keys/{key_b}", None, None),
+    ("POST", "/v1/backup"): ("/v1/backup", {"directory": "/tmp/saekin-tenant-backup-never-written"}, None),
     ("GET", "/metrics"): ("/metrics", None, None),
     ("POST", "/mcp"): ("/mcp", None, None),
 }
@@ -100,6 +102,7 @@ EXPECTED_OTHER = {
     ("GET", "/v1/keys"): 403,  # keys: admin of every collection only
     ("POST", "/v1/keys"): 403,
     ("DELETE", "/v1/keys/{key_id}"): 403,
+    ("POST", "/v1/backup"): 403,  # every collection's data
     ("GET", "/metrics"): 403,  # names every collection
 }
 
