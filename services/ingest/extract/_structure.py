@@ -25,6 +25,21 @@ def clean_heading(text: str) -> str:
     return text if len(text) <= MAX_HEADING_CHARS else text[: MAX_HEADING_CHARS - 1].rstrip() + "…"
 
 
+def item_lines(items: list) -> list[str]:
+    """Plain lines of a reader's items: a line (str) as it is, a table ((rows, caption lines)) as its
+    caption lines, then its rows; for text inside cells, notes and text boxes, where no table section
+    can start."""
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(item)
+        else:
+            rows, caption = item
+            out.extend(caption)
+            out.extend(rows)
+    return out
+
+
 def row_line(cells: list[str]) -> str:
     """A table row as one line: each non-empty cell once (whitespace collapsed), joined by ' | '."""
     texts = [" ".join(cell.split()) for cell in cells]

@@ -26,7 +26,7 @@ from services.errors import ExtractionError
 
 from ._budget import Budget
 from ._numbering import LevelFormat, Numbering, shape_name
-from ._structure import SectionBuilder, row_line
+from ._structure import SectionBuilder, item_lines, row_line
 from ._types import HWP, ExtractedDocument, Section
 
 SIGNATURE = b"HWP Document File"
@@ -327,23 +327,11 @@ class _Walker:
                 text, items, _ = self.paragraph(child, body=False)
                 if text.strip():
                     out.append(text)
-                out.extend(self._flatten(items))
+                out.extend(item_lines(items))
             elif child.tag == TAG_CTRL_HEADER:
-                out.extend(self._flatten(self.control(child, body=False)))
+                out.extend(item_lines(self.control(child, body=False)))
             elif child.tag != TAG_PARA_TEXT:
                 out.extend(self.lines(child))
-        return out
-
-    @staticmethod
-    def _flatten(items: list) -> list[str]:
-        out: list[str] = []
-        for item in items:
-            if isinstance(item, str):
-                out.append(item)
-            else:
-                rows, caption = item
-                out.extend(caption)
-                out.extend(rows)
         return out
 
     def paragraph(self, para: Record, *, body: bool) -> tuple[str, list, int | None]:
@@ -423,9 +411,9 @@ class _Walker:
                 text, items, _ = self.paragraph(child, body=False)
                 if text.strip():
                     target.append(text)
-                target.extend(self._flatten(items))
+                target.extend(item_lines(items))
             elif child.tag == TAG_CTRL_HEADER:
-                (current if current is not None else caption).extend(self._flatten(self.control(child, body=False)))
+                (current if current is not None else caption).extend(item_lines(self.control(child, body=False)))
         rows: dict[int, list[_Cell]] = {}
         for cell in cells:
             rows.setdefault(cell.row, []).append(cell)

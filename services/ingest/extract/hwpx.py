@@ -19,7 +19,7 @@ from ._budget import Budget
 from ._numbering import LevelFormat, Numbering
 from ._safexml import local, parse_xml
 from ._safezip import SafeZip
-from ._structure import SectionBuilder, row_line
+from ._structure import SectionBuilder, item_lines, row_line
 from ._types import HWPX, ExtractedDocument
 
 HWPX_MIMETYPE = b"application/hwp+zip"
@@ -213,18 +213,6 @@ class _Walker:
             else:
                 self.out.add_table(*item)
 
-    @staticmethod
-    def _flatten(items: list) -> list[str]:
-        out: list[str] = []
-        for item in items:
-            if isinstance(item, str):
-                out.append(item)
-            else:
-                rows, caption = item
-                out.extend(caption)
-                out.extend(rows)
-        return out
-
     def block_lines(self, el: Element) -> list[str]:
         """Lines of every paragraph and table under el (nested objects included, hidden comments not)."""
         lines: list[str] = []
@@ -234,9 +222,9 @@ class _Walker:
                 text, items, _ = self.paragraph(child, body=False)
                 if text:
                     lines.append(text)
-                lines.extend(self._flatten(items))
+                lines.extend(item_lines(items))
             elif name == "tbl":
-                lines.extend(self._flatten([self.table(child)]))
+                lines.extend(item_lines([self.table(child)]))
             elif name in _SKIP_CONTROLS:
                 continue
             else:
@@ -258,7 +246,7 @@ class _Walker:
                     elif iname == "tbl":
                         parts.append(" ")  # a table separates the words around it
                         table = self.table(item)
-                        items.extend([table] if body else self._flatten([table]))
+                        items.extend([table] if body else item_lines([table]))
                     elif iname == "secPr":
                         if item.get("outlineShapeIDRef"):
                             self.outline_id = item.get("outlineShapeIDRef") or "1"
