@@ -12,14 +12,12 @@ or, for two to four syllables with single spaces, Kiwi reading the joined form a
 from __future__ import annotations
 
 import dataclasses
-import logging
 import re
 from collections.abc import Callable
 
 from ._structure import CELL_SEPARATOR
 from ._types import ExtractedDocument
-
-log = logging.getLogger(__name__)
+from ._wraps import process_kiwi
 
 __all__ = ["collapse_letter_spacing", "resolve_spacing"]
 
@@ -57,13 +55,9 @@ def _collapse_cell(cell: str, is_word: IsWord | None) -> str:
 
 
 def _kiwi_is_word() -> IsWord | None:
-    """Whether Kiwi (the process-wide analyzer's, loaded once) reads a text as a single noun."""
-    try:
-        from services.ingest.analyzer import get_analyzer
-
-        kiwi = get_analyzer().kiwi
-    except Exception:  # no Kiwi here: only the unambiguous runs are joined
-        log.warning("Kiwi is not available: short letter-spaced words are kept spaced", exc_info=True)
+    """Whether the process-wide analyzer's Kiwi reads a text as a single noun."""
+    kiwi = process_kiwi("short letter-spaced words are kept spaced")
+    if kiwi is None:
         return None
 
     def is_word(text: str) -> bool:

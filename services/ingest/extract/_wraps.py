@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import re
 from collections.abc import Callable
+from typing import Any
 
 from ._types import ExtractedDocument
 
@@ -27,14 +28,22 @@ _COUNTER = re.compile(r"^[항조호장절관편회차년월일시분초명개건
 Scorer = Callable[[str], float]
 
 
-def _kiwi_scorer() -> Scorer | None:
-    """The score of the best analysis of a text, by the process-wide analyzer's Kiwi (loaded once)."""
+def process_kiwi(without_it: str) -> Any:
+    """The process-wide analyzer's Kiwi (loaded once), or None with a warning saying `without_it`:
+    what the caller does instead (extraction never fails for want of Kiwi)."""
     try:
         from services.ingest.analyzer import get_analyzer
 
-        kiwi = get_analyzer().kiwi
-    except Exception:  # no Kiwi here: wraps become spaces, which never glue words together
-        log.warning("Kiwi is not available: PDF line wraps are kept as spaces", exc_info=True)
+        return get_analyzer().kiwi
+    except Exception:
+        log.warning("Kiwi is not available: %s", without_it, exc_info=True)
+        return None
+
+
+def _kiwi_scorer() -> Scorer | None:
+    """The score of the best analysis of a text, by the process-wide analyzer's Kiwi."""
+    kiwi = process_kiwi("PDF line wraps are kept as spaces, which never glue words together")
+    if kiwi is None:
         return None
 
     def score(text: str) -> float:
