@@ -5,18 +5,15 @@ later), so that a client without a key gets 401 at once and a body over the limi
 streams, whatever the route would have done with it: FastAPI parses a JSON body before any
 dependency runs, so a 300 MB body without a key used to be read and parsed to answer 401.
 
-Who the caller is comes from one function, :func:`authenticate`; the middleware puts its answer
-(a :class:`Principal`) in ``request.state.principal`` for routes that need to know.
+Who the caller is comes from one hook (`authenticate`: the app's Authenticator, services/auth); the
+middleware puts its answer (a Principal) in ``request.state.principal`` for routes that need to know.
 """
 
 from __future__ import annotations
 
-import inspect
 import ipaddress
 import re
-import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -24,6 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Settings
+from services.auth.principal import Principal
 
 UNAUTHORIZED_MESSAGE = "missing or invalid API key: send Authorization: Bearer <key>"
 
@@ -37,38 +35,9 @@ PUBLIC_PREFIXES = ("/console/static/", "/docs-assets/")
 UPLOAD_PATH = re.compile(r"/v1/collections/[^/]+/documents/?")
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who sent a request. `key` names the API key used (its position in SAEKIN_API_KEYS), None
-    when the service runs without keys and every caller is let in."""
-
-    key: str | None = None
-
-    @property
-    def authenticated(self) -> bool:
-        return self.key is not None
-
-
-ANONYMOUS = Principal()
-
-Authenticate = Callable[[Settings, str | None], "Principal | Awaitable[Principal | None] | None"]
-
-
-def authenticate(settings: Settings, token: str | None) -> Principal | None:
-    """The caller holding bearer `token` (None: no Authorization header), or None when refused.
-
-    Without SAEKIN_API_KEYS every caller is let in, anonymously. The one place that decides who a
-    caller is: replace or extend it (hashed keys, scopes) and every route follows.
-    """
-    if not settings.api_keys:
-        return ANONYMOUS
-    if not token:
-        return None
-    found = None
-    for position, key in enumerate(settings.api_keys):  # every key compared: no early exit to time
-        if secrets.compare_digest(token.encode(), key.encode()):
-            found = Principal(key=f"key-{position + 1}")
-    return found
+# Who the caller is: services.auth.authn.Authenticator, through the app's hook (a coroutine, so that a
+# database lookup runs off the event loop); None refuses the request.
+Authenticate = Callable[[Settings, str | None], Awaitable[Principal | None]]
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -109,7 +78,7 @@ class BodyTooLarge(HTTPException):
 class RequestGuard:
     """ASGI middleware: authenticate from the headers alone, then cap the body while it streams."""
 
-    def __init__(self, app: ASGIApp, *, settings: Settings, authenticate: Authenticate = authenticate) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings, authenticate: Authenticate) -> None:
         self.app = app
         self.settings = settings
         self.authenticate = authenticate
@@ -119,9 +88,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        principal = self.authenticate(self.settings, bearer_token(scope))
-        if inspect.isawaitable(principal):
-            principal = await principal
+        principal = await self.authenticate(self.settings, bearer_token(scope))
         state = scope.setdefault("state", {})
         state["principal"] = principal
         if principal is None and not _is_public(path):

@@ -154,11 +154,13 @@ def test_uploads_keep_their_own_limit(keyed):
 
 
 def test_routes_see_the_principal(keyed):
-    from services.api.guard import Principal, authenticate
+    from services.auth.models import Scope
 
-    assert authenticate(keyed.runtime.settings, KEY) == Principal(key="key-1")
-    assert authenticate(keyed.runtime.settings, "other") is None
-    assert authenticate(keyed.runtime.settings, None) is None
+    authenticator = keyed.app.state.authenticator  # the guard's hook asks this one
+    found = authenticator.authenticate(KEY)
+    assert found is not None and found.name == "SAEKIN_API_KEYS[0]" and found.scope == Scope.admin
+    assert authenticator.authenticate("other") is None
+    assert authenticator.authenticate(None) is None
     schema = keyed.get("/openapi.json").json()
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 

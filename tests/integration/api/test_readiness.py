@@ -61,13 +61,13 @@ def test_public_readiness_names_the_component_but_not_the_error(make_settings, s
 
 
 def test_without_keys_details_go_to_this_machine_only(make_settings, sqlite_url):
-    from services.api.guard import Principal
     from services.api.routers.health import _may_see_details
+    from services.auth.principal import ANONYMOUS
 
     class Req:
         def __init__(self, client):
             self.scope = {"client": client}
-            self.state = type("S", (), {"principal": Principal()})()
+            self.state = type("S", (), {"principal": ANONYMOUS})()
 
     assert _may_see_details(Req(("127.0.0.1", 5000)))
     assert _may_see_details(Req(("::1", 5000)))
