@@ -175,6 +175,7 @@ def stage_breakdown(settings, pages: list[tuple[str, str]], *, torch_threads: in
     from services.db import session_scope
     from services.documents import lifecycle
     from services.documents.lifecycle import WorkItem
+    from services.embedding.registry import OneModel
     from services.ingest import pipeline
     from services.runtime import Runtime
 
@@ -224,7 +225,7 @@ def stage_breakdown(settings, pages: list[tuple[str, str]], *, torch_threads: in
         )
         chunks = sum(prepare(item, **stage) or 0 for item in items)
         clock.wrap("embed_total", pipeline.embed_documents)(
-            items, engine=rt.engine, encoder=encoder, index=index, profile=rt.profile
+            items, engine=rt.engine, models=OneModel(encoder, rt.profile), index=index
         )
     finally:
         for name, fn in saved.items():

@@ -266,7 +266,7 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
         with tqdm(total=len(work), desc="index", unit="doc", file=sys.stderr) as bar:
             for start in range(0, len(work), batch_docs):
                 batch = work[start : start + batch_docs]
-                embed_documents(batch, engine=rt.engine, encoder=rt.encoder, index=rt.index, profile=rt.profile)
+                embed_documents(batch, engine=rt.engine, models=rt.models, index=rt.index)
                 bar.update(len(batch))
         index_s = time.perf_counter() - t3
 

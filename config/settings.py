@@ -146,6 +146,13 @@ class Settings(BaseSettings):
         "to the next task, which another GPU's worker can start meanwhile. Empty: 2048 on a GPU, 128 on CPU "
         "(so that a task on CPU stays well inside the task time limit).",
     )
+    max_models: int = Field(
+        2,
+        ge=1,
+        description="Embedding models one process holds: its own, and the models collections record "
+        "(a collection reindexed to another model is served by that model at once, without a restart), "
+        "least recently used unloaded first. 1: only its own; other collections answer 409 model_mismatch.",
+    )
     query_batch_wait_ms: float = Field(
         0.0,
         ge=0,

@@ -302,6 +302,7 @@ def ingest(
                         profile=rt.profile,
                         dispatcher=dispatcher,
                         model=rt.model_ref,
+                        any_model=rt.settings.max_models > 1,
                     )
                     counts["new" if stored.created else "unchanged"] += 1
                     if stored.created:

@@ -53,6 +53,7 @@ def intake(
     profile: str,
     dispatcher: Dispatcher,
     model: ModelRef | None = None,
+    any_model: bool = False,
     redispatch_after_s: float | None = None,
 ) -> Stored:
     """Store `upload` in its own transaction and, once committed, dispatch its new generation.
@@ -61,13 +62,19 @@ def intake(
     `redispatch_after_s` without being taken (its message may have been lost). A broker that
     cannot take the message does not lose the upload: the document is stored, queued, and the
     reaper (services/leases.py) sends it once the broker is back, so the upload is accepted.
+    `model` and `any_model` as in :func:`lifecycle.store`.
     Blocking (database, broker): the upload route calls it in a worker thread.
     """
     for attempt in range(1, _STORE_ATTEMPTS + 1):
         try:
             with session_scope(session_factory) as session:
                 stored = lifecycle.store(
-                    session, collection_name=collection_name, profile=profile, upload=upload, model=model
+                    session,
+                    collection_name=collection_name,
+                    profile=profile,
+                    upload=upload,
+                    model=model,
+                    any_model=any_model,
                 )
                 send = stored.created or (
                     redispatch_after_s is not None

@@ -82,17 +82,14 @@ class RuntimeBackend:
         names = [collections] if isinstance(collections, str) else list(collections)
         self.principal().require(Scope.read, names)
         request = _validated(MultiSearchRequest, {"query": query, "collections": names, **fields})
-        encoder, model_sha256 = self.rt.search_model(request.mode)
         with session_scope(self.rt.session_factory) as session:
             return search_collections(
                 session,
                 index=self.rt.index,
                 analyzer=self.rt.analyzer,
-                query_encoder=encoder,
-                profile=self.rt.profile,
+                models=self.rt.models,
                 collection_names=request.collections,
                 request=request,
-                model_sha256=model_sha256,
                 reranker=self.rt.reranker,
             )
 
@@ -107,18 +104,15 @@ class RuntimeBackend:
         request = _validated(
             MultiContextRequest, {"query": query, "max_tokens": max_tokens, "collections": names, **fields}
         )
-        encoder, model_sha256 = self.rt.search_model(request.mode)
         with session_scope(self.rt.session_factory) as session:
             return build_context(
                 session,
                 index=self.rt.index,
                 analyzer=self.rt.analyzer,
-                query_encoder=encoder,
-                profile=self.rt.profile,
+                models=self.rt.models,
                 counter_for=self.rt.counter_for,
                 collection_names=request.collections,
                 request=request,
-                model_sha256=model_sha256,
                 reranker=self.rt.reranker,
             )
 

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from config.settings import Settings
 from services.db import make_engine, make_session_factory
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from services.documents.lifecycle import Lease, WorkItem
     from services.embedding.encoder import Encoder
     from services.embedding.query_encoder import QueryEncoder
+    from services.embedding.registry import ModelRegistry
     from services.embedding.reranker import Reranker
     from services.index.base import VectorIndex
     from services.ingest.analyzer import KoreanAnalyzer
@@ -89,19 +90,6 @@ class Runtime:
         """Why the embedding model could not be loaded in this process, or None (loaded, or not tried)."""
         return self._model_failure
 
-    def search_model(self, mode: str | None) -> tuple[QueryEncoder | None, str | None]:
-        """The query encoder and the weights hash a search in `mode` needs (None for a sparse one; a
-        request without a mode may get the collection's default, so it gets both).
-
-        When the model could not be loaded, an encoder that raises the reason (503) as soon as a
-        dense leg asks it: sparse searches keep working, dense and hybrid ones fail at once.
-        """
-        if mode == "sparse":
-            return None, None
-        if self._model_failure is not None:
-            return cast("QueryEncoder", _UnavailableEncoder(self._model_failure)), None
-        return self.query_encoder, self.model_ref.sha256
-
     @property
     def profile(self) -> str:
         """The embedding profile this process's model belongs to."""
@@ -139,45 +127,56 @@ class Runtime:
 
     @property
     def encoder(self) -> Encoder:
+        s = self.settings
+        return self._once("_encoder", lambda: self._new_encoder(s.model_name_or_path, s.embedding_profile))
+
+    def _new_encoder(self, model_name_or_path: str, profile: str) -> Encoder:
+        from config.profiles import get_profile
         from services.embedding.encoder import Encoder
 
         s = self.settings
+        return Encoder(
+            model_name_or_path,
+            get_profile(profile),
+            device=s.embedding_device,
+            precision=s.embedding_precision,
+            max_batch_tokens=s.embed_max_batch_tokens,
+            backend=s.embedding_backend,
+            export_dir=s.encoder_export_dir,
+            onnx_optimization=s.embedding_onnx_optimization,
+        )
+
+    @property
+    def models(self) -> ModelRegistry:
+        """The encoder of each collection: this process's model, or the one the collection records."""
+        from services.embedding.query_encoder import QueryEncoder
+        from services.embedding.registry import ModelRegistry
+
+        def query_encoder(encoder: Encoder) -> QueryEncoder:
+            return QueryEncoder(encoder, max_wait_ms=self.settings.query_batch_wait_ms)
+
         return self._once(
-            "_encoder",
-            lambda: Encoder(
-                s.model_name_or_path,
-                s.profile,
-                device=s.embedding_device,
-                precision=s.embedding_precision,
-                max_batch_tokens=s.embed_max_batch_tokens,
-                backend=s.embedding_backend,
-                export_dir=s.encoder_export_dir,
-                onnx_optimization=s.embedding_onnx_optimization,
+            "_models",
+            lambda: ModelRegistry(
+                profile=self.profile,
+                own_ref=lambda: self.model_ref,
+                own_encoder=lambda: self.encoder,
+                own_query_encoder=lambda: self.query_encoder,
+                load=self._new_encoder,
+                make_query_encoder=query_encoder,
+                max_models=self.settings.max_models,
             ),
         )
 
     def encoder_for(self, model_name_or_path: str, profile: str) -> Encoder:
         """The encoder of `model_name_or_path` (of `profile`): this process's own, or another one
-        loaded once (a reindex to a new model)."""
-        from config.profiles import get_profile
-        from services.embedding.encoder import Encoder
+        (a reindex to a new model), which then serves the collection after the switch."""
+        from services.embedding.registry import RecordedModel
 
         s = self.settings
         if model_name_or_path == s.model_name_or_path and profile == s.embedding_profile:
             return self.encoder
-        return self._once(
-            f"_encoder:{profile}:{model_name_or_path}",
-            lambda: Encoder(
-                model_name_or_path,
-                get_profile(profile),
-                device=s.embedding_device,
-                precision=s.embedding_precision,
-                max_batch_tokens=s.embed_max_batch_tokens,
-                backend=s.embedding_backend,
-                export_dir=s.encoder_export_dir,
-                onnx_optimization=s.embedding_onnx_optimization,
-            ),
-        )
+        return self.models.encoder(RecordedModel("(reindex target)", profile, model_name_or_path, None))
 
     @property
     def query_encoder(self) -> QueryEncoder:
@@ -250,9 +249,8 @@ class Runtime:
             analyzer=self.analyzer,
             chunking=self.chunking,
             extract_limits=self.extract_limits,
-            encoder=self.encoder,
+            models=self.models,
             index=self.index,
-            profile=self.profile,
             lease=self.lease(f"inline-{os.getpid()}-{threading.get_ident()}"),
         )
 
@@ -281,9 +279,7 @@ class Runtime:
         if not batch.items:
             return False
         try:
-            embed_claimed(
-                batch, engine=self.engine, encoder=self.encoder, index=self.index, profile=self.profile, lease=lease
-            )
+            embed_claimed(batch, engine=self.engine, models=self.models, index=self.index, lease=lease)
         except Exception as exc:  # the whole batch failed (model, index): each document keeps the reason
             log.exception("embedding failed for %s", batch.items)
             lifecycle.fail_claim(self.engine, lease.owner, f"internal error while embedding: {exc!r}")
@@ -301,20 +297,8 @@ class Runtime:
                     MODEL_LOADED.labels(label).set(0)
         if self.loaded("query_encoder"):
             self.__dict__["_query_encoder"].close()
+        if self.loaded("models"):
+            self.__dict__["_models"].close()
         if self.loaded("index"):
             self.__dict__["_index"].close()
         self.engine.dispose()
-
-
-class _UnavailableEncoder:
-    """Stands in for the query encoder of a model that failed to load."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    def _fail(self, *_: Any) -> Any:
-        from services.errors import ModelUnavailable
-
-        raise ModelUnavailable(self.reason, code="model_unavailable")
-
-    encode = submit = _fail

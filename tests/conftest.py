@@ -284,7 +284,7 @@ def prepare(rt, item: WorkItem) -> int | None:
 
 def embed_stage(rt) -> dict:
     """The embed stage's collaborators from the runtime, as keyword arguments."""
-    return dict(engine=rt.engine, encoder=rt.encoder, index=rt.index, profile=rt.profile)
+    return dict(engine=rt.engine, models=rt.models, index=rt.index)
 
 
 def embed(rt, items: list[WorkItem]) -> None:

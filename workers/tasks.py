@@ -141,7 +141,7 @@ def embed(self) -> None:
         request_embedding(self.app)  # the next batch can start on another GPU meanwhile
     if batch.items:
         with _exit_if_broken():
-            embed_claimed(batch, engine=rt.engine, encoder=rt.encoder, index=rt.index, profile=rt.profile, lease=lease)
+            embed_claimed(batch, engine=rt.engine, models=rt.models, index=rt.index, lease=lease)
 
 
 def warm_embed_worker() -> None:

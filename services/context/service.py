@@ -21,6 +21,7 @@ from services.search.service import PassageScorer, search_collections
 
 if TYPE_CHECKING:
     from services.embedding.query_encoder import QueryEncoder
+    from services.embedding.registry import ModelRegistry
 
 _chunks, _documents = Chunk.__table__, Document.__table__
 # Built once (compiling a statement per request cost more than running it): the chunks at the
@@ -53,15 +54,17 @@ def build_context(
     *,
     index: VectorIndex,
     analyzer: KoreanAnalyzer,
-    query_encoder: QueryEncoder | None,
-    profile: str,
     counter_for: Callable[[TokenizerName], Resolved],
     collection_names: Sequence[str],
     request: ContextRequest,
+    models: ModelRegistry | None = None,
+    query_encoder: QueryEncoder | None = None,
+    profile: str | None = None,
     model_sha256: str | None = None,
     reranker: PassageScorer | None = None,
 ) -> ContextResponse:
-    """Cited passages for `request` from `collection_names` (searched as one) within its budget."""
+    """Cited passages for `request` from `collection_names` (searched as one) within its budget;
+    the models as in :func:`search_collections`."""
     started = time.perf_counter()
     fields = request.model_dump(include=set(SearchRequest.model_fields))
     search_request = SearchRequest.model_validate({**fields, "highlight": False, "explain": False})
@@ -69,6 +72,7 @@ def build_context(
         session,
         index=index,
         analyzer=analyzer,
+        models=models,
         query_encoder=query_encoder,
         profile=profile,
         collection_names=collection_names,

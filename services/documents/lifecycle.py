@@ -176,12 +176,19 @@ class Stored:
 
 
 def store(
-    session: Session, *, collection_name: str, profile: str, upload: Upload, model: ModelRef | None = None
+    session: Session,
+    *,
+    collection_name: str,
+    profile: str,
+    upload: Upload,
+    model: ModelRef | None = None,
+    any_model: bool = False,
 ) -> Stored:
     """Store an upload: a new document, the existing one (same content), or a new generation (same external_id).
 
     With `model` (the service's embedding model), a new collection records it and an existing one
-    embedded by other weights refuses the upload (Conflict).
+    embedded by another profile or other weights refuses the upload (Conflict), unless `any_model`:
+    the embed stage embeds each collection with the model it records (ModelRegistry).
     """
     if not upload.data:
         raise InvalidInput("the document is empty", code="empty_document")
@@ -194,9 +201,11 @@ def store(
     )
     metadata = validate_metadata(upload.metadata or {})
     collection = _get_or_create_collection(session, name=collection_name, profile=profile, model=model)
-    if collection.profile != profile:
+    # Another model's collection is embedded by its recorded model, when the workers serve it.
+    elsewhere = any_model and collection.model is not None and (model is None or collection.model != model.name)
+    if collection.profile != profile and not elsewhere:
         raise profile_mismatch(collection.name, collection.profile, profile)
-    _check_model(collection, model)
+    _check_model(collection, model, other_recorded_model=elsewhere)
     sha = upload.sha256
 
     if upload.external_id is not None:
@@ -266,16 +275,17 @@ def store(
     return Stored(document, created=True, generation=document.generation)
 
 
-def _check_model(collection: Collection, model: ModelRef | None) -> None:
-    """Refuse uploads into a collection being deleted, or embedded by other model weights; a
-    collection that has no weights hash yet (created before they were recorded) takes this one's."""
+def _check_model(collection: Collection, model: ModelRef | None, *, other_recorded_model: bool = False) -> None:
+    """Refuse uploads into a collection being deleted, or embedded by other model weights (unless
+    it records another model, which embeds it); a collection that has no weights hash yet
+    (created before they were recorded) takes this one's."""
     if collection.deleting_at is not None:
         raise Conflict(f"collection {collection.name!r} is being deleted", code="collection_deleting")
     if model is None or model.sha256 is None:
         return
     if collection.model_sha256 is None:
         collection.model, collection.model_sha256 = model.name, model.sha256
-    elif collection.model_sha256 != model.sha256:
+    elif collection.model_sha256 != model.sha256 and not other_recorded_model:
         raise model_mismatch(collection.name, collection.model_sha256, model.sha256)
 
 
@@ -668,30 +678,36 @@ def fail_claim(engine: Engine, claim: str, reason: str) -> int:
 class EmbedInput:
     """What the embed stage reads of the generations waiting for it."""
 
-    documents: dict[uuid.UUID, Row]  # id → (id, generation, external_id, metadata, collection, profile)
+    documents: dict[
+        uuid.UUID, Row
+    ]  # id → (id, generation, external_id, metadata, collection, profile, model, model_sha256)
     chunks: list[Row]  # (id, document_id, generation, ordinal, page, text, sparse), in document order
 
 
-def read_for_embedding(engine: Engine, items: Sequence[WorkItem], *, profile: str) -> EmbedInput:
-    """The documents of `items` still waiting at that generation, and their chunk rows.
-
-    Conflict when one belongs to a collection of another profile than this worker's model.
-    """
+def read_for_embedding(engine: Engine, items: Sequence[WorkItem]) -> EmbedInput:
+    """The documents of `items` still waiting at that generation (with the model their collection
+    records), and their chunk rows."""
     d, c, coll = _documents.c, _chunks.c, _collections.c
     wanted = {item.document_id: item.generation for item in items}
     with engine.connect() as conn:
         documents = {
             row.id: row
             for row in conn.execute(
-                select(d.id, d.generation, d.external_id, d["metadata"], coll.name.label("collection"), coll.profile)
+                select(
+                    d.id,
+                    d.generation,
+                    d.external_id,
+                    d["metadata"],
+                    coll.name.label("collection"),
+                    coll.profile,
+                    coll.model,
+                    coll.model_sha256,
+                )
                 .join_from(_documents, _collections, d.collection_id == coll.id)
                 .where(d.id.in_(wanted), d.stage == DocumentStage.embedding)
             )
             if wanted[row.id] == row.generation
         }
-        for doc in documents.values():  # queued by a service running another profile than this worker
-            if doc.profile != profile:
-                raise profile_mismatch(doc.collection, doc.profile, profile)
         chunks = (
             [
                 row

@@ -102,6 +102,7 @@ class SearchCollection:
     model_sha256: str | None
     search_defaults: dict[str, Any] | None
     index_name: str | None = None  # what searches address (None: derived from name and profile)
+    model: str | None = None  # hub id or local path of the model that embedded it
 
 
 def get_search_collection(session: Session, *, name: str) -> SearchCollection:
@@ -116,11 +117,12 @@ def get_search_collection(session: Session, *, name: str) -> SearchCollection:
             table.c.search_defaults,
             table.c.deleting_at,
             table.c.index_name,
+            table.c.model,
         ).where(table.c.name == validate_collection_name(name))
     ).first()
     if row is None or row.deleting_at is not None:
         raise _collection_not_found(name, deleting=row is not None)
-    return SearchCollection(row.id, row.profile, row.model_sha256, row.search_defaults, row.index_name)
+    return SearchCollection(row.id, row.profile, row.model_sha256, row.search_defaults, row.index_name, row.model)
 
 
 def set_search_defaults(session: Session, *, name: str, defaults: dict[str, Any] | None) -> Collection:

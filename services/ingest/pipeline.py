@@ -19,13 +19,14 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Engine
 
 from services.documents import lifecycle
 from services.documents.lifecycle import EmbedBatch, Lease, WorkItem
 from services.documents.models import DocumentStage, chunk_point_id
+from services.embedding.registry import CollectionEncoders, RecordedModel
 from services.errors import SaekinError
 from services.index.base import IndexPoint, VectorIndex, storable_metadata
 from services.ingest.analyzer import KoreanAnalyzer, term_spans
@@ -35,9 +36,6 @@ from services.ingest.normalize import normalize_text
 from services.ingest.policy import ChunkPolicy
 from services.leases import Heartbeat
 from services.observability.metrics import INGEST_CHUNKS, INGEST_STAGE_SECONDS, timed
-
-if TYPE_CHECKING:  # the ingest worker never imports torch
-    from services.embedding.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -222,28 +220,37 @@ MOVED_RETRIES = 3
 
 
 def embed_documents(
-    items: Sequence[WorkItem], *, engine: Engine, encoder: Encoder, index: VectorIndex, profile: str
+    items: Sequence[WorkItem], *, engine: Engine, models: CollectionEncoders, index: VectorIndex
 ) -> None:
-    """Run the GPU stage for several prepared generations at once (one encode call fills the GPU)."""
+    """Run the GPU stage for several prepared generations at once (one encode call fills the GPU),
+    each document embedded by the model its collection records (`models`)."""
     for _ in range(MOVED_RETRIES):
-        items = _embed_once(items, engine=engine, encoder=encoder, index=index, profile=profile)
+        items = _embed_once(items, engine=engine, models=models, index=index)
         if not items:
             return
     raise RuntimeError(f"the index of {len(items)} documents kept switching while they were embedded")
 
 
 def _embed_once(
-    items: Sequence[WorkItem], *, engine: Engine, encoder: Encoder, index: VectorIndex, profile: str
+    items: Sequence[WorkItem], *, engine: Engine, models: CollectionEncoders, index: VectorIndex
 ) -> list[WorkItem]:
     """One pass of the embed stage; the generations to write again (their collection's index moved)."""
     if not items:
         return []
-    batch = lifecycle.read_for_embedding(engine, items, profile=profile)
+    batch = lifecycle.read_for_embedding(engine, items)
     if not batch.documents:
         return []
     started = time.monotonic()
+    encoders = {doc_id: models.encoder(_recorded(doc)) for doc_id, doc in batch.documents.items()}
+    vectors: list[Any] = [None] * len(batch.chunks)
     with timed(INGEST_STAGE_SECONDS, "embed"):
-        vectors: Any = encoder.encode_documents([chunk.text for chunk in batch.chunks]) if batch.chunks else []
+        # One encode call per model (almost always one: two only while a collection changes model).
+        for encoder in {id(e): e for e in encoders.values()}.values():
+            positions = [i for i, chunk in enumerate(batch.chunks) if encoders[chunk.document_id] is encoder]
+            if positions:
+                encoded = encoder.encode_documents([batch.chunks[i].text for i in positions])
+                for i, vector in zip(positions, encoded):
+                    vectors[i] = vector
     # Where to write is read after encoding, which can take minutes: a reindex may have switched
     # the collection to a new index meanwhile (and be about to drop the old one).
     addresses = lifecycle.index_addresses(engine, list(batch.documents))
@@ -259,9 +266,10 @@ def _embed_once(
                 payload=chunk_payload(chunk, external_id=document.external_id, metadata=document.metadata),
             )
         )
+    dims = {names[doc_id]: encoder.dim for doc_id, encoder in encoders.items() if doc_id in names}
     with timed(INGEST_STAGE_SECONDS, "upsert"):
-        for name in set(names.values()):
-            index.ensure_collection(name, dim=encoder.dim)
+        for name, dim in dims.items():
+            index.ensure_collection(name, dim=dim)
             if points.get(name):
                 index.upsert(name, points[name])
     versions = {doc_id: version for doc_id, (_, version) in addresses.items()}
@@ -276,6 +284,10 @@ def _embed_once(
         )
     INGEST_CHUNKS.labels("embed").inc(len(batch.chunks))
     return moved
+
+
+def _recorded(document: Any) -> RecordedModel:
+    return RecordedModel(document.collection, document.profile, document.model, document.model_sha256)
 
 
 def chunk_payload(chunk: Any, *, external_id: str | None, metadata: dict | None) -> dict[str, Any]:
@@ -315,7 +327,7 @@ def _publish(
 
 
 def embed_each_on_failure(
-    items: Sequence[WorkItem], *, engine: Engine, encoder: Encoder, index: VectorIndex, profile: str
+    items: Sequence[WorkItem], *, engine: Engine, models: CollectionEncoders, index: VectorIndex
 ) -> list[tuple[WorkItem, Exception]]:
     """:func:`embed_documents` for the batch; if that fails, each document on its own, so that a
     document the index or the model cannot take fails alone instead of failing the batch.
@@ -324,7 +336,7 @@ def embed_each_on_failure(
     failed). Raises when the batch is one document or every document fails: then the fault is
     likely the service's (database, index, model), and the caller retries or fails them all.
     """
-    stage = dict(engine=engine, encoder=encoder, index=index, profile=profile)
+    stage = dict(engine=engine, models=models, index=index)
     try:
         embed_documents(items, **stage)  # type: ignore[arg-type]
         return []
@@ -345,12 +357,12 @@ def embed_each_on_failure(
 
 
 def embed_claimed(
-    batch: EmbedBatch, *, engine: Engine, encoder: Encoder, index: VectorIndex, profile: str, lease: Lease
+    batch: EmbedBatch, *, engine: Engine, models: CollectionEncoders, index: VectorIndex, lease: Lease
 ) -> None:
     """The embed stage for a batch claimed under `lease` (renewed while it works); a document that
     fails on its own is marked failed, a failure of the whole batch is raised."""
     with Heartbeat(engine, lease, batch.items):
-        failures = embed_each_on_failure(batch.items, engine=engine, encoder=encoder, index=index, profile=profile)
+        failures = embed_each_on_failure(batch.items, engine=engine, models=models, index=index)
     for item, exc in failures:
         lifecycle.fail(engine, item, f"internal error while embedding: {exc!r}")
 
@@ -386,9 +398,8 @@ def process_now(
     analyzer: KoreanAnalyzer,
     chunking: ChunkPolicy,
     extract_limits: ExtractLimits,
-    encoder: Encoder,
+    models: CollectionEncoders,
     index: VectorIndex,
-    profile: str,
     lease: Lease,
 ) -> None:
     """Both stages in this process (the CLI, evaluation); failures are recorded, never raised."""
@@ -398,7 +409,7 @@ def process_now(
         return
     failures: list[tuple[WorkItem, Exception]]
     try:
-        failures = embed_each_on_failure(prepared, engine=engine, encoder=encoder, index=index, profile=profile)
+        failures = embed_each_on_failure(prepared, engine=engine, models=models, index=index)
     except Exception as exc:
         log.exception("embedding failed for %s", prepared)
         failures = [(item, exc) for item in prepared]

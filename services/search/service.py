@@ -21,7 +21,7 @@ from services.documents.service import (
     nfc,
     profile_mismatch,
 )
-from services.errors import ServiceUnavailable
+from services.errors import Conflict, ServiceUnavailable
 from services.index import IndexFilter, IndexHit, IndexRange, VectorIndex
 from services.ingest.analyzer import KoreanAnalyzer
 from services.observability.metrics import SEARCH_STAGE_SECONDS, SEARCHES, StageTimes
@@ -45,6 +45,7 @@ from services.vectors import SparseVector
 
 if TYPE_CHECKING:  # a sparse-only caller (the CLI) never imports torch
     from services.embedding.query_encoder import QueryEncoder
+    from services.embedding.registry import ModelRegistry
 
 # Hits of a replaced generation are dropped after the index query; ask the index for a few extra to fill top_k.
 OVERFETCH = 10
@@ -87,22 +88,26 @@ def search(
     *,
     index: VectorIndex,
     analyzer: KoreanAnalyzer,
-    query_encoder: QueryEncoder | None,
-    profile: str,
     collection_name: str,
     request: SearchRequest,
+    models: ModelRegistry | None = None,
+    query_encoder: QueryEncoder | None = None,
+    profile: str | None = None,
     model_sha256: str | None = None,
     reranker: PassageScorer | None = None,
 ) -> SearchResponse:
     """Ranked passages of `collection_name` for `request`, with their documents' metadata.
 
-    `profile` is the query encoder's and `model_sha256` its weights'; `query_encoder` may be None
-    for sparse searches only, and `reranker` None where no reranker is configured.
+    The question is encoded by the model the collection records, from `models` (the services);
+    callers without a registry pass one `query_encoder` instead, with its `profile` and weights
+    hash `model_sha256`. Either may be left out for sparse searches only; `reranker` is None where
+    no reranker is configured.
     """
     return search_collections(
         session,
         index=index,
         analyzer=analyzer,
+        models=models,
         query_encoder=query_encoder,
         profile=profile,
         collection_names=[collection_name],
@@ -124,10 +129,11 @@ def search_collections(
     *,
     index: VectorIndex,
     analyzer: KoreanAnalyzer,
-    query_encoder: QueryEncoder | None,
-    profile: str,
     collection_names: Sequence[str],
     request: SearchRequest,
+    models: ModelRegistry | None = None,
+    query_encoder: QueryEncoder | None = None,
+    profile: str | None = None,
     model_sha256: str | None = None,
     reranker: PassageScorer | None = None,
 ) -> SearchResponse:
@@ -136,10 +142,13 @@ def search_collections(
     score (ties: the order the collections were given, then chunk id), each naming its collection.
 
     One collection's default search settings apply where the request leaves them out; several
-    collections use the request's settings, else the service's. Several collections must all be
-    of the service's `profile` (Conflict naming the first that is not); one collection of another
-    profile can still be searched in sparse mode. With `model_sha256` (the service's weights), a
-    dense or hybrid search of a collection embedded by other weights is refused too.
+    collections use the request's settings, else the service's.
+
+    With `models`, each collection is searched with the model it records; a dense or hybrid
+    search of several collections needs them all embedded by one model (Conflict). Without, the
+    collections must be of `profile` (Conflict naming the first that is not; one collection of
+    another profile can still be searched in sparse mode), and with `model_sha256`, a dense or
+    hybrid search of a collection embedded by other weights is refused too.
     """
     started = time.perf_counter()
     times = StageTimes()
@@ -150,10 +159,18 @@ def search_collections(
         request, SearchDefaults.model_validate(one.search_defaults) if one and one.search_defaults else None
     )
     mode, note = settings.mode, None
-    targets = [
-        _target(name, collection, profile, model_sha256, mode, strict=len(collections) > 1)
-        for name, collection in collections.items()
-    ]
+    if models is not None:
+        targets = [
+            _Target(name, c.id, c.index_name or collection_index_name(name, c.profile))
+            for name, c in collections.items()
+        ]
+        if mode != "sparse":
+            query_encoder = _recorded_model_encoder(models, collections)
+    else:
+        targets = [
+            _target(name, collection, profile, model_sha256, mode, strict=len(collections) > 1)
+            for name, collection in collections.items()
+        ]
     if mode != "sparse" and query_encoder is None:
         raise ServiceUnavailable(f"{mode} search needs the query model, which this process has not loaded")
     if settings.rerank is not None and reranker is None:
@@ -246,12 +263,29 @@ def search_collections(
     return SearchResponse(results=results, mode=mode, settings=settings, took_ms=_ms(started), note=note)
 
 
+def _recorded_model_encoder(models: ModelRegistry, collections: dict[str, SearchCollection]) -> QueryEncoder:
+    """The query encoder of the model the collections record; Conflict when they record different
+    ones (one question vector cannot be compared with two models' vectors)."""
+    from services.embedding.registry import RecordedModel
+
+    recorded = [RecordedModel(name, c.profile, c.model, c.model_sha256) for name, c in collections.items()]
+    first = models.identity(recorded[0])
+    for other in recorded[1:]:
+        if models.identity(other) != first:
+            raise Conflict(
+                f"collections {recorded[0].collection!r} and {other.collection!r} were embedded by different "
+                "models, so one question vector cannot search both: search them one at a time, or in sparse mode",
+                code="model_mismatch",
+            )
+    return models.query_encoder(recorded[0])
+
+
 def _target(
-    name: str, collection: SearchCollection, profile: str, model_sha256: str | None, mode: str, *, strict: bool
+    name: str, collection: SearchCollection, profile: str | None, model_sha256: str | None, mode: str, *, strict: bool
 ) -> _Target:
     """The collection as a search target; Conflict when its vectors are not the service's (another
     profile, or other weights)."""
-    if collection.profile != profile and (strict or mode != "sparse"):
+    if profile is not None and collection.profile != profile and (strict or mode != "sparse"):
         raise profile_mismatch(name, collection.profile, profile)
     if mode != "sparse" and model_sha256 and collection.model_sha256 and collection.model_sha256 != model_sha256:
         raise model_mismatch(name, collection.model_sha256, model_sha256)

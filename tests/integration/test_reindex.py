@@ -366,3 +366,113 @@ def test_the_running_service_reindexes_a_collection_it_serves(app_client):
     assert wrong.status_code == 422 and "--sparse-only keeps" in wrong.json()["error"]["message"]
     missing = app_client.post("/v1/collections/nope-nope/reindex", json={})
     assert missing.status_code == 404
+
+
+def _cosine(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_after_a_model_change_the_running_process_serves_the_collection_with_its_new_model(rt, other_twin):
+    """No restart: the next search encodes the question with the model the collection now records,
+    and the next upload is embedded by it (ModelRegistry)."""
+    from config.profiles import get_profile
+    from services.embedding.encoder import Encoder
+    from services.embedding.registry import RecordedModel
+    from services.ingest.pipeline import embed_documents
+
+    for key, text in DOCS.items():
+        ingest(rt, key, text)
+    run_for_runtime(rt, name="c", model=str(other_twin))
+    other = Encoder(str(other_twin), get_profile("bge-m3-ko"))  # a copy of the new model, for reference
+    name = collection_row(rt).index_name
+
+    question = "출장 숙박비는 얼마까지인가"
+    with session_scope(rt.session_factory) as session:
+        response = search(
+            session,
+            index=rt.index,
+            analyzer=rt.analyzer,
+            models=rt.models,
+            collection_name="c",
+            request=SearchRequest(query=question, mode="dense", top_k=4),
+        )
+    assert len(response.results) == 4
+    vector = other.encode_queries([question])[0]
+    stored = rt.index.dense_vectors(name, [str(hit.chunk_id) for hit in response.results])
+    for hit in response.results:  # each score is the new model's question against the new vectors
+        assert hit.score == pytest.approx(_cosine(vector, stored[str(hit.chunk_id)]), abs=1e-4)
+    assert rt.models.loaded_models() == [str(other_twin.resolve())]
+
+    # An upload now: accepted for the collection's model, embedded by it, searchable.
+    text = "재택 근무는 주 2회까지 신청할 수 있다."
+    with session_scope(rt.session_factory) as session:
+        item = lifecycle.store(
+            session,
+            collection_name="c",
+            profile=rt.profile,
+            upload=lifecycle.Upload(data=text.encode(), media_type="text/plain", external_id="remote"),
+            model=rt.model_ref,
+            any_model=True,
+        ).item
+    prepare(rt, item)
+    embed_documents([item], engine=rt.engine, models=rt.models, index=rt.index)
+    chunks = [cid for cid, (doc, _) in searchable_chunks(rt).items() if doc == item.document_id]
+    got = rt.index.dense_vectors(name, chunks)[chunks[0]]
+    assert _cosine(got, other.encode_documents([text])[0]) > 0.9999
+    assert _cosine(got, rt.encoder.encode_documents([text])[0]) < 0.99  # not the process's own model
+    assert rt.models.encoder(RecordedModel("c", "bge-m3-ko", str(other_twin), None)) is rt.encoder_for(
+        str(other_twin), "bge-m3-ko"
+    )  # the model the reindex loaded is the one that serves
+
+
+def test_a_process_limited_to_its_own_model_refuses_a_collection_of_another(rt, other_twin, make_settings):
+    from services.runtime import Runtime
+
+    ingest(rt, "leave", DOCS["leave"])
+    run_for_runtime(rt, name="c", model=str(other_twin))
+    settings = rt.settings.model_copy(update={"max_models": 1})
+    own_only = Runtime(settings)
+    own_only.__dict__["_index"] = rt.index  # one process owns an Edge data directory
+    try:
+        with session_scope(own_only.session_factory) as session, pytest.raises(Conflict) as refused:
+            search(
+                session,
+                index=rt.index,
+                analyzer=rt.analyzer,
+                models=own_only.models,
+                collection_name="c",
+                request=SearchRequest(query="연차 휴가", mode="hybrid"),
+            )
+        assert refused.value.code == "model_mismatch"
+        assert own_only.models.loaded_models() == []
+    finally:
+        own_only.__dict__.pop("_index")
+        own_only.close()
+
+
+def test_the_running_service_changes_a_collections_model_without_a_restart(app_client, other_twin):
+    from tests.conftest import unique_collection, wait_for_status
+
+    col = unique_collection()
+    for key, text in DOCS.items():
+        r = app_client.post(f"/v1/collections/{col}/documents", json={"text": text, "external_id": key})
+        assert wait_for_status(app_client, col, r.json()["id"])["status"] == "indexed"
+
+    started = app_client.post(f"/v1/collections/{col}/reindex", json={"model": str(other_twin)})
+    assert started.status_code == 202, started.text
+    app_client.app.state.reindexes.wait(col, timeout=120)
+    done = app_client.get(f"/v1/collections/{col}").json()
+    assert done["reindex"]["status"] == "done", done
+    assert done["model"] == str(other_twin.resolve())
+
+    for mode in ("dense", "hybrid"):
+        r = app_client.post(f"/v1/collections/{col}/search", json={"query": "출장 숙박비", "mode": mode})
+        assert r.status_code == 200 and r.json()["results"], (mode, r.text)
+    r = app_client.post(
+        f"/v1/collections/{col}/documents", json={"text": "재택 근무는 주 2회까지다.", "external_id": "new"}
+    )
+    assert r.status_code == 202, r.text
+    assert wait_for_status(app_client, col, r.json()["id"])["status"] == "indexed"
+    hits = app_client.post(f"/v1/collections/{col}/search", json={"query": "재택 근무", "mode": "sparse"}).json()
+    assert hits["results"][0]["external_id"] == "new"

@@ -18,18 +18,15 @@ router = APIRouter(prefix="/v1", tags=["context"])
 
 
 def _context(rt: Runtime, collections: list[str], request: ContextRequest) -> ContextResponse:
-    encoder, model_sha256 = rt.search_model(request.mode)
     with session_scope(rt.session_factory) as session:
         return build_context(
             session,
             index=rt.index,
             analyzer=rt.analyzer,
-            query_encoder=encoder,
-            profile=rt.profile,
+            models=rt.models,
             counter_for=rt.counter_for,
             collection_names=collections,
             request=request,
-            model_sha256=model_sha256,
             reranker=rt.reranker,
         )
 
@@ -58,16 +55,13 @@ def search_many(request: MultiSearchRequest, rt: RuntimeDep, principal: Principa
     """Search several collections of the service's profile as one: hits merged by score, each
     naming its collection."""
     require_collections(principal, request.collections)
-    encoder, model_sha256 = rt.search_model(request.mode)
     with session_scope(rt.session_factory) as session:
         return search_collections(
             session,
             index=rt.index,
             analyzer=rt.analyzer,
-            query_encoder=encoder,
-            profile=rt.profile,
+            models=rt.models,
             collection_names=request.collections,
             request=request,
-            model_sha256=model_sha256,
             reranker=rt.reranker,
         )

@@ -100,6 +100,7 @@ async def upload_document(
         profile=rt.profile,
         dispatcher=dispatcher,
         model=rt.model_ref,
+        any_model=rt.settings.max_models > 1,
         redispatch_after_s=rt.settings.redispatch_after_s,
     )
     if not stored.created:

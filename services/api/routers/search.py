@@ -19,16 +19,13 @@ def search(collection: CollectionName, request: SearchRequest, rt: RuntimeDep) -
     # The session is opened here, not by a generator dependency, which would cost two more
     # thread-pool hand-offs per request (with them and the sync dependencies, a search for an
     # unknown collection took ~4 ms over HTTP on a 2-vCPU EPYC; without, ~2 ms).
-    encoder, model_sha256 = rt.search_model(request.mode)
     with session_scope(rt.session_factory) as session:
         return service.search(
             session,
             index=rt.index,
             analyzer=rt.analyzer,
-            query_encoder=encoder,
-            profile=rt.profile,
+            models=rt.models,
             collection_name=collection,
             request=request,
-            model_sha256=model_sha256,
             reranker=rt.reranker,
         )

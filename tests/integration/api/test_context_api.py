@@ -126,7 +126,7 @@ def test_several_collections_are_ranked_as_one(app_client, laws):
     assert {c["collection"] for c in r.json()["citations"]} == {laws, other}
 
 
-def test_a_collection_of_another_profile_is_a_409_naming_it(app_client, laws):
+def test_collections_of_another_model_are_a_409_naming_them_unless_sparse(app_client, laws):
     from services.db import session_scope
     from services.documents.models import Collection
 
@@ -134,10 +134,12 @@ def test_a_collection_of_another_profile_is_a_409_naming_it(app_client, laws):
     upload(app_client, other, CITRUS)
     with session_scope(app_client.runtime.session_factory) as session:
         session.execute(update(Collection).where(Collection.name == other).values(profile="ko-sroberta-multitask"))
-    r = app_client.post(
-        "/v1/context", json={"query": "감귤", "mode": "sparse", "collections": [laws, other], "max_tokens": 100}
-    )
+    body = {"query": "감귤", "collections": [laws, other], "max_tokens": 100}
+    r = app_client.post("/v1/context", json={**body, "mode": "hybrid"})
     assert r.status_code == 409 and other in r.json()["error"]["message"]
+    # Keyword vectors do not come from the model: a sparse search spans both.
+    r = app_client.post("/v1/context", json={**body, "mode": "sparse"})
+    assert r.status_code == 200 and other in {c["collection"] for c in r.json()["citations"]}
 
 
 @pytest.mark.parametrize(
