@@ -63,7 +63,7 @@ def prepare_in_process(text: str, model: str, work_dir: Path) -> dict:
             item,
             engine=rt.engine,
             analyzer=rt.analyzer,
-            chunking=rt.chunking,
+            chunking=rt.chunking_for,
             extract_limits=rt.extract_limits,
             lease=rt.lease("bench"),
         )

@@ -219,7 +219,7 @@ def stage_breakdown(settings, pages: list[tuple[str, str]], *, torch_threads: in
         stage = dict(
             engine=rt.engine,
             analyzer=analyzer,
-            chunking=rt.chunking,
+            chunking=rt.chunking_for,
             extract_limits=rt.extract_limits,
             lease=rt.lease("bench"),
         )

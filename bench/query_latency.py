@@ -152,7 +152,7 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
                 item,
                 engine=rt.engine,
                 analyzer=rt.analyzer,
-                chunking=rt.chunking,
+                chunking=rt.chunking_for,
                 extract_limits=rt.extract_limits,
                 lease=rt.lease("bench"),
             )

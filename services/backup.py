@@ -142,14 +142,20 @@ def _check_points(destination: Path, manifest: BackupManifest) -> None:
     reembed: list[uuid.UUID] = []
     try:
         with engine.connect() as conn:
-            collections = conn.execute(select(coll.id, coll.name, coll.profile, coll.index_name)).all()
+            collections = conn.execute(
+                select(coll.id, coll.name, coll.profile, coll.index_name, coll.chunk_layout)
+            ).all()
         for collection in collections:
             name = collection.index_name or collection_index_name(collection.name, collection.profile)
             with engine.connect() as conn:
                 rows = conn.execute(
                     select(c.id, c.document_id, d.generation, d.indexed_generation)
                     .join_from(_chunks, _documents, c.document_id == d.id)
-                    .where(d.collection_id == collection.id, c.generation == d.indexed_generation)
+                    .where(
+                        d.collection_id == collection.id,
+                        c.generation == d.indexed_generation,
+                        c.layout == collection.chunk_layout,
+                    )
                 ).all()
             present: set[str] = set()
             path = destination / INDEX_DIR / name

@@ -515,6 +515,15 @@ def reindex(
     sparse_only: Annotated[
         bool, typer.Option("--sparse-only", help="Keep the dense vectors; recompute the sparse ones (analyzer change).")
     ] = False,
+    rechunk: Annotated[
+        bool | None,
+        typer.Option(
+            "--rechunk/--no-rechunk",
+            help="Chunk the documents again with the new model's budget (default: when its budget is smaller "
+            "than the longest chunk).",
+            show_default=False,
+        ),
+    ] = None,
     url: Annotated[
         str | None, typer.Option(help="Ask this running service to reindex (embedded: the process owning the index).")
     ] = None,
@@ -535,7 +544,9 @@ def reindex(
     from services.collections.reindex import run_for_runtime
 
     if url:
-        _reindex_remote(url, api_key, collection, dict(profile=profile, model=model, sparse_only=sparse_only))
+        _reindex_remote(
+            url, api_key, collection, dict(profile=profile, model=model, sparse_only=sparse_only, rechunk=rechunk)
+        )
         return
     settings = _settings()
     with _runtime(settings) as rt, tqdm(unit="doc", desc=f"reindex {collection}", file=sys.stderr) as bar:
@@ -546,12 +557,22 @@ def reindex(
 
         try:
             result = run_for_runtime(
-                rt, name=collection, profile=profile, model=model, sparse_only=sparse_only, progress=progress
+                rt,
+                name=collection,
+                profile=profile,
+                model=model,
+                sparse_only=sparse_only,
+                rechunk=rechunk,
+                progress=progress,
             )
         except SaekinError as exc:
             bar.close()
             _fail(exc.message)
-    sparse = "sparse vectors recomputed" if result.recomputed_sparse else "sparse vectors kept"
+    sparse = (
+        "chunked again"
+        if result.rechunked
+        else ("sparse vectors recomputed" if result.recomputed_sparse else "sparse vectors kept")
+    )
     typer.echo(
         f"{collection}: {result.documents} documents, {result.chunks} chunks into {result.physical_index} "
         f"({result.replayed} copied again after changes; {sparse}) in {result.seconds:.1f}s; "

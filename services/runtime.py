@@ -19,7 +19,7 @@ from config.settings import Settings
 from services.db import make_engine, make_session_factory
 
 if TYPE_CHECKING:
-    from services.collections.model import ModelRef
+    from services.collections.model import ModelRef, RecordedModel
     from services.context.tokens import HFCounter, Resolved, TokenizerName
     from services.documents.lifecycle import Lease, WorkItem
     from services.embedding.encoder import Encoder
@@ -119,6 +119,27 @@ class Runtime:
 
         return self._once("_chunking", lambda: ChunkPolicy.from_settings(self.settings, self.tokenizer))
 
+    def chunking_for(self, recorded: RecordedModel) -> ChunkPolicy:
+        """How the collection's documents are chunked: by the tokenizer and budget of the model it
+        records (this process's own policy for its own model, and for collections that record none)."""
+        from services.collections.model import canonical_model
+
+        s = self.settings
+        if recorded.model is None:
+            return self.chunking
+        model = canonical_model(recorded.model)
+        if recorded.profile == s.embedding_profile and model == canonical_model(s.model_name_or_path):
+            return self.chunking
+        return self._once(f"_chunking:{recorded.profile}:{model}", lambda: self.chunk_policy(recorded.profile, model))
+
+    def chunk_policy(self, profile: str, model: str) -> ChunkPolicy:
+        """The chunk policy of `model` (of `profile`), as this process's settings make one for their own."""
+        from services.embedding.loading import load_tokenizer
+        from services.ingest.policy import ChunkPolicy
+
+        target = self.settings.model_copy(update={"embedding_profile": profile, "embedding_model": model})
+        return ChunkPolicy.from_settings(target, load_tokenizer(model))
+
     @property
     def extract_limits(self) -> ExtractLimits:
         from services.ingest.extract import ExtractLimits
@@ -171,7 +192,7 @@ class Runtime:
     def encoder_for(self, model_name_or_path: str, profile: str) -> Encoder:
         """The encoder of `model_name_or_path` (of `profile`): this process's own, or another one
         (a reindex to a new model), which then serves the collection after the switch."""
-        from services.embedding.registry import RecordedModel
+        from services.collections.model import RecordedModel
 
         s = self.settings
         if model_name_or_path == s.model_name_or_path and profile == s.embedding_profile:
@@ -247,7 +268,7 @@ class Runtime:
             items,
             engine=self.engine,
             analyzer=self.analyzer,
-            chunking=self.chunking,
+            chunking=self.chunking_for,
             extract_limits=self.extract_limits,
             models=self.models,
             index=self.index,
@@ -263,7 +284,7 @@ class Runtime:
             item,
             engine=self.engine,
             analyzer=self.analyzer,
-            chunking=self.chunking,
+            chunking=self.chunking_for,
             extract_limits=self.extract_limits,
             lease=self.lease(owner),
         )

@@ -276,7 +276,7 @@ def prepare(rt, item: WorkItem) -> int | None:
         item,
         engine=rt.engine,
         analyzer=rt.analyzer,
-        chunking=rt.chunking,
+        chunking=rt.chunking_for,
         extract_limits=rt.extract_limits,
         lease=rt.lease("test"),
     )

@@ -107,7 +107,7 @@ def ingest(self, document_id: str, generation: int) -> None:
             item,
             engine=rt.engine,
             analyzer=rt.analyzer,
-            chunking=rt.chunking,
+            chunking=rt.chunking_for,
             extract_limits=rt.extract_limits,
             lease=rt.lease(self.request.id or str(uuid.uuid4())),
         )

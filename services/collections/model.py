@@ -29,6 +29,22 @@ class ModelRef:
     sha256: str | None  # of the weights file (or of the shards' hashes); None when unknown
 
 
+@dataclass(frozen=True)
+class RecordedModel:
+    """The model a collection records (what embedded its vectors), as the stages and searches ask for it."""
+
+    collection: str
+    profile: str
+    model: str | None  # hub id or absolute local path; None for collections from before it was recorded
+    sha256: str | None
+
+
+def canonical_model(model: str) -> str:
+    """A local directory as its absolute path (what collections record), a hub id as it is."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.is_dir() else model
+
+
 def model_ref(name_or_path: str) -> ModelRef:
     """The identity of the model `name_or_path` (a local directory or a hub id in the local cache)."""
     path = Path(name_or_path).expanduser()

@@ -23,8 +23,14 @@ analyzer change (sparse vectors only) or a rebuild, while searches go on.
 * The old index is dropped after a short grace (searches that read the old name just before the
   switch finish on it).
 
-Re-chunking (a new model with a smaller token budget than the chunks) is not done here: the
-reindex stops before writing anything and says so; re-ingest the documents instead.
+* Re-chunking, when the new model's token budget is smaller than the longest chunk (or asked
+  for): each document's stored upload is extracted and chunked again with the new model's
+  tokenizer and budget, and the new chunk rows are written beside the live ones, for the same
+  generations, under the collection's next chunk layout (`chunks.layout`). Searches read the live
+  layout (`collections.chunk_layout`) until the switch moves it; the old rows go after the
+  switch (a failed reindex deletes the new ones). A generation that was chunked under the old
+  layout and is still waiting for the embed stage at the switch is sent back to the prepare
+  stage (lifecycle.read_for_embedding), which chunks by the collection's new model.
 """
 
 from __future__ import annotations
@@ -36,16 +42,19 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, Table, func, select, tuple_, update
+from sqlalchemy import ColumnElement, Connection, Engine, Table, delete, func, insert, select, tuple_, update
 
+from services.collections.model import RecordedModel
 from services.documents import lifecycle
-from services.documents.lifecycle import REINDEX_RUNNING
+from services.documents.lifecycle import REINDEX_RUNNING, WorkItem
 from services.documents.models import (
     Chunk,
     Collection,
     Document,
+    DocumentSource,
     collection_index_name,
     index_alias,
     physical_index_name,
@@ -54,10 +63,11 @@ from services.documents.models import (
 from services.errors import Conflict, InvalidInput, NotFound, SaekinError
 from services.index.base import IndexPoint, VectorIndex
 from services.ingest.analyzer import KoreanAnalyzer, analyzer_version, term_spans
-from services.ingest.pipeline import chunk_payload
+from services.ingest.pipeline import chunk_payload, chunk_upload
 
 if TYPE_CHECKING:
     from services.embedding.encoder import Encoder
+    from services.ingest.extract import ExtractLimits
     from services.ingest.policy import ChunkPolicy
     from services.runtime import Runtime
 
@@ -65,6 +75,7 @@ log = logging.getLogger(__name__)
 
 _documents: Table = Document.__table__  # type: ignore[assignment]
 _chunks: Table = Chunk.__table__  # type: ignore[assignment]
+_sources: Table = DocumentSource.__table__  # type: ignore[assignment]
 _collections: Table = Collection.__table__  # type: ignore[assignment]
 
 # Documents per copy step: one encode call and one upsert each.
@@ -88,6 +99,7 @@ class ReindexTarget:
     model: str | None  # hub id or local path (None: unknown, kept as recorded)
     model_sha256: str | None
     sparse_only: bool = False  # keep the dense vectors, recompute only the sparse ones
+    rechunk: bool | None = None  # chunk the documents again; None: when the new budget needs it
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,7 @@ class ReindexResult:
     replayed: int  # documents copied again because they were published during the reindex
     recomputed_sparse: bool
     seconds: float
+    rechunked: bool = False
 
 
 class ReindexError(InvalidInput):
@@ -120,6 +133,8 @@ class _Job:
     recompute_sparse: bool
     started_at: datetime
     total: int
+    old_layout: int = 0  # the chunk layout searches read
+    rechunk: bool = False  # new chunk rows under old_layout + 1
     done: int = 0
     chunks: int = 0
     replayed: int = 0
@@ -135,15 +150,19 @@ def reindex_collection(
     analyzer: KoreanAnalyzer | None,
     policy: ChunkPolicy,
     encoder: Encoder | None = None,
+    extract_limits: ExtractLimits | None = None,
     progress: Progress | None = None,
     batch_documents: int = BATCH_DOCUMENTS,
     drop_grace_s: float = DROP_GRACE_S,
 ) -> ReindexResult:
     """Build `name`'s index anew with `target` (encoder: the target model; None with sparse_only),
     switch searches to it and drop the old one. `policy`: the target model's chunk policy (its
-    token budget, BM25 weights). Conflict when a reindex of the collection is running."""
+    token budget, BM25 weights); `extract_limits` bound the extraction of a re-chunking reindex.
+    Conflict when a reindex of the collection is running."""
     if encoder is None and not target.sparse_only:
         raise ValueError("a reindex that re-embeds needs the target model's encoder")
+    if target.sparse_only and target.rechunk:
+        raise ReindexError("--sparse-only keeps the chunks and their dense vectors: it cannot re-chunk")
     started = time.perf_counter()
     job = _begin(engine, name, target)
     if job.recompute_sparse and analyzer is None:
@@ -157,9 +176,13 @@ def reindex_collection(
         job.target_index,
         "sparse vectors only" if target.sparse_only else f"model {target.model}",
     )
-    copy = _Copier(job, index=index, encoder=encoder, analyzer=analyzer, policy=policy)
+    copy = _Copier(job, index=index, encoder=encoder, analyzer=analyzer, policy=policy, limits=extract_limits)
     try:
-        _check_budget(engine, job, policy)
+        job.rechunk = _needs_rechunk(engine, job, policy)
+        if job.rechunk:
+            if analyzer is None:
+                raise ValueError("the analyzer is needed to chunk documents again")
+            log.info("reindex %s: documents are chunked again (budget %d tokens)", name, policy.max_tokens)
         if progress:
             progress(0, job.total)
         watermark = job.started_at - CLOCK_SKEW
@@ -189,6 +212,8 @@ def reindex_collection(
         address, previous = _switch(engine, index, job, copy, watermark)
     except BaseException as exc:
         _fail(engine, job, exc if isinstance(exc, SaekinError) else f"{type(exc).__name__}: {exc}")
+        if job.rechunk:
+            _delete_layout_rows(engine, job, new=True)
         if job.created:
             try:
                 index.drop_collection(job.target_index)
@@ -198,9 +223,12 @@ def reindex_collection(
     if progress:
         progress(job.total, job.total)
     old_physical = previous or job.old_index
-    if old_physical not in (job.target_index, address):
+    if old_physical not in (job.target_index, address) or job.rechunk:
         time.sleep(drop_grace_s)
+    if old_physical not in (job.target_index, address):
         index.drop_collection(old_physical)
+    if job.rechunk:
+        _delete_layout_rows(engine, job, new=False)
     seconds = time.perf_counter() - started
     log.info("reindex %s: done in %.1f s, searches read %s", name, seconds, job.target_index)
     return ReindexResult(
@@ -210,8 +238,9 @@ def reindex_collection(
         documents=job.done,
         chunks=job.chunks,
         replayed=job.replayed,
-        recomputed_sparse=job.recompute_sparse,
+        recomputed_sparse=job.recompute_sparse or job.rechunk,
         seconds=round(seconds, 3),
+        rechunked=job.rechunk,
     )
 
 
@@ -240,6 +269,7 @@ def _begin(engine: Engine, name: str, target: ReindexTarget) -> _Job:
                 coll.analyzer_version,
                 coll.reindex,
                 coll.deleting_at,
+                coll.chunk_layout,
             )
             .where(coll.name == name)
             .with_for_update()
@@ -268,26 +298,45 @@ def _begin(engine: Engine, name: str, target: ReindexTarget) -> _Job:
             recompute_sparse=target.sparse_only or row.analyzer_version != analyzer_version(),
             started_at=now,
             total=0,
+            old_layout=row.chunk_layout,
         )
         job.total = conn.scalar(select(func.count()).select_from(_documents).where(*_indexed(job))) or 0
         conn.execute(update(_collections).where(coll.id == row.id).values(reindex=_state(job, "building")))
     return job
 
 
-def _check_budget(engine: Engine, job: _Job, policy: ChunkPolicy) -> None:
-    """Stop before writing when the chunks are longer than the new model's budget (re-chunking
-    would be needed, which a reindex does not do)."""
+def _needs_rechunk(engine: Engine, job: _Job, policy: ChunkPolicy) -> bool:
+    """Whether the documents are chunked again: when asked, or (unless told not to) when the
+    collection's longest chunk is over the new model's budget."""
+    if job.target.rechunk is not None:
+        return job.target.rechunk
+    if job.target.sparse_only:
+        return False
     c, d = _chunks.c, _documents.c
     with engine.connect() as conn:
         longest = conn.scalar(
-            select(func.max(c.token_count)).join_from(_chunks, _documents, c.document_id == d.id).where(*_indexed(job))
+            select(func.max(c.token_count))
+            .join_from(_chunks, _documents, c.document_id == d.id)
+            .where(*_indexed(job), c.generation == d.indexed_generation, c.layout == job.old_layout)
         )
-    if longest and longest > policy.max_tokens:
-        raise ReindexError(
-            f"the collection's longest chunk has {longest} tokens, more than the {policy.max_tokens} the "
-            f"new model takes: its documents must be chunked again; re-ingest them into a new collection",
-            code="rechunk_needed",
-        )
+    return bool(longest and longest > policy.max_tokens)
+
+
+def _delete_layout_rows(engine: Engine, job: _Job, *, new: bool) -> None:
+    """After a re-chunking reindex: the old layout's rows of indexed generations (switched), or the
+    new layout's rows (failed). Rows of generations still on their way to the index stay: the
+    embed stage sends those back to be chunked again."""
+    c, d = _chunks.c, _documents.c
+    documents = select(d.id).where(d.collection_id == job.collection_id)
+    where: tuple[ColumnElement[bool], ...]
+    if new:
+        where = (c.layout == job.old_layout + 1,)
+    else:
+        indexed = select(d.indexed_generation).where(d.id == c.document_id).scalar_subquery()
+        where = (c.layout != job.old_layout + 1, c.generation == indexed)
+    with engine.begin() as conn:
+        deleted = conn.execute(delete(_chunks).where(c.document_id.in_(documents), *where)).rowcount
+    log.info("reindex %s: %d chunk rows of the %s layout deleted", job.name, deleted, "new" if new else "old")
 
 
 def _switch(
@@ -315,8 +364,10 @@ def _switch(
         )
         if job.target.model is not None:
             values.update(model=job.target.model, model_sha256=job.target.model_sha256)
-        if job.recompute_sparse:
+        if job.recompute_sparse or job.rechunk:
             values["analyzer_version"] = analyzer_version()
+        if job.rechunk:
+            values["chunk_layout"] = job.old_layout + 1
         conn.execute(update(_collections).where(coll.id == job.collection_id).values(**values))
     return address, previous
 
@@ -349,6 +400,7 @@ def _state(job: _Job, status: str, **extra: Any) -> dict[str, Any]:
         "model_sha256": job.target.model_sha256,
         "sparse_only": job.target.sparse_only,
         "recompute_sparse": job.recompute_sparse,
+        "rechunk": job.rechunk,
         "target_index": job.target_index,
         "started_at": job.started_at.isoformat(),
         "updated_at": utcnow().isoformat(),
@@ -391,8 +443,10 @@ class _Copier:
         encoder: Encoder | None,
         analyzer: KoreanAnalyzer | None,
         policy: ChunkPolicy,
+        limits: ExtractLimits | None = None,
     ) -> None:
         self.job, self.index, self.encoder, self.analyzer, self.policy = job, index, encoder, analyzer, policy
+        self.limits = limits
         self.copied: dict[uuid.UUID, datetime | None] = {}  # document -> publication time copied
 
     def ensure_target(self, dim: int | None) -> None:
@@ -433,6 +487,8 @@ class _Copier:
         """Copy the searchable generation of the documents `ids` (those that still have one); how
         many. Analysis and encoding run outside any write transaction unless `conn` is given:
         SQLite has one writer, and uploads must not wait for the model."""
+        if self.job.rechunk:
+            return self._rechunk(ids, engine=engine, conn=conn)
         if conn is not None:
             docs, chunks = self._read(conn, ids)
         else:
@@ -483,11 +539,109 @@ class _Copier:
         chunks = list(
             conn.execute(
                 select(c.id, c.document_id, c.generation, c.ordinal, c.page, c.text, c.sparse)
-                .where(tuple_(c.document_id, c.generation).in_([(i, r.indexed_generation) for i, r in docs.items()]))
+                .where(
+                    tuple_(c.document_id, c.generation).in_([(i, r.indexed_generation) for i, r in docs.items()]),
+                    c.layout == self.job.old_layout,
+                )
                 .order_by(c.document_id, c.ordinal)
             )
         )
         return docs, chunks
+
+    def _rechunk(
+        self, ids: Sequence[uuid.UUID], *, engine: Engine | None = None, conn: Connection | None = None
+    ) -> int:
+        """Chunk the searchable generation of the documents `ids` again from their stored uploads,
+        under the next layout: rows and points; how many documents. A document whose stored
+        upload is already a newer generation's (a replacement on its way) is left to that one."""
+        if conn is not None:
+            docs = self._read_uploads(conn, ids)
+        else:
+            assert engine is not None
+            with engine.connect() as read:
+                docs = self._read_uploads(read, ids)
+        layout = self.job.old_layout + 1
+        rows: list[dict[str, Any]] = []
+        for doc in docs.values():
+            if doc.upload_generation != doc.indexed_generation:
+                log.info(
+                    "reindex %s: document %s is being replaced; its replacement is chunked anew", self.job.name, doc.id
+                )
+                continue
+            upload = lifecycle.Claimed(
+                filename=doc.filename,
+                media_type=doc.media_type,
+                data=doc.data,
+                title=doc.title,
+                model=RecordedModel(self.job.name, self.job.target.profile, self.job.target.model, None),
+                chunk_layout=layout,
+            )
+            assert self.analyzer is not None and self.limits is not None
+            try:
+                rows += chunk_upload(
+                    WorkItem(doc.id, doc.indexed_generation),
+                    upload,
+                    analyzer=self.analyzer,
+                    chunking=self.policy,
+                    extract_limits=self.limits,
+                    layout=layout,
+                )
+            except SaekinError as exc:  # it was extracted once: a time-out on a loaded machine
+                raise ReindexError(f"document {doc.id} could not be extracted again: {exc.message}") from exc
+        dense = self._dense([SimpleNamespace(id=row["id"]) for row in rows], [row["text"] for row in rows])
+        points = []
+        for row in rows:
+            doc = docs[row["document_id"]]
+            metadata = doc.indexed_metadata if doc.indexed_metadata is not None else doc.metadata
+            payload = chunk_payload(SimpleNamespace(**row), external_id=doc.external_id, metadata=metadata)
+            points.append(
+                IndexPoint(id=str(row["id"]), dense=dense[str(row["id"])], sparse=row["sparse"], payload=payload)
+            )
+        self.ensure_target(len(points[0].dense) if points else None)
+        if points:
+            self.index.upsert(self.job.target_index, points)
+        self.job.chunks += len(points)
+
+        def write(tx: Connection) -> None:
+            # A document copied again (replayed) replaces what its earlier copy wrote.
+            c = _chunks.c
+            tx.execute(delete(_chunks).where(c.document_id.in_(list(docs)), c.layout == layout))
+            if rows:
+                tx.execute(insert(_chunks), rows)
+
+        if conn is not None:
+            write(conn)
+        else:
+            assert engine is not None
+            with engine.begin() as tx:
+                write(tx)
+                _report(tx, self.job)
+        return len(docs)
+
+    def _read_uploads(self, conn: Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
+        d, source = _documents.c, _sources.c
+        docs = {
+            row.id: row
+            for row in conn.execute(
+                select(
+                    d.id,
+                    d.external_id,
+                    d.indexed_generation,
+                    d.indexed_metadata,
+                    d["metadata"],
+                    d.indexed_at,
+                    d.filename,
+                    d.media_type,
+                    d.title,
+                    source.generation.label("upload_generation"),
+                    source.data,
+                )
+                .join_from(_documents, _sources, source.document_id == d.id)
+                .where(d.id.in_(ids), *_indexed(self.job))
+            )
+        }
+        self.copied.update((doc_id, row.indexed_at) for doc_id, row in docs.items())
+        return docs
 
     def _dense(self, chunks: Sequence[Any], texts: list[str]) -> dict[str, Any]:
         ids = [str(chunk.id) for chunk in chunks]
@@ -507,7 +661,7 @@ class _Copier:
         if over:
             raise ReindexError(
                 f"{len(over)} chunks are longer than the new model reads ({self.encoder.max_seq_length} tokens): "
-                "its documents must be chunked again; re-ingest them into a new collection",
+                'its documents must be chunked again: reindex with --rechunk (API: "rechunk": true)',
                 code="rechunk_needed",
             )
         vectors = self.encoder.encode_documents(texts)
@@ -537,17 +691,17 @@ def run_for_runtime(
     profile: str | None = None,
     model: str | None = None,
     sparse_only: bool = False,
+    rechunk: bool | None = None,
     progress: Progress | None = None,
     batch_documents: int = BATCH_DOCUMENTS,
 ) -> ReindexResult:
     """Reindex `name` with the runtime's resources: to `model` / `profile` (default: the service's
-    model), or only its sparse vectors (`sparse_only`, the model the collection records)."""
+    model), or only its sparse vectors (`sparse_only`, the model the collection records);
+    `rechunk` as in ReindexTarget."""
     from config.profiles import get_profile
     from services.collections.model import model_ref
     from services.db import session_scope
     from services.documents.service import get_collection
-    from services.embedding.loading import load_tokenizer
-    from services.ingest.policy import ChunkPolicy
 
     settings = rt.settings
     with session_scope(rt.session_factory) as session:
@@ -556,6 +710,8 @@ def run_for_runtime(
     if sparse_only:
         if profile or model:
             raise ReindexError("--sparse-only keeps the collection's model: leave out --profile and --model")
+        if rechunk:
+            raise ReindexError("--sparse-only keeps the chunks and their dense vectors: it cannot re-chunk")
         profile, model = recorded[0], recorded[1] or settings.model_name_or_path
     else:
         profile = profile or (settings.embedding_profile if model is None else recorded[0])
@@ -567,24 +723,23 @@ def run_for_runtime(
         get_profile(profile)
     except ValueError as exc:
         raise ReindexError(str(exc), code="invalid_profile") from None
-    target_settings = settings.model_copy(update={"embedding_profile": profile, "embedding_model": model})
     if sparse_only:
         encoder = None
         target = ReindexTarget(profile=profile, model=recorded[1], model_sha256=recorded[2], sparse_only=True)
-        tokenizer = rt.tokenizer if model == settings.model_name_or_path else load_tokenizer(model)
     else:
         encoder = rt.encoder_for(model, profile)
         ref = rt.model_ref if model == settings.model_name_or_path else model_ref(model)
-        target = ReindexTarget(profile=profile, model=ref.name, model_sha256=ref.sha256)
-        tokenizer = encoder.tokenizer
+        target = ReindexTarget(profile=profile, model=ref.name, model_sha256=ref.sha256, rechunk=rechunk)
     return reindex_collection(
         engine=rt.engine,
         index=rt.index,
         name=name,
         target=target,
         analyzer=rt.analyzer,
-        policy=ChunkPolicy.from_settings(target_settings, tokenizer),
+        # How the prepare stage will chunk the collection's new uploads once it records this model.
+        policy=rt.chunking_for(RecordedModel(name, profile, model, None)),
         encoder=encoder,
+        extract_limits=rt.extract_limits,
         progress=progress,
         batch_documents=batch_documents,
     )
@@ -606,6 +761,7 @@ class Reindexes:
         profile: str | None = None,
         model: str | None = None,
         sparse_only: bool = False,
+        rechunk: bool | None = None,
         wait_s: float = 5.0,
     ) -> None:
         """Start reindexing `name` in the background; a refusal found while starting (no such
@@ -621,6 +777,7 @@ class Reindexes:
                     profile=profile,
                     model=model,
                     sparse_only=sparse_only,
+                    rechunk=rechunk,
                     progress=lambda *_: began.set(),
                 )
             except BaseException as exc:

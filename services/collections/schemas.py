@@ -51,6 +51,7 @@ class ReindexStatus(BaseModel):
     model_sha256: str | None = None
     sparse_only: bool = Field(False, description="Dense vectors kept, sparse vectors recomputed.")
     recompute_sparse: bool = Field(False, description="Sparse vectors recomputed with this analyzer.")
+    rechunk: bool = Field(False, description="Documents chunked again with the new model's token budget.")
     target_index: str = Field(..., description="The Qdrant collection being written.")
     started_at: datetime
     updated_at: datetime | None = None
@@ -70,6 +71,11 @@ class ReindexRequest(BaseModel):
         None, description="Hub id or a directory on the server (default: the profile's, or the service's model)."
     )
     sparse_only: bool = Field(False, description="Keep the dense vectors; recompute the sparse ones.")
+    rechunk: bool | None = Field(
+        None,
+        description="Chunk the documents again from their stored uploads with the new model's tokenizer and budget "
+        "(null: when the new model's budget is smaller than the longest chunk; false: never).",
+    )
 
 
 class CollectionPatch(BaseModel):

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.collections.schemas import CollectionOut, DocumentCounts, ReindexStatus
 from services.db import session_scope
 from services.documents.lifecycle import reindex_target
-from services.documents.models import Chunk, Collection, Document, index_name, physical_index_name, utcnow
+from services.documents.models import Chunk, Collection, Document, index_name, live_layout, physical_index_name, utcnow
 from services.documents.service import get_collection
 from services.index.base import VectorIndex
 from services.ingest.analyzer import analyzer_version
@@ -44,7 +44,7 @@ def describe(session: Session, collections: Sequence[Collection]) -> list[Collec
         session.execute(
             select(d.collection_id, func.count())
             .select_from(Chunk.__table__.join(Document.__table__, ch.document_id == d.id))
-            .where(d.collection_id.in_(ids), ch.generation == d.indexed_generation)
+            .where(d.collection_id.in_(ids), ch.generation == d.indexed_generation, ch.layout == live_layout())
             .group_by(d.collection_id)
         ).all()
     )

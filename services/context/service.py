@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from services.context.assembly import ChunkText, Hit, Source, assemble
 from services.context.schemas import Citation, ContextRequest, ContextResponse
 from services.context.tokens import Resolved, TokenizerName
-from services.documents.models import Chunk, Document
+from services.documents.models import Chunk, Document, live_layout
 from services.index.base import VectorIndex
 from services.ingest.analyzer import KoreanAnalyzer
 from services.search.schemas import SearchHit, SearchRequest
@@ -45,6 +45,7 @@ _NEIGHBOURHOODS = (
         _chunks.c.document_id.in_(bindparam("documents", expanding=True)),
         _chunks.c.ordinal.in_(bindparam("ordinals", expanding=True)),
         _chunks.c.generation == _documents.c.indexed_generation,
+        _chunks.c.layout == live_layout(),
     )
 )
 

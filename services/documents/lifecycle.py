@@ -44,7 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.collections.model import ModelRef
+from services.collections.model import ModelRef, RecordedModel
 from services.documents.models import (
     Chunk,
     Collection,
@@ -54,6 +54,7 @@ from services.documents.models import (
     DocumentStatus,
     collection_index_name,
     index_name,
+    live_layout,
     utcnow,
 )
 from services.documents.service import (
@@ -401,6 +402,8 @@ class Claimed:
     media_type: str | None
     data: bytes
     title: str | None  # as stored at upload: the client's, or the file name
+    model: RecordedModel  # the model the collection records: its tokenizer and budget chunk the text
+    chunk_layout: int = 0  # the collection's live chunk layout, which the rows are written under
 
 
 def _abandoned(stage: str, attempts: int) -> str:
@@ -478,7 +481,21 @@ def claim(engine: Engine, item: WorkItem, lease: Lease) -> Claimed | None:
             conn.rollback()
             return None
     _event(item.document_id, item.generation, row[4], DocumentStatus.processing.value, DocumentStage.extracting.value)
-    return Claimed(filename=row[0], media_type=row[1], data=row[2], title=row[3])
+    coll = _collections.c
+    with engine.connect() as conn:
+        collection = conn.execute(
+            select(coll.name, coll.profile, coll.model, coll.model_sha256, coll.chunk_layout)
+            .join_from(_documents, _collections, d.collection_id == coll.id)
+            .where(d.id == item.document_id)
+        ).one()
+    return Claimed(
+        filename=row[0],
+        media_type=row[1],
+        data=row[2],
+        title=row[3],
+        model=RecordedModel(collection.name, collection.profile, collection.model, collection.model_sha256),
+        chunk_layout=collection.chunk_layout,
+    )
 
 
 def renew(engine: Engine, lease: Lease, items: Sequence[WorkItem]) -> int:
@@ -686,7 +703,8 @@ class EmbedInput:
 
 def read_for_embedding(engine: Engine, items: Sequence[WorkItem]) -> EmbedInput:
     """The documents of `items` still waiting at that generation (with the model their collection
-    records), and their chunk rows."""
+    records), and their chunk rows of the collection's live chunk layout. A generation chunked
+    under a layout a reindex has since replaced is sent back to the prepare stage instead."""
     d, c, coll = _documents.c, _chunks.c, _collections.c
     wanted = {item.document_id: item.generation for item in items}
     with engine.connect() as conn:
@@ -702,26 +720,64 @@ def read_for_embedding(engine: Engine, items: Sequence[WorkItem]) -> EmbedInput:
                     coll.profile,
                     coll.model,
                     coll.model_sha256,
+                    coll.chunk_layout,
                 )
                 .join_from(_documents, _collections, d.collection_id == coll.id)
                 .where(d.id.in_(wanted), d.stage == DocumentStage.embedding)
             )
             if wanted[row.id] == row.generation
         }
-        chunks = (
-            [
-                row
-                for row in conn.execute(
-                    select(c.id, c.document_id, c.generation, c.ordinal, c.page, c.text, c.sparse)
-                    .where(c.document_id.in_(documents))
-                    .order_by(c.document_id, c.ordinal)
-                )
-                if row.generation == documents[row.document_id].generation
-            ]
+        rows = (
+            conn.execute(
+                select(c.id, c.document_id, c.generation, c.layout, c.ordinal, c.page, c.text, c.sparse)
+                .where(c.document_id.in_(documents))
+                .order_by(c.document_id, c.ordinal)
+            ).all()
             if documents
             else []
         )
+    chunks, other_layout = [], set()
+    for row in rows:
+        document = documents[row.document_id]
+        if row.generation != document.generation:
+            continue
+        if row.layout == document.chunk_layout:
+            chunks.append(row)
+        else:
+            other_layout.add(row.document_id)
+    rechunk = [WorkItem(i, documents[i].generation) for i in other_layout if i not in {r.document_id for r in chunks}]
+    if rechunk:
+        requeue_for_prepare(engine, rechunk)
+    for item in rechunk:
+        del documents[item.document_id]
     return EmbedInput(documents, chunks)
+
+
+def requeue_for_prepare(engine: Engine, items: Sequence[WorkItem]) -> None:
+    """Send generations that wait for the embed stage back to the prepare stage: they were chunked
+    under a layout that a re-chunking reindex replaced meanwhile. Queued with an old `updated_at`,
+    so the reaper's next pass dispatches them."""
+    d = _documents.c
+    long_ago = utcnow() - timedelta(days=1)
+    with engine.begin() as conn:
+        for item in items:
+            if conn.execute(
+                update(_documents)
+                .where(d.id == item.document_id, d.generation == item.generation, *_WAITING_FOR_EMBED)
+                .values(
+                    status=DocumentStatus.queued,
+                    stage=None,
+                    lease_owner=None,
+                    lease_until=None,
+                    attempts=0,
+                    updated_at=long_ago,
+                )
+            ).rowcount:
+                log.info(
+                    "document %s generation %s: to be chunked again (its collection's chunk layout changed)",
+                    item.document_id,
+                    item.generation,
+                )
 
 
 def index_addresses(engine: Engine, document_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[str, int]]:
@@ -820,7 +876,7 @@ def publish(
                     lease_owner=None,
                     lease_until=None,
                     embedded_count=select(func.count())
-                    .where(c.document_id == d.id, c.generation == d.generation)
+                    .where(c.document_id == d.id, c.generation == d.generation, c.layout == live_layout())
                     .scalar_subquery(),
                 )
                 .returning(d.id, d.generation, d.embedded_count, _COLLECTION_NAME)

@@ -19,10 +19,12 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from services.db import Base
 from services.vectors import SparseVector
@@ -113,6 +115,9 @@ class Collection(Base):
     analyzer_version: Mapped[str | None] = mapped_column(String(64))
     # The running or last reindex: status, target model, progress counts (collections/reindex.py).
     reindex: Mapped[dict | None] = mapped_column(JsonType)
+    # Which chunk rows searches read (revision 0013): a reindex that re-chunks writes the next
+    # layout beside the live one and the switch moves this to it.
+    chunk_layout: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Document(Base):
@@ -186,7 +191,9 @@ class DocumentSource(Base):
 class Chunk(Base):
     __tablename__ = "chunks"
     __table_args__ = (
-        UniqueConstraint("document_id", "generation", "ordinal", name="uq_chunks_document_generation_ordinal"),
+        UniqueConstraint(
+            "document_id", "generation", "layout", "ordinal", name="uq_chunks_document_generation_layout_ordinal"
+        ),
     )
 
     # Equal to the Qdrant point id: uuid5(document id, generation, ordinal), so retries overwrite.
@@ -194,6 +201,8 @@ class Chunk(Base):
     document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
     generation: Mapped[int] = mapped_column(Integer)
     ordinal: Mapped[int] = mapped_column(Integer)
+    # The chunking these rows belong to (Collection.chunk_layout; a re-chunking reindex writes the next).
+    layout: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     text: Mapped[str] = mapped_column(Text)
     char_start: Mapped[int] = mapped_column(Integer)
     char_end: Mapped[int] = mapped_column(Integer)
@@ -213,9 +222,22 @@ class Chunk(Base):
     sentence_starts: Mapped[list | None] = mapped_column(JsonType)
 
 
-def chunk_point_id(document_id: uuid.UUID, generation: int, ordinal: int) -> uuid.UUID:
+def live_layout() -> ScalarSelect[int]:
+    """SQL for the chunk layout searches read of a `documents` row (its collection's chunk_layout),
+    to compare `chunks.layout` with."""
+    coll = Collection.__table__.c
+    # Correlated with the enclosing statement's documents, however deep this sits in it.
+    return (
+        select(coll.chunk_layout)
+        .where(coll.id == Document.__table__.c.collection_id)
+        .correlate_except(Collection.__table__)
+        .scalar_subquery()
+    )
+
+
+def chunk_point_id(document_id: uuid.UUID, generation: int, ordinal: int, layout: int = 0) -> uuid.UUID:
     """The deterministic id shared by a chunk row and its Qdrant point."""
-    return uuid.uuid5(document_id, f"{generation}:{ordinal}")
+    return uuid.uuid5(document_id, f"{generation}:{ordinal}" + (f":{layout}" if layout else ""))
 
 
 def index_name(collection: Collection) -> str:

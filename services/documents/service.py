@@ -244,7 +244,11 @@ def list_chunks(
     search shows), else of the generation being processed; with that generation and the next cursor."""
     document = get_document(session, collection_name=collection_name, document_id=document_id)
     generation = document.indexed_generation or document.generation
-    query = select(Chunk).where(Chunk.document_id == document.id, Chunk.generation == generation)
+    query = select(Chunk).where(
+        Chunk.document_id == document.id,
+        Chunk.generation == generation,
+        Chunk.layout == document.collection.chunk_layout,
+    )
     if cursor:
         if not cursor.isdigit() or len(cursor) > 9:
             raise InvalidInput("invalid cursor", code="invalid_cursor")

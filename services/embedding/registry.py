@@ -16,9 +16,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from services.collections.model import RecordedModel, canonical_model
 from services.errors import Conflict, ModelUnavailable
 
 if TYPE_CHECKING:
@@ -30,16 +30,6 @@ log = logging.getLogger(__name__)
 
 # A model that failed to load is not tried again for this long (each try can mean hub time-outs).
 RETRY_FAILED_AFTER_S = 60.0
-
-
-@dataclass(frozen=True)
-class RecordedModel:
-    """The model a collection records (what embedded its vectors)."""
-
-    collection: str
-    profile: str
-    model: str | None  # hub id or absolute local path; None for collections from before it was recorded
-    sha256: str | None
 
 
 class CollectionEncoders(Protocol):
@@ -107,7 +97,7 @@ class ModelRegistry:
         own = self._own_ref()
         if recorded.sha256 and own.sha256:
             return recorded.sha256 == own.sha256
-        return recorded.model is None or _canonical(recorded.model) == own.name
+        return recorded.model is None or canonical_model(recorded.model) == own.name
 
     def encoder(self, recorded: RecordedModel) -> Encoder:
         """The encoder that embeds the collection's documents."""
@@ -140,7 +130,7 @@ class ModelRegistry:
     def _other(self, recorded: RecordedModel) -> _Loaded:
         from services.documents.service import model_mismatch, profile_mismatch
 
-        model = _canonical(recorded.model) if recorded.model is not None else None
+        model = canonical_model(recorded.model) if recorded.model is not None else None
         if model is None or model == self._own_ref().name or self.max_models < 2:
             # Nothing to load (an old collection; other weights at this process's own path), or
             # this process serves its own model only.
@@ -212,9 +202,3 @@ class ModelRegistry:
         for entry in loaded:
             if entry.query_encoder is not None:
                 entry.query_encoder.close()
-
-
-def _canonical(model: str) -> str:
-    """A local directory as its absolute path (what collections record), a hub id as it is."""
-    path = Path(model).expanduser()
-    return str(path.resolve()) if path.is_dir() else model

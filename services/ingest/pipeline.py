@@ -23,17 +23,18 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from services.collections.model import RecordedModel
 from services.documents import lifecycle
 from services.documents.lifecycle import EmbedBatch, Lease, WorkItem
 from services.documents.models import DocumentStage, chunk_point_id
-from services.embedding.registry import CollectionEncoders, RecordedModel
+from services.embedding.registry import CollectionEncoders
 from services.errors import SaekinError
 from services.index.base import IndexPoint, VectorIndex, storable_metadata
 from services.ingest.analyzer import KoreanAnalyzer, term_spans
 from services.ingest.chunker import chunk_sentences
 from services.ingest.extract import TEXT_PLAIN, ExtractLimits, extract_file, extract_file_with_timeout
 from services.ingest.normalize import normalize_text
-from services.ingest.policy import ChunkPolicy
+from services.ingest.policy import ChunkPolicies, ChunkPolicy
 from services.leases import Heartbeat
 from services.observability.metrics import INGEST_CHUNKS, INGEST_STAGE_SECONDS, timed
 
@@ -52,7 +53,7 @@ def prepare_document(
     *,
     engine: Engine,
     analyzer: KoreanAnalyzer,
-    chunking: ChunkPolicy,
+    chunking: ChunkPolicies,
     extract_limits: ExtractLimits,
     lease: Lease,
 ) -> int | None:
@@ -79,7 +80,7 @@ def _prepare_claimed(
     *,
     engine: Engine,
     analyzer: KoreanAnalyzer,
-    chunking: ChunkPolicy,
+    chunking: ChunkPolicies,
     extract_limits: ExtractLimits,
     lease: Lease,
 ) -> int | None:
@@ -91,7 +92,9 @@ def _prepare_claimed(
         if extracted_s > STAGE_REPORT_AFTER_S or sum(len(sec.text) for sec in sections) > STAGE_REPORT_MIN_CHARS:
             lifecycle.report_stage(engine, item, DocumentStage.chunking, duration_s=extracted_s)
         with timed(INGEST_STAGE_SECONDS, "chunk"):
-            text, rows = _chunk_sections(item, sections, analyzer=analyzer, chunking=chunking)
+            text, rows = _chunk_sections(
+                item, sections, analyzer=analyzer, chunking=chunking(claimed.model), layout=claimed.chunk_layout
+            )
     except SaekinError as exc:
         lifecycle.fail(engine, item, exc.message, duration_s=time.monotonic() - started)
         return None
@@ -113,6 +116,22 @@ def _prepare_claimed(
         return None  # deleted, replaced or taken over while we worked
     INGEST_CHUNKS.labels("prepare").inc(len(rows))
     return len(rows)
+
+
+def chunk_upload(
+    item: WorkItem,
+    upload: lifecycle.Claimed,
+    *,
+    analyzer: KoreanAnalyzer,
+    chunking: ChunkPolicy,
+    extract_limits: ExtractLimits,
+    layout: int,
+) -> list[dict[str, Any]]:
+    """The chunk rows (column values) of a stored upload, extracted and chunked as the prepare
+    stage does, under chunk `layout`: what a re-chunking reindex writes. SaekinError when the
+    upload cannot be extracted."""
+    _, sections, _ = _extract_sections(upload, extract_limits)
+    return _chunk_sections(item, sections, analyzer=analyzer, chunking=chunking, layout=layout)[1]
 
 
 @dataclass(frozen=True)
@@ -145,10 +164,10 @@ def _extract_sections(claimed: lifecycle.Claimed, limits: ExtractLimits) -> tupl
 
 
 def _chunk_sections(
-    item: WorkItem, sections: Sequence[_Section], *, analyzer: KoreanAnalyzer, chunking: ChunkPolicy
+    item: WorkItem, sections: Sequence[_Section], *, analyzer: KoreanAnalyzer, chunking: ChunkPolicy, layout: int = 0
 ) -> tuple[str, list[dict[str, Any]]]:
-    """The text (sections joined by blank lines) and the chunk rows (column values) of all
-    sections, offsets into that text; chunks never cross sections."""
+    """The text (sections joined by blank lines) and the chunk rows (column values, of chunk
+    `layout`) of all sections, offsets into that text; chunks never cross sections."""
     analyses = analyzer.analyze_many([sec.text for sec in sections])
     rows: list[dict[str, Any]] = []
     offset = 0
@@ -176,9 +195,10 @@ def _chunk_sections(
             )
             rows.append(
                 dict(
-                    id=chunk_point_id(item.document_id, item.generation, chunk.ordinal),
+                    id=chunk_point_id(item.document_id, item.generation, chunk.ordinal, layout),
                     document_id=item.document_id,
                     generation=item.generation,
+                    layout=layout,
                     ordinal=chunk.ordinal,
                     text=chunk.text,
                     char_start=offset + chunk.char_start,
@@ -372,7 +392,7 @@ def prepare_or_fail(
     *,
     engine: Engine,
     analyzer: KoreanAnalyzer,
-    chunking: ChunkPolicy,
+    chunking: ChunkPolicies,
     extract_limits: ExtractLimits,
     lease: Lease,
 ) -> bool:
@@ -396,7 +416,7 @@ def process_now(
     *,
     engine: Engine,
     analyzer: KoreanAnalyzer,
-    chunking: ChunkPolicy,
+    chunking: ChunkPolicies,
     extract_limits: ExtractLimits,
     models: CollectionEncoders,
     index: VectorIndex,

@@ -1,16 +1,21 @@
 """The chunk policy: how chunks are cut (model tokens) and how their terms are weighted (BM25).
 
-One object, computed once per process from the settings and the model's tokenizer, so that the
-budget the chunker cuts at and the average length BM25 normalises by come from the same rule.
+One object per embedding model, computed from the settings and the model's tokenizer, so that the
+budget the chunker cuts at and the average length BM25 normalises by come from the same rule. A
+collection's documents are chunked by the policy of the model it records (`ChunkPolicies`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config.settings import Settings
+
+if TYPE_CHECKING:
+    from services.collections.model import RecordedModel
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +58,7 @@ class ChunkPolicy:
             bm25_b=settings.bm25_b,
             bm25_avg_terms=settings.bm25_avg_terms or TERMS_PER_TOKEN * budget,
         )
+
+
+# The chunk policy of the model a collection records (Runtime.chunking_for).
+ChunkPolicies = Callable[["RecordedModel"], ChunkPolicy]

@@ -266,7 +266,7 @@ def search_collections(
 def _recorded_model_encoder(models: ModelRegistry, collections: dict[str, SearchCollection]) -> QueryEncoder:
     """The query encoder of the model the collections record; Conflict when they record different
     ones (one question vector cannot be compared with two models' vectors)."""
-    from services.embedding.registry import RecordedModel
+    from services.collections.model import RecordedModel
 
     recorded = [RecordedModel(name, c.profile, c.model, c.model_sha256) for name, c in collections.items()]
     first = models.identity(recorded[0])

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from services.collections.model import model_ref
-from services.collections.reindex import ReindexError, reindex_collection, run_for_runtime
+from services.collections.reindex import ReindexError, run_for_runtime
 from services.collections.service import get_collection_out
 from services.db import session_scope
 from services.documents import lifecycle
@@ -41,6 +41,15 @@ def other_twin(tmp_path_factory) -> Path:
     from services.embedding.twin import build_twin
 
     return build_twin(get_profile("bge-m3-ko"), tmp_path_factory.mktemp("twins") / "other", small=True, seed=1)
+
+
+@pytest.fixture(scope="module")
+def sroberta_twin(tmp_path_factory) -> Path:
+    """A small ko-sroberta-multitask twin: another profile, whose model reads 128 tokens."""
+    from config.profiles import get_profile
+    from services.embedding.twin import build_twin
+
+    return build_twin(get_profile("ko-sroberta-multitask"), tmp_path_factory.mktemp("twins") / "sroberta", small=True)
 
 
 @pytest.fixture(
@@ -83,7 +92,11 @@ def searchable_chunks(rt, name: str = "c") -> dict[str, tuple]:
             select(Chunk.id, Chunk.document_id, Chunk.generation)
             .join(Document, Document.id == Chunk.document_id)
             .join(Collection, Collection.id == Document.collection_id)
-            .where(Collection.name == name, Chunk.generation == Document.indexed_generation)
+            .where(
+                Collection.name == name,
+                Chunk.generation == Document.indexed_generation,
+                Chunk.layout == Collection.chunk_layout,
+            )
         ).all()
     return {str(cid): (doc, gen) for cid, doc, gen in rows}
 
@@ -272,31 +285,24 @@ def test_an_analyzer_change_recomputes_only_the_sparse_vectors(rt, make_settings
     assert sparse_search(rt, "출장 숙박비")[0] == "travel"
 
 
-def test_the_live_index_is_untouched_when_a_reindex_cannot_finish(rt, make_settings):
-    from services.ingest.policy import ChunkPolicy
-
+def test_the_live_index_is_untouched_when_a_reindex_cannot_finish(rt, monkeypatch):
     for key, text in DOCS.items():
         ingest(rt, key, text)
     before = collection_row(rt)
-    from services.collections.reindex import ReindexTarget
+    upsert = rt.index.upsert
 
-    tiny = ChunkPolicy(
-        tokenizer=rt.tokenizer, max_tokens=4, overlap_tokens=0, bm25_k1=1.2, bm25_b=0.75, bm25_avg_terms=10
-    )
-    target = ReindexTarget(profile="bge-m3-ko", model=before.model, model_sha256=before.model_sha256)
-    with pytest.raises(ReindexError, match="chunked again"):
-        reindex_collection(
-            engine=rt.engine,
-            index=rt.index,
-            name="c",
-            target=target,
-            analyzer=rt.analyzer,
-            policy=tiny,
-            encoder=rt.encoder,
-        )
+    def full_disk(name, points, **kwargs):
+        if name != before.index_name:
+            raise OSError("no space left on device")
+        return upsert(name, points, **kwargs)
+
+    monkeypatch.setattr(rt.index, "upsert", full_disk)
+    with pytest.raises(OSError, match="no space left"):
+        run_for_runtime(rt, name="c", batch_documents=1)
+    monkeypatch.undo()
     after = collection_row(rt)
     assert after.index_name == before.index_name and after.index_version == 1
-    assert after.reindex["status"] == "failed" and "chunked again" in after.reindex["error"]
+    assert after.reindex["status"] == "failed" and "no space left" in after.reindex["error"]
     assert not rt.index.collection_exists("saekin_c_bge_m3_ko-v2")
     assert sparse_search(rt, "출장 숙박비")[0] == "travel"
 
@@ -377,8 +383,8 @@ def test_after_a_model_change_the_running_process_serves_the_collection_with_its
     """No restart: the next search encodes the question with the model the collection now records,
     and the next upload is embedded by it (ModelRegistry)."""
     from config.profiles import get_profile
+    from services.collections.model import RecordedModel
     from services.embedding.encoder import Encoder
-    from services.embedding.registry import RecordedModel
     from services.ingest.pipeline import embed_documents
 
     for key, text in DOCS.items():
@@ -476,3 +482,168 @@ def test_the_running_service_changes_a_collections_model_without_a_restart(app_c
     assert wait_for_status(app_client, col, r.json()["id"])["status"] == "indexed"
     hits = app_client.post(f"/v1/collections/{col}/search", json={"query": "재택 근무", "mode": "sparse"}).json()
     assert hits["results"][0]["external_id"] == "new"
+
+
+# Long enough that bge-m3-ko's 510-token chunks are far over ko-sroberta-multitask's 126.
+LONG = {key: " ".join(f"제{n}조. {text}" for n in range(1, 21)) for key, text in DOCS.items()}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def wide_rt(make_settings, request):
+    """A runtime chunking at the profile's own budget (bge-m3-ko: 510 tokens), Edge on SQLite or PostgreSQL."""
+    from services.db import upgrade_database
+    from services.runtime import Runtime
+
+    database = {"database_url": request.getfixturevalue("own_postgres_url")} if request.param == "postgres" else {}
+    settings = make_settings(chunk_overlap_tokens=8, **database)
+    upgrade_database(settings.sqlalchemy_url)
+    runtime = Runtime(settings)
+    yield runtime
+    runtime.close()
+
+
+def chunk_rows(rt, name: str = "c"):
+    with session_scope(rt.session_factory) as session:
+        return session.execute(
+            select(Chunk.document_id, Chunk.generation, Chunk.layout, Chunk.token_count, Document.external_id)
+            .join(Document, Document.id == Chunk.document_id)
+            .join(Collection, Collection.id == Document.collection_id)
+            .where(Collection.name == name)
+        ).all()
+
+
+def test_a_model_with_a_smaller_budget_chunks_the_documents_again_while_searches_go_on(wide_rt, sroberta_twin):
+    from services.documents.service import list_chunks
+    from services.ingest.pipeline import embed_documents
+
+    rt = wide_rt
+    items = {key: ingest(rt, key, text) for key, text in LONG.items()}
+    # Chunked under the old layout, still on its way to the index when the switch comes.
+    late = submit(rt, LONG["leave"] + " 늦게 올라온 문서이다.", external_id="late")
+    prepare(rt, late)
+    before = searchable_chunks(rt)
+    assert max(n for *_, n, _ in chunk_rows(rt)) > 126
+    found_before = sparse_search(rt, "출장 숙박비")
+    during: list[tuple[int, set[str]]] = []
+
+    def meanwhile(done: int, total: int) -> None:
+        # The live layout is what searches and the chunk listing show until the switch (the last
+        # report comes after it).
+        if collection_row(rt).chunk_layout == 0:
+            assert sparse_search(rt, "출장 숙박비") == found_before
+        with session_scope(rt.session_factory) as session:
+            _, _, rows, _ = list_chunks(session, collection_name="c", document_id=items["travel"].document_id)
+        during.append((done, {str(r.id) for r in rows}))
+        if done == 1 and len(during) == 2:  # an upload during the build: chunked again by the replay
+            ingest(rt, "new", " ".join(f"재택 근무는 주 2회까지 신청할 수 있다. ({n})" for n in range(40)))
+
+    result = run_for_runtime(
+        rt, name="c", profile="ko-sroberta-multitask", model=str(sroberta_twin), progress=meanwhile, batch_documents=1
+    )
+
+    assert result.rechunked  # "new" is copied by the main pass or replayed, by where its id sorts
+    assert len(during) >= 6  # 0, after each document, and the end
+    assert all(ids <= set(before) for _, ids in during[:-1])  # old rows, until the switch
+    assert not during[-1][1] & set(before)
+    row = collection_row(rt)
+    assert row.chunk_layout == 1 and row.profile == "ko-sroberta-multitask" and row.reindex["rechunk"] is True
+    after = searchable_chunks(rt)
+    assert not set(after) & set(before)
+    rows = chunk_rows(rt)
+    live = [r for r in rows if r.external_id != "late"]
+    assert {r.layout for r in live} == {1} and max(r.token_count for r in live) <= 126
+    assert len(after) > len(before) and rt.index.count(row.index_name) == len(after)
+    assert {r.external_id for r in live} == {*LONG, "new"}
+    assert sparse_search(rt, "출장 숙박비")[0] == "travel"
+    assert sparse_search(rt, "재택 근무")[0] == "new"
+    with session_scope(rt.session_factory) as session:
+        dense = search(
+            session,
+            index=rt.index,
+            analyzer=rt.analyzer,
+            models=rt.models,
+            collection_name="c",
+            request=SearchRequest(query="출장 숙박비", mode="hybrid", top_k=3),
+        )
+    assert dense.results and dense.results[0].external_id == "travel"
+
+    # Chunked under the old layout before the switch: sent back to be chunked again, then indexed.
+    embed_documents([late], engine=rt.engine, models=rt.models, index=rt.index)
+    with session_scope(rt.session_factory) as session:
+        assert session.get(Document, late.document_id).status == DocumentStatus.queued
+    prepare(rt, late)
+    embed(rt, [late])
+    with session_scope(rt.session_factory) as session:
+        assert session.get(Document, late.document_id).status == DocumentStatus.indexed
+    late_rows = [r for r in chunk_rows(rt) if r.external_id == "late"]
+    assert {r.layout for r in late_rows} == {1} and max(r.token_count for r in late_rows) <= 126
+
+    # A new upload is chunked by the collection's new model.
+    with session_scope(rt.session_factory) as session:
+        upload = lifecycle.Upload(data=LONG["salary"].replace("급여", "상여금").encode(), media_type="text/plain")
+        fresh = lifecycle.store(
+            session, collection_name="c", profile=rt.profile, upload=upload, model=rt.model_ref, any_model=True
+        ).item
+    prepare(rt, fresh)
+    embed(rt, [fresh])
+    fresh_rows = [r for r in chunk_rows(rt) if r.document_id == fresh.document_id]
+    assert {r.layout for r in fresh_rows} == {1} and max(r.token_count for r in fresh_rows) <= 126
+
+
+def test_a_failed_re_chunking_leaves_the_live_chunks_and_removes_the_new_ones(wide_rt, sroberta_twin, monkeypatch):
+    rt = wide_rt
+    for key, text in LONG.items():
+        ingest(rt, key, text)
+    before = chunk_rows(rt)
+    upsert = rt.index.upsert
+    live_index = collection_row(rt).index_name
+    writes = []
+
+    def failing_second_write(name, points, **kwargs):
+        if name != live_index:
+            writes.append(name)
+            if len(writes) == 2:
+                raise OSError("no space left on device")
+        return upsert(name, points, **kwargs)
+
+    monkeypatch.setattr(rt.index, "upsert", failing_second_write)
+    with pytest.raises(OSError):
+        run_for_runtime(rt, name="c", profile="ko-sroberta-multitask", model=str(sroberta_twin), batch_documents=1)
+    monkeypatch.undo()
+    row = collection_row(rt)
+    assert row.chunk_layout == 0 and row.reindex["status"] == "failed" and row.profile == "bge-m3-ko"
+    assert sorted(chunk_rows(rt)) == sorted(before)
+    assert sparse_search(rt, "출장 숙박비")[0] == "travel"
+
+
+def test_told_not_to_re_chunk_a_reindex_refuses_chunks_the_new_model_cannot_read(wide_rt, sroberta_twin):
+    rt = wide_rt
+    ingest(rt, "leave", LONG["leave"])
+    with pytest.raises(ReindexError) as refused:
+        run_for_runtime(rt, name="c", profile="ko-sroberta-multitask", model=str(sroberta_twin), rechunk=False)
+    assert refused.value.code == "rechunk_needed" and "--rechunk" in refused.value.message
+    assert collection_row(rt).chunk_layout == 0
+
+
+def test_the_running_service_re_chunks_for_a_model_with_a_smaller_budget(app_client, sroberta_twin):
+    from tests.conftest import unique_collection, wait_for_status
+
+    col = unique_collection()
+    ids = {}
+    for key, text in LONG.items():
+        r = app_client.post(f"/v1/collections/{col}/documents", json={"text": text, "external_id": key})
+        ids[key] = r.json()["id"]
+        assert wait_for_status(app_client, col, ids[key])["status"] == "indexed"
+    body = {"profile": "ko-sroberta-multitask", "model": str(sroberta_twin)}
+    assert app_client.post(f"/v1/collections/{col}/reindex", json=body).status_code == 202
+    app_client.app.state.reindexes.wait(col, timeout=120)
+    done = app_client.get(f"/v1/collections/{col}").json()
+    assert done["reindex"]["status"] == "done" and done["reindex"]["rechunk"] is True, done
+    assert done["profile"] == "ko-sroberta-multitask"
+
+    chunks = app_client.get(f"/v1/collections/{col}/documents/{ids['travel']}/chunks").json()
+    assert chunks["items"] and max(c["token_count"] for c in chunks["items"]) <= 126
+    context = app_client.post(
+        f"/v1/collections/{col}/context", json={"query": "출장 숙박비", "mode": "hybrid", "max_tokens": 300}
+    )
+    assert context.status_code == 200 and context.json()["citations"][0]["external_id"] == "travel", context.text

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.collections.model import ModelRef
-from services.embedding.registry import ModelRegistry, OneModel, RecordedModel
+from services.collections.model import ModelRef, RecordedModel
+from services.embedding.registry import ModelRegistry, OneModel
 from services.errors import Conflict, ModelUnavailable
 
 

@@ -80,7 +80,13 @@ async def reindex_collection(
     `model` names a hub id or a directory on this server, loaded into this process."""
     reindexes: Reindexes = request.app.state.reindexes
     await run_in_threadpool(
-        reindexes.start, rt, name=collection, profile=body.profile, model=body.model, sparse_only=body.sparse_only
+        reindexes.start,
+        rt,
+        name=collection,
+        profile=body.profile,
+        model=body.model,
+        sparse_only=body.sparse_only,
+        rechunk=body.rechunk,
     )
     return await run_in_threadpool(_describe, rt, collection)
 
