@@ -601,7 +601,8 @@ def _reindex_remote(url: str, api_key: str | None, collection: str, body: dict) 
         _fail(f"the reindex failed: {state.get('error')}")
     typer.echo(
         f"{collection}: {state['documents_done']} documents, {state['chunks_done']} chunks into "
-        f"{state['target_index']} ({state['documents_replayed']} copied again after changes)"
+        f"{state['target_index']} ({state['documents_replayed']} copied again after changes"
+        f"{'; chunked again' if state.get('rechunk') else ''})"
     )
 
 
