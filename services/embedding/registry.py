@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # A model that failed to load is not tried again for this long (each try can mean hub time-outs).
 RETRY_FAILED_AFTER_S = 60.0
+# An unloaded model's query encoder stops this long after: searches that took it just before finish.
+CLOSE_EVICTED_AFTER_S = 30.0
 
 
 class CollectionEncoders(Protocol):
@@ -84,6 +86,7 @@ class ModelRegistry:
         self._load = load
         self._make_query_encoder = make_query_encoder
         self.max_models = max_models
+        self.close_evicted_after_s = CLOSE_EVICTED_AFTER_S
         self._loaded: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
         self._failed: dict[tuple[str, str], tuple[float, str]] = {}
         self._lock = threading.Lock()  # guards the two dicts
@@ -191,9 +194,12 @@ class ModelRegistry:
             time.monotonic() - started,
         )
         for (_, old_model), old in evicted:
-            log.info("unloaded model %s (least recently used; SAEKIN_MAX_MODELS=%d)", old_model, self.max_models)
+            log.info("unloading model %s (least recently used; SAEKIN_MAX_MODELS=%d)", old_model, self.max_models)
             if old.query_encoder is not None:
-                old.query_encoder.close()
+                # Searches that took it just before finish first; then its thread (and model) goes.
+                closer = threading.Timer(self.close_evicted_after_s, old.query_encoder.close)
+                closer.daemon = True
+                closer.start()
         return loaded
 
     def close(self) -> None:

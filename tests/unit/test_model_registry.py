@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,7 @@ def test_another_recorded_model_is_loaded_once_and_serves_queries_and_documents(
 
 def test_the_least_recently_used_other_model_is_unloaded_past_the_limit(monkeypatch):
     models, loads = registry(monkeypatch, max_models=3)
+    models.close_evicted_after_s = 0.0
     b, c, d = (recorded(f"/models/{x}", x * 64) for x in "bcd")
     query_b = models.query_encoder(b)
     models.encoder(c)
@@ -88,7 +90,11 @@ def test_the_least_recently_used_other_model_is_unloaded_past_the_limit(monkeypa
     assert models.loaded_models() == ["/models/b", "/models/d"]
     assert not query_b.closed
     models.encoder(c)
-    assert models.loaded_models() == ["/models/d", "/models/c"] and query_b.closed
+    assert models.loaded_models() == ["/models/d", "/models/c"]
+    deadline = time.monotonic() + 10  # the unloaded model's query encoder closes on a timer
+    while not query_b.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert query_b.closed
     assert loads == ["/models/b", "/models/c", "/models/d", "/models/c"]
 
 
