@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -139,6 +139,7 @@ class _Job:
     chunks: int = 0
     replayed: int = 0
     created: bool = False  # the target index exists
+    filter_indexes: dict[str, Any] = field(default_factory=dict)  # declared in the collection's settings
 
 
 def reindex_collection(
@@ -270,6 +271,7 @@ def _begin(engine: Engine, name: str, target: ReindexTarget) -> _Job:
                 coll.reindex,
                 coll.deleting_at,
                 coll.chunk_layout,
+                coll.filter_indexes,
             )
             .where(coll.name == name)
             .with_for_update()
@@ -299,6 +301,7 @@ def _begin(engine: Engine, name: str, target: ReindexTarget) -> _Job:
             started_at=now,
             total=0,
             old_layout=row.chunk_layout,
+            filter_indexes=dict(row.filter_indexes or {}),
         )
         job.total = conn.scalar(select(func.count()).select_from(_documents).where(*_indexed(job))) or 0
         conn.execute(update(_collections).where(coll.id == row.id).values(reindex=_state(job, "building")))
@@ -355,6 +358,10 @@ def _switch(
             raise ReindexError(f"collection {job.name!r} was deleted or switched by someone else meanwhile")
         job.replayed += copy.published_since(watermark, conn=conn)
         copy.ensure_target(None)
+        # A PATCH of the declared indexes that came before the target existed did not reach it;
+        # one after this claim waits for the switch and then addresses the new index.
+        declared = conn.scalar(select(coll.filter_indexes).where(coll.id == job.collection_id)) or {}
+        index.declare_filter_indexes(job.target_index, declared, undeclared=job.filter_indexes)
         address, previous = index.switch(alias=index_alias(job.name), target=job.target_index)
         values: dict[str, Any] = dict(
             index_name=address,
@@ -458,6 +465,8 @@ class _Copier:
             dim = self.encoder.dim if self.encoder is not None else get_profile(self.job.target.profile).dim
         self.index.drop_collection(self.job.target_index)  # a failed earlier attempt's leftovers
         self.index.ensure_collection(self.job.target_index, dim=dim)
+        # The declared payload indexes before the first point: built as the points arrive.
+        self.index.declare_filter_indexes(self.job.target_index, self.job.filter_indexes)
         self.job.created = True
 
     def published_since(self, since: datetime, *, engine: Engine | None = None, conn: Connection | None = None) -> int:

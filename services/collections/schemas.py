@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from services.index.query import metadata_key_problem
 from services.search.schemas import SearchDefaults
 
 
@@ -35,6 +36,11 @@ class CollectionOut(BaseModel):
     )
     analyzer_current: bool = Field(
         True, description="False: this service analyses with another version (saekin reindex --sparse-only)."
+    )
+    filter_indexes: dict[str, FilterIndexType] = Field(
+        default_factory=dict,
+        description="Metadata keys with a declared payload index, and its kind (PATCH to change); "
+        "keys a filter uses get one on first use too, up to the same limit.",
     )
     index_name: str | None = Field(None, description="The Qdrant collection (or alias) searches read.")
     reindex: ReindexStatus | None = Field(None, description="The running or last reindex.")
@@ -78,8 +84,31 @@ class ReindexRequest(BaseModel):
     )
 
 
+# The payload index kinds a collection may declare for a metadata key (query.DECLARABLE_KINDS):
+# keyword for strings, integer for exact whole numbers, float for number ranges (it holds
+# integers too), datetime for date ranges, bool for true/false.
+FilterIndexType = Literal["keyword", "integer", "float", "datetime", "bool"]
+
+
 class CollectionPatch(BaseModel):
-    search_defaults: SearchDefaults
+    """What to change; fields left out keep their value."""
+
+    search_defaults: SearchDefaults | None = None
+    filter_indexes: dict[str, FilterIndexType] | None = Field(
+        None,
+        description="Metadata key -> payload index kind (keyword, integer, float, datetime, bool) to make on "
+        "the collection's index now and on every index a reindex builds; replaces the declared set ({} "
+        "removes it). At most SAEKIN_INDEX_FILTER_INDEX_LIMIT keys, the limit of indexes made on a "
+        "filter's first use, which the declared ones take first.",
+    )
+
+    @field_validator("filter_indexes")
+    @classmethod
+    def _filterable_keys(cls, value: dict[str, FilterIndexType] | None) -> dict[str, FilterIndexType] | None:
+        for key in value or {}:
+            if problem := metadata_key_problem(key):
+                raise ValueError(f"metadata key {key!r} {problem}")
+        return value
 
 
 class CollectionList(BaseModel):

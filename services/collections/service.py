@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,7 +15,9 @@ from services.db import session_scope
 from services.documents.lifecycle import reindex_target
 from services.documents.models import Chunk, Collection, Document, index_name, live_layout, physical_index_name, utcnow
 from services.documents.service import get_collection
+from services.errors import InvalidInput
 from services.index.base import VectorIndex
+from services.index.query import FilterIndexKind
 from services.ingest.analyzer import analyzer_version
 from services.search.schemas import SearchDefaults
 
@@ -59,6 +61,7 @@ def describe(session: Session, collections: Sequence[Collection]) -> list[Collec
             documents=counts[c.id],
             chunk_count=chunks.get(c.id, 0),
             search_defaults=SearchDefaults.model_validate(c.search_defaults or {}),
+            filter_indexes=c.filter_indexes or {},
             analyzer_version=c.analyzer_version,
             analyzer_current=c.analyzer_version == analyzer_version(),
             index_name=index_name(c),
@@ -76,6 +79,42 @@ def list_collections(session: Session) -> list[CollectionOut]:
 def get_collection_out(session: Session, *, name: str) -> CollectionOut:
     """One collection, or NotFound."""
     return describe(session, [get_collection(session, name=name)])[0]
+
+
+def declare_filter_indexes(
+    session: Session,
+    *,
+    index: VectorIndex,
+    name: str,
+    declared: dict[str, FilterIndexKind],
+    limit: int,
+    dim: Callable[[str], int | None],
+) -> None:
+    """Record the payload indexes the collection `name` declares (metadata key -> kind) and make
+    them on its index and on the one a running reindex is writing, dropping those of keys no
+    longer declared. InvalidInput above `limit`, the limit of indexes made on a filter's first
+    use, which declared ones count against. `dim(profile)`: the dense width to create the index
+    with when no document was embedded yet (so the indexes exist before its first point), or None to
+    leave that to the embed stage; a reindex declares them on its new index (reindex.py)."""
+    if len(declared) > limit:
+        raise InvalidInput(
+            f"{len(declared)} filter indexes declared, at most {limit} (SAEKIN_INDEX_FILTER_INDEX_LIMIT)",
+            code="too_many_filter_indexes",
+        )
+    collection = get_collection(session, name=name)
+    # Locked first (PostgreSQL): a reindex switching meanwhile is waited for, not written past.
+    session.refresh(collection, with_for_update=True)
+    before = list(collection.filter_indexes or {})
+    collection.filter_indexes = declared or None
+    session.flush()
+    live = index_name(collection)
+    for target in dict.fromkeys(n for n in (live, reindex_target(collection)) if n):
+        if not index.collection_exists(target):
+            width = dim(collection.profile) if target == live else None
+            if width is None:
+                continue
+            index.ensure_collection(target, dim=width)
+        index.declare_filter_indexes(target, declared, undeclared=before)
 
 
 class Deletions:

@@ -118,6 +118,9 @@ class Collection(Base):
     # Which chunk rows searches read (revision 0013): a reindex that re-chunks writes the next
     # layout beside the live one and the switch moves this to it.
     chunk_layout: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Metadata key -> payload index kind declared in the collection's settings (revision 0014):
+    # made on the index when set and on every index a reindex builds (collections/service.py).
+    filter_indexes: Mapped[dict | None] = mapped_column(JsonType)
 
 
 class Document(Base):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -18,6 +18,7 @@ import numpy as np
 from services.errors import InvalidInput
 from services.index.query import (
     AllOf,
+    FilterIndexKind,
     FusionSpec,
     IndexFilter,
     IndexHit,
@@ -108,6 +109,18 @@ class VectorIndex(ABC):
         if plan.filter is not None:
             self._index_filter(name, plan.filter)
         return plan.answer(self._search(name, plan.searches))
+
+    def declare_filter_indexes(  # noqa: B027 (engines without payload indexes do nothing)
+        self, name: str, declared: Mapping[str, FilterIndexKind], *, undeclared: Iterable[str] = ()
+    ) -> None:
+        """Make payload indexes for the metadata keys a collection's settings declare (key ->
+        kind) now, replacing an index of another kind, and drop those of the `undeclared` keys
+        (declared before, no more). NotFound when the collection does not exist."""
+
+    def metadata_indexes(self, name: str) -> dict[str, FilterIndexKind]:
+        """The payload indexes of the collection's metadata keys, key -> kind (what the engine
+        reports; engines without payload indexes: none)."""
+        return {}
 
     def _index_filter(self, name: str, condition: AllOf) -> None:  # noqa: B027 (optional hook)
         """Make payload indexes for the metadata paths the filter uses, where the engine needs

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,6 @@ from services.index.query import (
     HNSW_EF,
     HNSW_EF_CONSTRUCT,
     HNSW_M,
-    METADATA_PREFIX,
     QUANTIZED_OVERSAMPLING,
     SPARSE,
     AllOf,
@@ -52,6 +51,7 @@ from services.index.query import (
     filter_index_kinds,
     metadata_path,
     render_condition,
+    reported_metadata_key,
 )
 from services.vectors import SparseVector
 
@@ -232,6 +232,33 @@ class EdgeIndex(VectorIndex):
                     shard.apply(qe.UpdateOperation.create_field_index(path, _FILTER_INDEX_PARAMS[kind]()))
                 if create or drop:
                     shard.shard.flush()
+
+    def declare_filter_indexes(
+        self, name: str, declared: Mapping[str, FilterIndexKind], *, undeclared: Iterable[str] = ()
+    ) -> None:
+        """Make the declared metadata indexes now (and drop the undeclared ones), as
+        FilterIndexes.declare plans; Edge builds an index over the stored points at once."""
+        paths = {metadata_path(key): kind for key, kind in declared.items()}
+        gone = [metadata_path(key) for key in undeclared]
+        with self._use(name) as shard, shard.write_lock:
+            create, drop = shard.filter_indexes.declare(paths, gone)
+            for path in drop:
+                shard.apply(qe.UpdateOperation.delete_field_index(path))
+            for path, kind in create:
+                shard.apply(qe.UpdateOperation.create_field_index(path, _FILTER_INDEX_PARAMS[kind]()))
+            if create or drop:
+                shard.shard.flush()
+
+    def metadata_indexes(self, name: str) -> dict[str, FilterIndexKind]:
+        """The shard's metadata payload indexes, as its info reports them."""
+        with self._use(name) as shard:
+            schema = shard.shard.info().payload_schema
+        out: dict[str, FilterIndexKind] = {}
+        for path, info in schema.items():
+            key, kind = reported_metadata_key(path), _FILTER_INDEX_KINDS.get(info.data_type)
+            if key is not None and kind is not None:
+                out[key] = kind
+        return out
 
     def count(self, name: str, filter: IndexFilter | None = None) -> int:
         """Exact count of the points matching the filter."""
@@ -624,11 +651,11 @@ _FILTER_INDEX_KINDS: dict[Any, FilterIndexKind] = {
 def _filter_indexes(shard: qe.EdgeShard, limit: int) -> FilterIndexes:
     """The metadata indexes a shard already has (made on first use in an earlier run)."""
     indexes = FilterIndexes(limit=limit)
-    for key, info in shard.info().payload_schema.items():
-        if not key.startswith(METADATA_PREFIX):
+    for reported, info in shard.info().payload_schema.items():
+        key = reported_metadata_key(reported)
+        if key is None:
             continue
-        rest = key[len(METADATA_PREFIX) :]  # Edge quotes a key only where it has to
-        path = metadata_path(rest[1:-1] if rest.startswith('"') and rest.endswith('"') else rest)
+        path = metadata_path(key)
         kind = _FILTER_INDEX_KINDS.get(info.data_type)
         if kind is None:  # made by someone else, of a kind we do not plan: leave it alone
             indexes.mixed.add(path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Final, Literal, TypeGuard, cast
 
@@ -94,6 +94,9 @@ class CollectionSchema:
 # integers too), a datetime range -> datetime.
 FilterIndexKind = Literal["keyword", "integer", "bool", "float", "datetime"]
 
+# The kinds a collection's settings may declare for a metadata key (CollectionPatch.filter_indexes).
+DECLARABLE_KINDS: tuple[FilterIndexKind, ...] = ("keyword", "integer", "float", "datetime", "bool")
+
 # Indexes made on first use are for the `metadata."key"` paths only; the fixed ones are above.
 METADATA_PREFIX = "metadata."
 
@@ -164,6 +167,31 @@ class FilterIndexes:
             if len(self.indexed) >= self.limit:
                 continue
             kind = next(k for k in _KIND_PRIORITY if k in kinds)
+            self.indexed[path] = kind
+            create.append((path, kind))
+        return create, drop
+
+    def declare(
+        self, declared: Mapping[str, FilterIndexKind], undeclared: Iterable[str] = ()
+    ) -> tuple[list[tuple[str, FilterIndexKind]], list[str]]:
+        """(indexes to create, indexes to drop) so that the paths a collection's settings declare
+        (path -> kind) have indexes of those kinds, and the `undeclared` paths (declared before,
+        no more) none. Declared indexes take their places in `limit` before any made on first
+        use (the API refuses more declarations than the limit), so they are made even where
+        first use filled it; a later filter that would read one wrongly still drops it (plan).
+        Recorded as done, like plan()."""
+        create: list[tuple[str, FilterIndexKind]] = []
+        drop: list[str] = []
+        for path in undeclared:
+            if path not in declared and self.indexed.pop(path, None) is not None:
+                drop.append(path)
+        for path, kind in declared.items():
+            current = self.indexed.get(path)
+            if current == kind:
+                continue
+            if current is not None:
+                drop.append(path)  # another kind made on first use: replaced
+            self.mixed.discard(path)  # asked for by name: made again
             self.indexed[path] = kind
             create.append((path, kind))
         return create, drop
@@ -410,6 +438,15 @@ def metadata_path(key: str) -> str:
     if problem := metadata_key_problem(key):
         raise InvalidInput(f"metadata key {key!r} {problem}", code="invalid_metadata")
     return f'metadata."{key}"'
+
+
+def reported_metadata_key(path: str) -> str | None:
+    """The metadata key of a payload path as an engine reports it (it quotes a key only where it
+    has to); None for a path outside metadata."""
+    if not path.startswith(METADATA_PREFIX):
+        return None
+    rest = path[len(METADATA_PREFIX) :]
+    return rest[1:-1] if rest.startswith('"') and rest.endswith('"') else rest
 
 
 # --- fusion -------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ from services.index.query import (
     HNSW_EF,
     HNSW_EF_CONSTRUCT,
     HNSW_M,
-    METADATA_PREFIX,
     QUANTIZED_OVERSAMPLING,
     RRF_K,
     SPARSE,
@@ -41,6 +40,7 @@ from services.index.query import (
     filter_index_kinds,
     metadata_path,
     render_condition,
+    reported_metadata_key,
 )
 from services.vectors import SparseVector
 
@@ -190,6 +190,46 @@ class ServerIndex(VectorIndex):
             for response in responses
         ]
 
+    def declare_filter_indexes(
+        self, name: str, declared: Mapping[str, FilterIndexKind], *, undeclared: Iterable[str] = ()
+    ) -> None:
+        """Make the declared metadata indexes (and drop the undeclared ones), as
+        FilterIndexes.declare plans, waiting for the server to build them; local mode has no
+        payload indexes, so there it only checks that the collection exists."""
+        paths = {metadata_path(key): kind for key, kind in declared.items()}
+        gone = [metadata_path(key) for key in undeclared]
+        with self._calls(name):
+            self._require(name)
+        if self._local:
+            return
+        with self._filter_indexes_lock, self._calls(name):
+            create, drop = self._known_filter_indexes(name).declare(paths, gone)
+            for path in drop:
+                self._client.delete_payload_index(name, path, wait=True)
+            for path, kind in create:
+                self._client.create_payload_index(name, path, _FILTER_INDEX_SCHEMAS[kind], wait=True)
+
+    def metadata_indexes(self, name: str) -> dict[str, FilterIndexKind]:
+        """The collection's metadata payload indexes, as the server reports them."""
+        with self._calls(name):
+            schema = self._client.get_collection(name).payload_schema or {}
+        out: dict[str, FilterIndexKind] = {}
+        for path, info in schema.items():
+            key, kind = reported_metadata_key(path), _SERVER_KINDS.get(_data_type(info))
+            if key is not None and kind is not None:
+                out[key] = kind
+        return out
+
+    def _known_filter_indexes(self, name: str) -> FilterIndexes:
+        """The collection's FilterIndexes, read from the server on first use (caller holds
+        _filter_indexes_lock and is inside _calls)."""
+        indexes = self._filter_indexes.get(name)
+        if indexes is None:
+            indexes = self._filter_indexes[name] = _filter_indexes(
+                self._client.get_collection(name).payload_schema or {}, self._filter_index_limit
+            )
+        return indexes
+
     def _index_filter(self, name: str, condition: AllOf) -> None:
         """Create (or drop) payload indexes of the metadata paths a filter uses, as FilterIndexes
         plans; the server builds them in the background (local mode has no payload indexes)."""
@@ -201,11 +241,7 @@ class ServerIndex(VectorIndex):
             if indexes is not None and not indexes.needs_change(wanted):
                 return
             with self._calls(name):
-                if indexes is None:
-                    indexes = self._filter_indexes[name] = _filter_indexes(
-                        self._client.get_collection(name).payload_schema or {}, self._filter_index_limit
-                    )
-                create, drop = indexes.plan(wanted)
+                create, drop = self._known_filter_indexes(name).plan(wanted)
                 for path in drop:
                     self._client.delete_payload_index(name, path, wait=True)
                 for path, kind in create:
@@ -313,17 +349,21 @@ _FILTER_INDEX_SCHEMAS: dict[FilterIndexKind, qm.PayloadSchemaType | qm.IntegerIn
 def _filter_indexes(schema: dict[str, qm.PayloadIndexInfo], limit: int) -> FilterIndexes:
     """The metadata indexes a collection already has (the server quotes keys only where needed)."""
     indexes = FilterIndexes(limit=limit)
-    for key, info in schema.items():
-        if not key.startswith(METADATA_PREFIX):
+    for reported, info in schema.items():
+        key = reported_metadata_key(reported)
+        if key is None:
             continue
-        rest = key[len(METADATA_PREFIX) :]
-        path = metadata_path(rest[1:-1] if rest.startswith('"') and rest.endswith('"') else rest)
-        kind = _SERVER_KINDS.get(str(info.data_type.value if hasattr(info.data_type, "value") else info.data_type))
+        path = metadata_path(key)
+        kind = _SERVER_KINDS.get(_data_type(info))
         if kind is None:
             indexes.mixed.add(path)
         else:
             indexes.indexed[path] = kind
     return indexes
+
+
+def _data_type(info: qm.PayloadIndexInfo) -> str:
+    return str(info.data_type.value if hasattr(info.data_type, "value") else info.data_type)
 
 
 _SERVER_KINDS: dict[str, FilterIndexKind] = {

@@ -1,4 +1,5 @@
-"""Payload indexes made when a filter first uses a metadata key (issue 20, item 2).
+"""Payload indexes made when a filter first uses a metadata key or declared in a collection's
+settings (issue 20, item 2).
 
 An indexed filter must return exactly the hits of the same filter without an index, for every
 kind of condition, including a key filtered in ways one index kind would answer wrongly.
@@ -8,13 +9,16 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from services.errors import NotFound
 from services.index import IndexFilter, IndexPoint, IndexRange
 from services.index.edge import EdgeIndex
 from services.index.query import FilterIndexes, filter_condition, filter_index_kinds, metadata_path
+from services.index.server import ServerIndex
 from services.vectors import SparseVector
 
 NAME = "filtered"
@@ -177,3 +181,96 @@ def test_plan_picks_kinds_and_gives_up_on_conflicts():
 def test_fixed_fields_are_not_planned():
     flt = IndexFilter(document_ids=["d1"], external_ids=["e"], metadata={"k": ["v"]})
     assert filter_index_kinds(filter_condition(flt)) == {metadata_path("k"): {"keyword"}}
+
+
+# --- payload indexes declared in a collection's settings --------------------------------------
+
+DECLARED = {
+    "lang": "keyword",
+    "year": "integer",
+    "score": "float",
+    "date": "datetime",
+    "public": "bool",
+    "a.b": "keyword",
+}
+
+
+def test_declared_indexes_are_made_at_once_beyond_first_use_and_answer_the_same(unindexed):
+    root, baseline = unindexed
+    with EdgeIndex(root / "declared", filter_index_limit=2) as index:
+        index.ensure_collection(NAME, dim=DIM)
+        index.upsert(NAME, points())
+        index.declare_filter_indexes(NAME, {"분류": "keyword"})
+        assert index.metadata_indexes(NAME) == {"분류": "keyword"}
+        assert answers(index) == baseline  # first use fills the limit of 2
+        first_use = index.metadata_indexes(NAME)
+        assert len(first_use) == 2
+        # Declared ones are made whatever first use left: the API keeps them within the limit.
+        index.declare_filter_indexes(NAME, DECLARED, undeclared=["분류"])
+        assert index.metadata_indexes(NAME) == {**DECLARED, **{k: v for k, v in first_use.items() if k != "분류"}}
+        assert answers(index) == baseline
+        index.optimize(NAME)
+        assert answers(index) == baseline
+    with EdgeIndex(root / "declared", filter_index_limit=2) as index:  # kept on disk, known after a restart
+        before = index.metadata_indexes(NAME)
+        assert before.items() >= DECLARED.items()
+        index.declare_filter_indexes(NAME, DECLARED)  # nothing to do
+        assert index.metadata_indexes(NAME) == before
+        index.declare_filter_indexes(NAME, {"year": "float"}, undeclared=DECLARED)
+        assert {k: v for k, v in index.metadata_indexes(NAME).items() if k in DECLARED} == {"year": "float"}
+        assert answers(index) == baseline
+        with pytest.raises(NotFound):
+            index.declare_filter_indexes("missing", DECLARED)
+
+
+def test_local_mode_accepts_declarations_without_payload_indexes(tmp_path):
+    with ServerIndex.local(tmp_path / "local") as index:
+        index.ensure_collection(NAME, dim=DIM)
+        index.upsert(NAME, points()[:50])
+        flt = IndexFilter(metadata={"lang": ["ko"]}, ranges={"score": IndexRange(gt=1)})
+        before = [h.id for h in index.query(NAME, sparse=QUERY_SPARSE, limit=50, filter=flt)]
+        index.declare_filter_indexes(NAME, DECLARED)
+        assert index.metadata_indexes(NAME) == {}  # local mode has none
+        assert [h.id for h in index.query(NAME, sparse=QUERY_SPARSE, limit=50, filter=flt)] == before
+        with pytest.raises(NotFound):
+            index.declare_filter_indexes("missing", DECLARED)
+
+
+@pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
+def test_server_adapter_asks_for_the_declared_kinds():
+    from qdrant_client import QdrantClient
+    from qdrant_client import models as qm
+
+    # A server's calls, recorded on an in-memory client (which keeps no payload indexes itself).
+    index = ServerIndex(QdrantClient(location=":memory:"), local=False)
+    index.ensure_collection(NAME, dim=DIM)
+    calls: list[tuple[str, str, object]] = []
+    client: Any = index._client
+    client.create_payload_index = lambda name, path, schema, wait: calls.append(("create", path, schema))
+    client.delete_payload_index = lambda name, path, wait: calls.append(("delete", path, None))
+    index.declare_filter_indexes(NAME, {"lang": "keyword", "score": "float", "date": "datetime", "a.b": "bool"})
+    assert calls == [
+        ("create", 'metadata."lang"', qm.PayloadSchemaType.KEYWORD),
+        ("create", 'metadata."score"', qm.PayloadSchemaType.FLOAT),
+        ("create", 'metadata."date"', qm.PayloadSchemaType.DATETIME),
+        ("create", 'metadata."a.b"', qm.PayloadSchemaType.BOOL),
+    ]
+    calls.clear()
+    index.declare_filter_indexes(NAME, {"lang": "keyword", "score": "integer"}, undeclared=["date", "a.b", "lang"])
+    assert calls[:2] == [("delete", 'metadata."date"', None), ("delete", 'metadata."a.b"', None)]
+    assert calls[2][:2] == ("delete", 'metadata."score"')
+    assert calls[3][:2] == ("create", 'metadata."score"') and calls[3][2].lookup and not calls[3][2].range
+    index.close()
+
+
+def test_declare_plans_around_first_use():
+    indexes = FilterIndexes(limit=2)
+    year, date, lang = metadata_path("year"), metadata_path("date"), metadata_path("lang")
+    assert indexes.plan({year: {"integer"}, date: {"float"}}) == ([(year, "integer"), (date, "float")], [])
+    assert indexes.declare({date: "datetime", lang: "keyword"}) == ([(date, "datetime"), (lang, "keyword")], [date])
+    assert indexes.declare({date: "datetime", lang: "keyword"}) == ([], [])
+    # A filter the declared kind would answer wrongly still drops it (correct before fast) ...
+    assert indexes.plan({date: {"float"}}) == ([], [date])
+    # ... until it is declared again.
+    assert indexes.declare({date: "datetime"}, undeclared=[lang]) == ([(date, "datetime")], [lang])
+    assert indexes.indexed == {year: "integer", date: "datetime"}

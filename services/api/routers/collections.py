@@ -37,13 +37,31 @@ def get_collection(collection: CollectionName, session: SessionDep) -> Collectio
     return service.get_collection_out(session, name=collection)
 
 
-@router.patch("/{collection}", response_model=CollectionOut, responses=error_responses(404, 413))
-def patch_collection(collection: CollectionName, patch: CollectionPatch, session: SessionDep) -> CollectionOut:
-    """Set the collection's default search settings (mode, fusion, rerank), used where a search
+@router.patch("/{collection}", response_model=CollectionOut, responses=error_responses(404, 413, 422))
+def patch_collection(
+    collection: CollectionName, patch: CollectionPatch, session: SessionDep, rt: RuntimeDep
+) -> CollectionOut:
+    """Change the collection's settings; fields left out keep theirs.
+
+    `search_defaults`: the default search settings (mode, fusion, rerank) used where a search
     request leaves them out. They change how stored vectors are searched: nothing is re-indexed.
-    Fields left out or null fall back to the service's defaults."""
-    defaults = patch.search_defaults.model_dump(mode="json", exclude_none=True) or None
-    set_search_defaults(session, name=collection, defaults=defaults)
+    Fields left out or null fall back to the service's defaults.
+
+    `filter_indexes`: metadata key -> payload index kind (keyword, integer, float, datetime,
+    bool), made on the collection's index before the answer (and on every index a reindex
+    builds); keys left out of a new set lose theirs. 422 beyond SAEKIN_INDEX_FILTER_INDEX_LIMIT."""
+    if patch.search_defaults is not None:
+        defaults = patch.search_defaults.model_dump(mode="json", exclude_none=True) or None
+        set_search_defaults(session, name=collection, defaults=defaults)
+    if patch.filter_indexes is not None:
+        service.declare_filter_indexes(
+            session,
+            index=rt.index,
+            name=collection,
+            declared=dict(patch.filter_indexes),
+            limit=rt.settings.index_filter_index_limit,
+            dim=lambda profile: _embed_dim(rt, profile),
+        )
     return service.get_collection_out(session, name=collection)
 
 
@@ -89,6 +107,12 @@ async def reindex_collection(
         rechunk=body.rechunk,
     )
     return await run_in_threadpool(_describe, rt, collection)
+
+
+def _embed_dim(rt, profile: str) -> int | None:
+    """The width the embed stage gives an index of a collection of `profile`: this service's
+    model's (collections of another profile are not embedded by this service)."""
+    return rt.encoder.dim if profile == rt.profile else None
 
 
 def _describe(rt, name: str) -> CollectionOut:

@@ -135,3 +135,79 @@ def test_a_collection_from_before_the_model_was_recorded_takes_the_current_one(a
     assert app_client.get(f"/v1/collections/{col}").json()["model_sha256"] is None
     upload(app_client, col, "부산의 해운대에서는 여름마다 모래 축제가 열린다.")
     assert app_client.get(f"/v1/collections/{col}").json()["model_sha256"] == app_client.runtime.model_ref.sha256
+
+
+def test_declared_filter_indexes_are_made_shown_and_carried_by_a_reindex(app_client):
+    col = unique_collection("fidx")
+    docs = {
+        "a": ("제주도의 감귤은 겨울에 수확한다.", {"lang": "ko", "year": 2020, "date": "2020-03-01", "score": 1.5}),
+        "b": (
+            "부산의 해운대에서는 여름마다 모래 축제가 열린다.",
+            {"lang": "en", "year": 2021, "date": "2021-07-01", "score": 2},
+        ),
+        "c": ("제주도의 바다는 겨울에도 푸르다.", {"lang": "ko", "year": 2022, "date": "2022-12-31", "score": 3.5}),
+    }
+    for key, (text, metadata) in docs.items():
+        upload(app_client, col, text, external_id=key, metadata=metadata)
+    url = f"/v1/collections/{col}"
+    filters = {
+        "lang": ({"lang": "ko"}, {"a", "c"}),
+        "year": ({"year": [2021, 2022]}, {"b", "c"}),
+        "date": ({"date": {"gte": "2021-01-01"}}, {"b", "c"}),
+        "score": ({"score": {"gt": 1.5, "lte": 3.5}}, {"b", "c"}),
+    }
+
+    def found(metadata: dict, mode: str) -> set[str]:
+        body = {"query": "제주도 겨울 바다 축제", "mode": mode, "top_k": 10, "filter": {"metadata": metadata}}
+        r = app_client.post(f"{url}/search", json=body)
+        assert r.status_code == 200, r.text
+        return {hit["external_id"] for hit in r.json()["results"]}
+
+    assert app_client.get(url).json()["filter_indexes"] == {}
+    declared = {"lang": "keyword", "year": "integer", "date": "datetime", "score": "float"}
+    patched = app_client.patch(url, json={"filter_indexes": declared})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["filter_indexes"] == declared == app_client.get(url).json()["filter_indexes"]
+    assert patched.json()["search_defaults"]["mode"] is None  # a field left out keeps its value
+    index = app_client.runtime.index
+    live = patched.json()["index_name"]
+    # Made before the answer, before any filter used them.
+    assert index.metadata_indexes(live) == declared
+    for metadata, expected in filters.values():
+        for mode in ("sparse", "hybrid"):
+            assert found(metadata, mode) == expected  # what the filter asks, index or not
+
+    # A new set replaces the old one: a key left out loses its index, a new kind replaces one.
+    patched = app_client.patch(url, json={"filter_indexes": {"lang": "keyword", "year": "float"}})
+    assert patched.json()["filter_indexes"] == {"lang": "keyword", "year": "float"}
+    indexes = index.metadata_indexes(live)
+    assert indexes["lang"] == "keyword" and indexes["year"] == "float"
+    assert "score" not in indexes and "date" not in indexes
+    assert found(filters["year"][0], "hybrid") == filters["year"][1]
+
+    # Refused whole, with a JSON error, and nothing changes.
+    limit = app_client.runtime.settings.index_filter_index_limit
+    for bad in (
+        {"lang": "text"},
+        {'a"b': "keyword"},
+        {"": "keyword"},
+        {f"k{i}": "keyword" for i in range(limit + 1)},
+        ["lang"],
+    ):
+        r = app_client.patch(url, json={"filter_indexes": bad})
+        assert r.status_code == 422, (bad, r.text)
+        assert r.json()["error"]["code"] in ("invalid_request", "too_many_filter_indexes", "invalid_input"), r.text
+    assert app_client.get(url).json()["filter_indexes"] == {"lang": "keyword", "year": "float"}
+    assert app_client.patch("/v1/collections/nope-nope", json={"filter_indexes": {}}).status_code == 404
+
+    # A reindex builds a new index with the declared indexes.
+    assert app_client.post(f"{url}/reindex", json={}).status_code == 202
+    app_client.app.state.reindexes.wait(col, timeout=120)
+    done = app_client.get(url).json()
+    assert done["reindex"]["status"] == "done" and done["index_name"] != live
+    assert index.metadata_indexes(done["index_name"]) == {"lang": "keyword", "year": "float"}
+    assert found(filters["lang"][0], "hybrid") == filters["lang"][1]
+
+    # {} removes the declarations and their indexes.
+    assert app_client.patch(url, json={"filter_indexes": {}}).json()["filter_indexes"] == {}
+    assert index.metadata_indexes(done["index_name"]) == {}
