@@ -98,8 +98,22 @@ def _runtime_class():
     return IndexingRuntime
 
 
-def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batch_docs: int) -> dict:
-    """Fill settings.data_dir with exactly `chunks` published chunks; returns counts and timings."""
+def build_index(
+    settings,
+    corpus: dict[str, str],
+    *,
+    chunks: int,
+    dim: int,
+    batch_docs: int,
+    metadata=None,
+    on_batch=None,
+    vectors=None,
+) -> dict:
+    """Fill settings.data_dir with exactly `chunks` published chunks; returns counts and timings.
+    `metadata(n)`: metadata of the n-th document written (pages first, then their copies), for
+    benchmarks that filter; `on_batch(rt, documents_done, documents)`: called after each embed batch
+    (the runtime is closed on return); `vectors`: what stands in for the model (default
+    RandomVectors(dim))."""
     from sqlalchemy import delete, func, insert, select
     from tqdm import tqdm
 
@@ -124,7 +138,7 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
     rt = None
     try:
         upgrade_database(settings.sqlalchemy_url)
-        rt = _runtime_class()(settings, RandomVectors(dim))
+        rt = _runtime_class()(settings, vectors or RandomVectors(dim))
 
         # 1. The AutoRAG pages, submitted as documents and prepared by the real CPU stage.
         items: list[WorkItem] = []
@@ -193,6 +207,11 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
                     session.execute(delete(Chunk).where(Chunk.document_id == item.document_id, Chunk.ordinal >= keep))
                     session.get_one(Document, item.document_id).chunk_count = keep
         work: list[WorkItem] = [item for c, item, _ in plan if c == 0]
+        if metadata:
+            with session_scope(rt.session_factory) as session:
+                for n, item in enumerate(work):
+                    document = session.get_one(Document, item.document_id)
+                    document.metadata_ = {**(document.metadata_ or {}), **metadata(n)}
         copies = [(c, item, take) for c, item, take in plan if c > 0]
         originals: dict[uuid.UUID, tuple[dict, list[dict]]] = {}
         with session_scope(rt.session_factory) as session:
@@ -236,9 +255,11 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
             for c, item, take in copies[start : start + batch_docs]:
                 doc, source_chunks = originals[item.document_id]
                 new_id = uuid.uuid5(item.document_id, f"bench-copy-{c}")
+                extra = {"metadata_": {**(doc["metadata_"] or {}), **metadata(len(work))}} if metadata else {}
                 doc_rows.append(
                     {
                         **doc,
+                        **extra,
                         "id": new_id,
                         "external_id": f"{doc['external_id']}#copy{c}",
                         "status": DocumentStatus.processing,
@@ -268,6 +289,8 @@ def build_index(settings, corpus: dict[str, str], *, chunks: int, dim: int, batc
                 batch = work[start : start + batch_docs]
                 embed_documents(batch, engine=rt.engine, models=rt.models, index=rt.index)
                 bar.update(len(batch))
+                if on_batch is not None:
+                    on_batch(rt, start + len(batch), len(work))
         index_s = time.perf_counter() - t3
 
         with session_scope(rt.session_factory) as session:

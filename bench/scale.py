@@ -41,8 +41,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -72,9 +74,10 @@ UNIT = 16
 class DenseSource:
     """Unit vectors with a low intrinsic dimension; the same ids give the same vectors."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, *, dim: int = DIM, intrinsic: int = INTRINSIC_DIM) -> None:
         rng = np.random.default_rng(seed)
-        self.basis = rng.standard_normal((INTRINSIC_DIM, DIM)).astype(np.float32)
+        self.dim, self.intrinsic = dim, intrinsic
+        self.basis = rng.standard_normal((intrinsic, dim)).astype(np.float32)
         self.seed = seed
 
     def block(self, start: int, n: int) -> np.ndarray:
@@ -86,8 +89,8 @@ class DenseSource:
 
     def _unit(self, u: int) -> np.ndarray:
         rng = np.random.default_rng((self.seed, u))
-        x = rng.standard_normal((UNIT, INTRINSIC_DIM)).astype(np.float32) @ self.basis
-        x += 0.3 * np.sqrt(INTRINSIC_DIM) * rng.standard_normal((UNIT, DIM)).astype(np.float32)
+        x = rng.standard_normal((UNIT, self.intrinsic)).astype(np.float32) @ self.basis
+        x += 0.3 * np.sqrt(self.intrinsic) * rng.standard_normal((UNIT, self.dim)).astype(np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         return x
 
@@ -330,6 +333,267 @@ def measure_reopened(work: Path, args: argparse.Namespace) -> dict:
     }
 
 
+# --- through the HTTP service ------------------------------------------------------------------
+
+HTTP_MODES = ("sparse", "hybrid", "hybrid_filtered")
+STAGES = ("encode", "analyse", "index_query", "sql", "highlight")
+
+
+class _OptimisationLog(logging.Handler):
+    """Collects the durations of background optimisations that services.index.edge logs."""
+
+    PATTERN = re.compile(r"optimised in the background in ([0-9.]+)s")
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seconds: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if found := self.PATTERN.search(record.getMessage()):
+            self.seconds.append(float(found.group(1)))
+
+
+class LowRankVectors:
+    """Stands in for the model in the embed stage of the HTTP build: DenseSource's vectors at the
+    served model's width. The small twin cannot: its vectors of different texts agree to a cosine
+    of 0.99999 (random weights), which no index, exact or not, ranks meaningfully."""
+
+    def __init__(self, dim: int, seed: int = 0) -> None:
+        self.dim = dim
+        self._source = DenseSource(seed, dim=dim, intrinsic=min(INTRINSIC_DIM, dim // 4))
+        self._next = 0
+
+    def encode_documents(self, texts, *, progress=None) -> np.ndarray:
+        start, self._next = self._next, self._next + len(texts)
+        return self._source.block(start, len(texts))
+
+
+def _stage_sums(client) -> dict[str, tuple[float, float]]:
+    """stage -> (seconds, count) of saekin_search_stage_seconds, from /metrics."""
+    out: dict[str, tuple[float, float]] = {}
+    text = client.get("/metrics").text
+    for stage in STAGES:
+        total = re.search(rf'saekin_search_stage_seconds_sum{{stage="{stage}"}} ([0-9.e+-]+)', text)
+        count = re.search(rf'saekin_search_stage_seconds_count{{stage="{stage}"}} ([0-9.e+-]+)', text)
+        out[stage] = (float(total.group(1)) if total else 0.0, float(count.group(1)) if count else 0.0)
+    return out
+
+
+def _exact_recall(database_url: str, data_dir: Path, queries: np.ndarray, collection: str) -> float:
+    """Recall@10 of the dense leg against exact search over every stored vector (the server
+    stopped: this process opens the index), for query vectors of the stored vectors' source."""
+    from sqlalchemy import create_engine, text
+
+    from services.index.edge import EdgeIndex
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        name = conn.execute(text("SELECT index_name FROM collections WHERE name = :n"), {"n": collection}).scalar_one()
+        ids = [str(uuid.UUID(str(i))) for i in conn.execute(text("SELECT id FROM chunks")).scalars()]
+    engine.dispose()
+    with EdgeIndex(data_dir / "qdrant", optimize_after=None) as index:
+        found_ids, vectors = [], []
+        for start in range(0, len(ids), 2000):
+            for point, vector in index.dense_vectors(name, ids[start : start + 2000]).items():
+                found_ids.append(point)
+                vectors.append(vector)
+        matrix = np.asarray(vectors, dtype=np.float32)
+        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+        recall = []
+        for q in queries:
+            exact = {found_ids[i] for i in np.argsort(-(matrix @ q))[:10]}
+            hits = index.query(name, dense=q, limit=10, with_payload=False)
+            recall.append(len({h.id for h in hits} & exact) / 10)
+    return round(float(np.mean(recall)), 4)
+
+
+def measure_http(size: int, args: argparse.Namespace) -> dict:
+    """One size through `saekin serve`: build the data directory, then time searches over HTTP
+    while a thread keeps uploading documents."""
+    import httpx
+
+    from bench._common import make_work_dir, resolve_model
+    from bench._service import ServiceProcess, free_port, model_dim, peak_rss_mb_of, service_env, wait_until
+    from bench.query_latency import COLLECTION as HTTP_COLLECTION
+    from bench.query_latency import build_index
+    from config.settings import Settings
+    from services.evaluation.datasets import load_dataset
+
+    model = resolve_model("bge-m3-ko", args.model, small=True)
+    dim = model_dim(model)
+    if dim is None:
+        raise SystemExit(f"cannot read the output dimension of {model}")
+    dataset = load_dataset(args.corpus)
+    pages = list(dataset.corpus.values())
+    questions = list(dataset.queries.values())
+    work = make_work_dir("saekin-scale-http-", args.work_dir)
+    data_dir = work / "data"
+    settings = Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        database_url=None,
+        broker_url=None,
+        qdrant_url=None,
+        qdrant_path=None,
+        embedding_profile="bge-m3-ko",
+        embedding_model=model,
+    )
+    optimisations = _OptimisationLog()
+    logging.getLogger("services.index.edge").addHandler(optimisations)
+    logging.getLogger("services.index.edge").setLevel(logging.INFO)
+
+    def settle(rt, done: int, total: int) -> None:
+        if done < total:
+            return
+        # As in index mode: the background optimisation finished and the tail optimised too.
+        index = rt.index
+        name = next(iter(index._shards))
+        shard = index._shards[name]
+        if shard.optimization is not None:
+            shard.optimization.thread.join(args.optimise_timeout)
+        thread = index.optimize_in_background(name)
+        if thread is not None:
+            thread.join(args.optimise_timeout)
+
+    log(f"{size}: building {data_dir} through the real CPU and embed stages ({dim}-dim vectors of the model)")
+    started = time.perf_counter()
+    build = build_index(
+        settings,
+        dataset.corpus,
+        chunks=size,
+        dim=dim,
+        batch_docs=256,
+        metadata=lambda n: {"topic": f"t{n % TOPICS}"},
+        on_batch=settle,
+        vectors=LowRankVectors(dim, args.seed),
+    )
+    build_s = time.perf_counter() - started
+    built_optimisations = list(optimisations.seconds)
+
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = service_env(
+        {"SAEKIN_DATA_DIR": str(data_dir), "SAEKIN_EMBEDDING_MODEL": model, "SAEKIN_EMBEDDING_PROFILE": "bge-m3-ko"}
+    )
+    server = ServiceProcess(
+        "api", ["serve", "--host", "127.0.0.1", "--port", str(port)], env=env, log_path=work / "server.log", cwd=work
+    )
+    url = f"/v1/collections/{HTTP_COLLECTION}"
+    stop = threading.Event()
+    uploads: dict[str, int] = {}
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout=900, interval=1.0, what=f"{base_url}/readyz", check=server.check_alive)
+        client = httpx.Client(base_url=base_url, timeout=120)
+        # The filtered key's payload index, declared as a collection's settings do (issue 20).
+        client.patch(url, json={"filter_indexes": {"topic": "keyword"}}).raise_for_status()
+
+        def uploader() -> None:
+            with httpx.Client(base_url=base_url, timeout=120) as up:
+                n = 0
+                while not stop.is_set():
+                    text = f"{pages[n % len(pages)]}\n\n(업로드 {n}번)"  # new content: a new document
+                    body = {"text": text, "metadata": {"topic": f"t{n % TOPICS}"}, "external_id": f"live-{n}"}
+                    try:
+                        status = str(up.post(f"{url}/documents", json=body).status_code)
+                    except httpx.HTTPError as exc:
+                        status = type(exc).__name__
+                    uploads[status] = uploads.get(status, 0) + 1
+                    n += 1
+                    stop.wait(args.upload_pause)
+
+        uploading = threading.Thread(target=uploader, daemon=True)
+        uploading.start()
+        bodies = {
+            "sparse": {"mode": "sparse"},
+            "hybrid": {"mode": "hybrid"},
+            "hybrid_filtered": {"mode": "hybrid", "filter": {"metadata": {"topic": "t3"}}},
+        }
+        p50, p95, took50, took95, stages, hits = {}, {}, {}, {}, {}, {}
+        for mode, body in bodies.items():
+            for q in questions[:5]:  # warm-up
+                client.post(f"{url}/search", json={"query": q, "top_k": 10, **body}).raise_for_status()
+            before = _stage_sums(client)
+            latencies, took, found = [], [], []
+            for i in range(args.queries):
+                t = time.perf_counter()
+                r = client.post(f"{url}/search", json={"query": questions[i % len(questions)], "top_k": 10, **body})
+                latencies.append(time.perf_counter() - t)
+                r.raise_for_status()
+                took.append(r.json()["took_ms"])
+                found.append(len(r.json()["results"]))
+            after = _stage_sums(client)
+            ms = np.array(latencies) * 1000
+            p50[mode], p95[mode] = round(float(np.percentile(ms, 50)), 2), round(float(np.percentile(ms, 95)), 2)
+            took50[mode] = round(float(np.percentile(took, 50)), 2)
+            took95[mode] = round(float(np.percentile(took, 95)), 2)
+            stages[mode] = {
+                stage: round(
+                    1000 * (after[stage][0] - before[stage][0]) / max(1.0, after[stage][1] - before[stage][1]), 2
+                )
+                for stage in STAGES
+            }
+            hits[mode] = round(float(np.mean(found)), 2)
+            log(
+                f"{size}: {mode} p50 {p50[mode]} ms, p95 {p95[mode]} ms (server {took50[mode]} ms), stages {stages[mode]}"
+            )
+        stop.set()
+        uploading.join(120)
+        collection = client.get(url).json()
+        server_rss = {"rss_mb_peak": peak_rss_mb_of(server.pid), "rss_mb": _rss_mb_of(server.pid)}
+        client.close()
+        server.check_alive()
+    finally:
+        stop.set()
+        server.stop()
+    served_optimisations = [float(x) for x in _OptimisationLog.PATTERN.findall(server.tail(100_000))]
+    source = DenseSource(args.seed + 1, dim=dim, intrinsic=min(INTRINSIC_DIM, dim // 4))
+    recall = _exact_recall(settings.sqlalchemy_url, data_dir, source.block(0, args.recall_queries), HTTP_COLLECTION)
+    result = {
+        "chunks": size,
+        "dim": dim,
+        "write_s": build["index_s"],
+        "build_s": round(build_s, 1),
+        "rss_mb": server_rss["rss_mb"],
+        "rss_mb_peak": server_rss["rss_mb_peak"],
+        "disk_mb": disk_mb(data_dir / "qdrant"),
+        "database_mb": disk_mb(data_dir) - disk_mb(data_dir / "qdrant"),
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "server_took_p50_ms": took50,
+        "server_took_p95_ms": took95,
+        "server_stage_mean_ms": stages,
+        "hits_mean": hits,
+        "recall_at_10_vs_exact": recall,
+        "optimised_in_background_s": {"while_writing": built_optimisations, "while_serving": served_optimisations},
+        "uploads_during_queries": uploads,
+        "chunks_at_end": collection.get("chunk_count"),
+        "documents_at_end": collection.get("documents"),
+        "build": build,
+    }
+    logging.getLogger("services.index.edge").removeHandler(optimisations)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _rss_mb_of(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated chunk counts")
@@ -340,6 +604,10 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--http", action="store_true", help="measure through `saekin serve` (see the docstring)")
+    parser.add_argument("--model", default=None, help="--http: model directory (default: the small twin)")
+    parser.add_argument("--upload-pause", type=float, default=0.1, help="--http: seconds between uploads")
+    parser.add_argument("--keep", action="store_true", help="--http: keep the data directory")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # a child measuring one size
     parser.add_argument("--reopen", type=Path, default=None, help=argparse.SUPPRESS)  # a child reopening one
     args = parser.parse_args()
@@ -349,6 +617,10 @@ def main() -> None:
         return
     if args.one is not None:
         print(json.dumps(measure(args.one, args)), flush=True)
+        return
+    if args.http:
+        results = [measure_http(int(size), args) for size in args.sizes.split(",")]
+        emit({"mode": "http", "sizes": results, "machine": platform.machine(), "cpus": os.cpu_count()})
         return
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
