@@ -25,16 +25,36 @@ For each size, in a fresh child process (so that its memory is the index's own):
    same queries without writes (`reopened`): the index's steady state, without what the writing
    process's allocator kept from its largest moment.
 
-What this does not measure: the HTTP service around the index (the question's encoding, Kiwi on
-the question, the SQL lookup and highlights; bench/query_latency.py measures those at 10,000
-chunks). The index is what grows with the collection; the rest does not.
+This mode does not measure the HTTP service around the index (the question's encoding, Kiwi on
+the question, the SQL lookup and highlights); `--http` does:
+
+With `--http`, for each size:
+1. Builds an embedded data directory (SQLite + Qdrant Edge) of `size` chunks as
+   bench/query_latency.py does (the AutoRAG pages through the real CPU stage, copies of their
+   chunk rows, the real embed stage writing points through the index layer and publishing),
+   each document with a `topic` (20 values); the dense vectors are DenseSource's at the served
+   model's width. Waits for the background optimisation, as above.
+2. Starts `saekin serve` on it with the small twin (64 dims: the API takes no query vector, so
+   the question is encoded by a model that costs milliseconds), declares `topic`'s payload index
+   (PATCH filter_indexes), and starts a thread that keeps uploading AutoRAG pages (new content
+   each time) through POST /documents, which the service prepares, embeds and writes meanwhile.
+3. Times `--queries` searches per mode over HTTP (the AutoRAG questions, top 10, highlights on):
+   sparse, hybrid (RRF) and hybrid filtered on one topic; at the client, the server's `took_ms`,
+   and the mean time of each search stage (encode, analyse, index_query, sql, highlight) from
+   /metrics, so the index's share is visible apart from the model's.
+4. Stops the server and measures recall@10 of the dense leg against exact search over every
+   stored vector (queries from the same source as the stored vectors), the server's RSS, disk.
 
     .venv/bin/python bench/scale.py --sizes 10000,100000
     nice -n 10 .venv/bin/python bench/scale.py --sizes 1000000 --queries 200
+    nice -n 10 .venv/bin/python bench/scale.py --http --sizes 10000,100000
 
 stdout: {"sizes": [{"chunks", "write_s", "rss_mb", "rss_anon_mb", "rss_file_mb", "disk_mb",
 "p50_ms": {"sparse", "hybrid", "hybrid_filtered"}, "p95_ms": {...}, "recall_at_10_vs_exact",
-"optimised_in_background_s", "optimisations", "written_during_queries"}], ...}
+"optimised_in_background_s", "optimisations", "written_during_queries"}], ...}; with --http:
+{"mode": "http", "sizes": [{"chunks", "write_s", "rss_mb", "disk_mb", "p50_ms": {"sparse", "hybrid",
+"hybrid_filtered"}, "p95_ms", "server_took_p50_ms", "server_stage_mean_ms", "recall_at_10_vs_exact",
+"optimised_in_background_s", "uploads_during_queries", ...}]}
 """
 
 from __future__ import annotations
@@ -455,7 +475,7 @@ def measure_http(size: int, args: argparse.Namespace) -> dict:
         if thread is not None:
             thread.join(args.optimise_timeout)
 
-    log(f"{size}: building {data_dir} through the real CPU and embed stages ({dim}-dim vectors of the model)")
+    log(f"{size}: building {data_dir} through the real CPU and embed stages ({dim}-dim stand-in vectors)")
     started = time.perf_counter()
     build = build_index(
         settings,

@@ -54,7 +54,8 @@ class Settings(BaseSettings):
         16,
         ge=0,
         le=256,
-        description="Metadata keys per collection that get a payload index when a search filter first uses them.",
+        description="Metadata keys per collection with a payload index: those its settings declare "
+        "(filter_indexes, at most this many), then those a search filter first uses.",
     )
     index_compact: bool = Field(
         True,
