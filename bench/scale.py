@@ -73,6 +73,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -530,7 +531,7 @@ def measure_http(size: int, args: argparse.Namespace) -> dict:
 
         uploading = threading.Thread(target=uploader, daemon=True)
         uploading.start()
-        bodies = {
+        bodies: dict[str, dict[str, Any]] = {
             "sparse": {"mode": "sparse"},
             "hybrid": {"mode": "hybrid"},
             "hybrid_filtered": {"mode": "hybrid", "filter": {"metadata": {"topic": "t3"}}},
