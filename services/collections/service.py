@@ -88,13 +88,13 @@ def declare_filter_indexes(
     name: str,
     declared: dict[str, FilterIndexKind],
     limit: int,
-    dim: Callable[[str], int | None],
+    dim: Callable[[Collection], int | None],
 ) -> None:
     """Record the payload indexes the collection `name` declares (metadata key -> kind) and make
     them on its index and on the one a running reindex is writing, dropping those of keys no
     longer declared. InvalidInput above `limit`, the limit of indexes made on a filter's first
-    use, which declared ones count against. `dim(profile)`: the dense width to create the index
-    with when no document was embedded yet (so the indexes exist before its first point), or None to
+    use, which declared ones count against. `dim(collection)`: the dense width to create the
+    index with when no document was embedded yet (so the indexes exist before its first point), or None to
     leave that to the embed stage; a reindex declares them on its new index (reindex.py)."""
     if len(declared) > limit:
         raise InvalidInput(
@@ -110,7 +110,7 @@ def declare_filter_indexes(
     live = index_name(collection)
     for target in dict.fromkeys(n for n in (live, reindex_target(collection)) if n):
         if not index.collection_exists(target):
-            width = dim(collection.profile) if target == live else None
+            width = dim(collection) if target == live else None
             if width is None:
                 continue
             index.ensure_collection(target, dim=width)

@@ -19,7 +19,9 @@ from services.collections.schemas import (
     ReindexRequest,
 )
 from services.db import session_scope
+from services.documents.models import Collection
 from services.documents.service import set_search_defaults
+from services.embedding.registry import RecordedModel
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
@@ -60,7 +62,7 @@ def patch_collection(
             name=collection,
             declared=dict(patch.filter_indexes),
             limit=rt.settings.index_filter_index_limit,
-            dim=lambda profile: _embed_dim(rt, profile),
+            dim=lambda c: _embed_dim(rt, c),
         )
     return service.get_collection_out(session, name=collection)
 
@@ -109,10 +111,11 @@ async def reindex_collection(
     return await run_in_threadpool(_describe, rt, collection)
 
 
-def _embed_dim(rt, profile: str) -> int | None:
-    """The width the embed stage gives an index of a collection of `profile`: this service's
-    model's (collections of another profile are not embedded by this service)."""
-    return rt.encoder.dim if profile == rt.profile else None
+def _embed_dim(rt, collection: Collection) -> int:
+    """The width the embed stage gives the collection's index: that of the model the collection
+    records (this service's own, or another one loaded on first use)."""
+    recorded = RecordedModel(collection.name, collection.profile, collection.model, collection.model_sha256)
+    return rt.models.encoder(recorded).dim
 
 
 def _describe(rt, name: str) -> CollectionOut:

@@ -211,3 +211,18 @@ def test_declared_filter_indexes_are_made_shown_and_carried_by_a_reindex(app_cli
     # {} removes the declarations and their indexes.
     assert app_client.patch(url, json={"filter_indexes": {}}).json()["filter_indexes"] == {}
     assert index.metadata_indexes(done["index_name"]) == {}
+
+
+def test_declaring_indexes_creates_an_index_not_written_yet(app_client):
+    col = unique_collection("fidx-new")
+    upload(app_client, col, "제주도의 감귤은 겨울에 수확한다.", metadata={"lang": "ko"})
+    url = f"/v1/collections/{col}"
+    index, live = app_client.runtime.index, app_client.get(url).json()["index_name"]
+    index.drop_collection(live)  # as before the embed stage first wrote to it
+    patched = app_client.patch(url, json={"filter_indexes": {"lang": "keyword"}})
+    assert patched.status_code == 200, patched.text
+    # Created as wide as the embed stage makes it, with the declared index before any point.
+    assert index.count(live) == 0 and index.metadata_indexes(live) == {"lang": "keyword"}
+    upload(app_client, col, "부산의 해운대에서는 여름마다 모래 축제가 열린다.", metadata={"lang": "ko"})
+    body = {"query": "해운대 축제", "mode": "hybrid", "filter": {"metadata": {"lang": "ko"}}}
+    assert len(app_client.post(f"{url}/search", json=body).json()["results"]) == 1
