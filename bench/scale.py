@@ -530,7 +530,8 @@ def measure_http(size: int, args: argparse.Namespace) -> dict:
                     stop.wait(args.upload_pause)
 
         uploading = threading.Thread(target=uploader, daemon=True)
-        uploading.start()
+        if not args.no_uploads:
+            uploading.start()
         bodies: dict[str, dict[str, Any]] = {
             "sparse": {"mode": "sparse"},
             "hybrid": {"mode": "hybrid"},
@@ -565,7 +566,8 @@ def measure_http(size: int, args: argparse.Namespace) -> dict:
                 f"{size}: {mode} p50 {p50[mode]} ms, p95 {p95[mode]} ms (server {took50[mode]} ms), stages {stages[mode]}"
             )
         stop.set()
-        uploading.join(120)
+        if uploading.is_alive():
+            uploading.join(120)
         collection = client.get(url).json()
         server_rss = {"rss_mb_peak": peak_rss_mb_of(server.pid), "rss_mb": _rss_mb_of(server.pid)}
         client.close()
@@ -629,6 +631,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="--http: model directory (default: the small twin)")
     parser.add_argument("--upload-pause", type=float, default=0.1, help="--http: seconds between uploads")
     parser.add_argument("--keep", action="store_true", help="--http: keep the data directory")
+    parser.add_argument("--no-uploads", action="store_true", help="--http: no uploads while measuring (a baseline)")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # a child measuring one size
     parser.add_argument("--reopen", type=Path, default=None, help=argparse.SUPPRESS)  # a child reopening one
     args = parser.parse_args()
@@ -641,7 +644,15 @@ def main() -> None:
         return
     if args.http:
         results = [measure_http(int(size), args) for size in args.sizes.split(",")]
-        emit({"mode": "http", "sizes": results, "machine": platform.machine(), "cpus": os.cpu_count()})
+        emit(
+            {
+                "mode": "http",
+                "uploads": not args.no_uploads,
+                "sizes": results,
+                "machine": platform.machine(),
+                "cpus": os.cpu_count(),
+            }
+        )
         return
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
