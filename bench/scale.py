@@ -538,6 +538,7 @@ def measure_http(size: int, args: argparse.Namespace) -> dict:
             "hybrid_filtered": {"mode": "hybrid", "filter": {"metadata": {"topic": "t3"}}},
         }
         p50, p95, took50, took95, stages, hits = {}, {}, {}, {}, {}, {}
+        load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
         for mode, body in bodies.items():
             for q in questions[:5]:  # warm-up
                 client.post(f"{url}/search", json={"query": q, "top_k": 10, **body}).raise_for_status()
@@ -565,6 +566,7 @@ def measure_http(size: int, args: argparse.Namespace) -> dict:
             log(
                 f"{size}: {mode} p50 {p50[mode]} ms, p95 {p95[mode]} ms (server {took50[mode]} ms), stages {stages[mode]}"
             )
+        load_after = os.getloadavg()[0]
         stop.set()
         if uploading.is_alive():
             uploading.join(120)
@@ -596,6 +598,7 @@ def measure_http(size: int, args: argparse.Namespace) -> dict:
         "recall_at_10_vs_exact": recall,
         "optimised_in_background_s": {"while_writing": built_optimisations, "while_serving": served_optimisations},
         "uploads_during_queries": uploads,
+        "load_average_1m": [round(load_before, 2), round(load_after, 2)],
         "chunks_at_end": collection.get("chunk_count"),
         "documents_at_end": collection.get("documents"),
         "build": build,
