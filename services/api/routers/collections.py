@@ -10,6 +10,7 @@ from services.api.auth import PrincipalDep
 from services.api.deps import CollectionName, RuntimeDep, SessionDep
 from services.api.errors import error_responses
 from services.collections import service
+from services.collections.model import RecordedModel
 from services.collections.reindex import Reindexes
 from services.collections.schemas import (
     CollectionList,
@@ -21,7 +22,6 @@ from services.collections.schemas import (
 from services.db import session_scope
 from services.documents.models import Collection
 from services.documents.service import set_search_defaults
-from services.embedding.registry import RecordedModel
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
