@@ -61,6 +61,24 @@ def make_work_dir(prefix: str, parent: Path | None) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
+def embedded_settings(data_dir: Path, profile: str, model: str, **overrides: Any) -> Any:
+    """Settings of the embedded default on `data_dir` with `model`: SQLite, Qdrant Edge, in-process
+    ingestion, whatever the environment or an .env file says (no server URLs)."""
+    from config.settings import Settings
+
+    return Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        database_url=None,
+        broker_url=None,
+        qdrant_url=None,
+        qdrant_path=None,
+        embedding_profile=profile,
+        embedding_model=model,
+        **overrides,
+    )
+
+
 def resolve_model(profile_name: str, model: str | None, *, small: bool = False) -> str:
     """The model to benchmark: `model` if given, else a cached twin of the (embedding or reranker)
     profile under ./.twins/."""

@@ -35,7 +35,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import DEFAULT_CORPUS, emit, make_work_dir, resolve_model
+from bench._common import DEFAULT_CORPUS, embedded_settings, emit, make_work_dir, resolve_model
 from bench._service import ServiceProcess, free_port, model_dim, percentiles, service_env, wait_until
 from bench.query_latency import COLLECTION, build_index
 
@@ -62,7 +62,6 @@ def main() -> None:
 
     import httpx
 
-    from config.settings import Settings
     from services.evaluation.datasets import load_dataset
 
     model = resolve_model(args.profile, args.model, small=not args.full)
@@ -74,16 +73,7 @@ def main() -> None:
     queries = [questions[i % len(questions)] for i in range(args.queries)]
     work_dir = make_work_dir("saekin-bench-ctx-", args.work_dir)
     data_dir = work_dir / "data"
-    settings = Settings(
-        _env_file=None,
-        data_dir=data_dir,
-        database_url=None,
-        broker_url=None,
-        qdrant_url=None,
-        qdrant_path=None,
-        embedding_profile=args.profile,
-        embedding_model=model,
-    )
+    settings = embedded_settings(data_dir, args.profile, model)
     t0 = time.perf_counter()
     build = build_index(settings, dataset.corpus, chunks=args.chunks, dim=dim, batch_docs=args.batch_docs)
     build["build_s"] = round(time.perf_counter() - t0, 1)

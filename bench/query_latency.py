@@ -50,7 +50,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import DEFAULT_CORPUS, emit, log, make_work_dir, model_weight_mb, resolve_model
+from bench._common import DEFAULT_CORPUS, embedded_settings, emit, log, make_work_dir, model_weight_mb, resolve_model
 from bench._service import (
     ServiceProcess,
     free_port,
@@ -506,7 +506,6 @@ def main() -> None:
     if args.chunks < 1 or args.queries < 1 or args.concurrency < 1:
         ap.error("--chunks, --queries and --concurrency must be positive")
 
-    from config.settings import Settings
     from services.evaluation.datasets import load_dataset
 
     model = resolve_model(args.profile, args.model, small=args.small)
@@ -520,17 +519,8 @@ def main() -> None:
 
     work_dir = make_work_dir("saekin-bench-ql-", args.work_dir)
     data_dir = work_dir / "data"
-    settings = Settings(
-        _env_file=None,
-        data_dir=data_dir,
-        database_url=None,
-        broker_url=None,
-        qdrant_url=None,
-        qdrant_path=None,
-        embedding_profile=args.profile,
-        embedding_model=model,
-        embedding_precision=args.precision,
-        embedding_device=args.device,
+    settings = embedded_settings(
+        data_dir, args.profile, model, embedding_precision=args.precision, embedding_device=args.device
     )
     result: dict = {}
     server: ServiceProcess | None = None

@@ -80,7 +80,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import DEFAULT_CORPUS, emit, load_pages, log
+from bench._common import DEFAULT_CORPUS, embedded_settings, emit, load_pages, log
 
 COLLECTION = "scale"
 DIM = 1024
@@ -437,7 +437,6 @@ def measure_http(size: int, args: argparse.Namespace) -> dict:
     from bench._service import ServiceProcess, free_port, model_dim, peak_rss_mb_of, service_env, wait_until
     from bench.query_latency import COLLECTION as HTTP_COLLECTION
     from bench.query_latency import build_index
-    from config.settings import Settings
     from services.evaluation.datasets import load_dataset
 
     model = resolve_model("bge-m3-ko", args.model, small=True)
@@ -449,16 +448,7 @@ def measure_http(size: int, args: argparse.Namespace) -> dict:
     questions = list(dataset.queries.values())
     work = make_work_dir("saekin-scale-http-", args.work_dir)
     data_dir = work / "data"
-    settings = Settings(
-        _env_file=None,
-        data_dir=data_dir,
-        database_url=None,
-        broker_url=None,
-        qdrant_url=None,
-        qdrant_path=None,
-        embedding_profile="bge-m3-ko",
-        embedding_model=model,
-    )
+    settings = embedded_settings(data_dir, "bge-m3-ko", model)
     optimisations = _OptimisationLog()
     logging.getLogger("services.index.edge").addHandler(optimisations)
     logging.getLogger("services.index.edge").setLevel(logging.INFO)
