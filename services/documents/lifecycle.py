@@ -736,16 +736,19 @@ def read_for_embedding(engine: Engine, items: Sequence[WorkItem]) -> EmbedInput:
             if documents
             else []
         )
-    chunks, other_layout = [], set()
+    chunks: list[Row] = []
+    live: set[uuid.UUID] = set()  # documents with rows of their collection's live layout
+    other_layout: set[uuid.UUID] = set()
     for row in rows:
         document = documents[row.document_id]
         if row.generation != document.generation:
             continue
         if row.layout == document.chunk_layout:
             chunks.append(row)
+            live.add(row.document_id)
         else:
             other_layout.add(row.document_id)
-    rechunk = [WorkItem(i, documents[i].generation) for i in other_layout if i not in {r.document_id for r in chunks}]
+    rechunk = [WorkItem(i, documents[i].generation) for i in other_layout - live]
     if rechunk:
         requeue_for_prepare(engine, rechunk)
     for item in rechunk:
