@@ -509,20 +509,7 @@ class _Copier:
         texts = [chunk.text for chunk in chunks]
         analysis = self._analysis(chunks) if self.job.recompute_sparse else []
         sparse = [row["sparse"] for row in analysis] if analysis else [chunk.sparse for chunk in chunks]
-        dense = self._dense(chunks, texts)
-        points = []
-        for chunk, sparse_vector in zip(chunks, sparse):
-            vector = dense.get(str(chunk.id))
-            if vector is None:
-                continue  # sparse-only: no point in the live index to copy (see _dense)
-            doc = docs[chunk.document_id]
-            metadata = doc.indexed_metadata if doc.indexed_metadata is not None else doc.metadata
-            payload = chunk_payload(chunk, external_id=doc.external_id, metadata=metadata)
-            points.append(IndexPoint(id=str(chunk.id), dense=vector, sparse=sparse_vector, payload=payload))
-        self.ensure_target(len(points[0].dense) if points else None)
-        if points:
-            self.index.upsert(self.job.target_index, points)
-        self.job.chunks += len(points)
+        self._write_points(docs, chunks, sparse, self._dense(chunks, texts))
         if conn is not None:
             lifecycle.store_chunk_analysis(conn, analysis)
         else:
@@ -597,19 +584,9 @@ class _Copier:
                 )
             except SaekinError as exc:  # it was extracted once: a time-out on a loaded machine
                 raise ReindexError(f"document {doc.id} could not be extracted again: {exc.message}") from exc
-        dense = self._dense([SimpleNamespace(id=row["id"]) for row in rows], [row["text"] for row in rows])
-        points = []
-        for row in rows:
-            doc = docs[row["document_id"]]
-            metadata = doc.indexed_metadata if doc.indexed_metadata is not None else doc.metadata
-            payload = chunk_payload(SimpleNamespace(**row), external_id=doc.external_id, metadata=metadata)
-            points.append(
-                IndexPoint(id=str(row["id"]), dense=dense[str(row["id"])], sparse=row["sparse"], payload=payload)
-            )
-        self.ensure_target(len(points[0].dense) if points else None)
-        if points:
-            self.index.upsert(self.job.target_index, points)
-        self.job.chunks += len(points)
+        chunks = [SimpleNamespace(**row) for row in rows]
+        dense = self._dense(chunks, [row["text"] for row in rows])
+        self._write_points(docs, chunks, [row["sparse"] for row in rows], dense)
 
         def write(tx: Connection) -> None:
             # A document copied again (replayed) replaces what its earlier copy wrote.
@@ -626,6 +603,25 @@ class _Copier:
                 write(tx)
                 _report(tx, self.job)
         return len(docs)
+
+    def _write_points(
+        self, docs: dict[uuid.UUID, Any], chunks: Sequence[Any], sparse: Sequence[Any], dense: dict[str, Any]
+    ) -> None:
+        """Upsert the chunks' points into the target index (created on the first write), with
+        their documents' searchable metadata; chunks without a dense vector are left out."""
+        points = []
+        for chunk, sparse_vector in zip(chunks, sparse):
+            vector = dense.get(str(chunk.id))
+            if vector is None:
+                continue  # sparse-only: no point in the live index to copy (see _dense)
+            doc = docs[chunk.document_id]
+            metadata = doc.indexed_metadata if doc.indexed_metadata is not None else doc.metadata
+            payload = chunk_payload(chunk, external_id=doc.external_id, metadata=metadata)
+            points.append(IndexPoint(id=str(chunk.id), dense=vector, sparse=sparse_vector, payload=payload))
+        self.ensure_target(len(points[0].dense) if points else None)
+        if points:
+            self.index.upsert(self.job.target_index, points)
+        self.job.chunks += len(points)
 
     def _read_uploads(self, conn: Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
         d, source = _documents.c, _sources.c
