@@ -429,9 +429,21 @@ def test_documents_filter_page_and_a_documents_chunks(served, page, shots, uploa
     expect(table.locator("tbody tr")).to_have_count(indexed)
     assert set(table.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.status)")) == {"indexed"}
 
-    # Cursor paging, five at a time.
+    # Cursor paging, five at a time. The list for the cleared filter (20 a page) is held back in
+    # the browser until after the one for five a page has come: the later request must win.
+    page.evaluate(
+        """() => {
+          const fetchNow = window.fetch;
+          window.fetch = (url, init) => {
+            const held = String(url).includes("/documents?") && String(url).includes("limit=20");
+            return held ? new Promise((r) => setTimeout(r, 1500)).then(() => fetchNow(url, init)) : fetchNow(url, init);
+          };
+        }"""
+    )
     page.get_by_test_id("status-filter").select_option("")
     page.get_by_test_id("page-size").select_option("5")
+    expect(table.locator("tbody tr")).to_have_count(5)
+    page.wait_for_timeout(2000)  # the held-back answer has come by now
     expect(table.locator("tbody tr")).to_have_count(5)
     first_page = table.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.document)")
     page.get_by_test_id("next-page").click()

@@ -9,12 +9,16 @@ export function documentsScreen() {
     doc: { collection: "", item: null, chunks: [], generation: null, next: null, loading: false, error: "" },
     docConfirmDelete: null,
     retryTarget: null,
+    // Only the latest list request may fill the table: a slower earlier response (another filter or
+    // page size) would otherwise overwrite it.
+    docsRequest: 0,
 
     async loadDocs({ cursor = null } = {}) {
       if (!this.current) {
         this.docs.items = [];
         return;
       }
+      const request = ++this.docsRequest;
       this.docs.loading = true;
       this.docs.error = "";
       try {
@@ -23,14 +27,16 @@ export function documentsScreen() {
           cursor,
           limit: this.docs.limit,
         });
+        if (request !== this.docsRequest) return;
         this.docs.items = body.items;
         this.docs.cursor = cursor;
         this.docs.next = body.next_cursor;
       } catch (e) {
+        if (request !== this.docsRequest) return;
         this.docs.items = [];
         this.docs.error = this.errorText(e);
       } finally {
-        this.docs.loading = false;
+        if (request === this.docsRequest) this.docs.loading = false;
       }
     },
 

@@ -21,6 +21,7 @@ export function searchScreen() {
       asked: null, // the request body of the shown results
     },
     ctx: { maxTokens: 2000, tokenizer: "o200k_base", neighbors: 1, loading: false, error: "", response: null, asked: null },
+    searchRequest: 0,
 
     addFilter() {
       this.search.filters.push({ key: "", op: "eq", value: "", gte: "", lte: "" });
@@ -77,20 +78,23 @@ export function searchScreen() {
       const s = this.search;
       if (!s.query.trim() || !this.current) return;
       const body = { ...this.searchFields(), explain: true, highlight: true };
+      // A slower answer to an earlier question must not replace the latest one's.
+      const request = ++this.searchRequest;
       s.loading = true;
       s.error = "";
       const started = performance.now();
       try {
         const { body: response } = await this.api.post(`/v1/collections/${encodeURIComponent(this.current)}/search`, body);
+        if (request !== this.searchRequest) return;
         s.roundTripMs = performance.now() - started;
         s.asked = { collection: this.current, ...this.searchFields() };
         s.response = response;
         this.ctx.response = null;
         if (s.tab === "context") await this.loadContext();
       } catch (e) {
-        s.error = this.errorText(e);
+        if (request === this.searchRequest) s.error = this.errorText(e);
       } finally {
-        s.loading = false;
+        if (request === this.searchRequest) s.loading = false;
       }
     },
 
