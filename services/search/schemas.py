@@ -260,6 +260,10 @@ class SearchDefaults(BaseModel):
     rerank: Rerank | None = None
 
 
+# bge-m3's 1,024 with room for larger models; longer bodies are refused before parsing.
+MAX_QUERY_VECTOR_DIM = 8192
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -284,6 +288,25 @@ class SearchRequest(BaseModel):
     explain: bool = Field(False, description="Add each hit's rank and score in each leg, and the fused score.")
     highlight: bool = Field(True, description="Add the spans of query terms in each passage.")
     filter: SearchFilter | None = None
+    vector: list[float] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_QUERY_VECTOR_DIM,
+        description="The question's dense embedding by the collection's model (from POST /v1/embeddings, or "
+        "your own copy of the model), used instead of encoding `query`; `query` still drives the sparse leg "
+        "and highlights. Its length must be the collection's dimension.",
+    )
+
+    @field_validator("vector")
+    @classmethod
+    def _usable_vector(cls, value: list[float] | None) -> list[float] | None:
+        if value is None:
+            return None
+        if not all(math.isfinite(x) for x in value):
+            raise ValueError("vector must hold finite numbers only")
+        if not any(value):
+            raise ValueError("vector must not be all zeros (it has no direction to search by)")
+        return value
 
     @field_validator("query")
     @classmethod

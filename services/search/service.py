@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 from pydantic import TypeAdapter
 from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
@@ -165,13 +166,13 @@ def search_collections(
             for name, c in collections.items()
         ]
         if mode != "sparse":
-            query_encoder = _recorded_model_encoder(models, collections)
+            query_encoder = _recorded_model_encoder(models, collections, load=request.vector is None)
     else:
         targets = [
             _target(name, collection, profile, model_sha256, mode, strict=len(collections) > 1)
             for name, collection in collections.items()
         ]
-    if mode != "sparse" and query_encoder is None:
+    if mode != "sparse" and query_encoder is None and request.vector is None:
         raise ServiceUnavailable(f"{mode} search needs the query model, which this process has not loaded")
     if settings.rerank is not None and reranker is None:
         if request.rerank:  # asked for in this request: say so; a collection default is skipped with a note
@@ -182,9 +183,11 @@ def search_collections(
         settings = settings.model_copy(update={"rerank": None})
         note = "reranking is not configured; results are not reranked"
 
-    # The model works on the question while this thread analyses it (sparse leg and highlights).
+    # The model works on the question while this thread analyses it (sparse leg and highlights),
+    # unless the client sent the question's vector.
     encode_started = time.perf_counter()
-    dense_future = query_encoder.submit(request.query) if query_encoder is not None and mode != "sparse" else None
+    encodes = query_encoder is not None and mode != "sparse" and request.vector is None
+    dense_future = query_encoder.submit(request.query) if encodes and query_encoder is not None else None
     needs_terms = mode != "dense" or request.highlight or settings.rerank is not None
     with times.stage("analyse"):
         terms = analyzer.query_terms(request.query) if needs_terms else ()
@@ -201,7 +204,7 @@ def search_collections(
         mode, note = "dense", "the query has no searchable terms; dense search only"
         settings = settings.model_copy(update={"mode": mode, "fusion": None})
     # encode: from the question's submission until its vector is ready (it overlaps the analysis).
-    dense = dense_future.result() if dense_future is not None else None
+    dense = dense_future.result() if dense_future is not None else _client_vector(request, mode)
     if dense_future is not None:
         times.add("encode", time.perf_counter() - encode_started)
 
@@ -263,9 +266,20 @@ def search_collections(
     return SearchResponse(results=results, mode=mode, settings=settings, took_ms=_ms(started), note=note)
 
 
-def _recorded_model_encoder(models: ModelRegistry, collections: dict[str, SearchCollection]) -> QueryEncoder:
-    """The query encoder of the model the collections record; Conflict when they record different
-    ones (one question vector cannot be compared with two models' vectors)."""
+def _client_vector(request: SearchRequest, mode: str) -> np.ndarray | None:
+    """The question's vector as the client sent it, of unit length like the encoder's."""
+    if request.vector is None or mode == "sparse":
+        return None
+    vector = np.asarray(request.vector, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def _recorded_model_encoder(
+    models: ModelRegistry, collections: dict[str, SearchCollection], *, load: bool = True
+) -> QueryEncoder | None:
+    """The query encoder of the model the collections record (None without `load`: the client sent
+    the vector); Conflict when they record different ones (one question vector cannot be compared
+    with two models' vectors)."""
     from services.collections.model import RecordedModel
 
     recorded = [RecordedModel(name, c.profile, c.model, c.model_sha256) for name, c in collections.items()]
@@ -277,7 +291,7 @@ def _recorded_model_encoder(models: ModelRegistry, collections: dict[str, Search
                 "models, so one question vector cannot search both: search them one at a time, or in sparse mode",
                 code="model_mismatch",
             )
-    return models.query_encoder(recorded[0])
+    return models.query_encoder(recorded[0]) if load else None
 
 
 def _target(

@@ -294,3 +294,49 @@ def test_rerank_reorders_the_fused_candidates_with_a_real_cross_encoder(make_set
         assert search(client, col, query="축제", mode="sparse")["settings"]["rerank"]["depth"] == 50
         assert search(client, col, query="축제", mode="sparse", rerank=False)["settings"]["rerank"] is None
     rt.close()
+
+
+def test_a_client_sent_question_vector_replaces_the_encoding(app_client, corpus):
+    # The vector of the jeju passage's own text (from the embeddings endpoint) finds that passage
+    # first in dense mode, whatever the question's text says.
+    jeju = search(app_client, corpus, query="감귤", mode="sparse")["results"][0]
+    assert jeju["external_id"] == "jeju"
+    r = app_client.post("/v1/embeddings", json={"model": "bge-m3-ko", "input": jeju["text"]})
+    vector = r.json()["data"][0]["embedding"]
+    body = search(app_client, corpus, query="불꽃 축제", mode="dense", vector=vector, explain=True)
+    assert body["results"][0]["external_id"] == "jeju"
+    assert body["results"][0]["explain"]["dense"]["score"] == pytest.approx(1.0, abs=1e-3)
+    # Scaled, it is the same direction; hybrid takes the text's sparse leg beside it.
+    scaled = search(app_client, corpus, query="불꽃 축제", mode="dense", vector=[3 * x for x in vector])
+    assert [h["chunk_id"] for h in scaled["results"]] == [h["chunk_id"] for h in body["results"]]
+    hybrid = search(app_client, corpus, query="불꽃 축제", mode="hybrid", vector=vector, explain=True)
+    legs = {h["external_id"]: h["explain"] for h in hybrid["results"]}
+    assert legs["jeju"]["dense"]["rank"] == 1 and legs["seoul"]["sparse"]["rank"] == 1
+    # The context endpoint takes it too.
+    r = app_client.post(
+        f"/v1/collections/{corpus}/context",
+        json={"query": "불꽃 축제", "mode": "dense", "vector": vector, "max_tokens": 200, "top_k": 1},
+    )
+    assert r.status_code == 200, r.text
+    assert "감귤" in r.json()["context"]
+
+
+@pytest.mark.parametrize(
+    "vector, words",
+    [
+        ([0.1, 0.2, 0.3], "dims"),
+        ([0.0] * 8, "all zeros"),
+        ([], "at least 1"),
+    ],
+)
+def test_a_client_sent_vector_that_cannot_be_used_is_a_422(app_client, corpus, vector, words):
+    r = app_client.post(f"/v1/collections/{corpus}/search", json={"query": "축제", "mode": "hybrid", "vector": vector})
+    assert r.status_code == 422, r.text
+    assert words in r.text
+    # NaN is not JSON; a huge number overflows to infinity
+    r = app_client.post(
+        f"/v1/collections/{corpus}/search",
+        content=b'{"query": "x", "vector": [1e999, 0.5]}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422 and "finite" in r.text
