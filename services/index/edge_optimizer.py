@@ -27,9 +27,21 @@ def _die_with_parent() -> None:
         return
 
 
+# Background work: the serving process's searches come first on the cores.
+OPTIMISER_NICE = 10
+
+
+def _yield_to_searches() -> None:
+    try:
+        os.nice(OPTIMISER_NICE)  # relative to the serving process's (capped at 19 by the kernel)
+    except (OSError, AttributeError):  # pragma: no cover (not permitted, or not POSIX)
+        return
+
+
 def optimise_copy(path: str, parent_pid: int) -> None:
     """Load the shard at `path`, optimise it and flush it."""
     _die_with_parent()
+    _yield_to_searches()
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         sys.exit(3)
     shard = qe.EdgeShard.load(path)
