@@ -65,8 +65,11 @@ VARIANTS: dict[str, tuple[str, str, str | None]] = {
     "onnx-O2-int8": ("onnx", "int8", "O2"),
     "openvino-fp32": ("openvino", "fp32", None),
     "openvino-int8": ("openvino", "int8", None),
+    "torch-bf16": ("torch", "bf16", None),
+    "openvino-bf16": ("openvino", "bf16", None),
 }
 DEFAULT_VARIANTS = "torch-fp32,torch-int8,onnx-O2-fp32,onnx-O3-fp32,onnx-O2-int8,openvino-fp32,openvino-int8"
+BF16_VARIANTS = "torch-bf16,openvino-bf16"  # added to the default where the CPU has native bf16
 
 
 def _parse() -> argparse.Namespace:
@@ -74,7 +77,12 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--profile", default="bge-m3-ko")
     ap.add_argument("--model", default=None, help="model directory (default: a twin under ./.twins/)")
     ap.add_argument("--small", action="store_true", help="the small twin (a quick check; figures meaningless)")
-    ap.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, from {', '.join(VARIANTS)}")
+    ap.add_argument(
+        "--variants",
+        default=None,
+        help=f"comma-separated, from {', '.join(VARIANTS)} (default: {DEFAULT_VARIANTS}, and {BF16_VARIANTS} "
+        "on CPUs with native bf16)",
+    )
     ap.add_argument("--export-dir", type=Path, default=TWINS_DIR / "encoders", help="where exports are kept")
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="AutoRAG folder (qa*.parquet, corpus)")
     ap.add_argument("--queries", type=int, default=40, help="AutoRAG questions timed per round (default 40)")
@@ -88,21 +96,17 @@ def _parse() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def _centred(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    centre = ref.mean(0)
-    a, b = got - centre, ref - centre
-    out: np.ndarray = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    return out
-
-
 def _cosine(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
     out: np.ndarray = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
     return out
 
 
 def main() -> None:
+    from services.embedding.loading import cpu_supports_bf16
+
     args = _parse()
-    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    chosen = args.variants or DEFAULT_VARIANTS + ("," + BF16_VARIANTS if cpu_supports_bf16() else "")
+    names = [v.strip() for v in chosen.split(",") if v.strip()]
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
@@ -115,6 +119,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)  # the encoder gives ONNX Runtime and OpenVINO the same count
 
     from config.profiles import get_profile
+    from services.embedding.backends import centred_cosine
     from services.embedding.encoder import Encoder
     from services.evaluation.datasets import load_dataset
 
@@ -212,8 +217,8 @@ def main() -> None:
             "ratio_p50": round(p50 / ref_p50, 3),
             "cpu_ratio_p50": round(statistics.median(cpu[name]) / statistics.median(paired_ref_cpu[name]), 3),
             "queries_cosine_min": round(float(_cosine(got_q, ref_queries).min()), 5),
-            "queries_centred_cosine_min": round(float(_centred(got_q, ref_queries).min()), 5),
-            "queries_centred_cosine_mean": round(float(_centred(got_q, ref_queries).mean()), 5),
+            "queries_centred_cosine_min": round(float(centred_cosine(got_q, ref_queries).min()), 5),
+            "queries_centred_cosine_mean": round(float(centred_cosine(got_q, ref_queries).mean()), 5),
             "load_s": round(load_s, 1) if load_s is not None else None,
             "export_s": None if export_s is None else round(export_s, 1),
         }
@@ -221,7 +226,7 @@ def main() -> None:
             t0 = time.perf_counter()
             got_d = enc.encode_documents(docs)
             row["docs_tokens_per_s"] = round(sum(enc.count_tokens(docs)) / (time.perf_counter() - t0), 1)
-            row["docs_centred_cosine_min"] = round(float(_centred(got_d, ref_docs).min()), 5)
+            row["docs_centred_cosine_min"] = round(float(centred_cosine(got_d, ref_docs).min()), 5)
         rows.append(row)
         log(json.dumps(row))  # each variant's figures as soon as they are known
         log(

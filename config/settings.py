@@ -316,10 +316,11 @@ class Settings(BaseSettings):
                     f"SAEKIN_EMBEDDING_BACKEND={self.embedding_backend} runs on the CPU only; "
                     f"SAEKIN_EMBEDDING_DEVICE={self.embedding_device} needs SAEKIN_EMBEDDING_BACKEND=torch"
                 )
-            if self.embedding_precision not in (None, "fp32", "int8"):
+            allowed = ("fp32", "int8", "bf16") if self.embedding_backend == "openvino" else ("fp32", "int8")
+            if self.embedding_precision not in (None, *allowed):
                 raise ValueError(
-                    f"SAEKIN_EMBEDDING_BACKEND={self.embedding_backend} takes SAEKIN_EMBEDDING_PRECISION fp32 or "
-                    f"int8, not {self.embedding_precision}"
+                    f"SAEKIN_EMBEDDING_BACKEND={self.embedding_backend} takes SAEKIN_EMBEDDING_PRECISION "
+                    f"{' or '.join(allowed)}, not {self.embedding_precision}"
                 )
         return self
 

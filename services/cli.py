@@ -984,7 +984,8 @@ def make_twin(
 def export_encoder(
     backend: Annotated[str | None, typer.Option(help="onnx or openvino. Default: SAEKIN_EMBEDDING_BACKEND.")] = None,
     precision: Annotated[
-        str | None, typer.Option(help="fp32 or int8. Default: SAEKIN_EMBEDDING_PRECISION, else fp32.")
+        str | None,
+        typer.Option(help="fp32 or int8 (openvino: bf16 too). Default: SAEKIN_EMBEDDING_PRECISION, else fp32."),
     ] = None,
     optimization: Annotated[
         str | None, typer.Option(help="ONNX Runtime level O1, O2 or O3. Default: SAEKIN_EMBEDDING_ONNX_OPTIMIZATION.")

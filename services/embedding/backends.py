@@ -12,6 +12,8 @@ every later start loads the exported files:
     <root>/<weights sha256[:16]>/openvino-fp32/model.xml      OpenVINO IR
     <root>/<weights sha256[:16]>/openvino-int8/model.xml      + int8 weight compression (NNCF)
 
+OpenVINO bf16 loads openvino-fp32 and compiles it for bf16 maths.
+
 Why not sentence-transformers' own `backend="onnx"`/`"openvino"`: both go through Hugging Face
 Optimum, whose ONNX package (optimum-onnx 0.1) requires transformers < 4.58 and whose Intel
 package (optimum-intel 2.2) requires transformers < 5.6 and another torch, while
@@ -48,7 +50,9 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "openvino")
 EXPORT_BACKENDS = ("onnx", "openvino")
-BACKEND_PRECISIONS = ("fp32", "int8")
+# bf16: OpenVINO compiles the fp32 model for bf16 maths (fast on CPUs with AVX-512 BF16 or AMX);
+# ONNX Runtime's CPU kernels have no bf16.
+BACKEND_PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "int8", "bf16")}
 # O1: ONNX Runtime's basic graph optimisations (constant folding, redundant nodes) saved into the
 # file; O2: O1 plus the transformer fusions (SkipLayerNormalization, BiasGelu, Attention where the
 # graph matches), exact; O3: O2 with GELU approximated by tanh (FastGelu), not exact.
@@ -66,7 +70,7 @@ class BackendSpec:
     """A validated export variant: backend, precision and (ONNX Runtime only) optimisation level."""
 
     backend: str  # onnx or openvino
-    precision: str  # fp32 or int8
+    precision: str  # fp32, int8, or bf16 (openvino only)
     optimization: str | None  # O1-O3 for onnx, None for openvino
 
     @classmethod
@@ -75,10 +79,9 @@ class BackendSpec:
         if backend not in EXPORT_BACKENDS:
             raise ValueError(f"backend {backend!r} cannot be exported; choose one of {EXPORT_BACKENDS}")
         name = precision or "fp32"
-        if name not in BACKEND_PRECISIONS:
-            raise ValueError(
-                f"precision {name!r} is not available with backend {backend}; choose one of {BACKEND_PRECISIONS}"
-            )
+        allowed = BACKEND_PRECISIONS[backend]
+        if name not in allowed:
+            raise ValueError(f"precision {name!r} is not available with backend {backend}; choose one of {allowed}")
         if backend == "openvino":
             return cls(backend, name, None)
         level = optimization or DEFAULT_OPTIMIZATION
@@ -88,9 +91,15 @@ class BackendSpec:
 
     @property
     def name(self) -> str:
-        """The variant's directory name, e.g. onnx-O2-int8 or openvino-fp32."""
+        """The variant's name, e.g. onnx-O2-int8 or openvino-bf16 (export_name: its files' directory)."""
         parts = [self.backend] + ([self.optimization] if self.optimization else []) + [self.precision]
         return "-".join(parts)
+
+    @property
+    def export_name(self) -> str:
+        """The directory of the exported files: OpenVINO's bf16 runs the fp32 IR (bf16 is the
+        precision it is compiled for, not a different file), so the two share one export."""
+        return "openvino-fp32" if self.backend == "openvino" and self.precision == "bf16" else self.name
 
     @property
     def model_file(self) -> str:
@@ -118,7 +127,7 @@ def model_key(model_name_or_path: str) -> str:
 
 
 def variant_dir(root: Path, key: str, spec: BackendSpec) -> Path:
-    return Path(root) / key / spec.name
+    return Path(root) / key / spec.export_name
 
 
 def is_exported(directory: Path, spec: BackendSpec) -> bool:
@@ -243,7 +252,7 @@ def ensure_export(
                 tmp,
                 model=model_name,
                 key=key,
-                variant=spec.name,
+                variant=spec.export_name,
                 seconds=round(time.monotonic() - started, 1),
                 versions=_versions(),
             )
@@ -425,7 +434,7 @@ class ExportedTransformer:
         if spec.backend == "onnx":
             self._run = _onnxruntime_runner(path, num_threads)
         else:
-            self._run = _openvino_runner(path, num_threads)
+            self._run = _openvino_runner(path, num_threads, spec.precision)
 
     def __call__(self, *, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> _Output:
         import torch
@@ -453,13 +462,24 @@ def _onnxruntime_runner(path: Path, num_threads: int | None) -> Callable[[np.nda
     return run
 
 
-def _openvino_runner(path: Path, num_threads: int | None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def _native_bf16() -> bool:
+    from services.embedding.loading import cpu_supports_bf16
+
+    if cpu_supports_bf16():
+        return True
+    log.warning("this CPU has no native bf16 (AVX-512 BF16 or AMX): OpenVINO runs the encoder in fp32")
+    return False
+
+
+def _openvino_runner(
+    path: Path, num_threads: int | None, precision: str
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     ov = _require("openvino")
     config: dict[str, Any] = {
         "PERFORMANCE_HINT": "LATENCY",
-        # OpenVINO computes in bf16 by default on CPUs that have it: keep fp32 maths (int8 here
-        # means int8 weights, decompressed on the fly).
-        "INFERENCE_PRECISION_HINT": "f32",
+        # OpenVINO computes in bf16 by default on CPUs that have it: fp32 maths unless bf16 is
+        # asked for (int8 means int8 weights, decompressed on the fly).
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" and _native_bf16() else "f32",
     }
     if num_threads:
         config["INFERENCE_NUM_THREADS"] = num_threads

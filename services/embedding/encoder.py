@@ -15,7 +15,7 @@ then runs its own forward pass, equal to `SentenceTransformer.encode` within flo
 - precision (loading.py): bf16 (default) or fp16 weights on CUDA; on CPU fp32 (default), bf16
   autocast, or int8 dynamic quantization of the nn.Linear layers;
 - backend (backends.py): on CPU the transformer's forward pass can instead run in ONNX Runtime or
-  OpenVINO (fp32 or int8), from files exported once per model into `export_dir`; batches are then
+  OpenVINO (fp32 or int8; OpenVINO bf16 too), from files exported once per model into `export_dir`; batches are then
   padded, never packed (the exported graph takes a plain attention mask);
 - pooling and normalization are the loaded model's own modules (Pooling, Normalize, ...), so
   the vectors match the plain path; a mismatch with the profile is logged.
@@ -84,7 +84,7 @@ class Encoder(OnDevice):
         export_progress: Callable[[str], None] | None = None,
     ) -> None:
         """`backend` torch (default), onnx or openvino; the latter two run on CPU only, take
-        precision fp32 or int8 (and `onnx_optimization` O1-O3 for onnx), and keep their exported
+        precision fp32 or int8, openvino bf16 too (and `onnx_optimization` O1-O3 for onnx), and keep their exported
         files under `export_dir` (exported on first use; `export_progress(stage)` reports it)."""
         from sentence_transformers import SentenceTransformer
 
@@ -141,7 +141,8 @@ class Encoder(OnDevice):
         else:
             assert export_dir is not None
             self._transformer = self._load_exported(spec, Path(export_dir), export_progress)
-            self._precision = Precision(device="cpu", name=spec.precision, is_cuda=False)
+            # The name only: the exported runtime applies it (bf16 is OpenVINO's own, not torch autocast).
+            self._precision = Precision(device="cpu", name=spec.precision, is_cuda=False, autocasts=False)
             self.pack_position_offset = None
 
         # sentence-transformers 6 renamed get_sentence_embedding_dimension (5 has only that name).

@@ -126,6 +126,7 @@ class Precision:
     device: str
     name: str  # fp32, fp16, bf16 or int8
     is_cuda: bool
+    autocasts: bool = True  # False where another runtime runs the model (an exported encoder)
 
     @classmethod
     def resolve(cls, device: str | None, precision: str | None) -> Precision:
@@ -173,7 +174,7 @@ class Precision:
     @contextmanager
     def autocast(self) -> Iterator[None]:
         """The context a forward pass runs in: bf16 autocast for bf16 on CPU, else nothing."""
-        if self.name == "bf16" and not self.is_cuda:
+        if self.name == "bf16" and not self.is_cuda and self.autocasts:
             import torch
 
             with torch.autocast("cpu", dtype=torch.bfloat16):

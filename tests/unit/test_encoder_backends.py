@@ -14,6 +14,7 @@ from config.profiles import get_profile
 from config.settings import Settings
 from services.embedding.backends import BackendSpec, centred_cosine, model_key, planned_stages, variant_dir
 from services.embedding.encoder import Encoder
+from services.embedding.loading import cpu_supports_bf16
 
 pytest.importorskip("onnxruntime", reason="the onnx backend needs onnxruntime (pip install 'saekin[cpu-backends]')")
 pytest.importorskip("openvino", reason="the openvino backend needs openvino (pip install 'saekin[cpu-backends]')")
@@ -37,6 +38,7 @@ TEXTS = [
 # only); int8 ones are compared on the text-specific part of the vectors (centred cosine).
 FP32_ATOL = 1e-4
 INT8_CENTRED_MIN = 0.95
+BF16_CENTRED_MIN = 0.99
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,7 @@ def reference(small_twin) -> tuple[np.ndarray, np.ndarray]:
         ("onnx", "int8", "O2"),
         ("openvino", "fp32", None),
         ("openvino", "int8", None),
+        ("openvino", "bf16", None),
     ],
 )
 def test_backend_vectors_agree_with_pytorch_fp32(small_twin, export_root, reference, backend, precision, level):
@@ -71,9 +74,13 @@ def test_backend_vectors_agree_with_pytorch_fp32(small_twin, export_root, refere
     queries = np.concatenate([enc.encode_queries([t]) for t in TEXTS])
     assert docs.shape == docs_ref.shape and docs.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(docs, axis=1), 1.0, atol=1e-5)  # the model's Normalize module ran
-    if precision == "fp32":
+    if precision == "fp32" or (precision == "bf16" and not cpu_supports_bf16()):  # bf16 falls back to fp32
         np.testing.assert_allclose(docs, docs_ref, atol=FP32_ATOL)
         np.testing.assert_allclose(queries, queries_ref, atol=FP32_ATOL)
+    elif precision == "bf16":
+        assert not np.allclose(docs, docs_ref, atol=1e-6)
+        assert centred_cosine(docs, docs_ref).min() >= BF16_CENTRED_MIN
+        assert centred_cosine(queries, queries_ref).min() >= BF16_CENTRED_MIN
     else:
         assert not np.allclose(docs, docs_ref, atol=1e-6)  # it really is another computation
         assert centred_cosine(docs, docs_ref).min() >= INT8_CENTRED_MIN
@@ -113,6 +120,12 @@ def test_export_happens_once_and_is_reused(small_twin, tmp_path):
         "onnx-base",
         "openvino-fp32",
     ]
+    # OpenVINO bf16 compiles that same IR for bf16 maths: nothing more is exported.
+    bf16: list[str] = []
+    enc = Encoder(
+        str(small_twin), PROFILE, backend="openvino", precision="bf16", export_dir=tmp_path, export_progress=bf16.append
+    )
+    assert bf16 == [] and enc.export_path == tmp_path / key / "openvino-fp32" and enc.variant == "openvino-bf16"
 
 
 def test_failed_export_leaves_nothing_half_written(small_twin, export_root, tmp_path):
@@ -155,7 +168,10 @@ def test_settings_validate_the_backend(tmp_path):
     with pytest.raises(ValidationError, match="embedding_backend"):
         Settings(data_dir=tmp_path, embedding_backend="tensorrt")
     with pytest.raises(ValidationError, match="takes SAEKIN_EMBEDDING_PRECISION fp32 or int8, not bf16"):
-        Settings(data_dir=tmp_path, embedding_backend="openvino", embedding_precision="bf16")
+        Settings(data_dir=tmp_path, embedding_backend="onnx", embedding_precision="bf16")
+    with pytest.raises(ValidationError, match="takes SAEKIN_EMBEDDING_PRECISION fp32 or int8 or bf16, not fp16"):
+        Settings(data_dir=tmp_path, embedding_backend="openvino", embedding_precision="fp16")
+    assert Settings(data_dir=tmp_path, embedding_backend="openvino", embedding_precision="bf16")
     with pytest.raises(ValidationError, match="runs on the CPU only"):
         Settings(data_dir=tmp_path, embedding_backend="onnx", embedding_device="cuda")
     with pytest.raises(ValidationError, match="embedding_onnx_optimization"):
