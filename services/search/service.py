@@ -359,7 +359,7 @@ def _collect(
         position += len(batch)
         seen.update(h.id for h in batch)
         with times.stage("sql"):
-            rows = _load_passages(session, target.collection_id, [uuid.UUID(h.id) for h in batch])
+            rows = load_passages(session, target.collection_id, [uuid.UUID(h.id) for h in batch])
         for hit in batch:
             row = rows.get(hit.id)
             if row is not None and row.generation == row.indexed_generation:
@@ -449,7 +449,7 @@ _PASSAGES = (
 )
 
 
-def _load_passages(session: Session, collection_id: uuid.UUID, ids: list[uuid.UUID]) -> dict[str, Row]:
+def load_passages(session: Session, collection_id: uuid.UUID, ids: list[uuid.UUID]) -> dict[str, Row]:
     """Rows of all hits' chunks and documents in one SQL query, by chunk id."""
     if not ids:
         return {}
