@@ -236,6 +236,7 @@ def measure(size: int, args: argparse.Namespace) -> dict:
         hits = index.query(COLLECTION, dense=q, limit=10, with_payload=False)
         recall.append(len({h.id for h in hits} & expected) / 10)
     log(f"{size}: recall@10 {np.mean(recall):.4f}")
+    ef_sweep = [_ef_point(index, ef, query_dense, truth, questions, args) for ef in args.ef_sweep]
 
     # Queries while a writer keeps adding points (and optimisations run in the background).
     stop = threading.Event()
@@ -296,8 +297,46 @@ def measure(size: int, args: argparse.Namespace) -> dict:
         "written_during_queries": written[0],
         "reopened": reopened,
     }
+    if ef_sweep:
+        result["ef_sweep"] = ef_sweep
     shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _ef_point(index, ef: int, query_dense: np.ndarray, truth: list[set[str]], questions, args) -> dict:
+    """Recall@10 of the dense leg and hybrid p50 (no writes) with the dense search exploring `ef`
+    candidates (SAEKIN_INDEX_HNSW_EF), on the settled index; the index's own setting is restored."""
+    from services.index.edge import _dense_search
+
+    own = index._dense_search
+    index._dense_search = _dense_search(ef)  # what EdgeIndex(hnsw_ef=ef) would use
+    try:
+        recall = [
+            len({h.id for h in index.query(COLLECTION, dense=q, limit=10, with_payload=False)} & expected) / 10
+            for q, expected in zip(query_dense, truth)
+        ]
+        samples = []
+        for i in range(args.queries):
+            t = time.perf_counter()
+            index.query(
+                COLLECTION,
+                dense=query_dense[i],
+                sparse=questions[i % len(questions)],
+                fusion="rrf",
+                limit=10,
+                prefetch_limit=100,
+                with_payload=False,
+            )
+            samples.append(time.perf_counter() - t)
+    finally:
+        index._dense_search = own
+    point = {
+        "ef": ef,
+        "recall_at_10_vs_exact": round(float(np.mean(recall)), 4),
+        "hybrid_p50_ms": round(float(np.percentile(np.array(samples) * 1000, 50)), 2),
+    }
+    log(f"ef {ef}: {point}")
+    return point
 
 
 def _reopened(work: Path, args: argparse.Namespace) -> dict:
@@ -631,6 +670,12 @@ def main() -> None:
     parser.add_argument("--recall-queries", type=int, default=100)
     parser.add_argument("--write-pause", type=float, default=0.2, help="seconds between the writer's batches of 64")
     parser.add_argument("--optimise-timeout", type=float, default=3600)
+    parser.add_argument(
+        "--ef-sweep",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=[],
+        help="index mode: also recall@10 and hybrid p50 (no writes) at these SAEKIN_INDEX_HNSW_EF values, e.g. 512,256,128",
+    )
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
