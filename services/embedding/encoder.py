@@ -15,8 +15,8 @@ then runs its own forward pass, equal to `SentenceTransformer.encode` within flo
 - precision (loading.py): bf16 (default) or fp16 weights on CUDA; on CPU fp32 (default), bf16
   autocast, or int8 dynamic quantization of the nn.Linear layers;
 - backend (backends.py): on CPU the transformer's forward pass can instead run in ONNX Runtime or
-  OpenVINO (fp32 or int8; OpenVINO bf16 too), from files exported once per model into `export_dir`; batches are then
-  padded, never packed (the exported graph takes a plain attention mask);
+  OpenVINO (fp32 or int8; OpenVINO bf16 too), from files exported once per model into
+  `export_dir`; batches are then padded, never packed (the exported graph takes a plain mask);
 - pooling and normalization are the loaded model's own modules (Pooling, Normalize, ...), so
   the vectors match the plain path; a mismatch with the profile is logged.
 
@@ -84,8 +84,9 @@ class Encoder(OnDevice):
         export_progress: Callable[[str], None] | None = None,
     ) -> None:
         """`backend` torch (default), onnx or openvino; the latter two run on CPU only, take
-        precision fp32 or int8, openvino bf16 too (and `onnx_optimization` O1-O3 for onnx), and keep their exported
-        files under `export_dir` (exported on first use; `export_progress(stage)` reports it)."""
+        precision fp32 or int8, openvino bf16 too (and `onnx_optimization` O1-O3 for onnx), and
+        keep their exported files under `export_dir` (exported on first use;
+        `export_progress(stage)` reports it)."""
         from sentence_transformers import SentenceTransformer
 
         self.model_name_or_path = str(model_name_or_path)

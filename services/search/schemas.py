@@ -260,7 +260,7 @@ class SearchDefaults(BaseModel):
     rerank: Rerank | None = None
 
 
-# bge-m3's 1,024 with room for larger models; longer bodies are refused before parsing.
+# bge-m3's 1,024 with room for larger models; a longer vector is a 422.
 MAX_QUERY_VECTOR_DIM = 8192
 
 

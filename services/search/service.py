@@ -186,7 +186,7 @@ def search_collections(
     # The model works on the question while this thread analyses it (sparse leg and highlights),
     # unless the client sent the question's vector.
     encode_started = time.perf_counter()
-    encodes = query_encoder is not None and mode != "sparse" and request.vector is None
+    encodes = mode != "sparse" and request.vector is None
     dense_future = query_encoder.submit(request.query) if encodes and query_encoder is not None else None
     needs_terms = mode != "dense" or request.highlight or settings.rerank is not None
     with times.stage("analyse"):

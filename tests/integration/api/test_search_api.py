@@ -303,8 +303,12 @@ def test_a_client_sent_question_vector_replaces_the_encoding(app_client, corpus)
     assert jeju["external_id"] == "jeju"
     r = app_client.post("/v1/embeddings", json={"model": "bge-m3-ko", "input": jeju["text"]})
     vector = r.json()["data"][0]["embedding"]
+    encoded_before = _encode_count(app_client)
     body = search(app_client, corpus, query="불꽃 축제", mode="dense", vector=vector, explain=True)
     assert body["results"][0]["external_id"] == "jeju"
+    assert _encode_count(app_client) == encoded_before  # the question was not encoded
+    search(app_client, corpus, query="불꽃 축제", mode="dense")
+    assert _encode_count(app_client) == encoded_before + 1  # without a vector, it is
     assert body["results"][0]["explain"]["dense"]["score"] == pytest.approx(1.0, abs=1e-3)
     # Scaled, it is the same direction; hybrid takes the text's sparse leg beside it.
     scaled = search(app_client, corpus, query="불꽃 축제", mode="dense", vector=[3 * x for x in vector])
@@ -340,3 +344,11 @@ def test_a_client_sent_vector_that_cannot_be_used_is_a_422(app_client, corpus, v
         headers={"content-type": "application/json"},
     )
     assert r.status_code == 422 and "finite" in r.text
+
+
+def _encode_count(client) -> float:
+    """How many searches have run the query encoder (the `encode` stage's count in /metrics)."""
+    import re
+
+    found = re.search(r'saekin_search_stage_seconds_count\{stage="encode"\} ([0-9.e+]+)', client.get("/metrics").text)
+    return float(found.group(1)) if found else 0.0
