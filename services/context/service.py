@@ -67,8 +67,10 @@ def build_context(
     """Cited passages for `request` from `collection_names` (searched as one) within its budget;
     the models as in :func:`search_collections`."""
     started = time.perf_counter()
-    fields = request.model_dump(include=set(SearchRequest.model_fields))
-    search_request = SearchRequest.model_validate({**fields, "highlight": False, "explain": False})
+    # The request's validated values as they are: a dump and a second validation would not always
+    # round-trip (a date range's bound is written back in another form).
+    fields = {name: getattr(request, name) for name in SearchRequest.model_fields}
+    search_request = SearchRequest.model_construct(**{**fields, "highlight": False, "explain": False})
     found = search_collections(
         session,
         index=index,

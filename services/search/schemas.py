@@ -97,7 +97,8 @@ def _rfc3339(value: str) -> str:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: it writes years before 1000 with four digits (0478-...), as RFC 3339 wants.
+    return parsed.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _range_of(bound: dict[str, Any]) -> dict[str, Any]:
@@ -262,6 +263,11 @@ class SearchDefaults(BaseModel):
 
 # bge-m3's 1,024 with room for larger models; a longer vector is a 422.
 MAX_QUERY_VECTOR_DIM = 8192
+# Not all zeros (no direction to search by): said in the schema too, so clients' validators know.
+QueryVector = Annotated[
+    list[float],
+    Field(min_length=1, max_length=MAX_QUERY_VECTOR_DIM, json_schema_extra={"not": {"items": {"const": 0}}}),
+]
 
 
 class SearchRequest(BaseModel):
@@ -288,10 +294,8 @@ class SearchRequest(BaseModel):
     explain: bool = Field(False, description="Add each hit's rank and score in each leg, and the fused score.")
     highlight: bool = Field(True, description="Add the spans of query terms in each passage.")
     filter: SearchFilter | None = None
-    vector: list[float] | None = Field(
+    vector: QueryVector | None = Field(
         None,
-        min_length=1,
-        max_length=MAX_QUERY_VECTOR_DIM,
         description="The question's dense embedding by the collection's model (from POST /v1/embeddings, or "
         "your own copy of the model), used instead of encoding `query`; `query` still drives the sparse leg "
         "and highlights. Its length must be the collection's dimension.",

@@ -185,6 +185,19 @@ def test_range_filters(app_client, laws):
     assert hits({"metadata": {"date": {"gte": "2021-01-01"}}}) == {"carbon"}
     assert hits({"metadata": {"date": {"lt": "2020-01-01T00:00:00+09:00"}}}) == {"busan"}
     assert hits({"metadata": {"year": {"gte": 2000}, "date": {"lt": "2020-01-01"}}}) == {"busan"}
+    # Years before 1000 keep four digits in the bound sent on (strftime wrote 478-12-26, which the
+    # context endpoint's second validation then refused with a 500).
+    assert hits({"metadata": {"date": {"gt": "0478-12-26"}}}) == {"carbon", "busan"}
+    r = app_client.post(
+        f"/v1/collections/{laws}/context",
+        json={
+            "query": "축제 이행계획",
+            "mode": "sparse",
+            "max_tokens": 200,
+            "filter": {"metadata": {"date": {"gt": "0478-12-26"}}},
+        },
+    )
+    assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize(
