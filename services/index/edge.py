@@ -51,7 +51,7 @@ from services.index.query import (
     filter_index_kinds,
     metadata_path,
     render_condition,
-    reported_metadata_key,
+    reported_metadata_indexes,
 )
 from services.vectors import SparseVector
 
@@ -225,13 +225,7 @@ class EdgeIndex(VectorIndex):
             if not shard.filter_indexes.needs_change(wanted):
                 return
             with shard.write_lock:
-                create, drop = shard.filter_indexes.plan(wanted)
-                for path in drop:
-                    shard.apply(qe.UpdateOperation.delete_field_index(path))
-                for path, kind in create:
-                    shard.apply(qe.UpdateOperation.create_field_index(path, _FILTER_INDEX_PARAMS[kind]()))
-                if create or drop:
-                    shard.shard.flush()
+                _change_filter_indexes(shard, *shard.filter_indexes.plan(wanted))
 
     def declare_filter_indexes(
         self, name: str, declared: Mapping[str, FilterIndexKind], *, undeclared: Iterable[str] = ()
@@ -241,24 +235,13 @@ class EdgeIndex(VectorIndex):
         paths = {metadata_path(key): kind for key, kind in declared.items()}
         gone = [metadata_path(key) for key in undeclared]
         with self._use(name) as shard, shard.write_lock:
-            create, drop = shard.filter_indexes.declare(paths, gone)
-            for path in drop:
-                shard.apply(qe.UpdateOperation.delete_field_index(path))
-            for path, kind in create:
-                shard.apply(qe.UpdateOperation.create_field_index(path, _FILTER_INDEX_PARAMS[kind]()))
-            if create or drop:
-                shard.shard.flush()
+            _change_filter_indexes(shard, *shard.filter_indexes.declare(paths, gone))
 
     def metadata_indexes(self, name: str) -> dict[str, FilterIndexKind]:
         """The shard's metadata payload indexes, as its info reports them."""
         with self._use(name) as shard:
             schema = shard.shard.info().payload_schema
-        out: dict[str, FilterIndexKind] = {}
-        for path, info in schema.items():
-            key, kind = reported_metadata_key(path), _FILTER_INDEX_KINDS.get(info.data_type)
-            if key is not None and kind is not None:
-                out[key] = kind
-        return out
+        return reported_metadata_indexes(schema, _edge_kind)
 
     def count(self, name: str, filter: IndexFilter | None = None) -> int:
         """Exact count of the points matching the filter."""
@@ -650,18 +633,11 @@ _FILTER_INDEX_KINDS: dict[Any, FilterIndexKind] = {
 
 def _filter_indexes(shard: qe.EdgeShard, limit: int) -> FilterIndexes:
     """The metadata indexes a shard already has (made on first use in an earlier run)."""
-    indexes = FilterIndexes(limit=limit)
-    for reported, info in shard.info().payload_schema.items():
-        key = reported_metadata_key(reported)
-        if key is None:
-            continue
-        path = metadata_path(key)
-        kind = _FILTER_INDEX_KINDS.get(info.data_type)
-        if kind is None:  # made by someone else, of a kind we do not plan: leave it alone
-            indexes.mixed.add(path)
-        else:
-            indexes.indexed[path] = kind
-    return indexes
+    return FilterIndexes.from_schema(shard.info().payload_schema, _edge_kind, limit)
+
+
+def _edge_kind(info: Any) -> FilterIndexKind | None:
+    return _FILTER_INDEX_KINDS.get(info.data_type)
 
 
 def _edge_config(schema: CollectionSchema) -> qe.EdgeConfig:
@@ -700,6 +676,16 @@ def _dense_search(hnsw_ef: int) -> qe.SearchParams:
 
 def _leg_params(search: LegSearch, dense: qe.SearchParams) -> qe.SearchParams:
     return _LIVE_IDF if search.leg == SPARSE else dense
+
+
+def _change_filter_indexes(shard: _Shard, create: list[tuple[str, FilterIndexKind]], drop: list[str]) -> None:
+    """Apply what FilterIndexes planned to the shard (caller holds its write lock) and flush."""
+    for path in drop:
+        shard.apply(qe.UpdateOperation.delete_field_index(path))
+    for path, kind in create:
+        shard.apply(qe.UpdateOperation.create_field_index(path, _FILTER_INDEX_PARAMS[kind]()))
+    if create or drop:
+        shard.shard.flush()
 
 
 def _edge_request(search: Search, dim: int, dense: qe.SearchParams) -> qe.QueryRequest:

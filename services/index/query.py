@@ -146,6 +146,25 @@ class FilterIndexes:
     indexed: dict[str, FilterIndexKind] = field(default_factory=dict)
     mixed: set[str] = field(default_factory=set)
 
+    @classmethod
+    def from_schema(
+        cls, schema: Mapping[str, Any], kind_of: Callable[[Any], FilterIndexKind | None], limit: int
+    ) -> FilterIndexes:
+        """The metadata indexes an engine reports (payload path -> index info, the kind read by
+        `kind_of`), as made in an earlier run; one of a kind Saekin does not plan (made by
+        someone else) counts as mixed: left alone."""
+        indexes = cls(limit=limit)
+        for reported, info in schema.items():
+            key = reported_metadata_key(reported)
+            if key is None:
+                continue
+            path, kind = metadata_path(key), kind_of(info)
+            if kind is None:
+                indexes.mixed.add(path)
+            else:
+                indexes.indexed[path] = kind
+        return indexes
+
     def plan(self, wanted: Mapping[str, set[FilterIndexKind]]) -> tuple[list[tuple[str, FilterIndexKind]], list[str]]:
         """(indexes to create, indexes to drop) before a filter asking for `wanted` runs; the
         plan is recorded as done, so call it under the lock that serialises index changes."""
@@ -438,6 +457,19 @@ def metadata_path(key: str) -> str:
     if problem := metadata_key_problem(key):
         raise InvalidInput(f"metadata key {key!r} {problem}", code="invalid_metadata")
     return f'metadata."{key}"'
+
+
+def reported_metadata_indexes(
+    schema: Mapping[str, Any], kind_of: Callable[[Any], FilterIndexKind | None]
+) -> dict[str, FilterIndexKind]:
+    """Metadata key -> index kind of an engine's payload schema (path -> index info), the kind read
+    from each info by `kind_of`; paths outside metadata and kinds Saekin does not make are left out."""
+    out: dict[str, FilterIndexKind] = {}
+    for path, info in schema.items():
+        key, kind = reported_metadata_key(path), kind_of(info)
+        if key is not None and kind is not None:
+            out[key] = kind
+    return out
 
 
 def reported_metadata_key(path: str) -> str | None:

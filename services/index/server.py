@@ -40,7 +40,7 @@ from services.index.query import (
     filter_index_kinds,
     metadata_path,
     render_condition,
-    reported_metadata_key,
+    reported_metadata_indexes,
 )
 from services.vectors import SparseVector
 
@@ -203,22 +203,23 @@ class ServerIndex(VectorIndex):
         if self._local:
             return
         with self._filter_indexes_lock, self._calls(name):
-            create, drop = self._known_filter_indexes(name).declare(paths, gone)
-            for path in drop:
-                self._client.delete_payload_index(name, path, wait=True)
-            for path, kind in create:
-                self._client.create_payload_index(name, path, _FILTER_INDEX_SCHEMAS[kind], wait=True)
+            self._change_filter_indexes(name, *self._known_filter_indexes(name).declare(paths, gone), built=True)
 
     def metadata_indexes(self, name: str) -> dict[str, FilterIndexKind]:
         """The collection's metadata payload indexes, as the server reports them."""
         with self._calls(name):
             schema = self._client.get_collection(name).payload_schema or {}
-        out: dict[str, FilterIndexKind] = {}
-        for path, info in schema.items():
-            key, kind = reported_metadata_key(path), _SERVER_KINDS.get(_data_type(info))
-            if key is not None and kind is not None:
-                out[key] = kind
-        return out
+        return reported_metadata_indexes(schema, _server_kind)
+
+    def _change_filter_indexes(
+        self, name: str, create: list[tuple[str, FilterIndexKind]], drop: list[str], *, built: bool
+    ) -> None:
+        """Apply what FilterIndexes planned (caller is inside _calls); drops are waited for, and
+        creations too when `built` (else the server builds them in the background)."""
+        for path in drop:
+            self._client.delete_payload_index(name, path, wait=True)
+        for path, kind in create:
+            self._client.create_payload_index(name, path, _FILTER_INDEX_SCHEMAS[kind], wait=built)
 
     def _known_filter_indexes(self, name: str) -> FilterIndexes:
         """The collection's FilterIndexes, read from the server on first use (caller holds
@@ -241,11 +242,7 @@ class ServerIndex(VectorIndex):
             if indexes is not None and not indexes.needs_change(wanted):
                 return
             with self._calls(name):
-                create, drop = self._known_filter_indexes(name).plan(wanted)
-                for path in drop:
-                    self._client.delete_payload_index(name, path, wait=True)
-                for path, kind in create:
-                    self._client.create_payload_index(name, path, _FILTER_INDEX_SCHEMAS[kind], wait=False)
+                self._change_filter_indexes(name, *self._known_filter_indexes(name).plan(wanted), built=False)
 
     def count(self, name: str, filter: IndexFilter | None = None) -> int:
         """Exact count of the points matching the filter."""
@@ -348,18 +345,11 @@ _FILTER_INDEX_SCHEMAS: dict[FilterIndexKind, qm.PayloadSchemaType | qm.IntegerIn
 
 def _filter_indexes(schema: dict[str, qm.PayloadIndexInfo], limit: int) -> FilterIndexes:
     """The metadata indexes a collection already has (the server quotes keys only where needed)."""
-    indexes = FilterIndexes(limit=limit)
-    for reported, info in schema.items():
-        key = reported_metadata_key(reported)
-        if key is None:
-            continue
-        path = metadata_path(key)
-        kind = _SERVER_KINDS.get(_data_type(info))
-        if kind is None:
-            indexes.mixed.add(path)
-        else:
-            indexes.indexed[path] = kind
-    return indexes
+    return FilterIndexes.from_schema(schema, _server_kind, limit)
+
+
+def _server_kind(info: qm.PayloadIndexInfo) -> FilterIndexKind | None:
+    return _SERVER_KINDS.get(_data_type(info))
 
 
 def _data_type(info: qm.PayloadIndexInfo) -> str:
