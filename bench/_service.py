@@ -171,10 +171,20 @@ def cpu_seconds(pid: int) -> float | None:
 
 def peak_rss_mb_of(pid: int) -> float | None:
     """VmHWM (peak resident set size) of a live process, in MiB."""
+    return _status_mb(pid, "VmHWM")
+
+
+def rss_mb_of(pid: int) -> float | None:
+    """VmRSS (resident set size now) of a live process, in MiB."""
+    return _status_mb(pid, "VmRSS")
+
+
+def _status_mb(pid: int, field: str) -> float | None:
+    """A kB field of /proc/<pid>/status, in MiB; None when the process is gone."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         return None
@@ -216,6 +226,20 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.5, what: str = 
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def wait_ready(server: ServiceProcess, base_url: str, *, timeout: float) -> None:
+    """Poll the service's /readyz until it answers 200; TimeoutError after `timeout` s, and the
+    server's own error at once if it exits meanwhile."""
+    import httpx
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, timeout=timeout, interval=1.0, what=f"{base_url}/readyz", check=server.check_alive)
 
 
 def model_dim(model: str) -> int | None:

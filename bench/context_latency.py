@@ -36,7 +36,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import DEFAULT_CORPUS, embedded_settings, emit, make_work_dir, resolve_model
-from bench._service import ServiceProcess, free_port, model_dim, percentiles, service_env, wait_until
+from bench._service import ServiceProcess, free_port, model_dim, percentiles, service_env, wait_ready
 from bench.query_latency import COLLECTION, build_index
 
 
@@ -91,14 +91,7 @@ def main() -> None:
         cwd=work_dir,
     )
     try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, timeout=args.ready_timeout, interval=1.0, what=f"{base_url}/readyz", check=server.check_alive)
+        wait_ready(server, base_url, timeout=args.ready_timeout)
         search_body = {"mode": "sparse", "top_k": args.top_k}
         kinds = {
             "search_no_highlight": (f"/v1/collections/{COLLECTION}/search", {**search_body, "highlight": False}),

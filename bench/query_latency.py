@@ -58,7 +58,7 @@ from bench._service import (
     peak_rss_mb_of,
     percentiles,
     service_env,
-    wait_until,
+    wait_ready,
 )
 
 COLLECTION = "bench"
@@ -548,15 +548,7 @@ def main() -> None:
             log_path=work_dir / "server.log",
             cwd=work_dir,
         )
-        import httpx
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, timeout=args.ready_timeout, interval=1.0, what=f"{base_url}/readyz", check=server.check_alive)
+        wait_ready(server, base_url, timeout=args.ready_timeout)
         startup_s = time.perf_counter() - t1
         log(f"service ready in {startup_s:.1f}s (pid {server.pid}); {len(queries)} queries per mode")
 

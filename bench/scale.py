@@ -474,7 +474,15 @@ def measure_http(size: int, args: argparse.Namespace) -> dict:
     import httpx
 
     from bench._common import make_work_dir, resolve_model
-    from bench._service import ServiceProcess, free_port, model_dim, peak_rss_mb_of, service_env, wait_until
+    from bench._service import (
+        ServiceProcess,
+        free_port,
+        model_dim,
+        peak_rss_mb_of,
+        rss_mb_of,
+        service_env,
+        wait_ready,
+    )
     from bench.query_latency import COLLECTION as HTTP_COLLECTION
     from bench.query_latency import build_index
     from services.evaluation.datasets import load_dataset
@@ -533,14 +541,7 @@ def measure_http(size: int, args: argparse.Namespace) -> dict:
     stop = threading.Event()
     uploads: dict[str, int] = {}
     try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, timeout=900, interval=1.0, what=f"{base_url}/readyz", check=server.check_alive)
+        wait_ready(server, base_url, timeout=900)
         client = httpx.Client(base_url=base_url, timeout=120)
         # The filtered key's payload index, declared as a collection's settings do (issue 20).
         client.patch(url, json={"filter_indexes": {"topic": "keyword"}}).raise_for_status()
@@ -614,7 +615,7 @@ def measure_http(size: int, args: argparse.Namespace) -> dict:
         if uploading.is_alive():
             uploading.join(120)
         collection = client.get(url).json()
-        server_rss = {"rss_mb_peak": peak_rss_mb_of(server.pid), "rss_mb": _rss_mb_of(server.pid)}
+        server_rss = {"rss_mb_peak": peak_rss_mb_of(server.pid), "rss_mb": rss_mb_of(server.pid)}
         client.close()
         server.check_alive()
     finally:
@@ -650,17 +651,6 @@ def measure_http(size: int, args: argparse.Namespace) -> dict:
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return result
-
-
-def _rss_mb_of(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
 
 
 def main() -> None:
