@@ -94,8 +94,9 @@ def declare_filter_indexes(
     them on its index and on the one a running reindex is writing, dropping those of keys no
     longer declared. InvalidInput above `limit`, the limit of indexes made on a filter's first
     use, which declared ones count against. `dim(collection)`: the dense width to create the
-    index with when no document was embedded yet (so the indexes exist before its first point), or None to
-    leave that to the embed stage; a reindex declares them on its new index (reindex.py)."""
+    index with when no document was embedded yet (so the indexes exist before its first point),
+    or None to leave that to the embed stage; a reindex declares them on its new index
+    (reindex.py)."""
     if len(declared) > limit:
         raise InvalidInput(
             f"{len(declared)} filter indexes declared, at most {limit} (SAEKIN_INDEX_FILTER_INDEX_LIMIT)",
