@@ -61,11 +61,12 @@ PAYLOAD_INDEXES: tuple[tuple[str, PayloadType], ...] = (
 # defaults) 0.88, 0.967, 0.991 at ef 256, 512, 1024; m 32 / ef_construct 200 0.979 and 0.995 at
 # ef 256 and 512, for the same build time here and twice the graph's size on disk; int8 or float
 # alike. With int8 quantization, `limit` x QUANTIZED_OVERSAMPLING candidates are rescored with
-# the float originals.
+# the float originals: at 200,000 points, 1 instead of 2 cost recall@10 0.998 -> 0.997 and took
+# hybrid p50 from 7.4 to 4.8 ms (each extra candidate is a 4 KB read of the memory-mapped originals).
 HNSW_M = 32
 HNSW_EF_CONSTRUCT = 200
 HNSW_EF = 512
-QUANTIZED_OVERSAMPLING = 2.0
+QUANTIZED_OVERSAMPLING = 1.0
 
 
 @dataclass(frozen=True)
