@@ -278,6 +278,7 @@ def measure(size: int, args: argparse.Namespace) -> dict:
     writing.join()
     after = memory_mb()
     final = index.optimization_status(COLLECTION)
+    index_exact_idf = index._shards[COLLECTION].exact_idf
     index.close()
     reopened = _reopened(work, args)
     result = {
@@ -294,6 +295,8 @@ def measure(size: int, args: argparse.Namespace) -> dict:
         "recall_at_10_vs_exact": round(float(np.mean(recall)), 4),
         "optimised_in_background_s": status["last_seconds"] and round(status["last_seconds"], 1),
         "optimisation_running_at_end": final["running"],
+        # Sparse IDF from the shard's statistics (no point deleted or overwritten) or live counts.
+        "sparse_idf": "statistics" if index_exact_idf else "live counts",
         "written_during_queries": written[0],
         "reopened": reopened,
     }

@@ -26,6 +26,7 @@ import qdrant_edge as qe
 
 from services.errors import Conflict, DataDirLocked, InvalidInput, NotFound
 from services.index.base import IndexPoint, VectorIndex, check_collection_name, point_id
+from services.index.edge_optimizer import VACUUMED
 from services.index.query import (
     DENSE,
     HNSW_EF,
@@ -70,6 +71,11 @@ _OPTIMIZING_PREFIX = ".optimizing-"
 _RETIRED_PREFIX = ".retired-"
 # Written into the copy once it holds every write, just before the swap.
 _COMPLETE_MARKER = ".saekin-complete"
+# Present while the shard's sparse statistics count its live points only (no point deleted or
+# overwritten since it was created or vacuumed): sparse searches may then take IDF from those
+# statistics, 3x faster than counting the live points at every query (_LIVE_IDF). Shards without
+# it (stale, or written by older code) count live points.
+_EXACT_IDF_MARKER = ".saekin-exact-idf"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 # After a failed background optimisation, writes and searches do not start another for this long.
 _RETRY_AFTER_FAILURE_S = 300.0
@@ -180,6 +186,8 @@ class EdgeIndex(VectorIndex):
                 for i in range(0, len(points), batch_size)
             ]
             with shard.write_lock:
+                if shard.tracks_staleness and _any_exist(shard.shard, [p.id for b in batches for p in b]):
+                    self._mark_idf_stale(name, shard)
                 for batch in batches:
                     shard.apply(qe.UpdateOperation.upsert_points(batch))
                 shard.shard.flush()
@@ -193,9 +201,14 @@ class EdgeIndex(VectorIndex):
     ) -> None:
         """Delete by payload filter; a collection that does not exist has nothing to delete."""
         condition = document_condition(document_id, generation=generation, below_generation=below_generation)
-        operation = qe.UpdateOperation.delete_points_by_filter(render_condition(condition, _EDGE_CONDITIONS))
+        selector = render_condition(condition, _EDGE_CONDITIONS)
+        operation = qe.UpdateOperation.delete_points_by_filter(selector)
         try:
             with self._use(name) as shard, shard.write_lock:
+                deleted = int(shard.shard.count(qe.CountRequest(exact=True, filter=selector)))
+                if deleted:
+                    self._mark_idf_stale(name, shard)
+                    shard.pending += deleted  # the next background optimisation vacuums them
                 shard.apply(operation)
                 shard.shard.flush()
         except NotFound:
@@ -204,16 +217,21 @@ class EdgeIndex(VectorIndex):
     def _search(self, name: str, searches: Sequence[Search]) -> list[list[IndexHit]]:
         """The searches as Edge requests, one query or one batch."""
         with self._use(name) as shard:
-            requests = [_edge_request(search, shard.dim, self._dense_search) for search in searches]
-            if len(requests) == 1:
-                results = [shard.shard.query(requests[0])]
-            else:
-                results = shard.shard.query_batch(qe.QueryBatchRequest(requests))
+            exact = shard.exact_idf
+            results = self._run(shard, searches, _ENGINE_IDF if exact else _LIVE_IDF)
+            if exact and not shard.exact_idf:  # a delete came in meanwhile (searches take no lock)
+                results = self._run(shard, searches, _LIVE_IDF)
             # A collection left unoptimised by an earlier run is optimised once it is searched.
             due = self._optimize_after is not None and shard.optimization_due(self._optimize_after)
         if due:
             self.optimize_in_background(name)
         return [[IndexHit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in r] for r in results]
+
+    def _run(self, shard: _Shard, searches: Sequence[Search], sparse: qe.SearchParams) -> list[Any]:
+        requests = [_edge_request(search, shard.dim, self._dense_search, sparse) for search in searches]
+        if len(requests) == 1:
+            return [shard.shard.query(requests[0])]
+        return list(shard.shard.query_batch(qe.QueryBatchRequest(requests)))
 
     def _index_filter(self, name: str, condition: AllOf) -> None:
         """Create (or drop) payload indexes of the metadata paths a filter uses, as
@@ -387,6 +405,7 @@ class EdgeIndex(VectorIndex):
             raise
         shard = _Shard(shard=edge_shard, dim=dim, filter_indexes=_filter_indexes(edge_shard, self._filter_index_limit))
         shard.pending = _unoptimised_points(edge_shard)
+        shard.exact_idf = (path / _EXACT_IDF_MARKER).is_file()
         self._shards[name] = shard
         return shard
 
@@ -406,10 +425,11 @@ class EdgeIndex(VectorIndex):
                 shutil.rmtree(copy, ignore_errors=True)
                 shutil.copytree(path, copy, ignore=shutil.ignore_patterns(_COMPLETE_MARKER))
                 shard.replay = []
+                shard.stale_in_replay = False
                 copied_pending, copied_points = shard.pending, shard.shard.info().points_count
             _step("copied")
             # 2. A child process optimises the copy.
-            self._run_optimiser(shard, copy)
+            vacuumed = self._run_optimiser(shard, copy)
             _step("optimised")
             # 3. The writes made meanwhile, applied to the copy: writes wait, searches go on.
             with self._guard.read(), shard.write_lock:
@@ -426,6 +446,10 @@ class EdgeIndex(VectorIndex):
                 optimised.flush()
                 optimised.close()
                 optimised = None
+                if vacuumed and not shard.stale_in_replay:
+                    _write_marker(copy / _EXACT_IDF_MARKER)
+                else:
+                    (copy / _EXACT_IDF_MARKER).unlink(missing_ok=True)
                 _write_marker(copy / _COMPLETE_MARKER)
                 _step("marked")
                 swapping = True
@@ -469,26 +493,39 @@ class EdgeIndex(VectorIndex):
             if not swapped:
                 shutil.rmtree(copy, ignore_errors=True)
 
-    def _run_optimiser(self, shard: _Shard, copy: Path) -> None:
-        """Run edge_optimizer on the copy in a child process and wait for it (without the GIL)."""
+    def _run_optimiser(self, shard: _Shard, copy: Path) -> bool:
+        """Run edge_optimizer on the copy in a child process and wait for it (without the GIL);
+        whether it reports every deleted point vacuumed (edge_optimizer.VACUUMED)."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
         process = subprocess.Popen(
             [sys.executable, "-m", "services.index.edge_optimizer", str(copy), str(os.getpid())],
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         assert shard.optimization is not None
         shard.optimization.process = process
         if shard.retired:  # retired while it started: retire() may have missed it
             process.kill()
-        _, err = process.communicate()
+        out, err = process.communicate()
         if process.returncode != 0:
             raise RuntimeError(
                 f"the optimiser process exited with status {process.returncode}: {err.decode(errors='replace')[-1000:]}"
             )
+        return VACUUMED in out.decode(errors="replace").split()
+
+    def _mark_idf_stale(self, name: str, shard: _Shard) -> None:
+        """Before a delete or an overwrite (caller holds the write lock): the sparse statistics will
+        count a point that is gone, so searches count live points until a vacuum. The marker goes
+        first, so a crash after it leaves the shard stale, never wrongly exact."""
+        if shard.exact_idf:
+            (self._root / name / _EXACT_IDF_MARKER).unlink(missing_ok=True)
+            _fsync_directory(self._root / name)
+            shard.exact_idf = False
+        if shard.replay is not None:
+            shard.stale_in_replay = True
 
     def _create(self, name: str, schema: CollectionSchema) -> None:
         """Create a shard in a scratch directory and rename it into place, so a crash leaves no half shard."""
@@ -500,6 +537,7 @@ class EdgeIndex(VectorIndex):
             shard.flush()
         finally:
             shard.close()
+        _write_marker(scratch / _EXACT_IDF_MARKER)
         target = self._root / name
         shutil.rmtree(target, ignore_errors=True)  # a directory without a config is no shard
         os.replace(scratch, target)
@@ -534,6 +572,10 @@ class _Shard:
     last_optimization_s: float | None = None
     last_optimization_error: str | None = None
     retry_after: float = 0.0  # no automatic optimisation before this (time.monotonic) after a failure
+    # Its sparse statistics count live points only (_EXACT_IDF_MARKER), and whether a point was
+    # deleted or overwritten while a background optimisation ran (the copy then is not exact).
+    exact_idf: bool = False
+    stale_in_replay: bool = False
     # Closed, dropped or swapped out: a background optimisation of it must stop.
     retired: bool = False
 
@@ -542,6 +584,11 @@ class _Shard:
         self.shard.update(operation)
         if self.replay is not None:
             self.replay.append(operation)
+
+    @property
+    def tracks_staleness(self) -> bool:
+        """Whether an overwrite must be looked for: it would end exactness, now or in the copy."""
+        return self.exact_idf or self.replay is not None
 
     def optimization_due(self, minimum: int) -> bool:
         return (
@@ -600,6 +647,8 @@ class _RWLock:
 
 # IDF over the live points: a match-all corpus (why: query.LegSearch).
 _LIVE_IDF = qe.SearchParams(idf=qe.IdfParams(corpus=qe.Filter()))
+# IDF from the sparse index's statistics: right only while they count no deleted point.
+_ENGINE_IDF = qe.SearchParams()
 
 _PAYLOAD_TYPES = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
 
@@ -674,8 +723,8 @@ def _dense_search(hnsw_ef: int) -> qe.SearchParams:
     )
 
 
-def _leg_params(search: LegSearch, dense: qe.SearchParams) -> qe.SearchParams:
-    return _LIVE_IDF if search.leg == SPARSE else dense
+def _leg_params(search: LegSearch, dense: qe.SearchParams, sparse: qe.SearchParams) -> qe.SearchParams:
+    return sparse if search.leg == SPARSE else dense
 
 
 def _change_filter_indexes(shard: _Shard, create: list[tuple[str, FilterIndexKind]], drop: list[str]) -> None:
@@ -688,29 +737,29 @@ def _change_filter_indexes(shard: _Shard, create: list[tuple[str, FilterIndexKin
         shard.shard.flush()
 
 
-def _edge_request(search: Search, dim: int, dense: qe.SearchParams) -> qe.QueryRequest:
+def _edge_request(search: Search, dim: int, dense: qe.SearchParams, sparse: qe.SearchParams) -> qe.QueryRequest:
     if isinstance(search, LegSearch):
         return qe.QueryRequest(
             limit=search.limit,
             query=_nearest(search, dim),
             filter=_edge_filter(search.filter),
-            params=_leg_params(search, dense),
+            params=_leg_params(search, dense, sparse),
             with_payload=search.with_payload,
         )
     return qe.QueryRequest(
         limit=search.limit,
         query=_edge_fusion(search),
-        prefetches=[_prefetch(search.dense, dim, dense), _prefetch(search.sparse, dim, dense)],
+        prefetches=[_prefetch(search.dense, dim, dense, sparse), _prefetch(search.sparse, dim, dense, sparse)],
         with_payload=search.with_payload,
     )
 
 
-def _prefetch(search: LegSearch, dim: int, dense: qe.SearchParams) -> qe.Prefetch:
+def _prefetch(search: LegSearch, dim: int, dense: qe.SearchParams, sparse: qe.SearchParams) -> qe.Prefetch:
     return qe.Prefetch(
         limit=search.limit,
         query=_nearest(search, dim),
         filter=_edge_filter(search.filter),
-        params=_leg_params(search, dense),
+        params=_leg_params(search, dense, sparse),
     )
 
 
@@ -757,6 +806,11 @@ def _replay(operations: list[qe.UpdateOperation], shard: qe.EdgeShard, start: in
     for operation in operations[start:]:
         shard.update(operation)
     return len(operations)
+
+
+def _any_exist(shard: qe.EdgeShard, ids: list[Any]) -> bool:
+    """Whether any of the point ids is stored (an upsert of it overwrites)."""
+    return bool(ids) and bool(shard.retrieve(ids, with_payload=False, with_vector=False))
 
 
 def _unoptimised_points(shard: qe.EdgeShard) -> int:

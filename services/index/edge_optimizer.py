@@ -2,15 +2,18 @@
 
 qdrant-edge 0.9 holds the GIL for a whole `optimize()`, so the serving process runs it here, on a
 copy it made, and swaps the result in (edge.EdgeIndex.optimize_in_background). Exit status 0: the
-copy at DIR is optimised and flushed.
+copy at DIR is optimised and flushed; stdout says VACUUMED when no deleted point is left in it
+(its sparse statistics then count live points only).
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 import qdrant_edge as qe
 
@@ -38,19 +41,45 @@ def _yield_to_searches() -> None:
         return
 
 
-def optimise_copy(path: str, parent_pid: int) -> None:
-    """Load the shard at `path`, optimise it and flush it."""
+VACUUMED = "VACUUMED"
+_CONFIG_FILE = "edge_config.json"
+# Vacuum every segment holding a deleted point, however few (Qdrant's defaults wait for 20% and
+# 1,000 of them): deleted points skew the sparse statistics (qdrant/qdrant#6735).
+_VACUUM_ALL = {"deleted_threshold": 0.0, "vacuum_min_vector_number": 0}
+
+
+def optimise_copy(path: str, parent_pid: int) -> bool:
+    """Load the shard at `path`, vacuum and optimise it, flush it; whether no deleted point is left.
+
+    The vacuum settings are the copy's only while this runs (a load applies them): the serving
+    process keeps the shard's own, so its loads never start a vacuum under the GIL."""
     _die_with_parent()
     _yield_to_searches()
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         sys.exit(3)
+    config_file = Path(path) / _CONFIG_FILE
+    own = config_file.read_text()
+    _replace_text(config_file, json.dumps({**json.loads(own), "optimizers": _VACUUM_ALL}))
     shard = qe.EdgeShard.load(path)
     try:
         shard.optimize()
         shard.flush()
+        info = shard.info()
+        # indexed_vectors_count counts the non-empty sparse vectors, deleted ones too until a
+        # vacuum; more of them than live points means the vacuum left some behind.
+        vacuumed = bool(info.indexed_vectors_count <= info.points_count)
     finally:
         shard.close()
+    _replace_text(config_file, own)
+    return vacuumed
+
+
+def _replace_text(path: Path, text: str) -> None:
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(text)
+    os.replace(scratch, path)
 
 
 if __name__ == "__main__":
-    optimise_copy(sys.argv[1], int(sys.argv[2]))
+    if optimise_copy(sys.argv[1], int(sys.argv[2])):
+        print(VACUUMED)

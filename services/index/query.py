@@ -682,10 +682,11 @@ def fuse_in_app(fusion: Dbsf | Convex, dense: Sequence[IndexHit], sparse: Sequen
 
 @dataclass(frozen=True)
 class LegSearch:
-    """The points nearest one vector: cosine for dense; for sparse, the dot product with IDF counted
-    over the live points (the default, collection-wide statistics come from the sparse index, which
-    keeps counting deleted and overwritten points until a vacuum, qdrant/qdrant#6735, so replacing
-    a document would skew every score until then)."""
+    """The points nearest one vector: cosine for dense; for sparse, the dot product with IDF over the
+    live points. Qdrant's own statistics come from the sparse index, which keeps counting deleted
+    and overwritten points until a vacuum (qdrant/qdrant#6735), so the engines count live points
+    at query time, except an Edge shard no point was deleted from or overwritten in since its
+    last vacuum (edge._EXACT_IDF_MARKER), whose statistics give the same IDF three times faster."""
 
     leg: Leg
     vector: list[float] | SparseVector
