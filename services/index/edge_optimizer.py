@@ -2,8 +2,9 @@
 
 qdrant-edge 0.9 holds the GIL for a whole `optimize()`, so the serving process runs it here, on a
 copy it made, and swaps the result in (edge.EdgeIndex.optimize_in_background). Exit status 0: the
-copy at DIR is optimised and flushed; stdout says VACUUMED when no deleted point is left in it
-(its sparse statistics then count live points only).
+copy at DIR is optimised and flushed, and stdout says VACUUMED: no deleted point is left in it, so
+its sparse statistics count live points only (the shard's counts cannot tell: they add the dense
+vectors of indexed segments to the sparse ones, deleted included).
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ _CONFIG_FILE = "edge_config.json"
 _VACUUM_ALL = {"deleted_threshold": 0.0, "vacuum_min_vector_number": 0}
 
 
-def optimise_copy(path: str, parent_pid: int) -> bool:
-    """Load the shard at `path`, vacuum and optimise it, flush it; whether no deleted point is left.
+def optimise_copy(path: str, parent_pid: int) -> None:
+    """Load the shard at `path`, vacuum and optimise it, flush it.
 
     The vacuum settings are the copy's only while this runs (a load applies them): the serving
     process keeps the shard's own, so its loads never start a vacuum under the GIL."""
@@ -60,18 +61,13 @@ def optimise_copy(path: str, parent_pid: int) -> bool:
     config_file = Path(path) / _CONFIG_FILE
     own = config_file.read_text()
     _replace_text(config_file, json.dumps({**json.loads(own), "optimizers": _VACUUM_ALL}))
-    shard = qe.EdgeShard.load(path)
+    shard = qe.EdgeShard.load(path)  # the load already vacuums, under these settings
     try:
         shard.optimize()
         shard.flush()
-        info = shard.info()
-        # indexed_vectors_count counts the non-empty sparse vectors, deleted ones too until a
-        # vacuum; more of them than live points means the vacuum left some behind.
-        vacuumed = bool(info.indexed_vectors_count <= info.points_count)
     finally:
         shard.close()
     _replace_text(config_file, own)
-    return vacuumed
 
 
 def _replace_text(path: Path, text: str) -> None:
@@ -81,5 +77,5 @@ def _replace_text(path: Path, text: str) -> None:
 
 
 if __name__ == "__main__":
-    if optimise_copy(sys.argv[1], int(sys.argv[2])):
-        print(VACUUMED)
+    optimise_copy(sys.argv[1], int(sys.argv[2]))
+    print(VACUUMED)

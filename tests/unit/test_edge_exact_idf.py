@@ -10,6 +10,7 @@ that holds only the live points.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -22,14 +23,14 @@ DIM = 8
 DOCS = [f"d{k}" for k in range(6)]
 
 
-def points(doc: str, n: int = 80, *, shift: int = 0) -> list[IndexPoint]:
+def points(doc: str, n: int = 80, *, shift: int = 0, dim: int = DIM) -> list[IndexPoint]:
     """Points of one document; the document's terms overlap the others' so deleting it moves every IDF."""
     k = DOCS.index(doc) if doc in DOCS else 7
     rng = np.random.default_rng(k + shift)
     return [
         IndexPoint(
             id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{doc}/{i}")),
-            dense=rng.standard_normal(DIM).astype(np.float32),
+            dense=rng.standard_normal(dim).astype(np.float32),
             sparse=SparseVector([1 + (i + k) % 5, 10 + k, 20 + i % 3], [1.0 + i / 100 + shift, 0.5, 0.25 + k / 10]),
             payload={"document_id": doc, "generation": 1},
         )
@@ -48,16 +49,18 @@ def answers(index: EdgeIndex) -> list[list[tuple[str, float]]]:
     ]
 
 
-def build(index: EdgeIndex, docs: list[str]) -> None:
-    index.ensure_collection(NAME, dim=DIM)
+def build(index: EdgeIndex, docs: list[str], dim: int = DIM) -> None:
+    index.ensure_collection(NAME, dim=dim)
     for doc in docs:
         index.upsert(NAME, points(doc))
 
 
-def live_only(tmp_path, docs: list[str], extra: list[IndexPoint] = ()) -> list[list[tuple[str, float]]]:
+def live_only(
+    tmp_path, docs: list[str], extra: Sequence[IndexPoint] = (), dim: int = DIM
+) -> list[list[tuple[str, float]]]:
     """The answers of a fresh collection holding just these documents' points."""
     with EdgeIndex(tmp_path / f"fresh-{uuid.uuid4().hex}") as fresh:
-        build(fresh, docs)
+        build(fresh, docs, dim)
         if extra:
             fresh.upsert(NAME, list(extra))
         return answers(fresh)
@@ -146,3 +149,16 @@ def test_a_shard_without_the_marker_counts_live_points(tmp_path):
     with EdgeIndex(root) as index:
         assert answers(index) == expected
         assert not index._shards[NAME].exact_idf
+
+
+def test_statistics_of_an_optimised_segment_and_the_new_one_add_up(tmp_path):
+    dim = 256  # 11,000 points of 256 floats pass Qdrant's indexing threshold (10 MB): an indexed segment
+    big = [p for doc in ("d0", "d1") for p in points(doc, 5_500, dim=dim)]
+    late = points("d2", dim=dim)
+    with EdgeIndex(tmp_path / "edge") as index:
+        index.ensure_collection(NAME, dim=dim)
+        index.upsert(NAME, big)
+        optimise(index)
+        index.upsert(NAME, late)  # into a new appendable segment
+        assert index._shards[NAME].shard.info().segments_count == 2 and index._shards[NAME].exact_idf
+        assert answers(index) == live_only(tmp_path, [], [*big, *late], dim)
