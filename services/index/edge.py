@@ -26,7 +26,7 @@ import qdrant_edge as qe
 
 from services.errors import Conflict, DataDirLocked, InvalidInput, NotFound
 from services.index.base import IndexPoint, VectorIndex, check_collection_name, point_id
-from services.index.edge_optimizer import VACUUMED
+from services.index.edge_optimizer import VACUUMED, vacuum_and_optimise
 from services.index.query import (
     DENSE,
     HNSW_EF,
@@ -278,15 +278,24 @@ class EdgeIndex(VectorIndex):
         return vectors
 
     def optimize(self, name: str) -> bool:
-        """Merge segments, vacuum deletions and build HNSW; Edge never does this by itself.
+        """Merge segments, vacuum every deletion and build HNSW; Edge never does this by itself.
 
         qdrant-edge 0.9 holds the GIL for the whole run (seconds per 10k points), freezing every
-        thread of the process: run it from maintenance code, not while serving.
+        thread of the process: run it from maintenance code, not while serving. The shard is
+        closed meanwhile (a background optimisation of it is abandoned) and its sparse
+        statistics count live points only after it.
         """
-        with self._use(name) as shard, shard.write_lock:
-            changed = shard.shard.optimize()
-            shard.shard.flush()
-            return bool(changed)
+        with self._guard.write():
+            self._check_open()
+            shard = self._open_locked(name)
+            shard.retire()
+            shard.shard.close()
+            del self._shards[name]
+            path = self._root / name
+            changed = vacuum_and_optimise(path)
+            _write_marker(path / _EXACT_IDF_MARKER)
+            self._open_locked(name)
+            return changed
 
     def optimize_in_background(self, name: str) -> threading.Thread | None:
         """Optimise the collection without stopping searches or writes; the thread doing it, or

@@ -50,24 +50,33 @@ _VACUUM_ALL = {"deleted_threshold": 0.0, "vacuum_min_vector_number": 0}
 
 
 def optimise_copy(path: str, parent_pid: int) -> None:
-    """Load the shard at `path`, vacuum and optimise it, flush it.
-
-    The vacuum settings are the copy's only while this runs (a load applies them): the serving
-    process keeps the shard's own, so its loads never start a vacuum under the GIL."""
+    """Vacuum and optimise the copy at `path` (vacuum_and_optimise), as the parent's child."""
     _die_with_parent()
     _yield_to_searches()
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         sys.exit(3)
-    config_file = Path(path) / _CONFIG_FILE
+    vacuum_and_optimise(Path(path))
+
+
+def vacuum_and_optimise(path: Path) -> bool:
+    """Load the (closed) shard at `path` with vacuum-all settings, optimise and flush it; whether
+    its optimisation changed anything.
+
+    The settings are the shard's only while this runs (a load applies them): its own go back after,
+    so the serving process's loads never start a vacuum while holding the GIL."""
+    config_file = path / _CONFIG_FILE
     own = config_file.read_text()
     _replace_text(config_file, json.dumps({**json.loads(own), "optimizers": _VACUUM_ALL}))
-    shard = qe.EdgeShard.load(path)  # the load already vacuums, under these settings
     try:
-        shard.optimize()
-        shard.flush()
+        shard = qe.EdgeShard.load(str(path))  # the load already vacuums, under these settings
+        try:
+            changed = bool(shard.optimize())
+            shard.flush()
+        finally:
+            shard.close()
     finally:
-        shard.close()
-    _replace_text(config_file, own)
+        _replace_text(config_file, own)
+    return changed
 
 
 def _replace_text(path: Path, text: str) -> None:
