@@ -236,7 +236,7 @@ def measure(size: int, args: argparse.Namespace) -> dict:
         hits = index.query(COLLECTION, dense=q, limit=10, with_payload=False)
         recall.append(len({h.id for h in hits} & expected) / 10)
     log(f"{size}: recall@10 {np.mean(recall):.4f}")
-    ef_sweep = [_ef_point(index, ef, query_dense, truth, questions, args) for ef in args.ef_sweep]
+    ef_sweep = [_ef_point(index, ef, over, query_dense, truth, questions, args) for ef, over in args.ef_sweep]
 
     # Queries while a writer keeps adding points (and optimisations run in the background).
     stop = threading.Event()
@@ -306,13 +306,23 @@ def measure(size: int, args: argparse.Namespace) -> dict:
     return result
 
 
-def _ef_point(index, ef: int, query_dense: np.ndarray, truth: list[set[str]], questions, args) -> dict:
+def _ef_point(index, ef: int, oversampling: float | None, query_dense, truth: list[set[str]], questions, args) -> dict:
     """Recall@10 of the dense leg and hybrid p50 (no writes) with the dense search exploring `ef`
-    candidates (SAEKIN_INDEX_HNSW_EF), on the settled index; the index's own setting is restored."""
+    candidates (SAEKIN_INDEX_HNSW_EF) and rescoring `limit` x `oversampling` of them with the
+    float originals (None: QUANTIZED_OVERSAMPLING), on the settled index; the index's own setting
+    is restored."""
+    import qdrant_edge as qe
+
     from services.index.edge import _dense_search
 
     own = index._dense_search
-    index._dense_search = _dense_search(ef)  # what EdgeIndex(hnsw_ef=ef) would use
+    index._dense_search = (  # what EdgeIndex(hnsw_ef=ef) would use, or with that oversampling
+        _dense_search(ef)
+        if oversampling is None
+        else qe.SearchParams(
+            hnsw_ef=ef, quantization=qe.QuantizationSearchParams(rescore=True, oversampling=oversampling)
+        )
+    )
     try:
         recall = [
             len({h.id for h in index.query(COLLECTION, dense=q, limit=10, with_payload=False)} & expected) / 10
@@ -335,6 +345,7 @@ def _ef_point(index, ef: int, query_dense: np.ndarray, truth: list[set[str]], qu
         index._dense_search = own
     point = {
         "ef": ef,
+        "oversampling": oversampling,
         "recall_at_10_vs_exact": round(float(np.mean(recall)), 4),
         "hybrid_p50_ms": round(float(np.percentile(np.array(samples) * 1000, 50)), 2),
     }
@@ -656,6 +667,11 @@ def measure_http(size: int, args: argparse.Namespace) -> dict:
     return result
 
 
+def _sweep_point(spec: str) -> tuple[int, float | None]:
+    ef, _, oversampling = spec.partition("x")
+    return int(ef), float(oversampling) if oversampling else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated chunk counts")
@@ -665,9 +681,10 @@ def main() -> None:
     parser.add_argument("--optimise-timeout", type=float, default=3600)
     parser.add_argument(
         "--ef-sweep",
-        type=lambda v: [int(x) for x in v.split(",") if x],
+        type=lambda v: [_sweep_point(x) for x in v.split(",") if x],
         default=[],
-        help="index mode: also recall@10 and hybrid p50 (no writes) at these SAEKIN_INDEX_HNSW_EF values, e.g. 512,256,128",
+        help="index mode: also recall@10 and hybrid p50 (no writes) at these SAEKIN_INDEX_HNSW_EF values, "
+        "each optionally with an oversampling of the int8 candidates: e.g. 512,256,1024x2",
     )
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--work-dir", type=Path, default=None)
