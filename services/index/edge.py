@@ -414,6 +414,7 @@ class EdgeIndex(VectorIndex):
             raise
         shard = _Shard(shard=edge_shard, dim=dim, filter_indexes=_filter_indexes(edge_shard, self._filter_index_limit))
         shard.pending = _unoptimised_points(edge_shard)
+        shard.optimised_points = max(0, edge_shard.info().points_count - shard.pending)
         shard.exact_idf = (path / _EXACT_IDF_MARKER).is_file()
         self._shards[name] = shard
         return shard
@@ -823,9 +824,13 @@ def _any_exist(shard: qe.EdgeShard, ids: list[Any]) -> bool:
 
 
 def _unoptimised_points(shard: qe.EdgeShard) -> int:
-    """Points not yet in an indexed segment (an estimate, from the shard's counts)."""
+    """Points not yet in an indexed segment (an estimate, from the shard's counts).
+
+    qdrant-edge 0.9's indexed_vectors_count adds the stored sparse vectors (about one a point) to
+    the dense vectors of indexed segments: 11,000 points in a plain segment count 11,000, the same
+    optimised plus 300 new ones 22,300."""
     info = shard.info()
-    return max(0, info.points_count - info.indexed_vectors_count)
+    return max(0, 2 * info.points_count - info.indexed_vectors_count)
 
 
 def _settle_swaps(root: Path) -> None:

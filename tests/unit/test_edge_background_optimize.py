@@ -130,6 +130,37 @@ def test_optimisation_starts_by_itself_after_enough_writes(tmp_path):
         assert index.count(NAME) == len(FIXED)
 
 
+def test_a_reopened_collection_knows_its_unoptimised_points(tmp_path):
+    """So one left unoptimised by an earlier run is optimised once it is used, not after as many again."""
+    dim = 256  # 11,000 points of 256 floats pass Qdrant's indexing threshold (10 MB): an indexed segment
+    rng = np.random.default_rng(0)
+
+    def points(start: int, n: int) -> list[IndexPoint]:
+        return [
+            IndexPoint(
+                id=str(uuid.UUID(int=i + 1)),
+                dense=rng.standard_normal(dim).astype(np.float32),
+                sparse=SparseVector([i % 50, 100 + i % 7], [1.0, 0.5]),
+                payload={"document_id": "d", "generation": 1},
+            )
+            for i in range(start, start + n)
+        ]
+
+    root = tmp_path / "edge"
+    with EdgeIndex(root) as index:
+        index.ensure_collection(NAME, dim=dim)
+        index.upsert(NAME, points(0, 11_000))
+    with EdgeIndex(root) as index:
+        assert index.optimization_status(NAME)["pending_points"] == 11_000
+        thread = index.optimize_in_background(NAME)
+        assert thread is not None
+        thread.join()
+        index.upsert(NAME, points(11_000, 300))
+    with EdgeIndex(root, optimize_after=10_000) as index:
+        assert index.optimization_status(NAME)["pending_points"] == 300
+        assert not index._shards[NAME].optimization_due(10_000)
+
+
 def test_a_failed_optimiser_leaves_the_shard_as_it_was(tmp_path, monkeypatch):
     root = tmp_path / "edge"
     with EdgeIndex(root) as index:
