@@ -26,7 +26,7 @@ import qdrant_edge as qe
 
 from services.errors import Conflict, DataDirLocked, InvalidInput, NotFound
 from services.index.base import IndexPoint, VectorIndex, check_collection_name, point_id
-from services.index.edge_optimizer import VACUUMED, vacuum_and_optimise
+from services.index.edge_optimizer import CONFIG_FILE, VACUUMED, vacuum_and_optimise
 from services.index.query import (
     DENSE,
     HNSW_EF,
@@ -64,7 +64,6 @@ except ImportError:  # pragma: no cover
 LOCK_FILE = ".saekin-index.lock"
 # Metadata paths per collection that get a payload index when a filter first uses them.
 DEFAULT_FILTER_INDEX_LIMIT = 16
-_CONFIG_FILE = "edge_config.json"
 _CREATING_PREFIX = ".creating-"
 # A background optimisation's copy of a shard, and the shard it replaced (until removed).
 _OPTIMIZING_PREFIX = ".optimizing-"
@@ -168,10 +167,7 @@ class EdgeIndex(VectorIndex):
         check_collection_name(name)
         with self._guard.write():
             self._check_open()
-            shard = self._shards.pop(name, None)
-            if shard is not None:
-                shard.retire()
-                shard.shard.close()
+            self._close_shard(name)
             shutil.rmtree(self._root / name, ignore_errors=True)
 
     # --- points ------------------------------------------------------------------------
@@ -285,12 +281,11 @@ class EdgeIndex(VectorIndex):
         closed meanwhile (a background optimisation of it is abandoned) and its sparse
         statistics count live points only after it.
         """
+        check_collection_name(name)
         with self._guard.write():
             self._check_open()
-            shard = self._open_locked(name)
-            shard.retire()
-            shard.shard.close()
-            del self._shards[name]
+            if not self._close_shard(name) and not self._on_disk(name):
+                raise NotFound(f"collection {name!r} does not exist")
             path = self._root / name
             changed = vacuum_and_optimise(path)
             _write_marker(path / _EXACT_IDF_MARKER)
@@ -326,7 +321,7 @@ class EdgeIndex(VectorIndex):
         what a background optimisation starts from too.
         """
         names = sorted(
-            p.name for p in self._root.iterdir() if not p.name.startswith(".") and (p / _CONFIG_FILE).is_file()
+            p.name for p in self._root.iterdir() if not p.name.startswith(".") and (p / CONFIG_FILE).is_file()
         )
         for name in names:  # opened first: opening needs the exclusive lock
             with self._use(name):
@@ -402,7 +397,7 @@ class EdgeIndex(VectorIndex):
         path = self._root / name
         if not self._on_disk(name):
             raise NotFound(f"collection {name!r} does not exist")
-        config = json.loads((path / _CONFIG_FILE).read_text())
+        config = json.loads((path / CONFIG_FILE).read_text())
         dim = int(config["vectors"][DENSE]["size"])
         edge_shard = load_shard(path)
         try:
@@ -413,8 +408,9 @@ class EdgeIndex(VectorIndex):
             edge_shard.close()  # else its WAL lock outlives the failure
             raise
         shard = _Shard(shard=edge_shard, dim=dim, filter_indexes=_filter_indexes(edge_shard, self._filter_index_limit))
-        shard.pending = _unoptimised_points(edge_shard)
-        shard.optimised_points = max(0, edge_shard.info().points_count - shard.pending)
+        info = edge_shard.info()
+        shard.pending = _unoptimised_points(info)
+        shard.optimised_points = max(0, info.points_count - shard.pending)
         shard.exact_idf = (path / _EXACT_IDF_MARKER).is_file()
         self._shards[name] = shard
         return shard
@@ -552,8 +548,17 @@ class EdgeIndex(VectorIndex):
         shutil.rmtree(target, ignore_errors=True)  # a directory without a config is no shard
         os.replace(scratch, target)
 
+    def _close_shard(self, name: str) -> bool:
+        """Retire and close the open shard (caller holds the exclusive lock); whether one was open."""
+        shard = self._shards.pop(name, None)
+        if shard is None:
+            return False
+        shard.retire()
+        shard.shard.close()
+        return True
+
     def _on_disk(self, name: str) -> bool:
-        return (self._root / name / _CONFIG_FILE).is_file()
+        return (self._root / name / CONFIG_FILE).is_file()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -823,13 +828,12 @@ def _any_exist(shard: qe.EdgeShard, ids: list[Any]) -> bool:
     return bool(ids) and bool(shard.retrieve(ids, with_payload=False, with_vector=False))
 
 
-def _unoptimised_points(shard: qe.EdgeShard) -> int:
+def _unoptimised_points(info: Any) -> int:
     """Points not yet in an indexed segment (an estimate, from the shard's counts).
 
     qdrant-edge 0.9's indexed_vectors_count adds the stored sparse vectors (about one a point) to
     the dense vectors of indexed segments: 11,000 points in a plain segment count 11,000, the same
     optimised plus 300 new ones 22,300."""
-    info = shard.info()
     return max(0, 2 * info.points_count - info.indexed_vectors_count)
 
 
@@ -848,7 +852,7 @@ def _settle_swaps(root: Path) -> None:
 def _settle_swap(root: Path, name: str) -> None:
     """_settle_swaps for one collection."""
     target, copy, retired = root / name, root / f"{_OPTIMIZING_PREFIX}{name}", root / f"{_RETIRED_PREFIX}{name}"
-    if retired.is_dir() and not (target / _CONFIG_FILE).is_file():
+    if retired.is_dir() and not (target / CONFIG_FILE).is_file():
         shutil.rmtree(target, ignore_errors=True)
         os.replace(copy if (copy / _COMPLETE_MARKER).is_file() else retired, target)
         _fsync_directory(root)

@@ -43,7 +43,8 @@ def _yield_to_searches() -> None:
 
 
 VACUUMED = "VACUUMED"
-_CONFIG_FILE = "edge_config.json"
+# The shard's settings file, inside its directory.
+CONFIG_FILE = "edge_config.json"
 # Vacuum every segment holding a deleted point, however few (Qdrant's defaults wait for 20% and
 # 1,000 of them): deleted points skew the sparse statistics (qdrant/qdrant#6735).
 _VACUUM_ALL = {"deleted_threshold": 0.0, "vacuum_min_vector_number": 0}
@@ -64,7 +65,7 @@ def vacuum_and_optimise(path: Path) -> bool:
 
     The settings are the shard's only while this runs (a load applies them): its own go back after,
     so the serving process's loads never start a vacuum while holding the GIL."""
-    config_file = path / _CONFIG_FILE
+    config_file = path / CONFIG_FILE
     own = config_file.read_text()
     _replace_text(config_file, json.dumps({**json.loads(own), "optimizers": _VACUUM_ALL}))
     try:
