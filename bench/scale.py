@@ -311,18 +311,11 @@ def _ef_point(index, ef: int, oversampling: float | None, query_dense, truth: li
     candidates (SAEKIN_INDEX_HNSW_EF) and rescoring `limit` x `oversampling` of them with the
     float originals (None: QUANTIZED_OVERSAMPLING), on the settled index; the index's own setting
     is restored."""
-    import qdrant_edge as qe
-
     from services.index.edge import _dense_search
 
     own = index._dense_search
-    index._dense_search = (  # what EdgeIndex(hnsw_ef=ef) would use, or with that oversampling
-        _dense_search(ef)
-        if oversampling is None
-        else qe.SearchParams(
-            hnsw_ef=ef, quantization=qe.QuantizationSearchParams(rescore=True, oversampling=oversampling)
-        )
-    )
+    # What EdgeIndex(hnsw_ef=ef) would use, or with that oversampling.
+    index._dense_search = _dense_search(ef) if oversampling is None else _dense_search(ef, oversampling)
     try:
         recall = [
             len({h.id for h in index.query(COLLECTION, dense=q, limit=10, with_payload=False)} & expected) / 10

@@ -731,10 +731,10 @@ def _edge_config(schema: CollectionSchema) -> qe.EdgeConfig:
     )
 
 
-def _dense_search(hnsw_ef: int) -> qe.SearchParams:
+def _dense_search(hnsw_ef: int, oversampling: float = QUANTIZED_OVERSAMPLING) -> qe.SearchParams:
     """The dense leg's search parameters; collections without quantization ignore its part."""
     return qe.SearchParams(
-        hnsw_ef=hnsw_ef, quantization=qe.QuantizationSearchParams(rescore=True, oversampling=QUANTIZED_OVERSAMPLING)
+        hnsw_ef=hnsw_ef, quantization=qe.QuantizationSearchParams(rescore=True, oversampling=oversampling)
     )
 
 
