@@ -216,7 +216,7 @@ def build_index(
         originals: dict[uuid.UUID, tuple[dict, list[dict]]] = {}
         with session_scope(rt.session_factory) as session:
             for document in session.scalars(
-                select(Document).where(Document.id.in_([i.document_id for _, i, _ in copies]))
+                select(Document).where(Document.id.in_({i.document_id for _, i, _ in copies}))  # distinct: SQLite's variable limit
             ):
                 originals[document.id] = (
                     {
