@@ -215,8 +215,9 @@ def build_index(
         copies = [(c, item, take) for c, item, take in plan if c > 0]
         originals: dict[uuid.UUID, tuple[dict, list[dict]]] = {}
         with session_scope(rt.session_factory) as session:
+            # The distinct originals: a list of every copy's passes SQLite's limit of bound variables.
             for document in session.scalars(
-                select(Document).where(Document.id.in_({i.document_id for _, i, _ in copies}))  # distinct: SQLite's variable limit
+                select(Document).where(Document.id.in_({i.document_id for _, i, _ in copies}))
             ):
                 originals[document.id] = (
                     {
