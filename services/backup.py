@@ -137,6 +137,8 @@ def _check_points(destination: Path, manifest: BackupManifest) -> None:
     the index copy as waiting to be embedded again."""
     import qdrant_edge as qe
 
+    from services.index.edge_optimizer import CONFIG_FILE
+
     engine = make_engine(f"sqlite:///{destination / DATABASE}")
     d, c, coll = _documents.c, _chunks.c, _collections.c
     reembed: list[uuid.UUID] = []
@@ -160,7 +162,7 @@ def _check_points(destination: Path, manifest: BackupManifest) -> None:
             present: set[str] = set()
             path = destination / INDEX_DIR / name
             points = 0
-            if (path / "edge_config.json").is_file():
+            if (path / CONFIG_FILE).is_file():
                 shard = qe.EdgeShard.load(str(path))
                 try:
                     points = int(shard.count(qe.CountRequest(exact=True)))
