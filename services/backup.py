@@ -137,7 +137,7 @@ def _check_points(destination: Path, manifest: BackupManifest) -> None:
     the index copy as waiting to be embedded again."""
     import qdrant_edge as qe
 
-    from services.index.edge_optimizer import CONFIG_FILE
+    from services.index.edge_optimizer import is_shard
 
     engine = make_engine(f"sqlite:///{destination / DATABASE}")
     d, c, coll = _documents.c, _chunks.c, _collections.c
@@ -162,7 +162,7 @@ def _check_points(destination: Path, manifest: BackupManifest) -> None:
             present: set[str] = set()
             path = destination / INDEX_DIR / name
             points = 0
-            if (path / CONFIG_FILE).is_file():
+            if is_shard(path):
                 shard = qe.EdgeShard.load(str(path))
                 try:
                     points = int(shard.count(qe.CountRequest(exact=True)))

@@ -26,7 +26,7 @@ import qdrant_edge as qe
 
 from services.errors import Conflict, DataDirLocked, InvalidInput, NotFound
 from services.index.base import IndexPoint, VectorIndex, check_collection_name, point_id
-from services.index.edge_optimizer import CONFIG_FILE, VACUUMED, vacuum_and_optimise
+from services.index.edge_optimizer import CONFIG_FILE, VACUUMED, is_shard, vacuum_and_optimise
 from services.index.query import (
     DENSE,
     HNSW_EF,
@@ -320,9 +320,7 @@ class EdgeIndex(VectorIndex):
         the database's; searches go on. The copy of a flushed shard under its write lock is
         what a background optimisation starts from too.
         """
-        names = sorted(
-            p.name for p in self._root.iterdir() if not p.name.startswith(".") and (p / CONFIG_FILE).is_file()
-        )
+        names = sorted(p.name for p in self._root.iterdir() if not p.name.startswith(".") and is_shard(p))
         for name in names:  # opened first: opening needs the exclusive lock
             with self._use(name):
                 pass
@@ -558,7 +556,7 @@ class EdgeIndex(VectorIndex):
         return True
 
     def _on_disk(self, name: str) -> bool:
-        return (self._root / name / CONFIG_FILE).is_file()
+        return is_shard(self._root / name)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -852,7 +850,7 @@ def _settle_swaps(root: Path) -> None:
 def _settle_swap(root: Path, name: str) -> None:
     """_settle_swaps for one collection."""
     target, copy, retired = root / name, root / f"{_OPTIMIZING_PREFIX}{name}", root / f"{_RETIRED_PREFIX}{name}"
-    if retired.is_dir() and not (target / CONFIG_FILE).is_file():
+    if retired.is_dir() and not is_shard(target):
         shutil.rmtree(target, ignore_errors=True)
         os.replace(copy if (copy / _COMPLETE_MARKER).is_file() else retired, target)
         _fsync_directory(root)

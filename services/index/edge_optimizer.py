@@ -50,6 +50,11 @@ CONFIG_FILE = "edge_config.json"
 _VACUUM_ALL = {"deleted_threshold": 0.0, "vacuum_min_vector_number": 0}
 
 
+def is_shard(path: Path) -> bool:
+    """Whether the directory `path` holds an Edge shard (its settings file is written at creation)."""
+    return (path / CONFIG_FILE).is_file()
+
+
 def optimise_copy(path: str, parent_pid: int) -> None:
     """Vacuum and optimise the copy at `path` (vacuum_and_optimise), as the parent's child."""
     _die_with_parent()
